@@ -1,0 +1,87 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "NestBench",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "nestbench", targets: ["nestbench"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/ordo-one/TextTable", from: "0.0.2"),
+    ],
+    targets: [
+        // C shim for what Swift cannot do safely: fork + gated exec with affinity and process group.
+        .target(name: "CProcess"),
+        // Pure value types: experiments, configurations, workloads, runs, metrics. Imports nothing of ours.
+        .target(name: "NestBenchModel"),
+        // Pure statistics: descriptive stats, Welch t, ratio CIs, geometric means.
+        .target(name: "NestBenchStats"),
+        // Experiment files (YAML) -> validated model -> randomized interleaved plan.
+        .target(
+            name: "NestBenchConfig",
+            dependencies: ["NestBenchModel", "Yams", .product(name: "Crypto", package: "swift-crypto")]),
+        // Spawning measured processes: pinning, gating, timeouts, process-group reaping, rusage.
+        .target(
+            name: "NestBenchProcess",
+            dependencies: ["CProcess", "NestBenchModel", .product(name: "Logging", package: "swift-log")]),
+        // Collectors: procfs parsers (buddyinfo/FMFI, vmstat, smaps), perf counters, machine description.
+        .target(
+            name: "NestBenchCollectors",
+            dependencies: ["NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log")]),
+        // Platforms: apply/restore per-layer knobs (local now; VMs later), with a crash-safe journal.
+        .target(
+            name: "NestBenchPlatforms",
+            dependencies: ["NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log")]),
+        // Workload adapters: the built-in microbenchmarks (Harness/), later Tailbench and PARSEC.
+        .target(
+            name: "NestBenchWorkloads",
+            dependencies: [
+                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        // The SQLite store (GRDB): experiment runs, measured runs, metrics.
+        .target(
+            name: "NestBenchStore",
+            dependencies: ["NestBenchModel", .product(name: "GRDB", package: "GRDB.swift")]),
+        // Analysis: comparisons against the baseline and report rendering (table, markdown, JSON, CSV).
+        .target(
+            name: "NestBenchAnalysis",
+            dependencies: ["NestBenchModel", "NestBenchStats", "TextTable"]),
+        // Orchestration: executes a plan on a platform, collects, stores each run as it ends.
+        .target(
+            name: "NestBenchOrchestrator",
+            dependencies: [
+                "NestBenchModel", "NestBenchConfig", "NestBenchProcess", "NestBenchCollectors",
+                "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchStore", "NestBenchAnalysis",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The commands: the only module that imports ArgumentParser and writes to stdout.
+        .target(
+            name: "NestBenchCLI",
+            dependencies: [
+                "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
+                "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The executable: a stub that calls the root command.
+        .executableTarget(name: "nestbench", dependencies: ["NestBenchCLI"]),
+
+        .testTarget(name: "StatsTests", dependencies: ["NestBenchStats"]),
+        .testTarget(name: "ConfigTests", dependencies: ["NestBenchConfig", "NestBenchModel"]),
+        .testTarget(
+            name: "CoreTests",
+            dependencies: [
+                "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
+                "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
+            ]),
+        .testTarget(name: "EndToEndTests", dependencies: []),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import NestBenchAnalysis
+import NestBenchStore
+
+struct ReportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Report a stored experiment run.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var resultsOptions: ResultsOptions
+
+    @Argument(help: "Run id, a unique prefix of one, or 'latest'.")
+    var run: String = "latest"
+
+    @Option(help: "table, markdown, json or csv.")
+    var format: String = "table"
+
+    func validate() throws {
+        guard ReportFormat(rawValue: format) != nil else {
+            throw ValidationError("--format must be one of: \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        _ = global.makeLogger()
+        guard FileManager.default.fileExists(atPath: resultsOptions.databasePath) else {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message: "\(resultsOptions.databasePath): no result store here (run an experiment first, or pass --results DIR)")
+        }
+        let store = try resultsOptions.openStore()
+        guard let id = try store.resolve(run), let record = try store.experimentRun(id) else {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message: "no run \"\(run)\" in \(resultsOptions.databasePath) (nestbench list shows the stored runs)")
+        }
+        let report = Report(record: record, runs: try store.runs(of: id))
+        Console.out(ReportRenderer.render(report, as: ReportFormat(rawValue: format)!))
+    }
+}
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List stored experiment runs, newest first.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var resultsOptions: ResultsOptions
+
+    func run() async throws {
+        _ = global.makeLogger()
+        guard FileManager.default.fileExists(atPath: resultsOptions.databasePath) else {
+            Console.error("nestbench: \(resultsOptions.databasePath): no runs stored yet")
+            return
+        }
+        let f = ISO8601DateFormatter()
+        for s in try resultsOptions.openStore().list() {
+            let tags = s.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            Console.out("\(s.id)\t\(s.experiment)\t\(f.string(from: s.startedAt))\t\(s.status)\t\(s.runs) runs\t\(tags)\n")
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import NestBenchAnalysis
+import NestBenchConfig
+import NestBenchModel
+import NestBenchOrchestrator
+import NestBenchPlatforms
+import NestBenchProcess
+import NestBenchStore
+import NestBenchWorkloads
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run an experiment file and report the comparison against its baseline.",
+        discussion: """
+            Runs configurations × workloads × conditions × repetitions in a seeded, randomized, \
+            interleaved order. Every run is stored as soon as it ends; knobs changed on this machine \
+            are restored at the end, on Ctrl-C and SIGTERM, and by the next nestbench after a kill -9.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var resultsOptions: ResultsOptions
+
+    @Argument(help: "The experiment file (YAML), e.g. Suites/quickstart.yaml.")
+    var file: String
+
+    @Option(help: "Seed of the run order (default: the file's seed, else a random one; always recorded).")
+    var seed: UInt64?
+
+    @Option(name: .customLong("tag"), help: "A key=value tag stored with the run (commit, kernel id, …); repeatable.")
+    var tags: [String] = []
+
+    @Flag(help: "Run exactly the minimum repetitions (no adaptive follow-up blocks).")
+    var fixedRepetitions = false
+
+    @Flag(help: "Validate the file and print the planned order; change and run nothing.")
+    var dryRun = false
+
+    @Option(help: "Report format on stdout: table, markdown, json, csv.")
+    var format: String = "table"
+
+    func validate() throws {
+        guard ReportFormat(rawValue: format) != nil else {
+            throw ValidationError("--format must be one of: \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        for tag in tags where !tag.contains("=") {
+            throw ValidationError("--tag takes key=value, found \"\(tag)\"")
+        }
+    }
+
+    func run() async throws {
+        let logger = global.makeLogger()
+        let registry = WorkloadRegistry.standard()
+        let loaded: LoadedExperiment
+        do {
+            loaded = try ExperimentLoader.load(path: file, catalog: registry)
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: error.description)
+        }
+        var parsedTags: [String: String] = [:]
+        for tag in tags {
+            let parts = tag.split(separator: "=", maxSplits: 1)
+            parsedTags[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+
+        if dryRun {
+            var generator = SeededGenerator(seed: seed ?? loaded.experiment.seed ?? 1)
+            let plan = Planner.initialPlan(for: loaded.experiment, generator: &generator)
+            for p in plan {
+                Console.out("\(p.sequence)\t\(p.configuration)\t\(p.workload)\t\(p.condition)\trep \(p.repetition)\n")
+            }
+            let problems = LocalPlatform.preflight(loaded.experiment.configurations)
+            for problem in problems { Console.error("preflight: \(problem)") }
+            if !problems.isEmpty { throw CommandFailure(code: ExitCodes.error, message: "") }
+            return
+        }
+
+        let journal = KnobJournal()
+        do {
+            let restored = try journal.recover()
+            for entry in restored {
+                Console.error(
+                    "nestbench: restored \(entry.path) to \"\(entry.original)\" (left changed by an earlier nestbench that was killed)"
+                )
+            }
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: error.description)
+        }
+
+        let store = try resultsOptions.openStore()
+        let platform = LocalPlatform(journal: journal, logger: logger)
+        let orchestrator = Orchestrator(registry: registry, platform: platform, store: store, logger: logger)
+        do {
+            try orchestrator.preflight(loaded.experiment)
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error.description)")
+        }
+
+        let signals = SignalTrap.install()
+        defer { signals.cancel() }
+        let interactive = isatty(STDERR_FILENO) == 1
+        let id = try await orchestrator.run(
+            loaded,
+            options: RunOptions(
+                resultsDirectory: resultsOptions.results, seed: seed, tags: parsedTags,
+                fixedRepetitions: fixedRepetitions),
+            progress: { p in
+                if let finished = p.finished {
+                    let status = finished.status == .ok ? "ok" : "\(finished.status.rawValue): \(finished.reason ?? "")"
+                    if !interactive || finished.status != .ok {
+                        Console.status("\(interactive ? "\r\u{1B}[K" : "")  #\(p.index + 1) \(status)\n")
+                    }
+                    return
+                }
+                let eta = p.etaSeconds.map { " ETA ~\(Self.duration($0))" } ?? ""
+                let line =
+                    "[\(p.index + 1)/\(p.total)] \(p.planned.configuration) | \(p.planned.workload) | "
+                    + "\(p.planned.condition) | rep \(p.planned.repetition) — elapsed \(Self.duration(p.elapsedSeconds))\(eta)"
+                Console.status(interactive ? "\r\u{1B}[K" + line : line + "\n")
+            })
+        if interactive { Console.status("\r\u{1B}[K") }
+        guard let record = try store.experimentRun(id) else {
+            throw CommandFailure(code: ExitCodes.error, message: "run \(id) vanished from the store")
+        }
+        let runs = try store.runs(of: id)
+        let report = Report(record: record, runs: runs)
+        Console.out(ReportRenderer.render(report, as: ReportFormat(rawValue: format)!))
+        Console.error("nestbench: stored as run \(id) in \(resultsOptions.databasePath)")
+        if runs.contains(where: { $0.status == .failed }) {
+            throw CommandFailure(code: ExitCodes.workloadFailed, message: "some runs failed (see the report)")
+        }
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+    }
+}
+
+/// Ctrl-C and SIGTERM: reap children, restore knobs, mark the run interrupted, exit 130/143.
+final class SignalTrap: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+
+    static func install() -> SignalTrap {
+        let trap = SignalTrap()
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                Console.error("\nnestbench: interrupted by signal \(sig): stopping workloads and restoring the machine")
+                CleanupRegistry.shared.runAll()
+                exit(128 + sig)
+            }
+            source.resume()
+            trap.sources.append(source)
+        }
+        return trap
+    }
+
+    func cancel() {
+        for s in sources { s.cancel() }
+    }
+}

@@ -1,0 +1,340 @@
+import Crypto
+import Foundation
+import NestBenchModel
+import Yams
+
+/// An experiment as loaded from its file, with what identifies that file.
+public struct LoadedExperiment: Sendable {
+    public var experiment: Experiment
+    public var path: String
+    public var content: String
+    /// Hex SHA-256 of the file's bytes.
+    public var contentHash: String
+}
+
+/// Reads and validates experiment files (see `Suites/quickstart.yaml` for the format).
+public enum ExperimentLoader {
+    static let topKeys: Set<String> = [
+        "name", "description", "baseline", "seed", "configurations", "workloads", "conditions",
+        "repetitions", "analysis",
+    ]
+
+    /// Loads `path`; every problem in the file is reported at once in the thrown error.
+    public static func load(path: String, catalog: (any WorkloadCatalog)? = nil) throws(ConfigError) -> LoadedExperiment {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(problems: [
+                ConfigProblem(
+                    file: path, keyPath: "", line: nil, column: nil,
+                    message: "cannot read the experiment file (does it exist and is it readable?)")
+            ])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(problems: [
+                ConfigProblem(file: path, keyPath: "", line: nil, column: nil, message: "the file is not UTF-8 text")
+            ])
+        }
+        let experiment = try parse(text, file: path, catalog: catalog)
+        let hash = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        return LoadedExperiment(experiment: experiment, path: path, content: text, contentHash: hash)
+    }
+
+    /// Parses experiment YAML text; `file` names it in errors.
+    public static func parse(_ text: String, file: String, catalog: (any WorkloadCatalog)? = nil) throws(ConfigError)
+        -> Experiment
+    {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw ConfigError(problems: [
+                    ConfigProblem(file: file, keyPath: "", line: nil, column: nil, message: "the file is empty")
+                ])
+            }
+            root = node
+        } catch let error as ConfigError {
+            throw error
+        } catch let error as YamlError {
+            throw ConfigError(problems: [yamlProblem(error, file: file)])
+        } catch {
+            throw ConfigError(problems: [
+                ConfigProblem(file: file, keyPath: "", line: nil, column: nil, message: "invalid YAML: \(error)")
+            ])
+        }
+        let reader = YAMLReader(file: file)
+        let experiment = read(root, reader: reader, catalog: catalog)
+        if let experiment, reader.problems.isEmpty { return experiment }
+        throw ConfigError(problems: reader.problems)
+    }
+
+    static func yamlProblem(_ error: YamlError, file: String) -> ConfigProblem {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
+            return ConfigProblem(
+                file: file, keyPath: "", line: mark.line, column: mark.column,
+                message: "invalid YAML: \(problem)")
+        case .composer(_, let problem, let mark, _):
+            return ConfigProblem(
+                file: file, keyPath: "", line: mark.line, column: mark.column,
+                message: "invalid YAML: \(problem)")
+        default:
+            return ConfigProblem(file: file, keyPath: "", line: nil, column: nil, message: "invalid YAML: \(error)")
+        }
+    }
+
+    // MARK: - Sections
+
+    static func read(_ root: Node, reader r: YAMLReader, catalog: (any WorkloadCatalog)?) -> Experiment? {
+        guard let entries = r.mapping(root, at: "", allowed: topKeys) else { return nil }
+        var fields: [String: (Node, String)] = [:]
+        for e in entries { fields[e.key] = (e.value, e.path) }
+
+        func required(_ key: String) -> (Node, String)? {
+            if let f = fields[key] { return f }
+            r.problem(key, root, "missing required key \"\(key)\"")
+            return nil
+        }
+
+        let name = required("name").flatMap { r.string($0.0, at: $0.1) }
+        let description = fields["description"].flatMap { r.string($0.0, at: $0.1) }
+        let seed = fields["seed"].flatMap { r.uint64($0.0, at: $0.1) }
+        let configurations = required("configurations").flatMap { readConfigurations($0.0, at: $0.1, r) } ?? []
+        let workloads = required("workloads").flatMap { readWorkloads($0.0, at: $0.1, r, catalog: catalog) } ?? []
+        let conditions = fields["conditions"].map { readConditions($0.0, at: $0.1, r) } ?? [Condition(name: "clean")]
+        let repetitions = fields["repetitions"].map { readRepetitions($0.0, at: $0.1, r) } ?? RepetitionPolicy()
+        let analysis = fields["analysis"].map { readAnalysis($0.0, at: $0.1, r) } ?? AnalysisSettings()
+
+        var baseline: String?
+        if let (node, path) = required("baseline"), let b = r.string(node, at: path) {
+            if !configurations.isEmpty, !configurations.contains(where: { $0.name == b }) {
+                r.problem(
+                    path, node,
+                    "baseline \"\(b)\" is not a configuration of this experiment (have: \(configurations.map(\.name).joined(separator: ", ")))"
+                )
+            }
+            baseline = b
+        }
+        if let (node, path) = fields["configurations"], configurations.isEmpty, case .mapping = node {
+            r.problem(path, node, "at least one configuration is required")
+        }
+        if let (node, path) = fields["workloads"], workloads.isEmpty, case .sequence = node {
+            r.problem(path, node, "at least one workload is required")
+        }
+        guard let name, let baseline else { return nil }
+        return Experiment(
+            name: name, description: description, baseline: baseline, seed: seed,
+            configurations: configurations, workloads: workloads, conditions: conditions,
+            repetitions: repetitions, analysis: analysis)
+    }
+
+    static func readConfigurations(_ node: Node, at path: String, _ r: YAMLReader) -> [Configuration]? {
+        guard let entries = r.mapping(node, at: path, allowed: nil) else { return nil }
+        var result: [Configuration] = []
+        for entry in entries {
+            guard let fields = r.mapping(entry.value, at: entry.path, allowed: ["platform", "host", "description"])
+            else { continue }
+            var configuration = Configuration(name: entry.key)
+            for f in fields {
+                switch f.key {
+                case "platform":
+                    if let p = r.choice(f.value, at: f.path, from: PlatformKind.allCases.map(\.rawValue)) {
+                        configuration.platform = PlatformKind(rawValue: p)!
+                    }
+                case "host":
+                    configuration.host = readLayer(f.value, at: f.path, r)
+                default:
+                    _ = r.string(f.value, at: f.path)
+                }
+            }
+            result.append(configuration)
+        }
+        return result
+    }
+
+    static func readLayer(_ node: Node, at path: String, _ r: YAMLReader) -> LayerSettings {
+        var layer = LayerSettings()
+        guard let fields = r.mapping(node, at: path, allowed: ["thp", "khugepaged", "sysctl", "sysfs"]) else {
+            return layer
+        }
+        for f in fields {
+            switch f.key {
+            case "thp":
+                guard let thp = r.mapping(f.value, at: f.path, allowed: ["enabled", "defrag", "shmem_enabled"]) else {
+                    continue
+                }
+                for t in thp {
+                    switch t.key {
+                    case "enabled": layer.thp.enabled = r.choice(t.value, at: t.path, from: THPSettings.enabledValues)
+                    case "defrag": layer.thp.defrag = r.choice(t.value, at: t.path, from: THPSettings.defragValues)
+                    default: layer.thp.shmemEnabled = r.choice(t.value, at: t.path, from: THPSettings.shmemValues)
+                    }
+                }
+            case "khugepaged":
+                guard let k = r.mapping(f.value, at: f.path, allowed: Set(KhugepagedSettings.names)) else { continue }
+                for e in k {
+                    let range = e.key == "defrag" ? 0...1 : 0...Int(Int32.max)
+                    if let v = r.int(e.value, at: e.path, range: range) { layer.khugepaged.settings[e.key] = v }
+                }
+            case "sysctl":
+                if let map = r.stringMap(f.value, at: f.path) {
+                    for key in map.keys where key.contains("/") || key.contains("..") {
+                        r.problem("\(f.path).\(key)", f.value, "sysctl names are dotted (vm.compaction_proactiveness), not paths")
+                    }
+                    layer.sysctl = map
+                }
+            default:
+                if let map = r.stringMap(f.value, at: f.path) {
+                    for key in map.keys
+                    where !(key.hasPrefix("/sys/") || key.hasPrefix("/proc/sys/")) || key.contains("/../") {
+                        r.problem("\(f.path).\(key)", f.value, "sysfs knobs must be absolute paths under /sys/ or /proc/sys/")
+                    }
+                    layer.sysfs = map
+                }
+            }
+        }
+        return layer
+    }
+
+    static func readWorkloads(_ node: Node, at path: String, _ r: YAMLReader, catalog: (any WorkloadCatalog)?)
+        -> [WorkloadSpec]?
+    {
+        guard let items = r.sequence(node, at: path) else { return nil }
+        var result: [WorkloadSpec] = []
+        var labels: Set<String> = []
+        for (index, item) in items.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            guard
+                let fields = r.mapping(
+                    item, at: itemPath,
+                    allowed: ["name", "suite", "label", "params", "cpus", "timeout", "env"])
+            else { continue }
+            var byKey: [String: (Node, String)] = [:]
+            for f in fields { byKey[f.key] = (f.value, f.path) }
+            guard let (nameNode, namePath) = byKey["name"] else {
+                r.problem(itemPath, item, "missing required key \"name\"")
+                continue
+            }
+            guard let (suiteNode, suitePath) = byKey["suite"] else {
+                r.problem(itemPath, item, "missing required key \"suite\"")
+                continue
+            }
+            guard let name = r.string(nameNode, at: namePath), let suite = r.string(suiteNode, at: suitePath) else {
+                continue
+            }
+            var spec = WorkloadSpec(suite: suite, name: name)
+            if let (n, p) = byKey["label"], let label = r.string(n, at: p) { spec.label = label }
+            if let (n, p) = byKey["params"], let params = r.stringMap(n, at: p) { spec.params = params }
+            if let (n, p) = byKey["env"], let env = r.stringMap(n, at: p) { spec.environment = env }
+            if let (n, p) = byKey["timeout"], let t = r.seconds(n, at: p) { spec.timeoutSeconds = t }
+            if let (n, p) = byKey["cpus"] { spec.cpus = readCPUs(n, at: p, r) }
+            if !labels.insert(spec.label).inserted {
+                r.problem(itemPath, item, "two workloads are labeled \"\(spec.label)\": give each a distinct label")
+            }
+            if let catalog {
+                for problem in catalog.problems(for: spec) {
+                    let (n, p) = byKey[problem.key.split(separator: ".").first.map(String.init) ?? ""] ?? (item, itemPath)
+                    r.problem(problem.key.contains(".") ? "\(itemPath).\(problem.key)" : p, n, problem.message)
+                }
+            }
+            result.append(spec)
+        }
+        return result
+    }
+
+    /// CPUs as a list `[0, 1]` or a cpulist string `"0-3,6"`.
+    static func readCPUs(_ node: Node, at path: String, _ r: YAMLReader) -> [Int] {
+        if case .sequence(let seq) = node {
+            return seq.enumerated().compactMap { r.int($1, at: "\(path)[\($0)]", range: 0...4095) }
+        }
+        guard let text = r.string(node, at: path) else { return [] }
+        guard let cpus = CPUList.parse(text) else {
+            r.problem(path, node, "expected a CPU list such as [0, 1] or \"0-3,6\", found \"\(text)\"")
+            return []
+        }
+        return cpus
+    }
+
+    static func readConditions(_ node: Node, at path: String, _ r: YAMLReader) -> [Condition] {
+        guard let entries = r.mapping(node, at: path, allowed: nil) else { return [] }
+        var result: [Condition] = []
+        for entry in entries {
+            var condition = Condition(name: entry.key)
+            if case .scalar(let s) = entry.value, s.string.isEmpty || s.string == "~" || s.string == "null" {
+                result.append(condition)
+                continue
+            }
+            guard let fields = r.mapping(entry.value, at: entry.path, allowed: ["fragmentation", "description"]) else {
+                continue
+            }
+            for f in fields where f.key == "fragmentation" {
+                condition.fragmentation = readFragmentation(f.value, at: f.path, r)
+            }
+            result.append(condition)
+        }
+        if result.isEmpty { r.problem(path, node, "at least one condition is required when the key is given") }
+        return result
+    }
+
+    static func readFragmentation(_ node: Node, at path: String, _ r: YAMLReader) -> FragmentationSpec? {
+        guard let fields = r.mapping(node, at: path, allowed: ["method", "target_fmfi", "order", "slack", "hold"]) else {
+            return nil
+        }
+        var spec = FragmentationSpec(targetFMFI: 0)
+        var hasTarget = false
+        for f in fields {
+            switch f.key {
+            case "method":
+                if let m = r.choice(f.value, at: f.path, from: FragmentationSpec.Method.allCases.map(\.rawValue)) {
+                    spec.method = FragmentationSpec.Method(rawValue: m)!
+                }
+            case "target_fmfi":
+                if let t = r.double(f.value, at: f.path, range: 0...1) {
+                    spec.targetFMFI = t
+                    hasTarget = true
+                }
+            case "order": if let o = r.int(f.value, at: f.path, range: 1...10) { spec.order = o }
+            case "slack": if let s = r.bytes(f.value, at: f.path) { spec.slackBytes = s }
+            default: if let h = r.bool(f.value, at: f.path) { spec.hold = h }
+            }
+        }
+        if !hasTarget { r.problem(path, node, "missing required key \"target_fmfi\"") }
+        return spec
+    }
+
+    static func readRepetitions(_ node: Node, at path: String, _ r: YAMLReader) -> RepetitionPolicy {
+        var policy = RepetitionPolicy()
+        guard let fields = r.mapping(node, at: path, allowed: ["min", "max", "target_ci"]) else { return policy }
+        var maxNode: Node?
+        var explicitMax = false
+        for f in fields {
+            switch f.key {
+            case "min": if let v = r.int(f.value, at: f.path, range: 2...1000) { policy.min = v }
+            case "max":
+                maxNode = f.value
+                if let v = r.int(f.value, at: f.path, range: 2...1000) {
+                    policy.max = v
+                    explicitMax = true
+                }
+            default: if let v = r.double(f.value, at: f.path, range: 0.0001...1) { policy.targetRelativeCI = v }
+            }
+        }
+        if !explicitMax { policy.max = Swift.max(policy.max, policy.min) }
+        if policy.max < policy.min {
+            r.problem("\(path).max", maxNode ?? node, "max (\(policy.max)) is smaller than min (\(policy.min))")
+        }
+        return policy
+    }
+
+    static func readAnalysis(_ node: Node, at path: String, _ r: YAMLReader) -> AnalysisSettings {
+        var settings = AnalysisSettings()
+        guard let fields = r.mapping(node, at: path, allowed: ["alpha", "min_effect", "primary_metric"]) else {
+            return settings
+        }
+        for f in fields {
+            switch f.key {
+            case "alpha": if let v = r.double(f.value, at: f.path, range: 0.0001...0.5) { settings.alpha = v }
+            case "min_effect": if let v = r.double(f.value, at: f.path, range: 0...10) { settings.minEffect = v }
+            default: settings.primaryMetric = r.string(f.value, at: f.path)
+            }
+        }
+        return settings
+    }
+}

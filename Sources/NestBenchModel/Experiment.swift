@@ -1,0 +1,245 @@
+/// An experiment: the matrix configurations × workloads × conditions × repetitions,
+/// with the configuration every other one is compared against.
+public struct Experiment: Codable, Sendable, Hashable {
+    public var name: String
+    public var description: String?
+    /// Name of the configuration the others are normalized against.
+    public var baseline: String
+    /// Seed of the randomized interleaved order; `nil` means "draw one and record it".
+    public var seed: UInt64?
+    public var configurations: [Configuration]
+    public var workloads: [WorkloadSpec]
+    public var conditions: [Condition]
+    public var repetitions: RepetitionPolicy
+    public var analysis: AnalysisSettings
+
+    public init(
+        name: String, description: String? = nil, baseline: String, seed: UInt64? = nil,
+        configurations: [Configuration], workloads: [WorkloadSpec],
+        conditions: [Condition] = [Condition(name: "clean")],
+        repetitions: RepetitionPolicy = RepetitionPolicy(),
+        analysis: AnalysisSettings = AnalysisSettings()
+    ) {
+        self.name = name
+        self.description = description
+        self.baseline = baseline
+        self.seed = seed
+        self.configurations = configurations
+        self.workloads = workloads
+        self.conditions = conditions
+        self.repetitions = repetitions
+        self.analysis = analysis
+    }
+
+    public func configuration(named name: String) -> Configuration? {
+        configurations.first { $0.name == name }
+    }
+
+    public func workload(labeled label: String) -> WorkloadSpec? {
+        workloads.first { $0.label == label }
+    }
+
+    public func condition(named name: String) -> Condition? {
+        conditions.first { $0.name == name }
+    }
+}
+
+/// Where a configuration runs.
+public enum PlatformKind: String, Codable, Sendable, Hashable, CaseIterable {
+    /// This machine, natively: the host layer only.
+    case local
+}
+
+/// A named configuration: a platform and the settings of each of its layers.
+public struct Configuration: Codable, Sendable, Hashable {
+    public var name: String
+    public var platform: PlatformKind
+    /// The host layer (L0). For `local` it is the only layer.
+    public var host: LayerSettings
+
+    public init(name: String, platform: PlatformKind = .local, host: LayerSettings = LayerSettings()) {
+        self.name = name
+        self.platform = platform
+        self.host = host
+    }
+}
+
+/// Memory-management settings of one layer (host or guest kernel).
+public struct LayerSettings: Codable, Sendable, Hashable {
+    public var thp: THPSettings
+    public var khugepaged: KhugepagedSettings
+    /// `vm.compaction_proactiveness: 0` style sysctls (dotted names under /proc/sys).
+    public var sysctl: [String: String]
+    /// Arbitrary sysfs/procfs writes, absolute path → value (e.g. a Gemini kernel's own knobs).
+    public var sysfs: [String: String]
+
+    public init(
+        thp: THPSettings = THPSettings(), khugepaged: KhugepagedSettings = KhugepagedSettings(),
+        sysctl: [String: String] = [:], sysfs: [String: String] = [:]
+    ) {
+        self.thp = thp
+        self.khugepaged = khugepaged
+        self.sysctl = sysctl
+        self.sysfs = sysfs
+    }
+
+    /// Every knob this layer sets, as absolute paths, in a stable order.
+    public var knobs: [Knob] {
+        var result: [Knob] = []
+        let thpRoot = "/sys/kernel/mm/transparent_hugepage"
+        if let v = thp.enabled { result.append(Knob(path: "\(thpRoot)/enabled", value: v)) }
+        if let v = thp.defrag { result.append(Knob(path: "\(thpRoot)/defrag", value: v)) }
+        if let v = thp.shmemEnabled { result.append(Knob(path: "\(thpRoot)/shmem_enabled", value: v)) }
+        for (name, value) in khugepaged.values {
+            result.append(Knob(path: "\(thpRoot)/khugepaged/\(name)", value: String(value)))
+        }
+        for (name, value) in sysctl.sorted(by: { $0.key < $1.key }) {
+            result.append(Knob(path: "/proc/sys/" + name.replacingOccurrences(of: ".", with: "/"), value: value))
+        }
+        for (path, value) in sysfs.sorted(by: { $0.key < $1.key }) {
+            result.append(Knob(path: path, value: value))
+        }
+        return result
+    }
+}
+
+/// `/sys/kernel/mm/transparent_hugepage/{enabled,defrag,shmem_enabled}`.
+public struct THPSettings: Codable, Sendable, Hashable {
+    public static let enabledValues = ["always", "madvise", "never"]
+    public static let defragValues = ["always", "defer", "defer+madvise", "madvise", "never"]
+    public static let shmemValues = ["always", "within_size", "advise", "never", "deny", "force"]
+
+    public var enabled: String?
+    public var defrag: String?
+    public var shmemEnabled: String?
+
+    public init(enabled: String? = nil, defrag: String? = nil, shmemEnabled: String? = nil) {
+        self.enabled = enabled
+        self.defrag = defrag
+        self.shmemEnabled = shmemEnabled
+    }
+}
+
+/// `/sys/kernel/mm/transparent_hugepage/khugepaged/*`.
+public struct KhugepagedSettings: Codable, Sendable, Hashable {
+    public static let names = [
+        "defrag", "pages_to_scan", "scan_sleep_millisecs", "alloc_sleep_millisecs",
+        "max_ptes_none", "max_ptes_swap", "max_ptes_shared",
+    ]
+    /// Knob name (as in sysfs) → value, only the ones the experiment sets.
+    public var values: [(String, Int)] {
+        Self.names.compactMap { name in settings[name].map { (name, $0) } }
+    }
+    public var settings: [String: Int]
+
+    public init(settings: [String: Int] = [:]) {
+        self.settings = settings
+    }
+}
+
+/// One write to a kernel file.
+public struct Knob: Codable, Sendable, Hashable {
+    public var path: String
+    public var value: String
+
+    public init(path: String, value: String) {
+        self.path = path
+        self.value = value
+    }
+}
+
+/// A workload of the matrix: which program, with which parameters, pinned where.
+public struct WorkloadSpec: Codable, Sendable, Hashable {
+    /// Unique label in the experiment (defaults to `name`).
+    public var label: String
+    /// The suite: `micro` (built-in, Harness/), later `tailbench`, `parsec`.
+    public var suite: String
+    /// The app within the suite.
+    public var name: String
+    public var params: [String: String]
+    /// CPUs the workload's threads are pinned to; empty means unpinned.
+    public var cpus: [Int]
+    /// Wall-clock limit of one run; the whole process group is killed after it.
+    public var timeoutSeconds: Double
+    public var environment: [String: String]
+
+    public init(
+        label: String? = nil, suite: String, name: String, params: [String: String] = [:],
+        cpus: [Int] = [], timeoutSeconds: Double = 600, environment: [String: String] = [:]
+    ) {
+        self.label = label ?? name
+        self.suite = suite
+        self.name = name
+        self.params = params
+        self.cpus = cpus
+        self.timeoutSeconds = timeoutSeconds
+        self.environment = environment
+    }
+}
+
+/// A condition every (configuration, workload) runs under, e.g. clean vs fragmented.
+public struct Condition: Codable, Sendable, Hashable {
+    public var name: String
+    public var fragmentation: FragmentationSpec?
+
+    public init(name: String, fragmentation: FragmentationSpec? = nil) {
+        self.name = name
+        self.fragmentation = fragmentation
+    }
+}
+
+/// Memory fragmentation to inject before a run (see METHOD.md, "Fragmenting memory").
+public struct FragmentationSpec: Codable, Sendable, Hashable {
+    public enum Method: String, Codable, Sendable, Hashable, CaseIterable {
+        case anonHoles = "anon-holes"
+        case pageCache = "page-cache"
+    }
+    public var method: Method
+    public var targetFMFI: Double
+    public var order: Int
+    /// Memory left free for the workload, in bytes.
+    public var slackBytes: UInt64
+    public var hold: Bool
+
+    public init(
+        method: Method = .anonHoles, targetFMFI: Double, order: Int = 9,
+        slackBytes: UInt64 = 6 << 30, hold: Bool = true
+    ) {
+        self.method = method
+        self.targetFMFI = targetFMFI
+        self.order = order
+        self.slackBytes = slackBytes
+        self.hold = hold
+    }
+}
+
+/// How many repetitions of each cell to run.
+public struct RepetitionPolicy: Codable, Sendable, Hashable {
+    public var min: Int
+    public var max: Int
+    /// Stop adding repetitions to a cell once its ratio CI half-width, relative to the ratio,
+    /// is below this (e.g. 0.02 = ±2%).
+    public var targetRelativeCI: Double
+
+    public init(min: Int = 5, max: Int = 10, targetRelativeCI: Double = 0.02) {
+        self.min = min
+        self.max = max
+        self.targetRelativeCI = targetRelativeCI
+    }
+}
+
+/// How comparisons are judged.
+public struct AnalysisSettings: Codable, Sendable, Hashable {
+    /// Two-sided significance level.
+    public var alpha: Double
+    /// A significant change smaller than this relative effect is still reported as `same`.
+    public var minEffect: Double
+    /// The metric adaptive repetitions and headlines are judged on (per workload suite default if nil).
+    public var primaryMetric: String?
+
+    public init(alpha: Double = 0.05, minEffect: Double = 0.01, primaryMetric: String? = nil) {
+        self.alpha = alpha
+        self.minEffect = minEffect
+        self.primaryMetric = primaryMetric
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+
+/// Which direction of a metric is an improvement.
+public enum Polarity: String, Codable, Sendable, Hashable {
+    case higherIsBetter = "higher"
+    case lowerIsBetter = "lower"
+    /// Informational: a change is reported, never judged.
+    case neutral
+}
+
+/// One measured value of one run, or the reason it could not be measured.
+///
+/// A metric is never invented: when the machine cannot measure it, `value` is nil and
+/// `unavailable` says why (e.g. "unavailable: no PMU").
+public struct Metric: Codable, Sendable, Hashable {
+    public var name: String
+    public var value: Double?
+    public var unit: String
+    public var polarity: Polarity
+    /// Where it came from: `workload`, `rusage`, `timing`, `vmstat`, `smaps`, `perf`, `monitor`, …
+    public var source: String
+    /// Why there is no value.
+    public var unavailable: String?
+    /// Set when the value stands in for something the machine cannot measure (e.g. page-faults for TLB misses).
+    public var proxyFor: String?
+    /// Free-form provenance: the perf scope and encoded event, the file read, …
+    public var detail: String?
+
+    public init(
+        name: String, value: Double?, unit: String, polarity: Polarity, source: String,
+        unavailable: String? = nil, proxyFor: String? = nil, detail: String? = nil
+    ) {
+        self.name = name
+        self.value = value
+        self.unit = unit
+        self.polarity = polarity
+        self.source = source
+        self.unavailable = unavailable
+        self.proxyFor = proxyFor
+        self.detail = detail
+    }
+
+    public static func unavailable(
+        _ name: String, unit: String, polarity: Polarity, source: String, reason: String
+    ) -> Metric {
+        Metric(name: name, value: nil, unit: unit, polarity: polarity, source: source, unavailable: reason)
+    }
+}
+
+/// Outcome of one measured run.
+public enum RunStatus: String, Codable, Sendable, Hashable {
+    case ok
+    /// The workload ran and failed (non-zero exit, signal, timeout, unparsable output).
+    case failed
+    /// The run could not be attempted here (a missing suite, an unsupported condition, …).
+    case unavailable
+}
+
+/// One cell of the matrix at one repetition, as planned.
+public struct PlannedRun: Codable, Sendable, Hashable {
+    /// Position in the execution order, from 0.
+    public var sequence: Int
+    public var configuration: String
+    public var workload: String
+    public var condition: String
+    /// Repetition number of this cell, from 1.
+    public var repetition: Int
+
+    public init(sequence: Int, configuration: String, workload: String, condition: String, repetition: Int) {
+        self.sequence = sequence
+        self.configuration = configuration
+        self.workload = workload
+        self.condition = condition
+        self.repetition = repetition
+    }
+
+    public var cell: Cell { Cell(configuration: configuration, workload: workload, condition: condition) }
+}
+
+/// A (configuration, workload, condition) cell of the matrix.
+public struct Cell: Codable, Sendable, Hashable, Comparable {
+    public var configuration: String
+    public var workload: String
+    public var condition: String
+
+    public init(configuration: String, workload: String, condition: String) {
+        self.configuration = configuration
+        self.workload = workload
+        self.condition = condition
+    }
+
+    public static func < (a: Cell, b: Cell) -> Bool {
+        (a.workload, a.condition, a.configuration) < (b.workload, b.condition, b.configuration)
+    }
+}
+
+/// Exactly how a workload process was started.
+public struct Invocation: Codable, Sendable, Hashable {
+    public var argv: [String]
+    public var environment: [String: String]
+    public var workingDirectory: String
+    public var cpus: [Int]
+
+    public init(argv: [String], environment: [String: String], workingDirectory: String, cpus: [Int]) {
+        self.argv = argv
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.cpus = cpus
+    }
+}
+
+/// The record of one measured run, stored as soon as the run ends.
+public struct RunRecord: Codable, Sendable, Hashable {
+    public var experimentRunID: String
+    public var planned: PlannedRun
+    public var status: RunStatus
+    /// Why a run failed or was unavailable.
+    public var reason: String?
+    public var startedAt: Date
+    public var endedAt: Date
+    public var invocations: [Invocation]
+    public var exitStatus: Int32?
+    public var signal: Int32?
+    public var metrics: [Metric]
+    /// Layer provenance: knobs as applied and read back, kernel, pinning, …
+    public var provenance: [String: String]
+    /// Last lines of the workload's output, kept for failed runs.
+    public var outputTail: String?
+
+    public init(
+        experimentRunID: String, planned: PlannedRun, status: RunStatus, reason: String? = nil,
+        startedAt: Date, endedAt: Date, invocations: [Invocation] = [], exitStatus: Int32? = nil,
+        signal: Int32? = nil, metrics: [Metric] = [], provenance: [String: String] = [:],
+        outputTail: String? = nil
+    ) {
+        self.experimentRunID = experimentRunID
+        self.planned = planned
+        self.status = status
+        self.reason = reason
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.invocations = invocations
+        self.exitStatus = exitStatus
+        self.signal = signal
+        self.metrics = metrics
+        self.provenance = provenance
+        self.outputTail = outputTail
+    }
+
+    public func metric(_ name: String) -> Metric? { metrics.first { $0.name == name } }
+}
+
+/// What the machine a run happened on is.
+public struct MachineDescription: Codable, Sendable, Hashable {
+    public var hostname: String
+    public var cpuModel: String
+    public var cores: Int
+    public var memoryBytes: UInt64
+    public var kernel: String
+    /// THP and khugepaged settings as read at the start.
+    public var thp: [String: String]
+    /// Anything else worth keeping (virtualization, PMU, …).
+    public var extra: [String: String]
+
+    public init(
+        hostname: String, cpuModel: String, cores: Int, memoryBytes: UInt64, kernel: String,
+        thp: [String: String], extra: [String: String] = [:]
+    ) {
+        self.hostname = hostname
+        self.cpuModel = cpuModel
+        self.cores = cores
+        self.memoryBytes = memoryBytes
+        self.kernel = kernel
+        self.thp = thp
+        self.extra = extra
+    }
+}
+
+/// The record of one execution of an experiment file.
+public struct ExperimentRunRecord: Codable, Sendable, Hashable {
+    public enum Status: String, Codable, Sendable, Hashable {
+        case running, completed, interrupted, failed
+    }
+    public var id: String
+    public var experiment: Experiment
+    public var filePath: String
+    /// SHA-256 of the experiment file's bytes.
+    public var contentHash: String
+    public var content: String
+    public var seed: UInt64
+    public var plan: [PlannedRun]
+    public var startedAt: Date
+    public var finishedAt: Date?
+    public var status: Status
+    public var machine: MachineDescription
+    /// User tags: commit, kernel id, patch name …
+    public var tags: [String: String]
+
+    public init(
+        id: String, experiment: Experiment, filePath: String, contentHash: String, content: String,
+        seed: UInt64, plan: [PlannedRun], startedAt: Date, finishedAt: Date? = nil,
+        status: Status = .running, machine: MachineDescription, tags: [String: String] = [:]
+    ) {
+        self.id = id
+        self.experiment = experiment
+        self.filePath = filePath
+        self.contentHash = contentHash
+        self.content = content
+        self.seed = seed
+        self.plan = plan
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.status = status
+        self.machine = machine
+        self.tags = tags
+    }
+}

@@ -1,0 +1,307 @@
+import Foundation
+import GRDB
+import NestBenchModel
+
+/// Errors of the result store; each names the database file.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public var path: String
+    public var message: String
+
+    public var description: String { "\(path): \(message)" }
+}
+
+/// A summary row of one stored experiment run.
+public struct ExperimentRunSummary: Sendable, Hashable, Codable {
+    public var id: String
+    public var experiment: String
+    public var startedAt: Date
+    public var finishedAt: Date?
+    public var status: String
+    public var runs: Int
+    public var tags: [String: String]
+}
+
+/// The SQLite store (GRDB). Every measured run is committed in its own transaction as soon as
+/// it ends, so a killed nestbench loses nothing already measured.
+public final class Store: Sendable {
+    public let path: String
+    private let db: DatabaseQueue
+
+    /// `Results/nestbench.sqlite` under a results directory.
+    public static func path(inResults directory: String) -> String { directory + "/nestbench.sqlite" }
+
+    public init(path: String) throws(StoreError) {
+        self.path = path
+        do {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            var config = Configuration()
+            config.busyMode = .timeout(10)
+            db = try DatabaseQueue(path: path, configuration: config)
+            try Self.migrator.migrate(db)
+        } catch {
+            throw StoreError(path: path, message: "cannot open the result store: \(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.create(table: "experiment_run") { t in
+                t.primaryKey("id", .text)
+                t.column("experiment", .text).notNull()
+                t.column("file_path", .text).notNull()
+                t.column("content_hash", .text).notNull()
+                t.column("content", .text).notNull()
+                t.column("seed", .text).notNull()
+                t.column("experiment_json", .blob).notNull()
+                t.column("plan_json", .blob).notNull()
+                t.column("machine_json", .blob).notNull()
+                t.column("tags_json", .blob).notNull()
+                t.column("started_at", .datetime).notNull()
+                t.column("finished_at", .datetime)
+                t.column("status", .text).notNull()
+            }
+            try db.create(table: "run") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.belongsTo("experiment_run", onDelete: .cascade).notNull()
+                t.column("sequence", .integer).notNull()
+                t.column("configuration", .text).notNull()
+                t.column("workload", .text).notNull()
+                t.column("condition", .text).notNull()
+                t.column("repetition", .integer).notNull()
+                t.column("status", .text).notNull()
+                t.column("reason", .text)
+                t.column("started_at", .datetime).notNull()
+                t.column("ended_at", .datetime).notNull()
+                t.column("exit_status", .integer)
+                t.column("signal", .integer)
+                t.column("invocations_json", .blob).notNull()
+                t.column("provenance_json", .blob).notNull()
+                t.column("output_tail", .text)
+                t.uniqueKey(["experiment_runId", "sequence"])
+            }
+            try db.create(table: "metric") { t in
+                t.belongsTo("run", onDelete: .cascade).notNull()
+                t.column("name", .text).notNull()
+                t.column("value", .double)
+                t.column("unit", .text).notNull()
+                t.column("polarity", .text).notNull()
+                t.column("source", .text).notNull()
+                t.column("unavailable", .text)
+                t.column("proxy_for", .text)
+                t.column("detail", .text)
+            }
+            try db.create(index: "metric_by_name", on: "metric", columns: ["name"])
+            try db.create(table: "sample") { t in
+                t.belongsTo("run", onDelete: .cascade).notNull()
+                t.column("t_ms", .integer).notNull()
+                t.column("name", .text).notNull()
+                t.column("value", .double).notNull()
+            }
+        }
+        return m
+    }
+
+    private static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
+
+    private func json<T: Encodable>(_ value: T) throws -> Data { try Self.encoder.encode(value) }
+
+    private func wrap<T>(_ what: String, _ body: () throws -> T) throws(StoreError) -> T {
+        do {
+            return try body()
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(path: path, message: "\(what) failed: \(error)")
+        }
+    }
+
+    /// Records the start of an experiment run.
+    public func begin(_ record: ExperimentRunRecord) throws(StoreError) {
+        try wrap("recording the experiment run") {
+            try db.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
+                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
+                        String(record.seed), try json(record.experiment), try json(record.plan),
+                        try json(record.machine), try json(record.tags), record.startedAt, record.finishedAt,
+                        record.status.rawValue,
+                    ])
+            }
+        }
+    }
+
+    /// Replaces the stored plan (adaptive repetitions append to it).
+    public func updatePlan(_ id: String, plan: [PlannedRun]) throws(StoreError) {
+        try wrap("updating the plan") {
+            try db.write { db in
+                try db.execute(sql: "UPDATE experiment_run SET plan_json = ? WHERE id = ?", arguments: [try json(plan), id])
+            }
+        }
+    }
+
+    public func finish(_ id: String, status: ExperimentRunRecord.Status, at date: Date = Date()) throws(StoreError) {
+        try wrap("finishing the experiment run") {
+            try db.write { db in
+                try db.execute(
+                    sql: "UPDATE experiment_run SET status = ?, finished_at = ? WHERE id = ?",
+                    arguments: [status.rawValue, date, id])
+            }
+        }
+    }
+
+    /// Stores one measured run with its metrics and timeline in one transaction.
+    @discardableResult
+    public func record(_ run: RunRecord, samples: [(tMillis: Int64, name: String, value: Double)] = []) throws(StoreError)
+        -> Int64
+    {
+        try wrap("storing run \(run.planned.sequence)") {
+            try db.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO run (experiment_runId, sequence, configuration, workload, condition, repetition,
+                          status, reason, started_at, ended_at, exit_status, signal, invocations_json,
+                          provenance_json, output_tail)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        run.experimentRunID, run.planned.sequence, run.planned.configuration, run.planned.workload,
+                        run.planned.condition, run.planned.repetition, run.status.rawValue, run.reason,
+                        run.startedAt, run.endedAt, run.exitStatus, run.signal, try json(run.invocations),
+                        try json(run.provenance), run.outputTail,
+                    ])
+                let id = db.lastInsertedRowID
+                for m in run.metrics {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO metric (runId, name, value, unit, polarity, source, unavailable, proxy_for, detail)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            id, m.name, m.value, m.unit, m.polarity.rawValue, m.source, m.unavailable, m.proxyFor,
+                            m.detail,
+                        ])
+                }
+                for s in samples {
+                    try db.execute(
+                        sql: "INSERT INTO sample (runId, t_ms, name, value) VALUES (?, ?, ?, ?)",
+                        arguments: [id, s.tMillis, s.name, s.value])
+                }
+                return id
+            }
+        }
+    }
+
+    /// The id of the most recently started experiment run.
+    public func latestID() throws(StoreError) -> String? {
+        try wrap("reading the latest run") {
+            try db.read { db in
+                try String.fetchOne(db, sql: "SELECT id FROM experiment_run ORDER BY started_at DESC, rowid DESC LIMIT 1")
+            }
+        }
+    }
+
+    /// Resolves `latest`, a full id, or a unique prefix of one.
+    public func resolve(_ reference: String) throws(StoreError) -> String? {
+        if reference == "latest" { return try latestID() }
+        return try wrap("looking up run \(reference)") {
+            try db.read { db in
+                let ids = try String.fetchAll(
+                    db, sql: "SELECT id FROM experiment_run WHERE id = ? OR id LIKE ? ORDER BY started_at",
+                    arguments: [reference, reference + "%"])
+                if ids.contains(reference) { return reference }
+                return ids.count == 1 ? ids[0] : nil
+            }
+        }
+    }
+
+    public func experimentRun(_ id: String) throws(StoreError) -> ExperimentRunRecord? {
+        try wrap("reading experiment run \(id)") {
+            try db.read { db in
+                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM experiment_run WHERE id = ?", arguments: [id])
+                else { return nil }
+                let decoder = JSONDecoder()
+                return ExperimentRunRecord(
+                    id: row["id"],
+                    experiment: try decoder.decode(Experiment.self, from: row["experiment_json"] as Data),
+                    filePath: row["file_path"], contentHash: row["content_hash"], content: row["content"],
+                    seed: UInt64(row["seed"] as String) ?? 0,
+                    plan: try decoder.decode([PlannedRun].self, from: row["plan_json"] as Data),
+                    startedAt: row["started_at"], finishedAt: row["finished_at"],
+                    status: ExperimentRunRecord.Status(rawValue: row["status"]) ?? .failed,
+                    machine: try decoder.decode(MachineDescription.self, from: row["machine_json"] as Data),
+                    tags: try decoder.decode([String: String].self, from: row["tags_json"] as Data))
+            }
+        }
+    }
+
+    /// Every stored run of an experiment run, in execution order, with metrics.
+    public func runs(of id: String) throws(StoreError) -> [RunRecord] {
+        try wrap("reading the runs of \(id)") {
+            try db.read { db in
+                let decoder = JSONDecoder()
+                var metricsByRun: [Int64: [Metric]] = [:]
+                let metricRows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT metric.* FROM metric JOIN run ON run.id = metric.runId
+                        WHERE run.experiment_runId = ? ORDER BY metric.rowid
+                        """, arguments: [id])
+                while let m = try metricRows.next() {
+                    metricsByRun[m["runId"], default: []].append(
+                        Metric(
+                            name: m["name"], value: m["value"], unit: m["unit"],
+                            polarity: Polarity(rawValue: m["polarity"]) ?? .neutral, source: m["source"],
+                            unavailable: m["unavailable"], proxyFor: m["proxy_for"], detail: m["detail"]))
+                }
+                let rows = try Row.fetchAll(
+                    db, sql: "SELECT * FROM run WHERE experiment_runId = ? ORDER BY sequence", arguments: [id])
+                return try rows.map { row in
+                    RunRecord(
+                        experimentRunID: id,
+                        planned: PlannedRun(
+                            sequence: row["sequence"], configuration: row["configuration"], workload: row["workload"],
+                            condition: row["condition"], repetition: row["repetition"]),
+                        status: RunStatus(rawValue: row["status"]) ?? .failed, reason: row["reason"],
+                        startedAt: row["started_at"], endedAt: row["ended_at"],
+                        invocations: try decoder.decode([Invocation].self, from: row["invocations_json"] as Data),
+                        exitStatus: row["exit_status"], signal: row["signal"],
+                        metrics: metricsByRun[row["id"]] ?? [],
+                        provenance: try decoder.decode([String: String].self, from: row["provenance_json"] as Data),
+                        outputTail: row["output_tail"])
+                }
+            }
+        }
+    }
+
+    /// All experiment runs, newest first.
+    public func list() throws(StoreError) -> [ExperimentRunSummary] {
+        try wrap("listing experiment runs") {
+            try db.read { db in
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT e.id, e.experiment, e.started_at, e.finished_at, e.status, e.tags_json,
+                          (SELECT COUNT(*) FROM run r WHERE r.experiment_runId = e.id) AS n
+                        FROM experiment_run e ORDER BY e.started_at DESC, e.rowid DESC
+                        """)
+                return try rows.map { row in
+                    ExperimentRunSummary(
+                        id: row["id"], experiment: row["experiment"], startedAt: row["started_at"],
+                        finishedAt: row["finished_at"], status: row["status"], runs: row["n"],
+                        tags: try JSONDecoder().decode([String: String].self, from: row["tags_json"] as Data))
+                }
+            }
+        }
+    }
+}

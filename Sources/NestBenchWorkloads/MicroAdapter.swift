@@ -1,0 +1,134 @@
+import Foundation
+import NestBenchModel
+import NestBenchProcess
+
+/// The built-in microbenchmarks of `Harness/micro/nb-micro.c`.
+///
+/// - `random-access`: the xGemini paper's Fig. 7 benchmark (TLB-sensitive).
+/// - `sequential`: the same buffer walked in order (TLB-insensitive control).
+/// - `compute`: arithmetic only (overhead control).
+public struct MicroAdapter: WorkloadAdapter {
+    public let suite = "micro"
+    public let harness: HarnessLocator
+
+    struct App {
+        var mode: String
+        var params: [String: String]  // name → default
+    }
+
+    static let apps: [String: App] = [
+        "random-access": App(mode: "random", params: ["size": "1GiB", "ops": "20000000", "thp": "default", "seed": "1"]),
+        "sequential": App(mode: "sequential", params: ["size": "1GiB", "ops": "200000000", "thp": "default"]),
+        "compute": App(mode: "compute", params: ["ops": "200000000"]),
+    ]
+
+    public init(harness: HarnessLocator) {
+        self.harness = harness
+    }
+
+    public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
+        guard let app = Self.apps[spec.name] else {
+            return [
+                WorkloadProblem(
+                    key: "name",
+                    message: "unknown micro workload \"\(spec.name)\" (known: \(Self.apps.keys.sorted().joined(separator: ", ")))"
+                )
+            ]
+        }
+        var problems: [WorkloadProblem] = []
+        for (key, value) in spec.params.sorted(by: { $0.key < $1.key }) {
+            guard app.params[key] != nil else {
+                problems.append(
+                    WorkloadProblem(
+                        key: "params.\(key)",
+                        message:
+                            "unknown parameter \"\(key)\" for \(spec.name) (known: \(app.params.keys.sorted().joined(separator: ", ")))"
+                    ))
+                continue
+            }
+            switch key {
+            case "size":
+                if (Units.bytes(value) ?? 0) < 4096 {
+                    problems.append(
+                        WorkloadProblem(
+                            key: "params.size", message: "expected a size of at least 4KiB such as 4GiB, found \"\(value)\""))
+                }
+            case "ops":
+                if (UInt64(value) ?? 0) == 0 {
+                    problems.append(
+                        WorkloadProblem(key: "params.ops", message: "expected a positive whole number, found \"\(value)\""))
+                }
+            case "thp":
+                if !["huge", "nohuge", "default"].contains(value) {
+                    problems.append(
+                        WorkloadProblem(
+                            key: "params.thp",
+                            message: "expected huge (MADV_HUGEPAGE), nohuge (MADV_NOHUGEPAGE) or default, found \"\(value)\""))
+                }
+            case "seed":
+                if UInt64(value) == nil {
+                    problems.append(WorkloadProblem(key: "params.seed", message: "expected a whole number, found \"\(value)\""))
+                }
+            default: break
+            }
+        }
+        return problems
+    }
+
+    public func unavailableReason(for spec: WorkloadSpec) -> String? {
+        harness.harnessDirectory == nil ? "cannot find NestBench's Harness/ directory (set NESTBENCH_HARNESS)" : nil
+    }
+
+    /// The nb-micro arguments for a spec (defaults filled in).
+    public static func arguments(for spec: WorkloadSpec) -> [String] {
+        guard let app = apps[spec.name] else { return [] }
+        var args = [app.mode]
+        for key in app.params.keys.sorted() {
+            var value = spec.params[key] ?? app.params[key]!
+            if key == "size", let bytes = Units.bytes(value) { value = String(bytes) }
+            args += ["--\(key)", value]
+        }
+        return args
+    }
+
+    public func run(_ spec: WorkloadSpec, context: WorkloadContext) async -> WorkloadResult {
+        let binary: String
+        do {
+            binary = try await harness.program("micro/nb-micro.c", name: "nb-micro")
+        } catch {
+            return WorkloadResult(status: .unavailable, reason: error.description)
+        }
+        let stdout = context.runDirectory + "/stdout.txt"
+        let stderr = context.runDirectory + "/stderr.txt"
+        let environment = ["PATH": "/usr/bin:/bin"].merging(spec.environment) { $1 }
+        let process = ProcessSpec(
+            program: binary, arguments: Self.arguments(for: spec), environment: environment,
+            workingDirectory: context.runDirectory, cpus: spec.cpus, stdoutPath: stdout, stderrPath: stderr,
+            timeoutSeconds: spec.timeoutSeconds)
+        let invocation = Invocation(
+            argv: [binary] + process.arguments, environment: environment, workingDirectory: context.runDirectory,
+            cpus: spec.cpus)
+        let measured: MeasuredOutcome
+        do {
+            measured = try await context.launchMeasured(process)
+        } catch {
+            return WorkloadResult(status: .failed, reason: error.description, invocations: [invocation])
+        }
+        let outcome = measured.outcome
+        let output = (try? String(contentsOfFile: stdout, encoding: .utf8)) ?? ""
+        let own = MetricLines.parse(output, source: "workload")
+        var result = WorkloadResult(
+            status: .ok, metrics: own + measured.metrics, invocations: [invocation], exitStatus: outcome.exitStatus,
+            signal: outcome.signal)
+        if !outcome.succeeded {
+            result.status = .failed
+            result.reason = "nb-micro: \(outcome.describe(timeout: spec.timeoutSeconds))"
+            result.outputTail = MetricLines.tail(of: stderr)
+        } else if !own.contains(where: { $0.name == "ops_per_sec" }) {
+            result.status = .failed
+            result.reason = "nb-micro exited 0 but printed no ops_per_sec metric"
+            result.outputTail = MetricLines.tail(of: stdout)
+        }
+        return result
+    }
+}

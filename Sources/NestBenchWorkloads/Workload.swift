@@ -1,0 +1,123 @@
+import Foundation
+import Logging
+import NestBenchModel
+import NestBenchProcess
+
+/// What an adapter gets to run one workload once.
+public struct WorkloadContext: Sendable {
+    /// A directory of this run's own (the working directory of its processes, artifacts).
+    public var runDirectory: String
+    public var logger: Logger
+    /// Starts the measured process with every collector attached, waits for it, and returns
+    /// how it ended with the collectors' metrics.
+    public var launchMeasured: @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome
+    /// Starts a helper (e.g. a server), not measured; the adapter stops it.
+    public var startHelper: @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+
+    public init(
+        runDirectory: String, logger: Logger,
+        launchMeasured: @escaping @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome,
+        startHelper: @escaping @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+    ) {
+        self.runDirectory = runDirectory
+        self.logger = logger
+        self.launchMeasured = launchMeasured
+        self.startHelper = startHelper
+    }
+}
+
+/// A measured process's end and what the collectors measured around it.
+public struct MeasuredOutcome: Sendable {
+    public var outcome: ProcessOutcome
+    public var metrics: [Metric]
+
+    public init(outcome: ProcessOutcome, metrics: [Metric]) {
+        self.outcome = outcome
+        self.metrics = metrics
+    }
+}
+
+/// What one workload run produced.
+public struct WorkloadResult: Sendable {
+    public var status: RunStatus
+    public var reason: String?
+    public var metrics: [Metric]
+    public var invocations: [Invocation]
+    public var exitStatus: Int32?
+    public var signal: Int32?
+    public var outputTail: String?
+
+    public init(
+        status: RunStatus, reason: String? = nil, metrics: [Metric] = [], invocations: [Invocation] = [],
+        exitStatus: Int32? = nil, signal: Int32? = nil, outputTail: String? = nil
+    ) {
+        self.status = status
+        self.reason = reason
+        self.metrics = metrics
+        self.invocations = invocations
+        self.exitStatus = exitStatus
+        self.signal = signal
+        self.outputTail = outputTail
+    }
+}
+
+/// Runs one suite's apps.
+public protocol WorkloadAdapter: Sendable {
+    /// The suite name experiment files use.
+    var suite: String { get }
+    /// Problems with a workload entry of this suite (unknown app, bad parameter).
+    func problems(for spec: WorkloadSpec) -> [WorkloadProblem]
+    /// Why this workload cannot run on this machine right now (missing binary, input), or nil.
+    func unavailableReason(for spec: WorkloadSpec) -> String?
+    /// Runs it once. A workload failing is a result, not an error.
+    func run(_ spec: WorkloadSpec, context: WorkloadContext) async -> WorkloadResult
+}
+
+/// All adapters, as the experiment loader's catalog.
+public struct WorkloadRegistry: WorkloadCatalog {
+    public var adapters: [any WorkloadAdapter]
+
+    public init(adapters: [any WorkloadAdapter]) {
+        self.adapters = adapters
+    }
+
+    public static func standard(harness: HarnessLocator = HarnessLocator()) -> WorkloadRegistry {
+        WorkloadRegistry(adapters: [MicroAdapter(harness: harness)])
+    }
+
+    public func adapter(for suite: String) -> (any WorkloadAdapter)? {
+        adapters.first { $0.suite == suite }
+    }
+
+    public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
+        guard let adapter = adapter(for: spec.suite) else {
+            return [
+                WorkloadProblem(
+                    key: "suite",
+                    message: "unknown suite \"\(spec.suite)\" (known: \(adapters.map(\.suite).joined(separator: ", ")))")
+            ]
+        }
+        return adapter.problems(for: spec)
+    }
+}
+
+/// Parses the `metric NAME VALUE UNIT POLARITY` lines of NestBench's own harness programs.
+public enum MetricLines {
+    public static func parse(_ text: String, source: String) -> [Metric] {
+        var metrics: [Metric] = []
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count == 5, f[0] == "metric", let value = Double(f[2]), value.isFinite else { continue }
+            let polarity = Polarity(rawValue: String(f[4])) ?? .neutral
+            metrics.append(Metric(name: String(f[1]), value: value, unit: String(f[3]), polarity: polarity, source: source))
+        }
+        return metrics
+    }
+
+    /// The last `lines` lines of a file, for failed-run reports.
+    public static func tail(of path: String, lines: Int = 20) -> String? {
+        guard let data = FileManager.default.contents(atPath: path), !data.isEmpty else { return nil }
+        let text = String(decoding: data.suffix(16_384), as: UTF8.self)
+        return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+    }
+}

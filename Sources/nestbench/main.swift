@@ -1,0 +1,3 @@
+import NestBenchCLI
+
+await NestBenchCommand.entry()

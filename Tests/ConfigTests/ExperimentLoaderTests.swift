@@ -1,0 +1,161 @@
+import Foundation
+import NestBenchModel
+import Testing
+
+@testable import NestBenchConfig
+
+/// A catalog that knows one suite with one app, so validation of workloads can be tested here.
+struct FakeCatalog: WorkloadCatalog {
+    func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
+        if spec.suite != "micro" { return [WorkloadProblem(key: "suite", message: "unknown suite \"\(spec.suite)\"")] }
+        if spec.name != "random-access" {
+            return [WorkloadProblem(key: "name", message: "unknown micro workload \"\(spec.name)\"")]
+        }
+        return []
+    }
+}
+
+let valid = """
+    name: t
+    baseline: never
+    seed: 9
+    configurations:
+      never:
+        host: {thp: {enabled: never}}
+      always:
+        platform: local
+        host:
+          thp: {enabled: always, defrag: madvise}
+          khugepaged: {defrag: 1, pages_to_scan: 4096}
+          sysctl: {vm.compaction_proactiveness: "0"}
+    workloads:
+      - {name: random-access, suite: micro, params: {size: 1GiB}, cpus: "0-1", timeout: 2m}
+    conditions:
+      clean: {}
+      fragmented: {fragmentation: {target_fmfi: 0.9}}
+    repetitions: {min: 3, max: 8, target_ci: 0.05}
+    """
+
+@Suite("Experiment files")
+struct ExperimentLoaderTests {
+    func problems(_ yaml: String) -> [ConfigProblem] {
+        do {
+            _ = try ExperimentLoader.parse(yaml, file: "exp.yaml", catalog: FakeCatalog())
+            return []
+        } catch {
+            return error.problems
+        }
+    }
+
+    @Test func validFileLoads() throws {
+        let e = try ExperimentLoader.parse(valid, file: "exp.yaml", catalog: FakeCatalog())
+        #expect(e.name == "t" && e.baseline == "never" && e.seed == 9)
+        #expect(e.configurations.map(\.name) == ["never", "always"])
+        let always = try #require(e.configuration(named: "always"))
+        #expect(
+            always.host.knobs.map(\.path) == [
+                "/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/mm/transparent_hugepage/defrag",
+                "/sys/kernel/mm/transparent_hugepage/khugepaged/defrag",
+                "/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan", "/proc/sys/vm/compaction_proactiveness",
+            ])
+        #expect(e.workloads[0].cpus == [0, 1] && e.workloads[0].timeoutSeconds == 120)
+        #expect(e.workloads[0].params["size"] == "1GiB")
+        #expect(e.conditions.map(\.name) == ["clean", "fragmented"])
+        #expect(e.conditions[1].fragmentation?.targetFMFI == 0.9)
+        #expect(e.repetitions == RepetitionPolicy(min: 3, max: 8, targetRelativeCI: 0.05))
+    }
+
+    @Test func unknownKeyNamesPathAndLine() throws {
+        let p = problems(
+            valid.replacingOccurrences(
+                of: "thp: {enabled: always, defrag: madvise}", with: "thp: {enabled: always, defragg: madvise}"))
+        let first = try #require(p.first)
+        #expect(p.count == 1)
+        #expect(first.keyPath == "configurations.always.host.thp.defragg")
+        #expect(first.line == 10)
+        #expect(first.description.hasPrefix("exp.yaml:10:"))
+        #expect(first.message.contains("unknown key"))
+    }
+
+    @Test func wrongTypeIsReported() throws {
+        let p = problems(valid.replacingOccurrences(of: "min: 3", with: "min: three"))
+        #expect(p.count == 1)
+        #expect(p.first?.keyPath == "repetitions.min")
+        #expect(p.first?.message.contains("whole number") == true)
+        #expect(p.first?.line == 18)
+    }
+
+    @Test func missingBaselineIsReported() {
+        let p = problems(valid.replacingOccurrences(of: "baseline: never\n", with: ""))
+        #expect(p.map(\.keyPath) == ["baseline"])
+        #expect(p.first?.message.contains("missing required key") == true)
+    }
+
+    @Test func baselineMustNameAConfiguration() {
+        let p = problems(valid.replacingOccurrences(of: "baseline: never", with: "baseline: nope"))
+        #expect(p.map(\.keyPath) == ["baseline"])
+        #expect(p.first?.line == 2)
+    }
+
+    @Test func unknownWorkloadIsReported() {
+        let p = problems(valid.replacingOccurrences(of: "name: random-access", with: "name: random-acess"))
+        #expect(p.map(\.keyPath) == ["workloads[0].name"])
+        #expect(p.first?.line == 14)
+        #expect(p.first?.message.contains("random-acess") == true)
+    }
+
+    @Test func everyProblemIsReportedAtOnce() {
+        let broken =
+            valid
+            .replacingOccurrences(of: "min: 3", with: "min: x")
+            .replacingOccurrences(of: "enabled: never", with: "enabled: sometimes")
+            .replacingOccurrences(of: "seed: 9", with: "sed: 9")
+        let p = problems(broken)
+        #expect(Set(p.map(\.keyPath)) == ["sed", "configurations.never.host.thp.enabled", "repetitions.min"])
+    }
+
+    @Test func invalidYAMLHasALine() {
+        let p = problems("name: [unclosed\nbaseline: x\n")
+        #expect(p.count == 1)
+        #expect(p.first?.line != nil)
+        #expect(p.first?.message.hasPrefix("invalid YAML") == true)
+    }
+
+    @Test func missingFileIsOneClearError() {
+        do {
+            _ = try ExperimentLoader.load(path: "/nonexistent/exp.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.hasPrefix("/nonexistent/exp.yaml: cannot read"))
+        }
+    }
+
+    @Test func repetitionBoundsAreChecked() {
+        let p = problems(valid.replacingOccurrences(of: "max: 8", with: "max: 2"))
+        #expect(p.map(\.keyPath) == ["repetitions.max"])
+    }
+}
+
+@Suite("Plan")
+struct PlanTests {
+    @Test func interleavedSeededAndComplete() throws {
+        let e = try ExperimentLoader.parse(valid, file: "exp.yaml", catalog: FakeCatalog())
+        var g1 = SeededGenerator(seed: 42)
+        var g2 = SeededGenerator(seed: 42)
+        let p1 = Planner.initialPlan(for: e, generator: &g1)
+        let p2 = Planner.initialPlan(for: e, generator: &g2)
+        #expect(p1 == p2)
+        // 2 configurations × 1 workload × 2 conditions × 3 repetitions
+        #expect(p1.count == 12)
+        #expect(p1.map(\.sequence) == Array(0..<12))
+        // Each block of 4 holds every cell once, with repetition = block + 1.
+        for block in 0..<3 {
+            let slice = p1[block * 4..<(block + 1) * 4]
+            #expect(Set(slice.map(\.cell)).count == 4)
+            #expect(slice.allSatisfy { $0.repetition == block + 1 })
+        }
+        var g3 = SeededGenerator(seed: 43)
+        let orders = (0..<5).map { _ in Planner.initialPlan(for: e, generator: &g3).map(\.cell) }
+        #expect(Set(orders.map { $0.map(\.configuration) }).count > 1, "the order is randomized, not A-then-B")
+    }
+}
