@@ -40,8 +40,10 @@ test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-bench: build
-	@echo "no benchmarks yet"
+# Speed and memory targets, each against a reference measured in the same run (release build).
+bench: deps
+	$(SWIFT) build -c release --product nestbench-bench
+	.build/release/nestbench-bench $(BENCH)
 
 clean:
 	rm -rf .build

@@ -72,6 +72,13 @@ let package = Package(
             ]),
         // The executable: a stub that calls the root command.
         .executableTarget(name: "nestbench", dependencies: ["NestBenchCLI"]),
+        // Benchmarks run by `make bench`: each prints its measurement and the ratio to a reference run in the same process.
+        .executableTarget(
+            name: "nestbench-bench",
+            dependencies: [
+                "NestBenchModel", "NestBenchStats", "NestBenchCollectors", "NestBenchWorkloads", "NestBenchStore",
+                "NestBenchAnalysis", "NestBenchProcess",
+            ]),
 
         .testTarget(name: "StatsTests", dependencies: ["NestBenchStats"]),
         .testTarget(name: "ConfigTests", dependencies: ["NestBenchConfig", "NestBenchModel"]),

@@ -86,135 +86,142 @@ enum CLI {
     }
 }
 
-@Suite("nestbench end to end", .serialized)
-struct EndToEndTests {
-    @Test(.timeLimit(.minutes(5)), .enabled(if: CLI.canChangeTHP, "writes THP knobs: needs root"))
-    func microRunStoresReportsAndRestores() throws {
-        let dir = CLI.temporaryDirectory()
-        CLI.write(CLI.smallExperiment(), to: dir + "/e.yaml")
-        let before = CLI.thp()
-        let r = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
-        #expect(r.status == 0, "stderr: \(r.stderr)")
-        #expect(CLI.thp() == before, "THP knob not restored")
-        #expect(r.stderr.contains("[6/6]"), "progress on stderr")
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        let runs = try #require(json["runs"] as? [[String: Any]])
-        #expect(runs.count == 6)
-        for run in runs {
-            let metrics = try #require(run["metrics"] as? [String: Any])
-            let huge = try #require(metrics["anon_huge_bytes"] as? Double)
-            if run["configuration"] as? String == "thp-always" {
-                #expect(huge >= 0.9 * 256 * 1024 * 1024, "THP backs the buffer")
-            } else {
-                #expect(huge == 0)
+/// Every test that changes machine state (THP knobs, memory, VMs) lives in a sub-suite of this one
+/// (`extension MachineSuite { @Suite struct … }`), so that they never run at the same time.
+@Suite("changes machine state", .serialized)
+enum MachineSuite {}
+
+extension MachineSuite {
+    @Suite("nestbench end to end")
+    struct EndToEndTests {
+        @Test(.timeLimit(.minutes(5)), .enabled(if: CLI.canChangeTHP, "writes THP knobs: needs root"))
+        func microRunStoresReportsAndRestores() throws {
+            let dir = CLI.temporaryDirectory()
+            CLI.write(CLI.smallExperiment(), to: dir + "/e.yaml")
+            let before = CLI.thp()
+            let r = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            #expect(r.status == 0, "stderr: \(r.stderr)")
+            #expect(CLI.thp() == before, "THP knob not restored")
+            #expect(r.stderr.contains("[6/6]"), "progress on stderr")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            let runs = try #require(json["runs"] as? [[String: Any]])
+            #expect(runs.count == 6)
+            for run in runs {
+                let metrics = try #require(run["metrics"] as? [String: Any])
+                let huge = try #require(metrics["anon_huge_bytes"] as? Double)
+                if run["configuration"] as? String == "thp-always" {
+                    #expect(huge >= 0.9 * 256 * 1024 * 1024, "THP backs the buffer")
+                } else {
+                    #expect(huge == 0)
+                }
+                #expect(metrics["minor_faults"] is Double && metrics["wall_seconds"] is Double)
             }
-            #expect(metrics["minor_faults"] is Double && metrics["wall_seconds"] is Double)
+            // report latest reads the same store.
+            let again = try CLI.run(["report", "latest", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            #expect(again.status == 0)
+            let j2 = try #require(try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any])
+            #expect(j2["run_id"] as? String == json["run_id"] as? String)
+            let comparisons = try #require(j2["comparisons"] as? [[String: Any]])
+            #expect(comparisons.contains { $0["metric"] as? String == "minor_faults" && $0["verdict"] as? String == "better" })
+            let table = try CLI.run(["report", "--results", dir + "/res"], state: dir + "/state")
+            #expect(table.stdout.contains("ops_per_sec") && table.stdout.contains("thp-always"))
         }
-        // report latest reads the same store.
-        let again = try CLI.run(["report", "latest", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
-        #expect(again.status == 0)
-        let j2 = try #require(try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any])
-        #expect(j2["run_id"] as? String == json["run_id"] as? String)
-        let comparisons = try #require(j2["comparisons"] as? [[String: Any]])
-        #expect(comparisons.contains { $0["metric"] as? String == "minor_faults" && $0["verdict"] as? String == "better" })
-        let table = try CLI.run(["report", "--results", dir + "/res"], state: dir + "/state")
-        #expect(table.stdout.contains("ops_per_sec") && table.stdout.contains("thp-always"))
-    }
 
-    @Test(.timeLimit(.minutes(2)))
-    func badFilesGiveOneLineErrorsAndChangeNothing() throws {
-        let dir = CLI.temporaryDirectory()
-        let before = CLI.thp()
-        let cases: [(String, String, String)] = [
-            (CLI.smallExperiment().replacingOccurrences(of: "seed: 11", with: "seeed: 11"), "seeed", ":3:"),
-            (
-                CLI.smallExperiment().replacingOccurrences(of: "{enabled: never}", with: "{enabled: 3}"),
-                "configurations.thp-never.host.thp.enabled", ":6:"
-            ),
-            (CLI.smallExperiment().replacingOccurrences(of: "baseline: thp-never\n", with: ""), "baseline", ":1:"),
-            (
-                CLI.smallExperiment().replacingOccurrences(of: "random-access", with: "random-acces"),
-                "workloads[0].name", ":10:"
-            ),
-        ]
-        for (index, (yaml, key, line)) in cases.enumerated() {
-            let file = "\(dir)/bad\(index).yaml"
-            CLI.write(yaml, to: file)
-            let r = try CLI.run(["run", file, "--results", dir + "/res"], state: dir + "/state")
-            #expect(r.status == 1, "\(key): \(r.stderr)")
-            let lines = r.stderr.split(separator: "\n")
-            #expect(lines.count == 1, "one line: \(r.stderr)")
-            #expect(r.stderr.contains(file + line) && r.stderr.contains(key), "\(r.stderr)")
-            #expect(r.stdout.isEmpty)
-        }
-        #expect(CLI.thp() == before)
-        #expect(!FileManager.default.fileExists(atPath: dir + "/res/nestbench.sqlite"), "nothing stored")
-    }
-
-    @Test(.timeLimit(.minutes(3)), .enabled(if: CLI.canChangeTHP, "writes THP knobs: needs root"))
-    func ctrlCRestoresKnobsAndKeepsCompletedRuns() async throws {
-        let dir = CLI.temporaryDirectory()
-        CLI.write(CLI.smallExperiment(size: "512MiB", ops: 40_000_000, min: 20), to: dir + "/e.yaml")
-        let before = CLI.thp()
-        let (p, out, err) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
-        // Wait until at least two runs are stored, then interrupt.
-        let deadline = ContinuousClock.now + .seconds(90)
-        while ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(200))
-            let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
-            if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any],
-                let runs = j["runs"] as? [Any], runs.count >= 2
-            {
-                break
+        @Test(.timeLimit(.minutes(2)))
+        func badFilesGiveOneLineErrorsAndChangeNothing() throws {
+            let dir = CLI.temporaryDirectory()
+            let before = CLI.thp()
+            let cases: [(String, String, String)] = [
+                (CLI.smallExperiment().replacingOccurrences(of: "seed: 11", with: "seeed: 11"), "seeed", ":3:"),
+                (
+                    CLI.smallExperiment().replacingOccurrences(of: "{enabled: never}", with: "{enabled: 3}"),
+                    "configurations.thp-never.host.thp.enabled", ":6:"
+                ),
+                (CLI.smallExperiment().replacingOccurrences(of: "baseline: thp-never\n", with: ""), "baseline", ":1:"),
+                (
+                    CLI.smallExperiment().replacingOccurrences(of: "random-access", with: "random-acces"),
+                    "workloads[0].name", ":10:"
+                ),
+            ]
+            for (index, (yaml, key, line)) in cases.enumerated() {
+                let file = "\(dir)/bad\(index).yaml"
+                CLI.write(yaml, to: file)
+                let r = try CLI.run(["run", file, "--results", dir + "/res"], state: dir + "/state")
+                #expect(r.status == 1, "\(key): \(r.stderr)")
+                let lines = r.stderr.split(separator: "\n")
+                #expect(lines.count == 1, "one line: \(r.stderr)")
+                #expect(r.stderr.contains(file + line) && r.stderr.contains(key), "\(r.stderr)")
+                #expect(r.stdout.isEmpty)
             }
+            #expect(CLI.thp() == before)
+            #expect(!FileManager.default.fileExists(atPath: dir + "/res/nestbench.sqlite"), "nothing stored")
         }
-        #expect(CLI.thp() == "never" || CLI.thp() == "always", "an experiment configuration is active")
-        p.interrupt()
-        _ = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 130, "\(stderr)")
-        #expect(CLI.thp() == before, "THP knob restored on Ctrl-C")
-        let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
-        let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        #expect(j["status"] as? String == "interrupted")
-        #expect((j["runs"] as? [Any])?.count ?? 0 >= 2)
-        #expect(!FileManager.default.fileExists(atPath: dir + "/state/knob-journal.json"))
-    }
 
-    @Test(.timeLimit(.minutes(3)), .enabled(if: CLI.canChangeTHP, "writes THP knobs: needs root"))
-    func killNineKeepsRunsAndNextInvocationRestores() async throws {
-        let dir = CLI.temporaryDirectory()
-        CLI.write(CLI.smallExperiment(size: "512MiB", ops: 40_000_000, min: 20), to: dir + "/e.yaml")
-        let before = CLI.thp()
-        let (p, _, _) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
-        var stored = 0
-        let deadline = ContinuousClock.now + .seconds(90)
-        while ContinuousClock.now < deadline && stored < 2 {
-            try await Task.sleep(for: .milliseconds(200))
-            let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
-            if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any] {
-                stored = (j["runs"] as? [Any])?.count ?? 0
+        @Test(.timeLimit(.minutes(3)), .enabled(if: CLI.canChangeTHP, "writes THP knobs: needs root"))
+        func ctrlCRestoresKnobsAndKeepsCompletedRuns() async throws {
+            let dir = CLI.temporaryDirectory()
+            CLI.write(CLI.smallExperiment(size: "512MiB", ops: 40_000_000, min: 20), to: dir + "/e.yaml")
+            let before = CLI.thp()
+            let (p, out, err) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
+            // Wait until at least two runs are stored, then interrupt.
+            let deadline = ContinuousClock.now + .seconds(90)
+            while ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
+                if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any],
+                    let runs = j["runs"] as? [Any], runs.count >= 2
+                {
+                    break
+                }
             }
+            #expect(CLI.thp() == "never" || CLI.thp() == "always", "an experiment configuration is active")
+            p.interrupt()
+            _ = out.fileHandleForReading.readDataToEndOfFile()
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 130, "\(stderr)")
+            #expect(CLI.thp() == before, "THP knob restored on Ctrl-C")
+            let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            #expect(j["status"] as? String == "interrupted")
+            #expect((j["runs"] as? [Any])?.count ?? 0 >= 2)
+            #expect(!FileManager.default.fileExists(atPath: dir + "/state/knob-journal.json"))
         }
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        #expect(stored >= 2)
-        let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
-        let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        #expect((j["runs"] as? [Any])?.count ?? 0 >= stored, "completed runs survive kill -9")
-        if CLI.thp() != before {
-            let restore = try CLI.run(["restore"], state: dir + "/state")
-            #expect(restore.status == 0, "\(restore.stderr)")
-            #expect(restore.stdout.contains(CLI.thpEnabled))
-        }
-        #expect(CLI.thp() == before, "THP knob restored by the next invocation")
-    }
 
-    @Test func reportOfMissingRunExits5() throws {
-        let dir = CLI.temporaryDirectory()
-        let r = try CLI.run(["report", "nope", "--results", dir], state: dir + "/state")
-        #expect(r.status == 5)
-        #expect(r.stderr.contains("nestbench.sqlite"))
+        @Test(.timeLimit(.minutes(3)), .enabled(if: CLI.canChangeTHP, "writes THP knobs: needs root"))
+        func killNineKeepsRunsAndNextInvocationRestores() async throws {
+            let dir = CLI.temporaryDirectory()
+            CLI.write(CLI.smallExperiment(size: "512MiB", ops: 40_000_000, min: 20), to: dir + "/e.yaml")
+            let before = CLI.thp()
+            let (p, _, _) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
+            var stored = 0
+            let deadline = ContinuousClock.now + .seconds(90)
+            while ContinuousClock.now < deadline && stored < 2 {
+                try await Task.sleep(for: .milliseconds(200))
+                let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
+                if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any] {
+                    stored = (j["runs"] as? [Any])?.count ?? 0
+                }
+            }
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            #expect(stored >= 2)
+            let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            #expect((j["runs"] as? [Any])?.count ?? 0 >= stored, "completed runs survive kill -9")
+            if CLI.thp() != before {
+                let restore = try CLI.run(["restore"], state: dir + "/state")
+                #expect(restore.status == 0, "\(restore.stderr)")
+                #expect(restore.stdout.contains(CLI.thpEnabled))
+            }
+            #expect(CLI.thp() == before, "THP knob restored by the next invocation")
+        }
+
+        @Test func reportOfMissingRunExits5() throws {
+            let dir = CLI.temporaryDirectory()
+            let r = try CLI.run(["report", "nope", "--results", dir], state: dir + "/state")
+            #expect(r.status == 5)
+            #expect(r.stderr.contains("nestbench.sqlite"))
+        }
     }
 }
