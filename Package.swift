@@ -45,6 +45,13 @@ let package = Package(
                 "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        // Fragmentation injection: drives Harness/fragment/nb-fragment.c to a target FMFI, holds and verifies it.
+        .target(
+            name: "NestBenchFragmentation",
+            dependencies: [
+                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The SQLite store (GRDB): experiment runs, measured runs, metrics.
         .target(
             name: "NestBenchStore",
@@ -59,14 +66,14 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchConfig", "NestBenchProcess", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchStore", "NestBenchAnalysis",
-                .product(name: "Logging", package: "swift-log"),
+                "NestBenchFragmentation", .product(name: "Logging", package: "swift-log"),
             ]),
         // The commands: the only module that imports ArgumentParser and writes to stdout.
         .target(
             name: "NestBenchCLI",
             dependencies: [
                 "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
-                "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads",
+                "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchFragmentation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -77,7 +84,7 @@ let package = Package(
             name: "nestbench-bench",
             dependencies: [
                 "NestBenchModel", "NestBenchStats", "NestBenchCollectors", "NestBenchWorkloads", "NestBenchStore",
-                "NestBenchAnalysis", "NestBenchProcess",
+                "NestBenchAnalysis", "NestBenchProcess", "NestBenchFragmentation", "NestBenchPlatforms",
             ]),
 
         .testTarget(name: "StatsTests", dependencies: ["NestBenchStats"]),
@@ -87,6 +94,7 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
+                "NestBenchFragmentation",
             ]),
         .testTarget(name: "EndToEndTests", dependencies: []),
     ],

@@ -26,6 +26,9 @@ public struct Comparison: Codable, Sendable, Hashable {
     public var verdict: String
     /// How the CI and p were computed.
     public var method: String
+    /// The reference cell ("configuration/condition") when it is not the baseline configuration
+    /// under the same condition (condition comparisons); nil otherwise.
+    public var versus: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case workload, condition, configuration, metric, unit, polarity, mean
@@ -37,7 +40,7 @@ public struct Comparison: Codable, Sendable, Hashable {
         case pValue = "p_value"
         case n
         case nBaseline = "n_baseline"
-        case verdict, method
+        case verdict, method, versus
     }
 
     /// Every key is written, with null where a value does not exist, so consumers see one shape.
@@ -60,6 +63,7 @@ public struct Comparison: Codable, Sendable, Hashable {
         try c.encode(nBaseline, forKey: .nBaseline)
         try c.encode(verdict, forKey: .verdict)
         try c.encode(method, forKey: .method)
+        try c.encode(versus, forKey: .versus)
     }
 }
 
@@ -138,32 +142,51 @@ public enum Comparator {
         return (ratio, ci, welch.pValue, verdict, method)
     }
 
+    /// Each configuration against the baseline configuration under the same condition; then, when
+    /// `analysis.baselineCondition` is set, each condition against it within the same configuration
+    /// (those rows have `versus` set to the baseline cell).
     public static func comparisons(experiment: Experiment, runs: [RunRecord]) -> [Comparison] {
         let byCell = values(runs)
-        var result: [Comparison] = []
+        var pairs: [(candidate: Cell, baseline: Cell)] = []
         for workload in experiment.workloads {
             for condition in experiment.conditions {
-                let baseCell = Cell(configuration: experiment.baseline, workload: workload.label, condition: condition.name)
-                guard let base = byCell[baseCell] else { continue }
                 for configuration in experiment.configurations where configuration.name != experiment.baseline {
-                    let cell = Cell(configuration: configuration.name, workload: workload.label, condition: condition.name)
-                    guard let candidate = byCell[cell] else { continue }
-                    for name in candidate.keys.sorted() {
-                        guard let c = candidate[name], let b = base[name] else { continue }
-                        let judged = compare(
-                            candidate: c.values, baseline: b.values, polarity: c.sample.polarity,
-                            settings: experiment.analysis)
-                        result.append(
-                            Comparison(
-                                workload: workload.label, condition: condition.name, configuration: configuration.name,
-                                metric: name, unit: c.sample.unit, polarity: c.sample.polarity,
-                                mean: Statistics.mean(c.values), baselineMean: Statistics.mean(b.values),
-                                sd: Statistics.standardDeviation(c.values),
-                                baselineSD: Statistics.standardDeviation(b.values), ratio: judged.ratio,
-                                ratioCI: judged.ci, pValue: judged.p, n: c.values.count, nBaseline: b.values.count,
-                                verdict: judged.verdict, method: judged.method))
+                    pairs.append(
+                        (
+                            Cell(configuration: configuration.name, workload: workload.label, condition: condition.name),
+                            Cell(configuration: experiment.baseline, workload: workload.label, condition: condition.name)
+                        ))
+                }
+            }
+            if let baseCondition = experiment.analysis.baselineCondition {
+                for configuration in experiment.configurations {
+                    for condition in experiment.conditions where condition.name != baseCondition {
+                        pairs.append(
+                            (
+                                Cell(configuration: configuration.name, workload: workload.label, condition: condition.name),
+                                Cell(configuration: configuration.name, workload: workload.label, condition: baseCondition)
+                            ))
                     }
                 }
+            }
+        }
+        var result: [Comparison] = []
+        for (cell, baseCell) in pairs {
+            guard let base = byCell[baseCell], let candidate = byCell[cell] else { continue }
+            let versus = baseCell.condition != cell.condition ? "\(baseCell.configuration)/\(baseCell.condition)" : nil
+            for name in candidate.keys.sorted() {
+                guard let c = candidate[name], let b = base[name] else { continue }
+                let judged = compare(
+                    candidate: c.values, baseline: b.values, polarity: c.sample.polarity, settings: experiment.analysis)
+                var comparison = Comparison(
+                    workload: cell.workload, condition: cell.condition, configuration: cell.configuration,
+                    metric: name, unit: c.sample.unit, polarity: c.sample.polarity,
+                    mean: Statistics.mean(c.values), baselineMean: Statistics.mean(b.values),
+                    sd: Statistics.standardDeviation(c.values), baselineSD: Statistics.standardDeviation(b.values),
+                    ratio: judged.ratio, ratioCI: judged.ci, pValue: judged.p, n: c.values.count,
+                    nBaseline: b.values.count, verdict: judged.verdict, method: judged.method)
+                comparison.versus = versus
+                result.append(comparison)
             }
         }
         return result

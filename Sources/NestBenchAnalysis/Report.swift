@@ -78,6 +78,13 @@ public struct Report: Codable, Sendable {
         if !failed.isEmpty {
             notes.append("\(failed.count) of \(runs.count) runs did not succeed; they are excluded from the statistics")
         }
+        let outOfBand = runs.filter { $0.provenance["fragmentation.band"] == "out" }
+        if !outOfBand.isEmpty {
+            notes.append(
+                "FMFI left the requested band (target ± tolerance) in \(outOfBand.count) fragmented run(s): "
+                    + outOfBand.map { "#\($0.planned.sequence)" }.joined(separator: ", ")
+                    + " (see their fmfi_min/fmfi_max)")
+        }
         if record.plan.count > runs.count && record.status != .running {
             notes.append("\(record.plan.count - runs.count) planned runs were not executed (status: \(record.status.rawValue))")
         }
@@ -167,7 +174,8 @@ public enum ReportRenderer {
         let rows = report.comparisons.filter { $0.mean != 0 || $0.baselineMean != 0 }.map { c in
             Row(
                 workload: c.workload, condition: c.condition, metric: "\(c.metric) [\(c.unit)]",
-                configuration: c.configuration, mean: "\(format(c.mean)) ± \(format(c.sd))",
+                configuration: c.versus.map { "\(c.configuration) vs \($0)" } ?? c.configuration,
+                mean: "\(format(c.mean)) ± \(format(c.sd))",
                 baseline: "\(format(c.baselineMean)) ± \(format(c.baselineSD))",
                 ratio: c.ratio.map { String(format: "%.3f", $0) } ?? "n/a",
                 ci: c.ratioCI.map { String(format: "[%.3f, %.3f]", $0[0], $0[1]) } ?? "—",

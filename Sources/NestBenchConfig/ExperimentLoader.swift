@@ -100,7 +100,9 @@ public enum ExperimentLoader {
         let workloads = required("workloads").flatMap { readWorkloads($0.0, at: $0.1, r, catalog: catalog) } ?? []
         let conditions = fields["conditions"].map { readConditions($0.0, at: $0.1, r) } ?? [Condition(name: "clean")]
         let repetitions = fields["repetitions"].map { readRepetitions($0.0, at: $0.1, r) } ?? RepetitionPolicy()
-        let analysis = fields["analysis"].map { readAnalysis($0.0, at: $0.1, r) } ?? AnalysisSettings()
+        let analysis =
+            fields["analysis"].map { readAnalysis($0.0, at: $0.1, r, conditionNames: conditions.map(\.name)) }
+            ?? AnalysisSettings()
 
         var baseline: String?
         if let (node, path) = required("baseline"), let b = r.string(node, at: path) {
@@ -274,7 +276,11 @@ public enum ExperimentLoader {
     }
 
     static func readFragmentation(_ node: Node, at path: String, _ r: YAMLReader) -> FragmentationSpec? {
-        guard let fields = r.mapping(node, at: path, allowed: ["method", "target_fmfi", "order", "slack", "hold"]) else {
+        guard
+            let fields = r.mapping(
+                node, at: path,
+                allowed: ["method", "target_fmfi", "order", "slack", "hold", "mlock", "tolerance", "sysctl", "timeout"])
+        else {
             return nil
         }
         var spec = FragmentationSpec(targetFMFI: 0)
@@ -286,13 +292,21 @@ public enum ExperimentLoader {
                     spec.method = FragmentationSpec.Method(rawValue: m)!
                 }
             case "target_fmfi":
-                if let t = r.double(f.value, at: f.path, range: 0...1) {
-                    spec.targetFMFI = t
-                    hasTarget = true
-                }
+                hasTarget = true
+                if let t = r.double(f.value, at: f.path, range: 0...1) { spec.targetFMFI = t }
             case "order": if let o = r.int(f.value, at: f.path, range: 1...10) { spec.order = o }
             case "slack": if let s = r.bytes(f.value, at: f.path) { spec.slackBytes = s }
-            default: if let h = r.bool(f.value, at: f.path) { spec.hold = h }
+            case "hold": if let h = r.bool(f.value, at: f.path) { spec.hold = h }
+            case "mlock": if let m = r.bool(f.value, at: f.path) { spec.mlock = m }
+            case "tolerance": if let t = r.double(f.value, at: f.path, range: 0...1) { spec.tolerance = t }
+            case "timeout": if let t = r.seconds(f.value, at: f.path) { spec.timeoutSeconds = t }
+            default:
+                if let map = r.stringMap(f.value, at: f.path) {
+                    for key in map.keys where key.contains("/") {
+                        r.problem("\(f.path).\(key)", f.value, "sysctl names are dotted (vm.compaction_proactiveness), not paths")
+                    }
+                    spec.sysctl = map
+                }
             }
         }
         if !hasTarget { r.problem(path, node, "missing required key \"target_fmfi\"") }
@@ -323,15 +337,25 @@ public enum ExperimentLoader {
         return policy
     }
 
-    static func readAnalysis(_ node: Node, at path: String, _ r: YAMLReader) -> AnalysisSettings {
+    static func readAnalysis(_ node: Node, at path: String, _ r: YAMLReader, conditionNames: [String]) -> AnalysisSettings {
         var settings = AnalysisSettings()
-        guard let fields = r.mapping(node, at: path, allowed: ["alpha", "min_effect", "primary_metric"]) else {
+        guard
+            let fields = r.mapping(
+                node, at: path, allowed: ["alpha", "min_effect", "primary_metric", "baseline_condition"])
+        else {
             return settings
         }
         for f in fields {
             switch f.key {
             case "alpha": if let v = r.double(f.value, at: f.path, range: 0.0001...0.5) { settings.alpha = v }
             case "min_effect": if let v = r.double(f.value, at: f.path, range: 0...10) { settings.minEffect = v }
+            case "baseline_condition":
+                settings.baselineCondition = r.string(f.value, at: f.path)
+                if let name = settings.baselineCondition, !conditionNames.contains(name) {
+                    r.problem(
+                        f.path, f.value,
+                        "\"\(name)\" is not a condition of this experiment (have: \(conditionNames.joined(separator: ", ")))")
+                }
             default: settings.primaryMetric = r.string(f.value, at: f.path)
             }
         }

@@ -197,19 +197,45 @@ public struct FragmentationSpec: Codable, Sendable, Hashable {
     public var method: Method
     public var targetFMFI: Double
     public var order: Int
-    /// Memory left free for the workload, in bytes.
+    /// Memory the fragmenter never takes while populating (its OOM margin), in bytes.
     public var slackBytes: UInt64
+    /// Hold the fragmentation while the workload runs (false: fragment, release, then run).
     public var hold: Bool
+    /// mlock the pages that keep memory fragmented, so compaction cannot migrate them
+    /// (with vm.compact_unevictable_allowed=0).
+    public var mlock: Bool
+    /// A run whose FMFI leaves target ± tolerance is flagged in the report.
+    public var tolerance: Double
+    /// Sysctls pinned for the run (restored afterwards); default: compaction pinned off.
+    public var sysctl: [String: String]
+    /// How long reaching the target may take.
+    public var timeoutSeconds: Double
+
+    /// vm.compaction_proactiveness=0 and vm.compact_unevictable_allowed=0: neither proactive
+    /// compaction nor compaction of mlocked pages undoes the holes during the run.
+    public static let pinnedCompaction = ["vm.compaction_proactiveness": "0", "vm.compact_unevictable_allowed": "0"]
 
     public init(
         method: Method = .anonHoles, targetFMFI: Double, order: Int = 9,
-        slackBytes: UInt64 = 6 << 30, hold: Bool = true
+        slackBytes: UInt64 = 1 << 30, hold: Bool = true, mlock: Bool = true, tolerance: Double = 0.05,
+        sysctl: [String: String] = FragmentationSpec.pinnedCompaction, timeoutSeconds: Double = 300
     ) {
         self.method = method
         self.targetFMFI = targetFMFI
         self.order = order
         self.slackBytes = slackBytes
         self.hold = hold
+        self.mlock = mlock
+        self.tolerance = tolerance
+        self.sysctl = sysctl
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    /// The sysctls as knobs.
+    public var knobs: [Knob] {
+        sysctl.sorted { $0.key < $1.key }.map {
+            Knob(path: "/proc/sys/" + $0.key.replacingOccurrences(of: ".", with: "/"), value: $0.value)
+        }
     }
 }
 
@@ -236,10 +262,16 @@ public struct AnalysisSettings: Codable, Sendable, Hashable {
     public var minEffect: Double
     /// The metric adaptive repetitions and headlines are judged on (per workload suite default if nil).
     public var primaryMetric: String?
+    /// When set, every condition is also compared with this one within each configuration
+    /// (e.g. fragmented vs clean).
+    public var baselineCondition: String?
 
-    public init(alpha: Double = 0.05, minEffect: Double = 0.01, primaryMetric: String? = nil) {
+    public init(
+        alpha: Double = 0.05, minEffect: Double = 0.01, primaryMetric: String? = nil, baselineCondition: String? = nil
+    ) {
         self.alpha = alpha
         self.minEffect = minEffect
         self.primaryMetric = primaryMetric
+        self.baselineCondition = baselineCondition
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import NestBenchAnalysis
 import NestBenchCollectors
 import NestBenchConfig
+import NestBenchFragmentation
 import NestBenchModel
 import NestBenchPlatforms
 import NestBenchProcess
@@ -52,16 +53,19 @@ public final class Orchestrator: Sendable {
     public let platform: LocalPlatform
     public let store: Store
     public let collectors: [any RunCollector]
+    public let harness: HarnessLocator
     let logger: Logger
 
     public init(
         registry: WorkloadRegistry, platform: LocalPlatform, store: Store,
-        collectors: [any RunCollector] = Orchestrator.defaultCollectors, logger: Logger
+        collectors: [any RunCollector] = Orchestrator.defaultCollectors, harness: HarnessLocator = HarnessLocator(),
+        logger: Logger
     ) {
         self.registry = registry
         self.platform = platform
         self.store = store
         self.collectors = collectors
+        self.harness = harness
         self.logger = logger
     }
 
@@ -78,7 +82,18 @@ public final class Orchestrator: Sendable {
 
     /// Checks that the experiment can run here without changing anything.
     public func preflight(_ experiment: Experiment) throws(OrchestratorError) {
-        let problems = LocalPlatform.preflight(experiment.configurations)
+        var problems = LocalPlatform.preflight(experiment.configurations)
+        let isRoot = getuid() == 0
+        for condition in experiment.conditions {
+            for knob in condition.fragmentation?.knobs ?? [] {
+                if !FileManager.default.fileExists(atPath: knob.path) {
+                    problems.append("conditions.\(condition.name).fragmentation.sysctl: this kernel has no \(knob.path)")
+                } else if !isRoot || !FileManager.default.isWritableFile(atPath: knob.path) {
+                    problems.append(
+                        "conditions.\(condition.name).fragmentation: writing \(knob.path) needs root; run nestbench as root")
+                }
+            }
+        }
         if !problems.isEmpty { throw OrchestratorError(problems.joined(separator: "\n")) }
     }
 
@@ -206,13 +221,6 @@ public final class Orchestrator: Sendable {
         provenance["platform"] = configuration.platform.rawValue
         if !workload.cpus.isEmpty { provenance["pinning"] = CPUList.format(workload.cpus) }
 
-        if condition.fragmentation != nil {
-            return try store(
-                WorkloadResult(
-                    status: .unavailable,
-                    reason:
-                        "condition \(condition.name): fragmentation injection is not supported by this version of nestbench yet"))
-        }
         guard let adapter = registry.adapter(for: workload.suite) else {
             return try store(WorkloadResult(status: .unavailable, reason: "no adapter for suite \(workload.suite)"))
         }
@@ -228,6 +236,20 @@ public final class Orchestrator: Sendable {
             throw OrchestratorError("\(directory): cannot create the run directory (\(error))")
         }
         provenance["run_directory"] = directory
+
+        // The condition: fragmentation injected after the configuration, held during the workload.
+        var fragmentation: FragmentationSession?
+        if let spec = condition.fragmentation {
+            for (path, value) in try platform.apply(spec.knobs, owner: "condition \(condition.name)") {
+                provenance["knob:\(path)"] = value
+            }
+            do {
+                fragmentation = try await Fragmenter(harness: harness, journal: platform.journal, logger: logger)
+                    .start(spec, directory: directory)
+            } catch {
+                return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
+            }
+        }
 
         let collectors = self.collectors
         let samplesBox = SampleBox()
@@ -257,7 +279,13 @@ public final class Orchestrator: Sendable {
                 try child.release()
                 return child
             })
-        let result = await adapter.run(workload, context: context)
+        var result = await adapter.run(workload, context: context)
+        if let fragmentation {
+            let (metrics, samples, extra) = await fragmentation.finish()
+            result.metrics += metrics
+            samplesBox.append(samples)
+            provenance.merge(extra) { $1 }
+        }
         return try store(result, samples: samplesBox.samples)
     }
 }

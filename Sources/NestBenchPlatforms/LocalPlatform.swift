@@ -54,13 +54,25 @@ public final class LocalPlatform: @unchecked Sendable {
                 try write(original, to: path)
             }
         }
+        let readBack = try applyLocked(desired, owner: "configuration \(configuration.name)")
+        logger.info("configuration applied", metadata: ["configuration": "\(configuration.name)"])
+        return readBack
+    }
+
+    /// Sets extra knobs for the current run (e.g. a condition's sysctls), journaled like a
+    /// configuration's; the next `activate` or `restoreAll` puts them back.
+    @discardableResult
+    public func apply(_ knobs: [Knob], owner: String) throws(PlatformError) -> [String: String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return try applyLocked(knobs, owner: owner)
+    }
+
+    private func applyLocked(_ knobs: [Knob], owner: String) throws(PlatformError) -> [String: String] {
         var readBack: [String: String] = [:]
-        for knob in desired {
-            let current = KnobWriter.read(knob.path)
-            guard let current else {
-                throw PlatformError(
-                    .missingKnob, "\(knob.path): this kernel has no such knob",
-                    hint: "remove it from configuration \(configuration.name)")
+        for knob in knobs {
+            guard let current = KnobWriter.read(knob.path) else {
+                throw PlatformError(.missingKnob, "\(knob.path): this kernel has no such knob", hint: "remove it from \(owner)")
             }
             if originals[knob.path] == nil && current != knob.value {
                 try journal.record(path: knob.path, original: current)
@@ -74,7 +86,6 @@ public final class LocalPlatform: @unchecked Sendable {
             }
             readBack[knob.path] = after
         }
-        logger.info("configuration applied", metadata: ["configuration": "\(configuration.name)"])
         return readBack
     }
 

@@ -159,3 +159,36 @@ struct PlanTests {
         #expect(Set(orders.map { $0.map(\.configuration) }).count > 1, "the order is randomized, not A-then-B")
     }
 }
+
+@Suite("Fragmentation conditions")
+struct FragmentationConditionTests {
+    @Test func fieldsAndDefaults() throws {
+        let yaml = valid.replacingOccurrences(
+            of: "fragmented: {fragmentation: {target_fmfi: 0.9}}",
+            with:
+                "fragmented: {fragmentation: {target_fmfi: 0.5, order: 4, slack: 2GiB, mlock: false, tolerance: 0.1, timeout: 90s, sysctl: {vm.compaction_proactiveness: \"0\"}}}"
+        )
+        let e = try ExperimentLoader.parse(yaml, file: "exp.yaml", catalog: FakeCatalog())
+        let f = try #require(e.conditions[1].fragmentation)
+        #expect(f.targetFMFI == 0.5 && f.order == 4 && f.slackBytes == 2 << 30 && !f.mlock && f.tolerance == 0.1)
+        #expect(f.timeoutSeconds == 90 && f.sysctl == ["vm.compaction_proactiveness": "0"])
+        let d = try #require(
+            try ExperimentLoader.parse(valid, file: "exp.yaml", catalog: FakeCatalog()).conditions[1].fragmentation)
+        #expect(d.mlock && d.hold && d.order == 9 && d.sysctl == FragmentationSpec.pinnedCompaction)
+    }
+
+    @Test func targetOutOfRangeAndUnknownKey() throws {
+        let yaml = valid.replacingOccurrences(
+            of: "fragmented: {fragmentation: {target_fmfi: 0.9}}",
+            with: "fragmented: {fragmentation: {target_fmfi: 1.5, methd: anon-holes}}")
+        do {
+            _ = try ExperimentLoader.parse(yaml, file: "exp.yaml", catalog: FakeCatalog())
+            Issue.record("expected errors")
+        } catch {
+            #expect(
+                Set(error.problems.map(\.keyPath)) == [
+                    "conditions.fragmented.fragmentation.target_fmfi", "conditions.fragmented.fragmentation.methd",
+                ])
+        }
+    }
+}

@@ -1,0 +1,506 @@
+/*
+ * nb-fragment: NestBench's memory fragmenter (runs on the measured machine or inside a guest).
+ *
+ *   nb-fragment --target F [--order N] [--method anon-holes|page-cache] [--slack BYTES]
+ *               [--floor BYTES] [--mlock] [--hold] [--release-on-eof] [--timeout SEC] [--interval-ms MS]
+ *               [--dir DIR]
+ *
+ * Closed loop on the free memory fragmentation index FMFI(order) of /proc/buddyinfo, pooled over the
+ * zones that hold movable memory (Normal and Movable; DMA32 when there is no Normal zone):
+ *   1. populate: take memory until MemAvailable is down to --slack (anonymous 4 KiB pages, or the page
+ *      cache of unlinked files for page-cache), one thread per CPU — 4 KiB pages, never huge pages: a
+ *      partially released THP is only queued for a deferred split and frees nothing.
+ *   2. choose keepers: with /proc/self/pagemap (PFNs need CAP_SYS_ADMIN) one resident page per
+ *      physical block of 2^order pages, so no free block of the target order can form; without PFNs,
+ *      8 evenly spaced pages per virtual block (less exact: the printed fmfi says what was reached).
+ *   3. fragment: walk the memory in virtual blocks of 2^order pages; while FMFI < target, release all
+ *      but the block's keepers (holes); once above target + 0.02, release whole blocks to hand memory
+ *      back while holding FMFI.
+ *   4. hold (--hold): keep the kept pages (mlock'ed with --mlock, so compaction with
+ *      vm.compact_unevictable_allowed=0 cannot migrate them) until SIGTERM/SIGINT, end of stdin, the
+ *      parent's death or --timeout; give whole blocks back if MemAvailable falls below --floor.
+ *
+ * Line protocol on stdout (one event per line, key=value fields):
+ *   start total=B available=B target=F order=N method=M
+ *   progress phase=populate|fragment fmfi=F held=B free=B
+ *   keepers mode=pagemap|stride pages=N
+ *   ready fmfi=F held=B free=B seconds=S reached=0|1
+ *   hold fmfi=F held=B free=B available=B
+ *   yield released=B available=B
+ *   released reason=signal|stdin|parent|timeout|done
+ *   error MESSAGE
+ * Exit status: 0 after release, 1 on a system failure, 2 on bad arguments.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
+#endif
+
+#define PAGE 4096UL
+#define CHUNK (64UL << 20)
+
+static volatile sig_atomic_t stop_signal = 0;
+static void on_signal(int sig) { stop_signal = sig; }
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void emit(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+static int parse_size(const char *text, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno != 0 || end == text || v < 0) return -1;
+    uint64_t mult = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': mult = 1UL << 10; break;
+        case 'm': case 'M': mult = 1UL << 20; break;
+        case 'g': case 'G': mult = 1UL << 30; break;
+        default: return -1;
+        }
+        end++;
+        if (*end == 'i' || *end == 'I') end++;
+        if (*end == 'b' || *end == 'B') end++;
+        if (*end) return -1;
+    }
+    *out = (uint64_t)(v * (double)mult);
+    return 0;
+}
+
+/* MemAvailable and MemTotal in bytes. */
+static int meminfo(uint64_t *available, uint64_t *total) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) *available = kb * 1024;
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) *total = kb * 1024;
+    }
+    fclose(f);
+    return 0;
+}
+
+/* FMFI(order) pooled over the movable zones; free bytes in *free_bytes. -1 on error. */
+static double fmfi(int order, uint64_t *free_bytes) {
+    FILE *f = fopen("/proc/buddyinfo", "r");
+    if (!f) return -1;
+    char line[512];
+    double free_normal = 0, big_normal = 0, free_dma32 = 0, big_dma32 = 0;
+    while (fgets(line, sizeof line, f)) {
+        char zone[32];
+        int node, consumed = 0;
+        if (sscanf(line, "Node %d, zone %31s%n", &node, zone, &consumed) != 2) continue;
+        int is_normal = !strcmp(zone, "Normal") || !strcmp(zone, "Movable");
+        int is_dma32 = !strcmp(zone, "DMA32");
+        char *p = line + consumed;
+        for (int i = 0;; i++) {
+            char *end;
+            unsigned long long k = strtoull(p, &end, 10);
+            if (end == p) break;
+            p = end;
+            double pages = (double)k * (double)(1UL << i);
+            if (is_normal) { free_normal += pages; if (i >= order) big_normal += pages; }
+            if (is_dma32) { free_dma32 += pages; if (i >= order) big_dma32 += pages; }
+        }
+    }
+    fclose(f);
+    double fr = free_normal > 0 ? free_normal : free_dma32;
+    double big = free_normal > 0 ? big_normal : big_dma32;
+    if (free_bytes) *free_bytes = (uint64_t)(fr * PAGE);
+    if (fr <= 0) return 1.0; /* as the kernel: no free memory is all unusable */
+    return (fr - big) / fr;
+}
+
+struct chunk {
+    char *base;       /* mapping */
+    size_t length;
+    size_t kept;      /* bytes still resident */
+    int fd;           /* page-cache file, -1 for anonymous */
+    uint8_t *keep;    /* one byte per page: 1 = keeper, never released while fragmenting */
+};
+
+static struct chunk *chunks = NULL;
+static size_t nchunks = 0, capchunks = 0;
+static uint64_t held = 0;
+
+static int add_chunk(struct chunk c) {
+    if (nchunks == capchunks) {
+        capchunks = capchunks ? capchunks * 2 : 256;
+        struct chunk *n = realloc(chunks, capchunks * sizeof *chunks);
+        if (!n) return -1;
+        chunks = n;
+    }
+    chunks[nchunks++] = c;
+    return 0;
+}
+
+/* Releases [offset, offset+len) of chunk c. */
+static void release_range(struct chunk *c, size_t offset, size_t len) {
+    if (len == 0) return;
+    if (c->fd >= 0) {
+        posix_fadvise(c->fd, (off_t)offset, (off_t)len, POSIX_FADV_DONTNEED);
+    } else {
+        madvise(c->base + offset, len, MADV_DONTNEED);
+    }
+}
+
+static void release_chunk(struct chunk *c) {
+    if (c->fd >= 0) {
+        posix_fadvise(c->fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(c->fd);
+        c->fd = -1;
+    } else if (c->base) {
+        munmap(c->base, c->length);
+    }
+    free(c->keep);
+    c->keep = NULL;
+    held -= c->kept;
+    c->kept = 0;
+    c->base = NULL;
+}
+
+/* Populating in parallel: threads take chunk slots from a shared counter. */
+struct populate_job {
+    struct chunk *slots;
+    size_t count;
+    size_t next;
+    int cache;
+    const char *dir;
+    uint64_t slack;
+    pthread_mutex_t lock;
+};
+
+static int populate_anon(uint64_t bytes, struct chunk *out);
+static int populate_cache(const char *dir, uint64_t bytes, struct chunk *out);
+
+static void *populate_worker(void *arg) {
+    struct populate_job *job = arg;
+    for (;;) {
+        pthread_mutex_lock(&job->lock);
+        size_t i = job->next < job->count ? job->next++ : job->count;
+        pthread_mutex_unlock(&job->lock);
+        if (i >= job->count || stop_signal) break;
+        uint64_t available = 0, total = 0;
+        if (meminfo(&available, &total) != 0 || available <= job->slack + CHUNK) break;
+        struct chunk c = {0};
+        c.fd = -1;
+        int rc = job->cache ? populate_cache(job->dir, CHUNK, &c) : populate_anon(CHUNK, &c);
+        if (rc != 0) break;
+        job->slots[i] = c;
+    }
+    return NULL;
+}
+
+/* Marks one keeper page per physical block of 2^order pages, from /proc/self/pagemap (bit 63 present,
+ * bits 0-54 PFN). Returns the number of keepers, or 0 if PFNs are not visible (no CAP_SYS_ADMIN). */
+static size_t choose_keepers_pagemap(int order) {
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0 || chunks == NULL) return 0;
+    uint64_t max_pfn = 0;
+    size_t pages_per_chunk = CHUNK / PAGE;
+    uint64_t *entries = malloc(pages_per_chunk * sizeof *entries);
+    if (!entries) { close(fd); return 0; }
+    /* First pass: the highest PFN, to size the block bitmap. */
+    for (size_t ci = 0; ci < nchunks; ci++) {
+        struct chunk *c = &chunks[ci];
+        if (c->fd >= 0) { free(entries); close(fd); return 0; } /* page cache has no pagemap entries here */
+        off_t off = (off_t)((uintptr_t)c->base / PAGE * sizeof(uint64_t));
+        if (pread(fd, entries, pages_per_chunk * sizeof *entries, off) != (ssize_t)(pages_per_chunk * sizeof *entries)) {
+            free(entries); close(fd); return 0;
+        }
+        for (size_t i = 0; i < pages_per_chunk; i++) {
+            uint64_t pfn = entries[i] & ((1ULL << 55) - 1);
+            if ((entries[i] >> 63) & 1 && pfn > max_pfn) max_pfn = pfn;
+        }
+    }
+    if (max_pfn == 0) { free(entries); close(fd); return 0; }
+    size_t nblocks = (size_t)(max_pfn >> order) + 1;
+    uint8_t *seen = calloc(nblocks, 1);
+    if (!seen) { free(entries); close(fd); return 0; }
+    size_t keepers = 0;
+    for (size_t ci = 0; ci < nchunks; ci++) {
+        struct chunk *c = &chunks[ci];
+        c->keep = calloc(pages_per_chunk, 1);
+        if (!c->keep) break;
+        off_t off = (off_t)((uintptr_t)c->base / PAGE * sizeof(uint64_t));
+        if (pread(fd, entries, pages_per_chunk * sizeof *entries, off) != (ssize_t)(pages_per_chunk * sizeof *entries)) break;
+        for (size_t i = 0; i < pages_per_chunk; i++) {
+            if (!((entries[i] >> 63) & 1)) continue;
+            uint64_t block = (entries[i] & ((1ULL << 55) - 1)) >> order;
+            if (!seen[block]) { seen[block] = 1; c->keep[i] = 1; keepers++; }
+        }
+    }
+    free(seen);
+    free(entries);
+    close(fd);
+    return keepers;
+}
+
+/* Without PFNs: 8 evenly spaced keepers per virtual block of 2^order pages. */
+static size_t choose_keepers_stride(int order) {
+    size_t pages_per_chunk = CHUNK / PAGE, per_block = (size_t)1 << order;
+    size_t step = per_block / 8 ? per_block / 8 : 1, keepers = 0;
+    for (size_t ci = 0; ci < nchunks; ci++) {
+        chunks[ci].keep = calloc(pages_per_chunk, 1);
+        if (!chunks[ci].keep) return keepers;
+        for (size_t i = 0; i < pages_per_chunk; i += step) { chunks[ci].keep[i] = 1; keepers++; }
+    }
+    return keepers;
+}
+
+/* Releases every page of [off, off+len) of c except keepers; returns the bytes released. */
+static size_t punch(struct chunk *c, size_t off, size_t len) {
+    size_t released = 0, first = off / PAGE, last = (off + len) / PAGE, run = first;
+    for (size_t i = first; i <= last; i++) {
+        if (i == last || (c->keep && c->keep[i])) {
+            if (i > run) {
+                release_range(c, run * PAGE, (i - run) * PAGE);
+                released += (i - run) * PAGE;
+            }
+            run = i + 1;
+        }
+    }
+    return released;
+}
+
+static int populate_anon(uint64_t bytes, struct chunk *out) {
+    char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    madvise(p, bytes, MADV_NOHUGEPAGE);
+    if (madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
+        if (errno != EINVAL) { munmap(p, bytes); return -1; }
+        for (size_t o = 0; o < bytes; o += PAGE) p[o] = 1; /* kernels before 5.14 */
+    }
+    out->base = p;
+    out->length = bytes;
+    out->kept = bytes;
+    out->fd = -1;
+    return 0;
+}
+
+static int populate_cache(const char *dir, uint64_t bytes, struct chunk *out) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/nb-fragment-XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd < 0) return -1;
+    unlink(path); /* gone with the process, whatever happens */
+    static char buf[1 << 20];
+    memset(buf, 0x5a, sizeof buf);
+    for (uint64_t o = 0; o < bytes; o += sizeof buf) {
+        if (pwrite(fd, buf, sizeof buf, (off_t)o) != (ssize_t)sizeof buf) { close(fd); return -1; }
+    }
+    fdatasync(fd); /* clean pages can be dropped selectively */
+    out->base = NULL;
+    out->length = bytes;
+    out->kept = bytes;
+    out->fd = fd;
+    return 0;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: nb-fragment --target F [--order N] [--method anon-holes|page-cache] [--slack BYTES] "
+                    "[--floor BYTES] [--mlock] [--hold] [--timeout SEC] [--interval-ms MS] [--dir DIR]\n");
+}
+
+int main(int argc, char **argv) {
+    double target = -1, timeout = 0;
+    int order = 9, do_mlock = 0, hold = 0, release_on_eof = 0, interval_ms = 1000;
+    uint64_t slack = 1UL << 30, floor_bytes = 512UL << 20;
+    const char *method = "anon-holes", *dir = "/var/tmp";
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i];
+        if (!strcmp(k, "--mlock")) { do_mlock = 1; continue; }
+        if (!strcmp(k, "--hold")) { hold = 1; continue; }
+        if (!strcmp(k, "--release-on-eof")) { release_on_eof = 1; continue; }
+        if (i + 1 >= argc) { usage(); return 2; }
+        const char *v = argv[++i];
+        char *end;
+        if (!strcmp(k, "--target")) {
+            target = strtod(v, &end);
+            if (*end || target < 0 || target > 1) { fprintf(stderr, "nb-fragment: --target: \"%s\" is not in 0..1\n", v); return 2; }
+        } else if (!strcmp(k, "--order")) {
+            order = (int)strtol(v, &end, 10);
+            if (*end || order < 1 || order > 10) { fprintf(stderr, "nb-fragment: --order: \"%s\" is not in 1..10\n", v); return 2; }
+        } else if (!strcmp(k, "--method")) {
+            if (strcmp(v, "anon-holes") && strcmp(v, "page-cache")) { fprintf(stderr, "nb-fragment: --method: \"%s\" is not anon-holes or page-cache\n", v); return 2; }
+            method = v;
+        } else if (!strcmp(k, "--slack")) {
+            if (parse_size(v, &slack)) { fprintf(stderr, "nb-fragment: --slack: invalid size \"%s\"\n", v); return 2; }
+        } else if (!strcmp(k, "--floor")) {
+            if (parse_size(v, &floor_bytes)) { fprintf(stderr, "nb-fragment: --floor: invalid size \"%s\"\n", v); return 2; }
+        } else if (!strcmp(k, "--timeout")) {
+            timeout = strtod(v, &end);
+            if (*end || timeout < 0) { fprintf(stderr, "nb-fragment: --timeout: invalid \"%s\"\n", v); return 2; }
+        } else if (!strcmp(k, "--interval-ms")) {
+            interval_ms = (int)strtol(v, &end, 10);
+            if (*end || interval_ms < 10) { fprintf(stderr, "nb-fragment: --interval-ms: invalid \"%s\"\n", v); return 2; }
+        } else if (!strcmp(k, "--dir")) {
+            dir = v;
+        } else {
+            fprintf(stderr, "nb-fragment: unknown option %s\n", k);
+            usage();
+            return 2;
+        }
+    }
+    if (target < 0) { fprintf(stderr, "nb-fragment: --target is required\n"); usage(); return 2; }
+
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    int cache = !strcmp(method, "page-cache");
+    double t0 = now_seconds();
+    uint64_t available = 0, total = 0, free_bytes = 0;
+    if (meminfo(&available, &total) != 0) { emit("error cannot read /proc/meminfo: %s", strerror(errno)); return 1; }
+    double f = fmfi(order, &free_bytes);
+    if (f < 0) { emit("error cannot read /proc/buddyinfo: %s", strerror(errno)); return 1; }
+    emit("start total=%" PRIu64 " available=%" PRIu64 " target=%.4f order=%d method=%s fmfi=%.4f", total, available,
+         target, order, method, f);
+
+    const char *reason = "done";
+    int reached = f >= target;
+    if (!reached) {
+        /* 1. populate, one thread per CPU */
+        if (meminfo(&available, &total) != 0) { emit("error cannot read /proc/meminfo"); return 1; }
+        size_t slots = available > slack + CHUNK ? (size_t)((available - slack) / CHUNK) : 0;
+        struct populate_job job = {.count = slots, .cache = cache, .dir = dir, .slack = slack};
+        pthread_mutex_init(&job.lock, NULL);
+        job.slots = calloc(slots ? slots : 1, sizeof *job.slots);
+        if (!job.slots) { emit("error out of memory"); return 1; }
+        int nthreads = get_nprocs();
+        if (nthreads < 1) nthreads = 1;
+        if (nthreads > 8) nthreads = 8;
+        pthread_t threads[8];
+        for (int t = 0; t < nthreads; t++) pthread_create(&threads[t], NULL, populate_worker, &job);
+        while (!stop_signal) {
+            pthread_mutex_lock(&job.lock);
+            size_t done = job.next;
+            pthread_mutex_unlock(&job.lock);
+            f = fmfi(order, &free_bytes);
+            emit("progress phase=populate fmfi=%.4f held=%" PRIu64 " free=%" PRIu64, f, (uint64_t)done * CHUNK, free_bytes);
+            if (done >= slots) break;
+            struct timespec ts = {.tv_sec = interval_ms / 1000, .tv_nsec = (interval_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            if (meminfo(&available, &total) == 0 && available <= slack + CHUNK) break;
+        }
+        for (int t = 0; t < nthreads; t++) pthread_join(threads[t], NULL);
+        for (size_t i = 0; i < slots; i++) {
+            if (job.slots[i].length == 0) continue;
+            if (add_chunk(job.slots[i]) != 0) { release_chunk(&job.slots[i]); continue; }
+            held += CHUNK;
+        }
+        free(job.slots);
+        if (nchunks == 0 && !stop_signal) {
+            emit("error cannot populate memory (MemAvailable %" PRIu64 " is at or below the slack %" PRIu64 ")", available, slack);
+            return 1;
+        }
+        /* 2. keepers */
+        size_t keepers = choose_keepers_pagemap(order);
+        const char *mode = "pagemap";
+        if (keepers == 0) { keepers = choose_keepers_stride(order); mode = "stride"; }
+        emit("keepers mode=%s pages=%zu", mode, keepers);
+        /* 3. fragment, closed loop on FMFI */
+        size_t block = PAGE << order;
+        size_t since = 0;
+        f = fmfi(order, &free_bytes);
+        for (size_t ci = 0; ci < nchunks && !stop_signal; ci++) {
+            struct chunk *c = &chunks[ci];
+            for (size_t off = 0; off + block <= c->length; off += block) {
+                size_t released;
+                /* Hysteresis: the index lags the releases between two readings, so aim a little above. */
+                if (f < target + 0.02) {
+                    released = punch(c, off, block);
+                } else {
+                    release_range(c, off, block); /* each block is visited once: all of it was resident */
+                    released = block;
+                }
+                c->kept -= released;
+                held -= released;
+                if (++since >= 64) { /* re-measure every 64 blocks */
+                    since = 0;
+                    f = fmfi(order, &free_bytes);
+                }
+            }
+            if (do_mlock && c->fd < 0 && c->kept > 0) mlock2(c->base, c->length, MLOCK_ONFAULT);
+            if (ci % 16 == 15) {
+                f = fmfi(order, &free_bytes);
+                emit("progress phase=fragment fmfi=%.4f held=%" PRIu64 " free=%" PRIu64, f, held, free_bytes);
+            }
+        }
+        f = fmfi(order, &free_bytes);
+        reached = f >= target;
+    }
+    emit("ready fmfi=%.4f held=%" PRIu64 " free=%" PRIu64 " seconds=%.2f reached=%d", f, held, free_bytes,
+         now_seconds() - t0, reached);
+
+    /* 3. hold */
+    if (hold) {
+        double start = now_seconds(), last = 0;
+        size_t next_yield = 0;
+        while (!stop_signal) {
+            struct pollfd p = {.fd = release_on_eof ? 0 : -1, .events = POLLIN};
+            int r = poll(&p, 1, 50);
+            if (r > 0 && release_on_eof) {
+                char buf[64];
+                ssize_t n = read(0, buf, sizeof buf);
+                if (n == 0) { reason = "stdin"; break; }
+            }
+            if (getppid() != parent) { reason = "parent"; break; }
+            if (timeout > 0 && now_seconds() - start >= timeout) { reason = "timeout"; break; }
+            if (meminfo(&available, &total) == 0 && available < floor_bytes && next_yield < nchunks) {
+                uint64_t before = held;
+                while (next_yield < nchunks && available < floor_bytes + CHUNK) {
+                    release_chunk(&chunks[next_yield++]);
+                    available += CHUNK;
+                }
+                meminfo(&available, &total);
+                emit("yield released=%" PRIu64 " available=%" PRIu64, before - held, available);
+            }
+            if (now_seconds() - last >= interval_ms / 1000.0) {
+                last = now_seconds();
+                f = fmfi(order, &free_bytes);
+                emit("hold fmfi=%.4f held=%" PRIu64 " free=%" PRIu64 " available=%" PRIu64, f, held, free_bytes, available);
+            }
+        }
+    }
+    if (stop_signal) reason = "signal";
+    for (size_t ci = 0; ci < nchunks; ci++) release_chunk(&chunks[ci]);
+    emit("released reason=%s", reason);
+    return 0;
+}

@@ -1,0 +1,295 @@
+import Foundation
+import Logging
+import NestBenchCollectors
+import NestBenchModel
+import NestBenchPlatforms
+import NestBenchProcess
+import NestBenchWorkloads
+import Synchronization
+
+/// Why fragmentation could not be injected; names what to fix.
+public struct FragmentationError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One line of nb-fragment's protocol: `kind key=value …` (or `error MESSAGE`).
+public struct FragmenterEvent: Sendable, Hashable {
+    public var kind: String
+    public var fields: [String: String]
+    /// Milliseconds since the fragmenter started, when the line was read.
+    public var tMillis: Int64
+
+    public init(kind: String, fields: [String: String], tMillis: Int64 = 0) {
+        self.kind = kind
+        self.fields = fields
+        self.tMillis = tMillis
+    }
+
+    public func double(_ key: String) -> Double? { fields[key].flatMap(Double.init) }
+
+    /// Parses one protocol line; nil for an empty line.
+    public static func parse(_ line: Substring, tMillis: Int64 = 0) -> FragmenterEvent? {
+        let trimmed = line.trimmingCharacters(in: .whitespaces)
+        guard let kind = trimmed.split(separator: " ").first.map(String.init) else { return nil }
+        if kind == "error" {
+            return FragmenterEvent(
+                kind: kind, fields: ["message": String(trimmed.dropFirst(5)).trimmingCharacters(in: .whitespaces)],
+                tMillis: tMillis)
+        }
+        var fields: [String: String] = [:]
+        for part in trimmed.split(separator: " ").dropFirst() {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
+        }
+        return FragmenterEvent(kind: kind, fields: fields, tMillis: tMillis)
+    }
+}
+
+/// Fragmentation held on this machine by a running nb-fragment; release it with `release()`.
+public final class FragmentationSession: Sendable {
+    public let spec: FragmentationSpec
+    public let ready: FragmenterEvent
+    /// FMFI at the spec's order over the movable zones, read by NestBench when the target was reported reached.
+    public let fmfiAtReady: Double
+    let child: RunningProcess
+    /// The fragmenter's pid (its process group id too).
+    public var pid: Int32 { child.pid }
+    let reader: LogTail
+    let journal: KnobJournal
+    let logPath: String
+
+    init(
+        spec: FragmentationSpec, ready: FragmenterEvent, fmfiAtReady: Double, child: RunningProcess, reader: LogTail,
+        journal: KnobJournal, logPath: String
+    ) {
+        self.spec = spec
+        self.ready = ready
+        self.fmfiAtReady = fmfiAtReady
+        self.child = child
+        self.reader = reader
+        self.journal = journal
+        self.logPath = logPath
+    }
+
+    /// Every protocol event read so far.
+    public var events: [FragmenterEvent] { reader.events }
+
+    /// Stops the fragmenter (SIGTERM, then SIGKILL after 10 s), which gives all its memory back.
+    @discardableResult
+    public func release() async -> ProcessOutcome {
+        if !child.hasExited { kill(child.pid, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !child.hasExited && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if !child.hasExited { child.kill() }
+        let outcome = await child.wait()
+        reader.stop()
+        try? journal.forgetProcessGroup(child.pid)
+        return outcome
+    }
+
+    /// Metrics and timeline of the fragmentation around a workload: call after the workload ended,
+    /// before `release()`; `release()` is then called here.
+    public func finish() async -> (metrics: [Metric], samples: [TimelineSample], provenance: [String: String]) {
+        let order = spec.order
+        let after = (try? Buddyinfo.live().machineFMFI(order: order))
+        let holds = reader.events.filter { $0.kind == "hold" }
+        let outcome = await release()
+        let released = (try? Buddyinfo.live().machineFMFI(order: order))
+        var during = holds.compactMap { $0.double("fmfi") }
+        during.append(fmfiAtReady)
+        if let after { during.append(after) }
+        let lo = spec.targetFMFI - spec.tolerance
+        let hi = spec.targetFMFI + spec.tolerance
+        let inBand = during.allSatisfy { $0 >= lo && $0 <= hi }
+        func m(_ name: String, _ value: Double?, _ unit: String, _ detail: String, reason: String = "") -> Metric {
+            guard let value else {
+                return Metric.unavailable(
+                    name, unit: unit, polarity: .neutral, source: "fragmenter",
+                    reason: "unavailable: \(reason.isEmpty ? "cannot read /proc/buddyinfo" : reason)")
+            }
+            return Metric(name: name, value: value, unit: unit, polarity: .neutral, source: "fragmenter", detail: detail)
+        }
+        let zones = (try? Buddyinfo.live().machineZonesDescription) ?? "movable zones"
+        var metrics = [
+            m("fmfi_before", fmfiAtReady, "index", "FMFI(\(order)) over \(zones) when the workload started"),
+            m("fmfi_after", after, "index", "FMFI(\(order)) over \(zones) when the workload ended, before release"),
+            m("fmfi_min", during.min(), "index", "minimum over start, \(holds.count) samples during the run, end"),
+            m("fmfi_max", during.max(), "index", "maximum over start, \(holds.count) samples during the run, end"),
+            m(
+                "fmfi_in_band", inBand ? 1 : 0, "bool",
+                "1 when every FMFI reading stayed within \(spec.targetFMFI) ± \(spec.tolerance)"),
+            m("fmfi_released", released, "index", "FMFI(\(order)) after the fragmenter gave its memory back"),
+            m(
+                "fragment_seconds", ready.double("seconds"), "s", "time the fragmenter took to reach its target",
+                reason: "the fragmenter did not report it"),
+            m(
+                "fragmenter_held_bytes", ready.double("held"), "bytes", "memory the fragmenter held to keep the holes",
+                reason: "the fragmenter did not report it"),
+        ]
+        metrics.append(
+            Metric(
+                name: "fragmenter_exit", value: Double(outcome.exitStatus ?? -1), unit: "status", polarity: .neutral,
+                source: "fragmenter", detail: outcome.describe(timeout: nil)))
+        let samples = holds.compactMap { e in e.double("fmfi").map { TimelineSample(tMillis: e.tMillis, name: "fmfi", value: $0) }
+        }
+        var provenance = [
+            "fragmentation.method": spec.method.rawValue, "fragmentation.target_fmfi": String(spec.targetFMFI),
+            "fragmentation.order": String(order), "fragmentation.band": inBand ? "in" : "out",
+            "fragmentation.keepers": reader.events.first { $0.kind == "keepers" }?.fields["mode"] ?? "?",
+            "fragmentation.log": logPath,
+        ]
+        if ready.fields["reached"] == "0" { provenance["fragmentation.reached"] = "no" }
+        return (metrics, samples, provenance)
+    }
+}
+
+/// Starts nb-fragment and waits until it reports the target reached.
+public struct Fragmenter: Sendable {
+    public let harness: HarnessLocator
+    public let journal: KnobJournal
+    public let logger: Logger
+
+    public init(harness: HarnessLocator = HarnessLocator(), journal: KnobJournal, logger: Logger) {
+        self.harness = harness
+        self.journal = journal
+        self.logger = logger
+    }
+
+    /// The nb-fragment arguments for a spec.
+    public static func arguments(for spec: FragmentationSpec, intervalMillis: Int = 500) -> [String] {
+        var args = [
+            "--target", String(spec.targetFMFI), "--order", String(spec.order), "--method", spec.method.rawValue,
+            "--slack", String(spec.slackBytes), "--interval-ms", String(intervalMillis),
+        ]
+        if spec.hold { args.append("--hold") }
+        if spec.mlock { args.append("--mlock") }
+        return args
+    }
+
+    /// Fragments memory; returns once the fragmenter reports `ready` (holding, when `spec.hold`).
+    /// `onEvent` sees every protocol line as it arrives (progress display).
+    public func start(
+        _ spec: FragmentationSpec, directory: String, onEvent: @escaping @Sendable (FragmenterEvent) -> Void = { _ in }
+    ) async throws(FragmentationError) -> FragmentationSession {
+        let binary: String
+        do {
+            binary = try await harness.program("fragment/nb-fragment.c", name: "nb-fragment")
+        } catch {
+            throw FragmentationError("cannot build the fragmenter: \(error)")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw FragmentationError("\(directory): cannot create (\(error))")
+        }
+        let log = directory + "/fragmenter.log"
+        let err = directory + "/fragmenter.stderr"
+        let spec2 = ProcessSpec(
+            program: binary, arguments: Self.arguments(for: spec), environment: ["PATH": "/usr/bin:/bin"],
+            workingDirectory: directory, stdoutPath: log, stderrPath: err)
+        let child: RunningProcess
+        do {
+            child = try ProcessRunner.start(spec2)
+            try journal.recordProcessGroup(child.pid)
+            try child.release()
+        } catch let error as ProcessError {
+            throw FragmentationError("cannot start the fragmenter: \(error)")
+        } catch {
+            throw FragmentationError("cannot record the fragmenter in \(journal.path): \(error)")
+        }
+        logger.info(
+            "fragmenter started", metadata: ["fragmenter.pid": "\(child.pid)", "fragmenter.target": "\(spec.targetFMFI)"])
+        let reader = LogTail(path: log, onEvent: onEvent)
+        reader.start()
+        let deadline = ContinuousClock.now + .seconds(spec.timeoutSeconds)
+        while true {
+            if let ready = reader.events.first(where: { $0.kind == "ready" }) {
+                let fmfi = (try? Buddyinfo.live().machineFMFI(order: spec.order)) ?? ready.double("fmfi") ?? .nan
+                let session = FragmentationSession(
+                    spec: spec, ready: ready, fmfiAtReady: fmfi, child: child, reader: reader, journal: journal, logPath: log)
+                return session
+            }
+            let failure: String?
+            if let error = reader.events.first(where: { $0.kind == "error" }) {
+                failure = "the fragmenter failed: \(error.fields["message"] ?? "")"
+            } else if child.hasExited {
+                let outcome = await child.wait()
+                let tail = MetricLines.tail(of: err, lines: 3) ?? ""
+                failure = "the fragmenter exited before reaching its target (\(outcome.describe(timeout: nil))) \(tail)"
+            } else if ContinuousClock.now > deadline {
+                failure = "the fragmenter did not reach FMFI \(spec.targetFMFI) within \(Int(spec.timeoutSeconds))s (timeout)"
+            } else {
+                failure = nil
+            }
+            if let failure {
+                child.kill()
+                _ = await child.wait()
+                reader.stop()
+                try? journal.forgetProcessGroup(child.pid)
+                throw FragmentationError(failure + " (log: \(log))")
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}
+
+/// Follows a growing protocol log file, parsing complete lines.
+final class LogTail: Sendable {
+    let path: String
+    let onEvent: @Sendable (FragmenterEvent) -> Void
+    private let state = Mutex<(events: [FragmenterEvent], stop: Bool)>(([], false))
+    private let done = DispatchSemaphore(value: 0)
+    private let start0 = ContinuousClock.now
+
+    init(path: String, onEvent: @escaping @Sendable (FragmenterEvent) -> Void) {
+        self.path = path
+        self.onEvent = onEvent
+    }
+
+    var events: [FragmenterEvent] { state.withLock { $0.events } }
+
+    func start() {
+        let thread = Thread { [self] in
+            var offset: UInt64 = 0
+            var partial = ""
+            while true {
+                let stopping = state.withLock { $0.stop }
+                if let handle = FileHandle(forReadingAtPath: path) {
+                    try? handle.seek(toOffset: offset)
+                    if let data = try? handle.readToEnd(), !data.isEmpty {
+                        offset += UInt64(data.count)
+                        partial += String(decoding: data, as: UTF8.self)
+                        while let newline = partial.firstIndex(of: "\n") {
+                            let line = partial[..<newline]
+                            let t = Int64((ContinuousClock.now - start0).seconds * 1000)
+                            if let event = FragmenterEvent.parse(line, tMillis: t) {
+                                state.withLock { $0.events.append(event) }
+                                onEvent(event)
+                            }
+                            partial = String(partial[partial.index(after: newline)...])
+                        }
+                    }
+                    try? handle.close()
+                }
+                if stopping { break }
+                usleep(100_000)
+            }
+            done.signal()
+        }
+        thread.name = "nestbench-fragmenter-log"
+        thread.start()
+    }
+
+    func stop() {
+        let already = state.withLock { s -> Bool in
+            let was = s.stop
+            s.stop = true
+            return was
+        }
+        if !already { done.wait() }
+    }
+}
