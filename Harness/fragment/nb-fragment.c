@@ -2,7 +2,7 @@
  * nb-fragment: NestBench's memory fragmenter (runs on the measured machine or inside a guest).
  *
  *   nb-fragment --target F [--order N] [--method anon-holes|page-cache] [--slack BYTES]
- *               [--floor BYTES] [--mlock] [--hold] [--release-on-eof] [--timeout SEC] [--interval-ms MS]
+ *               [--free BYTES] [--floor BYTES] [--mlock] [--hold] [--release-on-eof] [--timeout SEC] [--interval-ms MS]
  *               [--dir DIR]
  *
  * Closed loop on the free memory fragmentation index FMFI(order) of /proc/buddyinfo, pooled over the
@@ -10,12 +10,14 @@
  *   1. populate: take memory until MemAvailable is down to --slack (anonymous 4 KiB pages, or the page
  *      cache of unlinked files for page-cache), one thread per CPU — 4 KiB pages, never huge pages: a
  *      partially released THP is only queued for a deferred split and frees nothing.
- *   2. choose keepers: with /proc/self/pagemap (PFNs need CAP_SYS_ADMIN) one resident page per
- *      physical block of 2^order pages, so no free block of the target order can form; without PFNs,
- *      8 evenly spaced pages per virtual block (less exact: the printed fmfi says what was reached).
- *   3. fragment: walk the memory in virtual blocks of 2^order pages; while FMFI < target, release all
- *      but the block's keepers (holes); once above target + 0.02, release whole blocks to hand memory
- *      back while holding FMFI.
+ *   2. group our pages by physical block of 2^order pages (PFNs from /proc/self/pagemap; visible
+ *      with CAP_SYS_ADMIN). Without PFNs, fall back to virtual blocks with 8 evenly spaced keepers
+ *      (less exact: the printed fmfi says what was reached).
+ *   3. fragment, block by block: while FMFI < target + 0.02, release all but one page of the block
+ *      (a hole that cannot coalesce to the target order); above it, release the whole block (a free
+ *      block of the target order), handing memory back while holding FMFI. With --free, stop once
+ *      that much memory is free and keep the rest populated: the workload then finds only --free
+ *      bytes, fragmented to the target.
  *   4. hold (--hold): keep the kept pages (mlock'ed with --mlock, so compaction with
  *      vm.compact_unevictable_allowed=0 cannot migrate them) until SIGTERM/SIGINT, end of stdin, the
  *      parent's death or --timeout; give whole blocks back if MemAvailable falls below --floor.
@@ -224,49 +226,77 @@ static void *populate_worker(void *arg) {
     return NULL;
 }
 
-/* Marks one keeper page per physical block of 2^order pages, from /proc/self/pagemap (bit 63 present,
- * bits 0-54 PFN). Returns the number of keepers, or 0 if PFNs are not visible (no CAP_SYS_ADMIN). */
-static size_t choose_keepers_pagemap(int order) {
+/* Our resident pages grouped by physical block of 2^order pages (from /proc/self/pagemap: bit 63
+ * present, bits 0-54 PFN): group_start[g]..group_start[g+1] index into group_pages (global page
+ * numbers: chunk * pages_per_chunk + page). Returns the number of groups, 0 when PFNs are not
+ * visible (no CAP_SYS_ADMIN) or for page-cache chunks. */
+static uint32_t *group_pages = NULL;
+static size_t *group_start = NULL;
+
+static size_t index_pagemap(int order) {
     int fd = open("/proc/self/pagemap", O_RDONLY);
     if (fd < 0 || chunks == NULL) return 0;
-    uint64_t max_pfn = 0;
-    size_t pages_per_chunk = CHUNK / PAGE;
-    uint64_t *entries = malloc(pages_per_chunk * sizeof *entries);
-    if (!entries) { close(fd); return 0; }
-    /* First pass: the highest PFN, to size the block bitmap. */
+    size_t ppc = CHUNK / PAGE, npages = nchunks * ppc;
+    uint64_t *entries = malloc(ppc * sizeof *entries);
+    uint32_t *block_of = malloc(npages * sizeof *block_of); /* UINT32_MAX: not resident */
+    if (!entries || !block_of) { free(entries); free(block_of); close(fd); return 0; }
+    uint32_t max_block = 0;
+    int visible = 0;
     for (size_t ci = 0; ci < nchunks; ci++) {
         struct chunk *c = &chunks[ci];
-        if (c->fd >= 0) { free(entries); close(fd); return 0; } /* page cache has no pagemap entries here */
         off_t off = (off_t)((uintptr_t)c->base / PAGE * sizeof(uint64_t));
-        if (pread(fd, entries, pages_per_chunk * sizeof *entries, off) != (ssize_t)(pages_per_chunk * sizeof *entries)) {
-            free(entries); close(fd); return 0;
+        if (c->fd >= 0 || pread(fd, entries, ppc * sizeof *entries, off) != (ssize_t)(ppc * sizeof *entries)) {
+            free(entries); free(block_of); close(fd); return 0;
         }
-        for (size_t i = 0; i < pages_per_chunk; i++) {
+        for (size_t i = 0; i < ppc; i++) {
             uint64_t pfn = entries[i] & ((1ULL << 55) - 1);
-            if ((entries[i] >> 63) & 1 && pfn > max_pfn) max_pfn = pfn;
+            if (!((entries[i] >> 63) & 1) || pfn == 0) { block_of[ci * ppc + i] = UINT32_MAX; continue; }
+            visible = 1;
+            uint32_t b = (uint32_t)(pfn >> order);
+            block_of[ci * ppc + i] = b;
+            if (b > max_block) max_block = b;
         }
     }
-    if (max_pfn == 0) { free(entries); close(fd); return 0; }
-    size_t nblocks = (size_t)(max_pfn >> order) + 1;
-    uint8_t *seen = calloc(nblocks, 1);
-    if (!seen) { free(entries); close(fd); return 0; }
-    size_t keepers = 0;
-    for (size_t ci = 0; ci < nchunks; ci++) {
-        struct chunk *c = &chunks[ci];
-        c->keep = calloc(pages_per_chunk, 1);
-        if (!c->keep) break;
-        off_t off = (off_t)((uintptr_t)c->base / PAGE * sizeof(uint64_t));
-        if (pread(fd, entries, pages_per_chunk * sizeof *entries, off) != (ssize_t)(pages_per_chunk * sizeof *entries)) break;
-        for (size_t i = 0; i < pages_per_chunk; i++) {
-            if (!((entries[i] >> 63) & 1)) continue;
-            uint64_t block = (entries[i] & ((1ULL << 55) - 1)) >> order;
-            if (!seen[block]) { seen[block] = 1; c->keep[i] = 1; keepers++; }
-        }
-    }
-    free(seen);
     free(entries);
     close(fd);
-    return keepers;
+    if (!visible) { free(block_of); return 0; }
+    /* Counting sort by block. */
+    size_t nblocks = (size_t)max_block + 1;
+    size_t *count = calloc(nblocks + 1, sizeof *count);
+    group_pages = malloc(npages * sizeof *group_pages);
+    if (!count || !group_pages) { free(count); free(block_of); return 0; }
+    for (size_t p = 0; p < npages; p++) if (block_of[p] != UINT32_MAX) count[block_of[p] + 1]++;
+    for (size_t b = 0; b < nblocks; b++) count[b + 1] += count[b];
+    size_t *cursor = malloc(nblocks * sizeof *cursor);
+    if (!cursor) { free(count); free(block_of); return 0; }
+    memcpy(cursor, count, nblocks * sizeof *cursor);
+    for (size_t p = 0; p < npages; p++) if (block_of[p] != UINT32_MAX) group_pages[cursor[block_of[p]]++] = (uint32_t)p;
+    free(cursor);
+    free(block_of);
+    /* Keep only non-empty groups. */
+    group_start = malloc((nblocks + 1) * sizeof *group_start);
+    size_t groups = 0;
+    for (size_t b = 0; b < nblocks; b++) {
+        if (count[b + 1] > count[b]) group_start[groups++] = count[b];
+    }
+    group_start[groups] = count[nblocks];
+    free(count);
+    return groups;
+}
+
+/* Releases the pages group_pages[from..to) (sorted by virtual address), merging runs; returns bytes. */
+static size_t release_pages(size_t from, size_t to) {
+    size_t ppc = CHUNK / PAGE, released = 0, i = from;
+    while (i < to) {
+        size_t j = i + 1;
+        while (j < to && group_pages[j] == group_pages[j - 1] + 1 && group_pages[j] / ppc == group_pages[i] / ppc) j++;
+        struct chunk *c = &chunks[group_pages[i] / ppc];
+        release_range(c, (size_t)(group_pages[i] % ppc) * PAGE, (j - i) * PAGE);
+        c->kept -= (j - i) * PAGE;
+        released += (j - i) * PAGE;
+        i = j;
+    }
+    return released;
 }
 
 /* Without PFNs: 8 evenly spaced keepers per virtual block of 2^order pages. */
@@ -338,7 +368,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
     double target = -1, timeout = 0;
     int order = 9, do_mlock = 0, hold = 0, release_on_eof = 0, interval_ms = 1000;
-    uint64_t slack = 1UL << 30, floor_bytes = 512UL << 20;
+    uint64_t slack = 1UL << 30, floor_bytes = 512UL << 20, want_free = 0;
     const char *method = "anon-holes", *dir = "/var/tmp";
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
@@ -359,6 +389,8 @@ int main(int argc, char **argv) {
             method = v;
         } else if (!strcmp(k, "--slack")) {
             if (parse_size(v, &slack)) { fprintf(stderr, "nb-fragment: --slack: invalid size \"%s\"\n", v); return 2; }
+        } else if (!strcmp(k, "--free")) {
+            if (parse_size(v, &want_free)) { fprintf(stderr, "nb-fragment: --free: invalid size \"%s\"\n", v); return 2; }
         } else if (!strcmp(k, "--floor")) {
             if (parse_size(v, &floor_bytes)) { fprintf(stderr, "nb-fragment: --floor: invalid size \"%s\"\n", v); return 2; }
         } else if (!strcmp(k, "--timeout")) {
@@ -394,7 +426,8 @@ int main(int argc, char **argv) {
          target, order, method, f);
 
     const char *reason = "done";
-    int reached = f >= target;
+    /* Already at the target with nothing to hold back: nothing to do. */
+    int reached = f >= target && (want_free == 0 || free_bytes <= want_free);
     if (!reached) {
         /* 1. populate, one thread per CPU */
         if (meminfo(&available, &total) != 0) { emit("error cannot read /proc/meminfo"); return 1; }
@@ -430,38 +463,57 @@ int main(int argc, char **argv) {
             emit("error cannot populate memory (MemAvailable %" PRIu64 " is at or below the slack %" PRIu64 ")", available, slack);
             return 1;
         }
-        /* 2. keepers */
-        size_t keepers = choose_keepers_pagemap(order);
+        /* 2. keepers: one page per physical block when PFNs are visible */
+        size_t groups = index_pagemap(order);
+        size_t keepers = groups;
         const char *mode = "pagemap";
-        if (keepers == 0) { keepers = choose_keepers_stride(order); mode = "stride"; }
+        if (groups == 0) { keepers = choose_keepers_stride(order); mode = "stride"; }
         emit("keepers mode=%s pages=%zu", mode, keepers);
-        /* 3. fragment, closed loop on FMFI */
+        /* 3. fragment, closed loop on FMFI; hysteresis: the index lags the releases between two
+         * readings, so aim a little above the target */
         size_t block = PAGE << order;
-        size_t since = 0;
+        size_t since = 0, step = 0;
+        int enough = 0;
         f = fmfi(order, &free_bytes);
-        for (size_t ci = 0; ci < nchunks && !stop_signal; ci++) {
-            struct chunk *c = &chunks[ci];
-            for (size_t off = 0; off + block <= c->length; off += block) {
-                size_t released;
-                /* Hysteresis: the index lags the releases between two readings, so aim a little above. */
-                if (f < target + 0.02) {
-                    released = punch(c, off, block);
-                } else {
-                    release_range(c, off, block); /* each block is visited once: all of it was resident */
-                    released = block;
-                }
-                c->kept -= released;
+        if (groups > 0) {
+            /* Per physical block: keep one page (a hole that cannot coalesce) or release it all. */
+            for (size_t g = 0; g < groups && !stop_signal; g++) {
+                if (want_free > 0 && free_bytes >= want_free) { enough = 1; break; }
+                size_t from = group_start[g], to = group_start[g + 1];
+                size_t released = f < target + 0.02 ? release_pages(from + 1, to) : release_pages(from, to);
                 held -= released;
-                if (++since >= 64) { /* re-measure every 64 blocks */
-                    since = 0;
+                if (++since >= 64 || (want_free > 0 && free_bytes + (uint64_t)since * block >= want_free)) {
+                    since = 0; /* re-measure every 64 blocks, and often when close to --free */
                     f = fmfi(order, &free_bytes);
                 }
+                if (++step % 2048 == 0) emit("progress phase=fragment fmfi=%.4f held=%" PRIu64 " free=%" PRIu64, f, held, free_bytes);
             }
-            if (do_mlock && c->fd < 0 && c->kept > 0) mlock2(c->base, c->length, MLOCK_ONFAULT);
-            if (ci % 16 == 15) {
-                f = fmfi(order, &free_bytes);
-                emit("progress phase=fragment fmfi=%.4f held=%" PRIu64 " free=%" PRIu64, f, held, free_bytes);
+        } else {
+            /* Without PFNs: per virtual block, keep the stride keepers or release it all. */
+            for (size_t ci = 0; ci < nchunks && !stop_signal && !enough; ci++) {
+                struct chunk *c = &chunks[ci];
+                for (size_t off = 0; off + block <= c->length; off += block) {
+                    if (want_free > 0 && free_bytes >= want_free) { enough = 1; break; }
+                    size_t released;
+                    if (f < target + 0.02) {
+                        released = punch(c, off, block);
+                    } else {
+                        release_range(c, off, block); /* each block is visited once: all of it was resident */
+                        released = block;
+                    }
+                    c->kept -= released;
+                    held -= released;
+                    if (++since >= 64 || (want_free > 0 && free_bytes + (uint64_t)since * block >= want_free)) {
+                        since = 0;
+                        f = fmfi(order, &free_bytes);
+                    }
+                }
+                if (ci % 16 == 15) emit("progress phase=fragment fmfi=%.4f held=%" PRIu64 " free=%" PRIu64, f, held, free_bytes);
             }
+        }
+        if (do_mlock) {
+            for (size_t ci = 0; ci < nchunks; ci++)
+                if (chunks[ci].fd < 0 && chunks[ci].kept > 0) mlock2(chunks[ci].base, chunks[ci].length, MLOCK_ONFAULT);
         }
         f = fmfi(order, &free_bytes);
         reached = f >= target;
@@ -472,7 +524,7 @@ int main(int argc, char **argv) {
     /* 3. hold */
     if (hold) {
         double start = now_seconds(), last = 0;
-        size_t next_yield = 0;
+        size_t yielded = 0; /* chunks given back, from the last: fully held ones first */
         while (!stop_signal) {
             struct pollfd p = {.fd = release_on_eof ? 0 : -1, .events = POLLIN};
             int r = poll(&p, 1, 50);
@@ -483,11 +535,12 @@ int main(int argc, char **argv) {
             }
             if (getppid() != parent) { reason = "parent"; break; }
             if (timeout > 0 && now_seconds() - start >= timeout) { reason = "timeout"; break; }
-            if (meminfo(&available, &total) == 0 && available < floor_bytes && next_yield < nchunks) {
+            if (meminfo(&available, &total) == 0 && available < floor_bytes && yielded < nchunks) {
                 uint64_t before = held;
-                while (next_yield < nchunks && available < floor_bytes + CHUNK) {
-                    release_chunk(&chunks[next_yield++]);
-                    available += CHUNK;
+                while (yielded < nchunks && available < floor_bytes + CHUNK) {
+                    struct chunk *c = &chunks[nchunks - 1 - yielded++];
+                    available += c->kept;
+                    release_chunk(c);
                 }
                 meminfo(&available, &total);
                 emit("yield released=%" PRIu64 " available=%" PRIu64, before - held, available);

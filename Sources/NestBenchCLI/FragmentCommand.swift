@@ -32,6 +32,9 @@ struct FragmentCommand: AsyncParsableCommand {
     @Option(help: "Memory never taken while populating (OOM margin), e.g. 1GiB.")
     var slack: String = "1GiB"
 
+    @Option(help: "Memory to leave free (the rest stays held), e.g. 6GiB; default: all that is not needed.")
+    var free: String?
+
     @Flag(help: "Keep the fragmentation until Ctrl-C (or --hold-seconds).")
     var hold = false
 
@@ -54,6 +57,7 @@ struct FragmentCommand: AsyncParsableCommand {
             throw ValidationError("--method must be anon-holes or page-cache, got \(method)")
         }
         guard Units.bytes(slack) != nil else { throw ValidationError("--slack: \"\(slack)\" is not a size such as 1GiB") }
+        if let free, Units.bytes(free) == nil { throw ValidationError("--free: \"\(free)\" is not a size such as 6GiB") }
         guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
         if holdSeconds != nil && !hold { throw ValidationError("--hold-seconds needs --hold") }
     }
@@ -70,7 +74,8 @@ struct FragmentCommand: AsyncParsableCommand {
         }
         let spec = FragmentationSpec(
             method: FragmentationSpec.Method(rawValue: method)!, targetFMFI: target, order: order,
-            slackBytes: Units.bytes(slack)!, hold: hold, mlock: mlock, timeoutSeconds: timeout)
+            slackBytes: Units.bytes(slack)!, freeBytes: free.flatMap(Units.bytes), hold: hold, mlock: mlock,
+            timeoutSeconds: timeout)
         let before = try Buddyinfo.live()
         Console.error(
             "nestbench: FMFI(\(order)) now \(String(format: "%.3f", before.machineFMFI(order: order))) over "

@@ -263,12 +263,20 @@ public enum ExperimentLoader {
                 result.append(condition)
                 continue
             }
-            guard let fields = r.mapping(entry.value, at: entry.path, allowed: ["fragmentation", "description"]) else {
+            guard
+                let fields = r.mapping(entry.value, at: entry.path, allowed: ["fragmentation", "compact", "description"])
+            else {
                 continue
             }
-            for f in fields where f.key == "fragmentation" {
-                condition.fragmentation = readFragmentation(f.value, at: f.path, r)
+            var compact: Bool?
+            for f in fields {
+                switch f.key {
+                case "fragmentation": condition.fragmentation = readFragmentation(f.value, at: f.path, r)
+                case "compact": compact = r.bool(f.value, at: f.path)
+                default: _ = r.string(f.value, at: f.path)
+                }
             }
+            condition.compact = compact ?? (condition.fragmentation != nil)
             result.append(condition)
         }
         if result.isEmpty { r.problem(path, node, "at least one condition is required when the key is given") }
@@ -279,7 +287,9 @@ public enum ExperimentLoader {
         guard
             let fields = r.mapping(
                 node, at: path,
-                allowed: ["method", "target_fmfi", "order", "slack", "hold", "mlock", "tolerance", "sysctl", "timeout"])
+                allowed: [
+                    "method", "target_fmfi", "order", "slack", "free", "hold", "mlock", "tolerance", "sysctl", "timeout",
+                ])
         else {
             return nil
         }
@@ -296,6 +306,7 @@ public enum ExperimentLoader {
                 if let t = r.double(f.value, at: f.path, range: 0...1) { spec.targetFMFI = t }
             case "order": if let o = r.int(f.value, at: f.path, range: 1...10) { spec.order = o }
             case "slack": if let s = r.bytes(f.value, at: f.path) { spec.slackBytes = s }
+            case "free": if let b = r.bytes(f.value, at: f.path) { spec.freeBytes = b }
             case "hold": if let h = r.bool(f.value, at: f.path) { spec.hold = h }
             case "mlock": if let m = r.bool(f.value, at: f.path) { spec.mlock = m }
             case "tolerance": if let t = r.double(f.value, at: f.path, range: 0...1) { spec.tolerance = t }

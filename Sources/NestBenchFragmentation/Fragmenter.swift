@@ -139,6 +139,7 @@ public final class FragmentationSession: Sendable {
         var provenance = [
             "fragmentation.method": spec.method.rawValue, "fragmentation.target_fmfi": String(spec.targetFMFI),
             "fragmentation.order": String(order), "fragmentation.band": inBand ? "in" : "out",
+            "fragmentation.free": spec.freeBytes.map { Units.formatBytes(Double($0)) } ?? "all",
             "fragmentation.keepers": reader.events.first { $0.kind == "keepers" }?.fields["mode"] ?? "?",
             "fragmentation.log": logPath,
         ]
@@ -165,6 +166,7 @@ public struct Fragmenter: Sendable {
             "--target", String(spec.targetFMFI), "--order", String(spec.order), "--method", spec.method.rawValue,
             "--slack", String(spec.slackBytes), "--interval-ms", String(intervalMillis),
         ]
+        if let free = spec.freeBytes { args += ["--free", String(free)] }
         if spec.hold { args.append("--hold") }
         if spec.mlock { args.append("--mlock") }
         return args

@@ -181,10 +181,14 @@ public struct WorkloadSpec: Codable, Sendable, Hashable {
 public struct Condition: Codable, Sendable, Hashable {
     public var name: String
     public var fragmentation: FragmentationSpec?
+    /// Before each run: sync, drop the page cache and compact all memory (needs root), so every
+    /// run starts from the same unfragmented state. Default: on for fragmented conditions.
+    public var compact: Bool
 
-    public init(name: String, fragmentation: FragmentationSpec? = nil) {
+    public init(name: String, fragmentation: FragmentationSpec? = nil, compact: Bool? = nil) {
         self.name = name
         self.fragmentation = fragmentation
+        self.compact = compact ?? (fragmentation != nil)
     }
 }
 
@@ -199,6 +203,9 @@ public struct FragmentationSpec: Codable, Sendable, Hashable {
     public var order: Int
     /// Memory the fragmenter never takes while populating (its OOM margin), in bytes.
     public var slackBytes: UInt64
+    /// Memory to leave free for the workload, in bytes; the rest stays held. nil: give back all
+    /// that is not needed to keep the index.
+    public var freeBytes: UInt64?
     /// Hold the fragmentation while the workload runs (false: fragment, release, then run).
     public var hold: Bool
     /// mlock the pages that keep memory fragmented, so compaction cannot migrate them
@@ -217,13 +224,14 @@ public struct FragmentationSpec: Codable, Sendable, Hashable {
 
     public init(
         method: Method = .anonHoles, targetFMFI: Double, order: Int = 9,
-        slackBytes: UInt64 = 1 << 30, hold: Bool = true, mlock: Bool = true, tolerance: Double = 0.05,
+        slackBytes: UInt64 = 1 << 30, freeBytes: UInt64? = nil, hold: Bool = true, mlock: Bool = true, tolerance: Double = 0.05,
         sysctl: [String: String] = FragmentationSpec.pinnedCompaction, timeoutSeconds: Double = 300
     ) {
         self.method = method
         self.targetFMFI = targetFMFI
         self.order = order
         self.slackBytes = slackBytes
+        self.freeBytes = freeBytes
         self.hold = hold
         self.mlock = mlock
         self.tolerance = tolerance

@@ -85,6 +85,11 @@ public final class Orchestrator: Sendable {
         var problems = LocalPlatform.preflight(experiment.configurations)
         let isRoot = getuid() == 0
         for condition in experiment.conditions {
+            if condition.compact && !isRoot {
+                problems.append(
+                    "conditions.\(condition.name).compact: dropping caches and compacting memory needs root; run nestbench as root or set compact: false"
+                )
+            }
             for knob in condition.fragmentation?.knobs ?? [] {
                 if !FileManager.default.fileExists(atPath: knob.path) {
                     problems.append("conditions.\(condition.name).fragmentation.sysctl: this kernel has no \(knob.path)")
@@ -237,7 +242,31 @@ public final class Orchestrator: Sendable {
         }
         provenance["run_directory"] = directory
 
-        // The condition: fragmentation injected after the configuration, held during the workload.
+        // The condition: a compacted start, then fragmentation injected after the configuration,
+        // held during the workload.
+        var conditionMetrics: [Metric] = []
+        if condition.compact {
+            let order = condition.fragmentation?.order ?? 9
+            let before = try? Buddyinfo.live().machineFMFI(order: order)
+            do {
+                try MemoryActions.dropCachesAndCompact()
+            } catch {
+                return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
+            }
+            for (name, value) in [
+                ("fmfi_before_compaction", before), ("fmfi_after_compaction", try? Buddyinfo.live().machineFMFI(order: order)),
+            ] {
+                conditionMetrics.append(
+                    value.map {
+                        Metric(
+                            name: name, value: $0, unit: "index", polarity: .neutral, source: "condition",
+                            detail: "FMFI(\(order)) over the movable zones around drop_caches + compact_memory")
+                    }
+                        ?? Metric.unavailable(
+                            name, unit: "index", polarity: .neutral, source: "condition",
+                            reason: "unavailable: cannot read /proc/buddyinfo"))
+            }
+        }
         var fragmentation: FragmentationSession?
         if let spec = condition.fragmentation {
             for (path, value) in try platform.apply(spec.knobs, owner: "condition \(condition.name)") {
@@ -280,6 +309,7 @@ public final class Orchestrator: Sendable {
                 return child
             })
         var result = await adapter.run(workload, context: context)
+        result.metrics += conditionMetrics
         if let fragmentation {
             let (metrics, samples, extra) = await fragmentation.finish()
             result.metrics += metrics

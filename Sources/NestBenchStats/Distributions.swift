@@ -7,8 +7,9 @@ public enum Distributions {
     /// Evaluated with the continued fraction of the incomplete beta function (Abramowitz & Stegun
     /// 26.5.8) using the modified Lentz algorithm, with the symmetry
     /// I_x(a,b) = 1 − I_{1−x}(b,a) to stay in the rapidly converging region x < (a+1)/(a+b+2).
+    /// NaN when a or b is not positive.
     public static func regularizedIncompleteBeta(_ x: Double, a: Double, b: Double) -> Double {
-        precondition(a > 0 && b > 0, "a and b must be positive")
+        guard a > 0, b > 0, !x.isNaN else { return .nan }
         if x <= 0 { return 0 }
         if x >= 1 { return 1 }
         let logFront = lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x)
@@ -54,8 +55,9 @@ public enum Distributions {
     /// CDF of Student's t distribution with `df` degrees of freedom (df may be fractional).
     ///
     /// P(T ≤ t) = 1 − ½ I_{df/(df+t²)}(df/2, ½) for t ≥ 0, symmetric for t < 0.
+    /// NaN when `df` is not a positive number.
     public static func studentTCDF(_ t: Double, df: Double) -> Double {
-        precondition(df > 0, "degrees of freedom must be positive")
+        guard df > 0, !t.isNaN else { return .nan }
         if t.isInfinite { return t > 0 ? 1 : 0 }
         let tail = 0.5 * regularizedIncompleteBeta(df / (df + t * t), a: df / 2, b: 0.5)
         return t >= 0 ? 1 - tail : tail
@@ -63,13 +65,14 @@ public enum Distributions {
 
     /// Two-sided p-value of a t statistic: P(|T| ≥ |t|).
     public static func studentTTwoSided(_ t: Double, df: Double) -> Double {
-        if t.isNaN { return .nan }
+        guard df > 0, !t.isNaN else { return .nan }
         return regularizedIncompleteBeta(df / (df + t * t), a: df / 2, b: 0.5)
     }
 
     /// Quantile of Student's t: the t with P(T ≤ t) = p. Bisection on the CDF to 1e-12.
+    /// NaN when p is not in (0, 1) or `df` is not a positive number.
     public static func studentTQuantile(_ p: Double, df: Double) -> Double {
-        precondition(p > 0 && p < 1, "p must be in (0, 1)")
+        guard p > 0, p < 1, df > 0, df.isFinite || df == .infinity else { return .nan }
         if p == 0.5 { return 0 }
         if p < 0.5 { return -studentTQuantile(1 - p, df: df) }
         var lo = 0.0

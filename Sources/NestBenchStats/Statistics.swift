@@ -123,12 +123,17 @@ public enum Statistics {
             return RatioEstimate(ratio: ratio, lower: ratio, upper: ratio, confidence: confidence, method: method)
         }
         let r2vb = ratio * ratio * vb
-        let df =
+        var df =
             (va + r2vb) * (va + r2vb)
             / (va * va / Double(a.count - 1) + r2vb * r2vb / Double(b.count - 1))
+        // A candidate of constant zeros (ratio 0, va 0) leaves 0/0: fall back to the baseline's df.
+        if !df.isFinite || df <= 0 { df = Double(min(a.count, b.count) - 1) }
         let t = Distributions.studentTQuantile(1 - (1 - confidence) / 2, df: df)
         let t2 = t * t
         let g = t2 * vb / (sb.mean * sb.mean)
+        if !ratio.isFinite || t.isNaN {
+            return RatioEstimate(ratio: ratio, lower: nil, upper: nil, confidence: confidence, method: method)
+        }
         if g >= 1 || !g.isFinite {
             return RatioEstimate(ratio: ratio, lower: nil, upper: nil, confidence: confidence, method: method)
         }

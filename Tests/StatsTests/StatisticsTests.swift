@@ -92,6 +92,21 @@ struct PropertyTests {
         #expect(r.lower == nil && r.upper == nil)
     }
 
+    @Test func constantZeroCandidateHasAFiniteInterval() throws {
+        // Found in a real run: no huge pages at all under fragmentation (all zeros) against a
+        // baseline that had some. The ratio is 0 and the CI must still be computed, not crash.
+        let r = Statistics.fiellerRatio([0, 0, 0], [4.2e9, 4.1e9, 4.29e9])
+        #expect(r.ratio == 0)
+        // A candidate known exactly (zero variance) at 0 gives the exact interval [0, 0].
+        #expect(r.lower == 0 && r.upper == 0)
+    }
+
+    @Test func invalidDegreesOfFreedomAreNaNNotACrash() {
+        #expect(Distributions.studentTQuantile(0.975, df: .nan).isNaN)
+        #expect(Distributions.studentTCDF(1, df: 0).isNaN)
+        #expect(Distributions.studentTTwoSided(1, df: -1).isNaN)
+    }
+
     @Test func percentileIsMonotone() {
         let x = (0..<101).map { Double($0 * $0 % 37) }.sorted()
         var last = -Double.infinity
