@@ -80,6 +80,8 @@ enum CLI {
             host: {thp: {enabled: always}}
         workloads:
           - {name: random-access, suite: micro, label: micro, params: {size: \(size), ops: \(ops)}, cpus: [0], timeout: 120s}
+        conditions:
+          clean: {compact: true}
         repetitions: {min: \(min), max: \(min)}
         \(extra)
         """
