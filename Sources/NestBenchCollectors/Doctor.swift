@@ -56,7 +56,7 @@ public enum Doctor {
         } catch {
             core = "libpfm error: \(error)"
         }
-        let library = "libpfm \(Perfmon.libraryVersion) core PMU: \(core)"
+        let library = "libpfm4 (API \(Perfmon.libraryVersion)) core PMU: \(core)"
         switch PMUProbe.hardware() {
         case .available:
             let set = TLBEventSets.select(corePMU: try? Perfmon.corePMU(), cpu: cpu)

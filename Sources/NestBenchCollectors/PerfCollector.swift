@@ -37,7 +37,8 @@ public enum PerfPlanner {
     public static let tracepointProxy = (metric: "perf.tlb_flush", tracepoint: "tlb:tlb_flush", proxyFor: "tlb_misses")
 
     public static func plan(
-        _ settings: PerfSettings, hardware: PMUProbe.Status = PMUProbe.hardware(), cpu: CPUIdentity = .local()
+        _ settings: PerfSettings, hardware: PMUProbe.Status = PMUProbe.hardware(), cpu: CPUIdentity = .local(),
+        tracepoint: (String) throws -> EncodedEvent = Tracepoint.encode
     ) -> PerfPlan {
         let scope = PerfScope(rawValue: settings.scope) ?? .host
         var entries: [PerfPlan.Entry] = []
@@ -114,7 +115,7 @@ public enum PerfPlanner {
                 }
             }
             do {
-                let encoded = try Tracepoint.encode(tracepointProxy.tracepoint)
+                let encoded = try tracepoint(tracepointProxy.tracepoint)
                 entries.append(
                     PerfPlan.Entry(
                         request: CounterRequest(metric: tracepointProxy.metric, event: encoded, scope: scope), unit: "events",

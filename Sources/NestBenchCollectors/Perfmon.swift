@@ -234,7 +234,7 @@ public enum Perfmon {
         }
     }
 
-    /// libpfm's version as "major.minor".
+    /// libpfm's API version (pfm_get_version) as "major.minor" — 4.0 for every 4.x release.
     public static var libraryVersion: String {
         let v = (try? locked { () throws(PerfError) -> Int32 in pfm_get_version() }) ?? 0
         return "\(v >> 16).\(v & 0xffff)"

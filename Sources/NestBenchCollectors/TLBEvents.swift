@@ -159,7 +159,7 @@ public enum TLBEventSets {
             return .failure(
                 SelectionError(
                     reason:
-                        "libpfm \(Perfmon.libraryVersion) detects no core PMU for \(cpu.summary)"))
+                        "libpfm4 (API \(Perfmon.libraryVersion)) detects no core PMU for \(cpu.summary)"))
         }
         guard let set = forPMU(pmu.name) else {
             return .failure(SelectionError(reason: "no TLB event table for libpfm PMU \(pmu.name) (\(pmu.description))"))

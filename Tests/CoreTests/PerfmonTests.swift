@@ -150,7 +150,8 @@ struct PerfCounterTests {
     @Test func plannerWithoutPMURecordsTheReasonAndKeepsProxies() throws {
         let plan = PerfPlanner.plan(
             PerfSettings(events: ["my_walks": "DTLB_LOAD_MISSES:WALK_COMPLETED_2M_4M"]),
-            hardware: .unavailable("unavailable: no PMU (test)"), cpu: CPUIdentity(vendor: "AuthenticAMD", family: 26, model: 2))
+            hardware: .unavailable("unavailable: no PMU (test)"), cpu: CPUIdentity(vendor: "AuthenticAMD", family: 26, model: 2),
+            tracepoint: { _ in throw PerfError(.permission, "no tracefs in this test") })
         let reasons = Dictionary(plan.unavailable.map { ($0.name, $0.unavailable ?? "") }, uniquingKeysWith: { a, _ in a })
         for name in TLBEventSets.headlineMetrics {
             #expect(reasons[name]?.hasPrefix("unavailable: no PMU (test)") == true, "\(name): \(reasons[name] ?? "measured?")")
@@ -160,6 +161,8 @@ struct PerfCounterTests {
         let proxies = plan.entries.filter { $0.proxyFor != nil }.map(\.request.metric)
         #expect(proxies.contains("perf.page_faults") && proxies.contains("perf.task_clock"))
         #expect(plan.unavailable.allSatisfy { $0.value == nil })
+        let flush = try #require(plan.unavailable.first { $0.name == "perf.tlb_flush" })
+        #expect(flush.proxyFor == "tlb_misses" && flush.unavailable == "unavailable: no tracefs in this test")
     }
 
     @Test(.enabled(if: !hasPMU, "this machine has a PMU: the no-PMU path is covered by the injected test"))
