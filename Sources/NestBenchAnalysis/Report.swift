@@ -172,7 +172,8 @@ public enum ReportRenderer {
         // Metrics that are zero on both sides say nothing; JSON and CSV keep them.
         let rows = report.comparisons.filter { $0.mean != 0 || $0.baselineMean != 0 }.map { c in
             Row(
-                workload: c.workload, condition: c.condition, metric: "\(c.metric) [\(c.unit)]" + (report.proxies[c.metric].map { " (proxy for \($0))" } ?? ""),
+                workload: c.workload, condition: c.condition,
+                metric: "\(c.metric) [\(c.unit)]" + (report.proxies[c.metric].map { " (proxy for \($0))" } ?? ""),
                 configuration: c.configuration, mean: "\(format(c.mean)) ± \(format(c.sd))",
                 baseline: "\(format(c.baselineMean)) ± \(format(c.baselineSD))",
                 ratio: c.ratio.map { String(format: "%.3f", $0) } ?? "n/a",

@@ -91,7 +91,8 @@ struct EventsCommand: AsyncParsableCommand {
             let set = TLBEventSets.forPMU(pmu)!
             output = try Perfmon.withConfiguration(forcePMU: pmu) { () throws(PerfError) -> Output in
                 Output(
-                    microarchitecture: set.microarchitecture, pmu: pmu, hardware: "forced (LIBPFM_FORCE_PMU=\(pmu)): encodings only",
+                    microarchitecture: set.microarchitecture, pmu: pmu,
+                    hardware: "forced (LIBPFM_FORCE_PMU=\(pmu)): encodings only",
                     scope: scope.rawValue, events: set.events.map { line($0.metric, set.qualified($0), scope) }, note: nil)
             }
         } else {
@@ -113,7 +114,8 @@ struct EventsCommand: AsyncParsableCommand {
             output = Output(
                 microarchitecture: plan.eventSet?.microarchitecture, pmu: plan.eventSet?.pmu, hardware: hardware,
                 scope: scope.rawValue, events: lines,
-                note: plan.eventSet == nil ? "no TLB event set for this machine: TLB-miss metrics are recorded as unavailable" : nil)
+                note: plan.eventSet == nil
+                    ? "no TLB event set for this machine: TLB-miss metrics are recorded as unavailable" : nil)
         }
         if format == "json" {
             let encoder = JSONEncoder()
@@ -138,7 +140,8 @@ struct EventsCommand: AsyncParsableCommand {
     func line(_ metric: String, _ event: String, _ scope: PerfScope) -> Line {
         do {
             let e = try Perfmon.encode(event, scope: scope)
-            return Line(metric: metric, event: event, encoding: e.fullName, type: e.type, config: "0x" + String(e.config, radix: 16))
+            return Line(
+                metric: metric, event: event, encoding: e.fullName, type: e.type, config: "0x" + String(e.config, radix: 16))
         } catch {
             return Line(metric: metric, event: event, unavailable: error.reasonText)
         }

@@ -63,14 +63,19 @@ struct FMFICommand: AsyncParsableCommand {
             var out = "FMFI at order \(order) from \(buddyinfo)\n"
             for z in report.zones {
                 out += "node \(z.node) \(z.zone.padding(toLength: 8, withPad: " ", startingAt: 0)) "
-                out += String(format: "%.4f", z.fmfi) + "  free \(z.freePages) pages  unusable_index \(z.unusableIndex.joined(separator: " "))\n"
+                out +=
+                    String(format: "%.4f", z.fmfi)
+                    + "  free \(z.freePages) pages  unusable_index \(z.unusableIndex.joined(separator: " "))\n"
             }
-            out += String(format: "machine %.4f", report.machineFMFI) + " (zones holding movable memory: \(report.machineZones.joined(separator: ", ")))\n"
+            out +=
+                String(format: "machine %.4f", report.machineFMFI)
+                + " (zones holding movable memory: \(report.machineZones.joined(separator: ", ")))\n"
             Console.out(out)
         }
         if let check {
             if check.mismatches.isEmpty {
-                Console.error("matches /sys/kernel/debug/extfrag/unusable_index at every zone and order (read \(check.attempts)×)")
+                Console.error(
+                    "matches /sys/kernel/debug/extfrag/unusable_index at every zone and order (read \(check.attempts)×)")
             } else {
                 for m in check.mismatches { Console.error("mismatch: \(m)") }
                 throw CommandFailure(code: ExitCodes.error, message: "FMFI differs from the kernel's unusable_index")

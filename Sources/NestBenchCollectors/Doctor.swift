@@ -63,7 +63,8 @@ public enum Doctor {
             switch set {
             case .success(let s):
                 return DoctorCheck(
-                    name: "pmu", status: .ok, value: library, reason: "hardware counters open; TLB events: \(s.microarchitecture) table")
+                    name: "pmu", status: .ok, value: library,
+                    reason: "hardware counters open; TLB events: \(s.microarchitecture) table")
             case .failure(let f):
                 return DoctorCheck(name: "pmu", status: .limited, value: library, reason: "counters open, but \(f.reason)")
             }
@@ -77,7 +78,8 @@ public enum Doctor {
     static func paranoid(_ env: DoctorEnvironment) -> DoctorCheck {
         guard let text = KernelFile.read("\(env.procSys)/kernel/perf_event_paranoid")?.trimmed, let level = Int(text) else {
             return DoctorCheck(
-                name: "perf_event_paranoid", status: .unavailable, value: "?", reason: "cannot read /proc/sys/kernel/perf_event_paranoid")
+                name: "perf_event_paranoid", status: .unavailable, value: "?",
+                reason: "cannot read /proc/sys/kernel/perf_event_paranoid")
         }
         let meaning: String
         switch level {
@@ -95,7 +97,8 @@ public enum Doctor {
     static func kvm(_ env: DoctorEnvironment) -> DoctorCheck {
         let hasDevice = FileManager.default.fileExists(atPath: env.devKVM)
         let cpuinfo = KernelFile.read(env.cpuinfo) ?? ""
-        let flags = Set(cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").map(String.init) ?? [])
+        let flags = Set(
+            cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").map(String.init) ?? [])
         let virtualization = flags.contains("vmx") ? "VT-x (vmx)" : flags.contains("svm") ? "AMD-V (svm)" : "no vmx/svm CPU flag"
         for module in ["kvm_intel", "kvm_amd"] where FileManager.default.fileExists(atPath: "\(env.sysModule)/\(module)") {
             let nested = KernelFile.read("\(env.sysModule)/\(module)/parameters/nested")?.trimmed ?? "?"
@@ -118,13 +121,15 @@ public enum Doctor {
         }
         return DoctorCheck(
             name: "kvm", status: .unavailable, value: hasDevice ? "\(env.devKVM) present, unknown module" : "none",
-            reason: hasDevice ? "no kvm_intel, kvm_amd or kvm_pvm module in \(env.sysModule)" : "no \(env.devKVM); \(virtualization)")
+            reason: hasDevice
+                ? "no kvm_intel, kvm_amd or kvm_pvm module in \(env.sysModule)" : "no \(env.devKVM); \(virtualization)")
     }
 
     static func thp(_ env: DoctorEnvironment) -> DoctorCheck {
         let s = MachineProbe.thpSettings(root: env.thpRoot)
         guard let enabled = s["enabled"] else {
-            return DoctorCheck(name: "thp", status: .unavailable, value: "none", reason: "\(env.thpRoot) is missing: no THP in this kernel")
+            return DoctorCheck(
+                name: "thp", status: .unavailable, value: "none", reason: "\(env.thpRoot) is missing: no THP in this kernel")
         }
         return DoctorCheck(
             name: "thp", status: .info,
@@ -153,7 +158,8 @@ public enum Doctor {
             let free = KernelFile.read("\(env.hugepagesRoot)/\(dir)/free_hugepages")?.trimmed ?? "?"
             return "\(dir.replacingOccurrences(of: "hugepages-", with: "")) \(total) pages (\(free) free)"
         }
-        return DoctorCheck(name: "hugetlb", status: .info, value: pools.joined(separator: ", "), reason: "reserved hugetlbfs pools")
+        return DoctorCheck(
+            name: "hugetlb", status: .info, value: pools.joined(separator: ", "), reason: "reserved hugetlbfs pools")
     }
 
     static func debugfs(_ env: DoctorEnvironment) -> DoctorCheck {
@@ -174,12 +180,14 @@ public enum Doctor {
             return DoctorCheck(name: "qemu", status: .ok, value: path, reason: "qemu-system-x86_64 present")
         }
         return DoctorCheck(
-            name: "qemu", status: .unavailable, value: "absent", reason: "qemu-system-x86_64 not in PATH (apt-get install qemu-system-x86)")
+            name: "qemu", status: .unavailable, value: "absent",
+            reason: "qemu-system-x86_64 not in PATH (apt-get install qemu-system-x86)")
     }
 
     static func root(_ env: DoctorEnvironment) -> DoctorCheck {
         env.isRoot
-            ? DoctorCheck(name: "root", status: .ok, value: "yes", reason: "knobs, debugfs, tracepoints and per-CPU counters are usable")
+            ? DoctorCheck(
+                name: "root", status: .ok, value: "yes", reason: "knobs, debugfs, tracepoints and per-CPU counters are usable")
             : DoctorCheck(
                 name: "root", status: .limited, value: "no (uid \(geteuid()))",
                 reason: "THP/sysctl knobs cannot be changed and debugfs cannot be mounted; run with sudo")

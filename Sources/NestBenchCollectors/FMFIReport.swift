@@ -84,7 +84,8 @@ public enum LiveFMFICheck {
                         let theirs = order < expected.count ? expected[order] : -1
                         if ours != theirs {
                             mismatches.append(
-                                "node \(z.node) \(z.zone) order \(order): ours \(FMFIReport.kernelForm(ours)), kernel \(FMFIReport.kernelForm(theirs))")
+                                "node \(z.node) \(z.zone) order \(order): ours \(FMFIReport.kernelForm(ours)), kernel \(FMFIReport.kernelForm(theirs))"
+                            )
                         }
                     }
                 }
@@ -93,7 +94,9 @@ public enum LiveFMFICheck {
                 }
                 return Result(buddyinfo: buddy, kernel: kernel, mismatches: mismatches, attempts: attempt)
             }
-            throw ProcfsError(path: "/proc/buddyinfo", message: "changed during every one of \(maxAttempts) reads: memory is too busy to compare")
+            throw ProcfsError(
+                path: "/proc/buddyinfo",
+                message: "changed during every one of \(maxAttempts) reads: memory is too busy to compare")
         }
     }
 }

@@ -126,11 +126,16 @@ public final class MemoryMonitor: RunCollector {
             metrics += summary(samples, name: "mem_free_bytes", metric: "monitor.mem_free", unit: "bytes", what: "MemFree")
             let huge = samples.filter { $0.name == "anon_huge_bytes" }
             if let max = huge.map(\.value).max(), let min = huge.map(\.value).min() {
-                let what = "the workload's AnonHugePages (/proc/PID/smaps_rollup) sampled every \(interval) ms (\(huge.count) samples)"
+                let what =
+                    "the workload's AnonHugePages (/proc/PID/smaps_rollup) sampled every \(interval) ms (\(huge.count) samples)"
                 metrics.append(
-                    Metric(name: "anon_huge_bytes_max", value: max, unit: "bytes", polarity: .neutral, source: "monitor", detail: "max of " + what))
+                    Metric(
+                        name: "anon_huge_bytes_max", value: max, unit: "bytes", polarity: .neutral, source: "monitor",
+                        detail: "max of " + what))
                 metrics.append(
-                    Metric(name: "monitor.anon_huge.min", value: min, unit: "bytes", polarity: .neutral, source: "monitor", detail: "min of " + what))
+                    Metric(
+                        name: "monitor.anon_huge.min", value: min, unit: "bytes", polarity: .neutral, source: "monitor",
+                        detail: "min of " + what))
             } else {
                 metrics.append(
                     .unavailable(
@@ -144,16 +149,26 @@ public final class MemoryMonitor: RunCollector {
             let series = samples.filter { $0.name == name }.sorted { $0.tMillis < $1.tMillis }
             guard let first = series.first, let last = series.last else {
                 return [
-                    .unavailable(metric + ".before", unit: unit, polarity: .neutral, source: "monitor", reason: "unavailable: cannot read \(what)")
+                    .unavailable(
+                        metric + ".before", unit: unit, polarity: .neutral, source: "monitor",
+                        reason: "unavailable: cannot read \(what)")
                 ]
             }
             let values = series.map(\.value)
             let detail = "\(what), \(series.count) samples every \(interval) ms"
             return [
-                Metric(name: metric + ".before", value: first.value, unit: unit, polarity: .neutral, source: "monitor", detail: "before the workload: " + detail),
-                Metric(name: metric + ".after", value: last.value, unit: unit, polarity: .neutral, source: "monitor", detail: "after the workload exited: " + detail),
-                Metric(name: metric + ".min", value: values.min()!, unit: unit, polarity: .neutral, source: "monitor", detail: detail),
-                Metric(name: metric + ".max", value: values.max()!, unit: unit, polarity: .neutral, source: "monitor", detail: detail),
+                Metric(
+                    name: metric + ".before", value: first.value, unit: unit, polarity: .neutral, source: "monitor",
+                    detail: "before the workload: " + detail),
+                Metric(
+                    name: metric + ".after", value: last.value, unit: unit, polarity: .neutral, source: "monitor",
+                    detail: "after the workload exited: " + detail),
+                Metric(
+                    name: metric + ".min", value: values.min()!, unit: unit, polarity: .neutral, source: "monitor", detail: detail
+                ),
+                Metric(
+                    name: metric + ".max", value: values.max()!, unit: unit, polarity: .neutral, source: "monitor", detail: detail
+                ),
             ]
         }
     }

@@ -60,7 +60,8 @@ public enum PerfPlanner {
                 }
             } catch {
                 unavailable.append(
-                    .unavailable(metric, unit: "events", polarity: polarity, source: "perf", reason: counterReason ?? error.reasonText))
+                    .unavailable(
+                        metric, unit: "events", polarity: polarity, source: "perf", reason: counterReason ?? error.reasonText))
             }
         }
 
@@ -96,7 +97,8 @@ public enum PerfPlanner {
             let why =
                 unavailable.first { TLBEventSets.walkMetricNames.contains($0.name) }?.unavailable
                 ?? unavailable.first?.unavailable ?? "unavailable: no page-walk events"
-            unavailable.insert(.unavailable("tlb_misses", unit: "events", polarity: .lowerIsBetter, source: "perf", reason: why), at: 0)
+            unavailable.insert(
+                .unavailable("tlb_misses", unit: "events", polarity: .lowerIsBetter, source: "perf", reason: why), at: 0)
         }
 
         if settings.proxies {
@@ -161,7 +163,8 @@ public enum PerfPlanner {
                         base
                         + "; time_enabled=\(reading.timeEnabled)ns; time_running=\(reading.timeRunning)ns; raw=\(reading.raw)"
                         + (reading.timeRunning < reading.timeEnabled
-                            ? String(format: "; scaled ×%.3f (multiplexed)", Double(reading.timeEnabled) / Double(reading.timeRunning))
+                            ? String(
+                                format: "; scaled ×%.3f (multiplexed)", Double(reading.timeEnabled) / Double(reading.timeRunning))
                             : "")
                 } else {
                     metric.unavailable = "unavailable: not counted (time_running = 0: the counter was never scheduled)"

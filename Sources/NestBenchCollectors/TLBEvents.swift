@@ -109,7 +109,8 @@ public enum TLBEventSets {
             events: [
                 CounterEvent(
                     metric: "tlb.dtlb_walks",
-                    event: "L1_DTLB_MISS:TLB_RELOAD_1G_L2_MISS:TLB_RELOAD_2M_L2_MISS:TLB_RELOAD_COALESCED_PAGE_MISS:TLB_RELOAD_4K_L2_MISS",
+                    event:
+                        "L1_DTLB_MISS:TLB_RELOAD_1G_L2_MISS:TLB_RELOAD_2M_L2_MISS:TLB_RELOAD_COALESCED_PAGE_MISS:TLB_RELOAD_4K_L2_MISS",
                     meaning: "data page walks (L1 and L2 DTLB miss, loads and stores together)"),
                 CounterEvent(
                     metric: "tlb.itlb_walks", event: "L1_ITLB_MISS_L2_ITLB_MISS:\(itlbUmasks)",

@@ -194,8 +194,7 @@ public final class Orchestrator: Sendable {
     func execute(
         _ planned: PlannedRun, experiment: Experiment, experimentRunID: String, options: RunOptions,
         collectors: [any RunCollector]
-    ) async throws -> RunRecord
-    {
+    ) async throws -> RunRecord {
         let started = Date()
         var provenance: [String: String] = [:]
         guard let configuration = experiment.configuration(named: planned.configuration),

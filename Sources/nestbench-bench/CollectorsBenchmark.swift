@@ -28,7 +28,8 @@ enum CollectorsBenchmark {
             let outcome = await child.wait()
             for s in sessions { _ = s.finish(outcome) }
             let text = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
-            guard outcome.succeeded, let ops = MetricLines.parse(text, source: "bench").first(where: { $0.name == "ops_per_sec" })?.value
+            guard outcome.succeeded,
+                let ops = MetricLines.parse(text, source: "bench").first(where: { $0.name == "ops_per_sec" })?.value
             else { throw BenchmarkFailure(message: "nb-micro failed: \(outcome.describe(timeout: 120))") }
             return ops
         }
@@ -45,8 +46,10 @@ enum CollectorsBenchmark {
         }
         let r = Statistics.fiellerRatio(withCollectors, without)
         let ci = r.lower.flatMap { lo in r.upper.map { String(format: "[%.4f, %.4f]", lo, $0) } } ?? "(unbounded)"
-        print(String(format: "micro ops/s, collectors off (reference): mean %.4g (n=%d)", Statistics.mean(without), without.count))
-        print(String(format: "micro ops/s, collectors on: mean %.4g (n=%d)", Statistics.mean(withCollectors), withCollectors.count))
+        print(
+            String(format: "micro ops/s, collectors off (reference): mean %.4g (n=%d)", Statistics.mean(without), without.count))
+        print(
+            String(format: "micro ops/s, collectors on: mean %.4g (n=%d)", Statistics.mean(withCollectors), withCollectors.count))
         print(String(format: "ratio on/off: %.4f %@ 95%% CI; target: perturbation < 1%%", r.ratio, ci))
 
         let sources = MonitorSources()

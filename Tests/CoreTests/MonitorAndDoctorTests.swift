@@ -108,7 +108,10 @@ struct DoctorTests {
 
     @Test func everyCheckHasAReason() {
         let checks = Doctor.checks()
-        #expect(checks.map(\.name) == ["pmu", "perf_event_paranoid", "kvm", "thp", "khugepaged", "hugetlb", "debugfs", "qemu", "root"])
+        #expect(
+            checks.map(\.name) == [
+                "pmu", "perf_event_paranoid", "kvm", "thp", "khugepaged", "hugetlb", "debugfs", "qemu", "root",
+            ])
         #expect(checks.allSatisfy { !$0.reason.isEmpty && !$0.value.isEmpty })
     }
 }

@@ -42,7 +42,8 @@ struct PerfmonEncodingTests {
         #expect(core == pmu)
         for (metric, code) in expected {
             let e = try #require(encoded[metric], "\(pmu) has \(metric)")
-            #expect(e.config == code, "\(pmu) \(metric): 0x\(String(e.config, radix: 16)) vs METHOD.md 0x\(String(code, radix: 16))")
+            #expect(
+                e.config == code, "\(pmu) \(metric): 0x\(String(e.config, radix: 16)) vs METHOD.md 0x\(String(code, radix: 16))")
             #expect(e.type == EncodedEvent.typeRaw && e.usesCounter)
         }
         // Every set counts cycles and instructions; walks are summed into tlb_misses.
@@ -75,7 +76,8 @@ struct PerfmonEncodingTests {
     }
 
     @Test func guestScopeIsGuestOnly() throws {
-        let (host, guest) = try Perfmon.withConfiguration(forcePMU: "bdw_ep") { () throws(PerfError) -> (EncodedEvent, EncodedEvent) in
+        let (host, guest) = try Perfmon.withConfiguration(forcePMU: "bdw_ep") {
+            () throws(PerfError) -> (EncodedEvent, EncodedEvent) in
             (
                 try Perfmon.encode("bdw_ep::DTLB_LOAD_MISSES:WALK_COMPLETED", scope: .host),
                 try Perfmon.encode("bdw_ep::DTLB_LOAD_MISSES:WALK_COMPLETED", scope: .guest)
@@ -102,7 +104,8 @@ struct PerfmonEncodingTests {
     }
 
     @Test func cpuinfoIdentity() {
-        let id = CPUIdentity.parse("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n")
+        let id = CPUIdentity.parse(
+            "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n")
         #expect(id.vendor == "AuthenticAMD" && id.family == 26 && id.model == 2)
         #expect(!id.needsInactiveEncoding)
         if case .failure(let f) = TLBEventSets.select(corePMU: nil, cpu: id) {
@@ -130,7 +133,9 @@ struct PerfCounterTests {
             ("faults", "perf::PERF_COUNT_SW_PAGE_FAULTS"), ("clock", "perf::PERF_COUNT_SW_TASK_CLOCK"),
         ].map { CounterRequest(metric: $0.0, event: try Perfmon.encode($0.1), scope: .host) }
         let child = try ProcessRunner.start(
-            ProcessSpec(program: "/bin/sh", arguments: ["-c", "head -c 4000000 /dev/zero | wc -c"], environment: ["PATH": "/usr/bin:/bin"]))
+            ProcessSpec(
+                program: "/bin/sh", arguments: ["-c", "head -c 4000000 /dev/zero | wc -c"], environment: ["PATH": "/usr/bin:/bin"]
+            ))
         let counters = CounterSet(requests: requests, target: .process(child.pid), groupSize: 4, enableOnExec: true)
         #expect(counters.failures.isEmpty, "\(counters.failures)")
         let gated = counters.read()
@@ -175,7 +180,8 @@ struct PerfCounterTests {
     func cyclesCountAGatedChild() async throws {
         let plan = PerfPlanner.plan(PerfSettings(proxies: false))
         let child = try ProcessRunner.start(ProcessSpec(program: "/bin/true"))
-        let counters = CounterSet(requests: plan.requests, target: .process(child.pid), groupSize: plan.groupSize, enableOnExec: true)
+        let counters = CounterSet(
+            requests: plan.requests, target: .process(child.pid), groupSize: plan.groupSize, enableOnExec: true)
         try child.release()
         _ = await child.wait()
         let metrics = PerfPlanner.metrics(plan, counters: counters)

@@ -23,7 +23,9 @@ enum SharedFixtures {
 struct CollectorCommandTests {
     /// Done-when: `nestbench fmfi --buddyinfo X --format json` equals the kernel's unusable_index
     /// (all zones, orders 0–10) in every shared fixture state.
-    @Test(.timeLimit(.minutes(1)), .enabled(if: SharedFixtures.available, "needs ../shared/fixtures"), arguments: SharedFixtures.procfsStates)
+    @Test(
+        .timeLimit(.minutes(1)), .enabled(if: SharedFixtures.available, "needs ../shared/fixtures"),
+        arguments: SharedFixtures.procfsStates)
     func fmfiJSONEqualsTheKernelsUnusableIndex(state: String) throws {
         let dir = "\(SharedFixtures.root)/procfs/\(state)"
         let r = try CLI.run(["fmfi", "--buddyinfo", dir + "/buddyinfo", "--format", "json"], state: CLI.temporaryDirectory())
@@ -61,7 +63,8 @@ struct CollectorCommandTests {
         var byName: [String: [String: String]] = [:]
         for c in checks { byName[c["name"] ?? ""] = c }
         let pmu = try #require(byName["pmu"])
-        let noPMU = !FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/cpu")
+        let noPMU =
+            !FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/cpu")
             && !FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/cpu_core")
         if noPMU {
             #expect(pmu["status"] == "unavailable" && pmu["value"]?.hasPrefix("no PMU") == true, "\(pmu)")
@@ -102,11 +105,13 @@ extension MachineSuite {
         /// unmounted again if it was not mounted.
         @Test(.timeLimit(.minutes(1)), .enabled(if: isRoot, "mounting debugfs needs root"))
         func liveFMFIEqualsUnusableIndex() throws {
-            let mountedBefore = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8).contains(" /sys/kernel/debug debugfs ")
+            let mountedBefore = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8).contains(
+                " /sys/kernel/debug debugfs ")
             let r = try CLI.run(["fmfi", "--check-kernel", "--format", "json"], state: CLI.temporaryDirectory())
             #expect(r.status == 0, "\(r.stderr)")
             #expect(r.stderr.contains("matches /sys/kernel/debug/extfrag/unusable_index"), "\(r.stderr)")
-            let mountedAfter = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8).contains(" /sys/kernel/debug debugfs ")
+            let mountedAfter = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8).contains(
+                " /sys/kernel/debug debugfs ")
             #expect(mountedAfter == mountedBefore, "debugfs left as it was")
         }
 
@@ -135,7 +140,9 @@ extension MachineSuite {
             #expect(runs.count == 4)
             for run in runs {
                 let metrics = try #require(run["metrics"] as? [String: Any])
-                #expect((metrics["perf.page_faults"] as? Double ?? 0) > 1000, "page faults counted: \(metrics["perf.page_faults"] ?? "none")")
+                #expect(
+                    (metrics["perf.page_faults"] as? Double ?? 0) > 1000,
+                    "page faults counted: \(metrics["perf.page_faults"] ?? "none")")
                 #expect((metrics["vmstat.thp_fault_alloc"] as? Double ?? -1) >= 20, "64 MiB with MADV_HUGEPAGE faults THPs in")
                 #expect(metrics["monitor.fmfi9.before"] is Double)
                 #expect(metrics.keys.contains("tlb_misses"))
@@ -147,7 +154,10 @@ extension MachineSuite {
                 #expect(metrics["tlb_misses"] is NSNull, "no value without a PMU")
             }
             let unavailable = try #require(json["unavailable"] as? [[String: Any]])
-            #expect(unavailable.contains { $0["metric"] as? String == "tlb_misses" && ($0["reason"] as? String)?.hasPrefix("unavailable: no PMU") == true })
+            #expect(
+                unavailable.contains {
+                    $0["metric"] as? String == "tlb_misses" && ($0["reason"] as? String)?.hasPrefix("unavailable: no PMU") == true
+                })
             for format in ["table", "markdown"] {
                 let report = try CLI.run(["report", "--results", dir + "/res", "--format", format], state: dir + "/state")
                 #expect(report.stdout.contains("tlb_misses: unavailable: no PMU"), "\(format): \(report.stdout)")
