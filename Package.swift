@@ -18,6 +18,8 @@ let package = Package(
     targets: [
         // C shim for what Swift cannot do safely: fork + gated exec with affinity and process group.
         .target(name: "CProcess"),
+        // C shim owning the libpfm4 + perf_event headers (perf_event_open, ioctls); links libpfm by name.
+        .target(name: "CPerfmon", linkerSettings: [.linkedLibrary("pfm")]),
         // Pure value types: experiments, configurations, workloads, runs, metrics. Imports nothing of ours.
         .target(name: "NestBenchModel"),
         // Pure statistics: descriptive stats, Welch t, ratio CIs, geometric means.
@@ -33,7 +35,9 @@ let package = Package(
         // Collectors: procfs parsers (buddyinfo/FMFI, vmstat, smaps), perf counters, machine description.
         .target(
             name: "NestBenchCollectors",
-            dependencies: ["NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "CPerfmon", "NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log"),
+            ]),
         // Platforms: apply/restore per-layer knobs (local now; VMs later), with a crash-safe journal.
         .target(
             name: "NestBenchPlatforms",

@@ -42,6 +42,9 @@ public struct Report: Codable, Sendable {
     public var comparisons: [Comparison]
     public var geomeans: [GeomeanSummary]
     public var unavailable: [UnavailableMetric]
+    /// Metrics that stand in for something this machine cannot measure: name → what (e.g.
+    /// `perf.page_faults` → `tlb_misses`).
+    public var proxies: [String: String]
     public var notes: [String]
 
     enum CodingKeys: String, CodingKey {
@@ -49,7 +52,7 @@ public struct Report: Codable, Sendable {
         case experiment, baseline, status, seed
         case startedAt = "started_at"
         case finishedAt = "finished_at"
-        case machine, tags, runs, comparisons, geomeans, unavailable, notes
+        case machine, tags, runs, comparisons, geomeans, unavailable, proxies, notes
     }
 
     public init(record: ExperimentRunRecord, runs: [RunRecord]) {
@@ -73,6 +76,9 @@ public struct Report: Codable, Sendable {
         comparisons = Comparator.comparisons(experiment: record.experiment, runs: runs)
         geomeans = Comparator.geomeans(experiment: record.experiment, comparisons: comparisons)
         unavailable = Comparator.unavailable(runs)
+        var proxies: [String: String] = [:]
+        for run in runs { for m in run.metrics { if let p = m.proxyFor, proxies[m.name] == nil { proxies[m.name] = p } } }
+        self.proxies = proxies
         var notes: [String] = []
         let failed = runs.filter { $0.status != .ok }
         if !failed.isEmpty {
@@ -173,7 +179,8 @@ public enum ReportRenderer {
         // Metrics that are zero on both sides say nothing; JSON and CSV keep them.
         let rows = report.comparisons.filter { $0.mean != 0 || $0.baselineMean != 0 }.map { c in
             Row(
-                workload: c.workload, condition: c.condition, metric: "\(c.metric) [\(c.unit)]",
+                workload: c.workload, condition: c.condition,
+                metric: "\(c.metric) [\(c.unit)]" + (report.proxies[c.metric].map { " (proxy for \($0))" } ?? ""),
                 configuration: c.versus.map { "\(c.configuration) vs \($0)" } ?? c.configuration,
                 mean: "\(format(c.mean)) ± \(format(c.sd))",
                 baseline: "\(format(c.baselineMean)) ± \(format(c.baselineSD))",

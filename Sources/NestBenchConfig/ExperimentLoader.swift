@@ -16,7 +16,7 @@ public struct LoadedExperiment: Sendable {
 public enum ExperimentLoader {
     static let topKeys: Set<String> = [
         "name", "description", "baseline", "seed", "configurations", "workloads", "conditions",
-        "repetitions", "analysis",
+        "repetitions", "analysis", "collectors",
     ]
 
     /// Loads `path`; every problem in the file is reported at once in the thrown error.
@@ -103,6 +103,7 @@ public enum ExperimentLoader {
         let analysis =
             fields["analysis"].map { readAnalysis($0.0, at: $0.1, r, conditionNames: conditions.map(\.name)) }
             ?? AnalysisSettings()
+        let collectors = fields["collectors"].map { readCollectors($0.0, at: $0.1, r) }
 
         var baseline: String?
         if let (node, path) = required("baseline"), let b = r.string(node, at: path) {
@@ -124,7 +125,7 @@ public enum ExperimentLoader {
         return Experiment(
             name: name, description: description, baseline: baseline, seed: seed,
             configurations: configurations, workloads: workloads, conditions: conditions,
-            repetitions: repetitions, analysis: analysis)
+            repetitions: repetitions, analysis: analysis, collectors: collectors)
     }
 
     static func readConfigurations(_ node: Node, at path: String, _ r: YAMLReader) -> [Configuration]? {
@@ -369,6 +370,58 @@ public enum ExperimentLoader {
                 }
             default: settings.primaryMetric = r.string(f.value, at: f.path)
             }
+        }
+        return settings
+    }
+
+    /// `collectors: {perf: {default_events, events, scope, proxies}, monitor: {interval, order}}`.
+    static func readCollectors(_ node: Node, at path: String, _ r: YAMLReader) -> CollectorSettings {
+        var settings = CollectorSettings()
+        guard let fields = r.mapping(node, at: path, allowed: ["perf", "monitor"]) else { return settings }
+        for f in fields {
+            if f.key == "perf" {
+                guard
+                    let perf = r.mapping(f.value, at: f.path, allowed: ["default_events", "events", "scope", "proxies"])
+                else { continue }
+                for p in perf {
+                    switch p.key {
+                    case "default_events": if let v = r.bool(p.value, at: p.path) { settings.perf.defaultEvents = v }
+                    case "proxies": if let v = r.bool(p.value, at: p.path) { settings.perf.proxies = v }
+                    case "scope": if let v = r.choice(p.value, at: p.path, from: PerfSettings.scopes) { settings.perf.scope = v }
+                    default:
+                        guard let events = r.stringMap(p.value, at: p.path) else { continue }
+                        for (name, event) in events {
+                            if name.isEmpty || name.contains(where: { $0.isWhitespace }) {
+                                r.problem("\(p.path).\(name)", p.value, "metric names have no spaces (e.g. dtlb_2m_walks)")
+                            }
+                            if event.trimmingCharacters(in: .whitespaces).isEmpty || event.contains(where: { $0.isWhitespace }) {
+                                r.problem(
+                                    "\(p.path).\(name)", p.value,
+                                    "expected a libpfm event string such as DTLB_LOAD_MISSES:WALK_COMPLETED, found \"\(event)\"")
+                            }
+                        }
+                        settings.perf.events = events
+                    }
+                }
+            } else {
+                guard let monitor = r.mapping(f.value, at: f.path, allowed: ["interval", "order"]) else { continue }
+                for m in monitor {
+                    if m.key == "order" {
+                        if let v = r.int(m.value, at: m.path, range: 0...10) { settings.monitor.order = v }
+                    } else if case .scalar(let s) = m.value, s.string == "off" {
+                        settings.monitor.intervalMillis = nil
+                    } else if let seconds = r.seconds(m.value, at: m.path) {
+                        if seconds < 0.01 || seconds > 3600 {
+                            r.problem(m.path, m.value, "the monitor interval must be between 10ms and 1h (or off)")
+                        } else {
+                            settings.monitor.intervalMillis = Int((seconds * 1000).rounded())
+                        }
+                    }
+                }
+            }
+        }
+        if !settings.perf.defaultEvents && settings.perf.events.isEmpty && !settings.perf.proxies {
+            r.problem("\(path).perf", node, "default_events and proxies are off and no events are given: nothing to count")
         }
         return settings
     }

@@ -12,13 +12,15 @@ public struct Experiment: Codable, Sendable, Hashable {
     public var conditions: [Condition]
     public var repetitions: RepetitionPolicy
     public var analysis: AnalysisSettings
+    /// What the collectors measure; nil = the defaults (`CollectorSettings()`).
+    public var collectors: CollectorSettings?
 
     public init(
         name: String, description: String? = nil, baseline: String, seed: UInt64? = nil,
         configurations: [Configuration], workloads: [WorkloadSpec],
         conditions: [Condition] = [Condition(name: "clean")],
         repetitions: RepetitionPolicy = RepetitionPolicy(),
-        analysis: AnalysisSettings = AnalysisSettings()
+        analysis: AnalysisSettings = AnalysisSettings(), collectors: CollectorSettings? = nil
     ) {
         self.name = name
         self.description = description
@@ -29,6 +31,7 @@ public struct Experiment: Codable, Sendable, Hashable {
         self.conditions = conditions
         self.repetitions = repetitions
         self.analysis = analysis
+        self.collectors = collectors
     }
 
     public func configuration(named name: String) -> Configuration? {

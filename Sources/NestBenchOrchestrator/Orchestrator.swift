@@ -52,14 +52,14 @@ public final class Orchestrator: Sendable {
     public let registry: WorkloadRegistry
     public let platform: LocalPlatform
     public let store: Store
-    public let collectors: [any RunCollector]
+    /// nil: `defaultCollectors(for:)` of each experiment (its `collectors:` settings).
+    public let collectors: [any RunCollector]?
     public let harness: HarnessLocator
     let logger: Logger
 
     public init(
         registry: WorkloadRegistry, platform: LocalPlatform, store: Store,
-        collectors: [any RunCollector] = Orchestrator.defaultCollectors, harness: HarnessLocator = HarnessLocator(),
-        logger: Logger
+        collectors: [any RunCollector]? = nil, harness: HarnessLocator = HarnessLocator(), logger: Logger
     ) {
         self.registry = registry
         self.platform = platform
@@ -69,7 +69,13 @@ public final class Orchestrator: Sendable {
         self.logger = logger
     }
 
-    public static let defaultCollectors: [any RunCollector] = [UsageCollector(), VmstatCollector(), SmapsSampler()]
+    /// Usage, vmstat deltas, perf counters (TLB events or why not, plus proxies) and the memory monitor.
+    public static var defaultCollectors: [any RunCollector] { StandardCollectors.make() }
+
+    /// The default collectors configured by an experiment's `collectors:` section.
+    public static func defaultCollectors(for experiment: Experiment) -> [any RunCollector] {
+        StandardCollectors.make(experiment.collectors ?? CollectorSettings())
+    }
 
     /// "20261121-235901-3fa2": sortable, unique enough, easy to type a prefix of.
     public static func newRunID(_ date: Date = Date()) -> String {
@@ -129,6 +135,7 @@ public final class Orchestrator: Sendable {
         }
         defer { CleanupRegistry.shared.unregister(cleanup) }
 
+        let collectors = self.collectors ?? Self.defaultCollectors(for: experiment)
         let start = ContinuousClock.now
         var durations: [Double] = []
         var index = 0
@@ -140,7 +147,8 @@ public final class Orchestrator: Sendable {
                 let eta = durations.isEmpty ? nil : Statistics.mean(durations) * Double(plan.count - index)
                 progress(Progress(index: index, total: plan.count, planned: planned, elapsedSeconds: elapsed, etaSeconds: eta))
                 let runStart = ContinuousClock.now
-                let run = try await execute(planned, experiment: experiment, experimentRunID: id, options: options)
+                let run = try await execute(
+                    planned, experiment: experiment, experimentRunID: id, options: options, collectors: collectors)
                 durations.append((ContinuousClock.now - runStart).seconds)
                 progress(
                     Progress(
@@ -202,9 +210,10 @@ public final class Orchestrator: Sendable {
     }
 
     /// One planned run: configure, run the workload with collectors, store the record.
-    func execute(_ planned: PlannedRun, experiment: Experiment, experimentRunID: String, options: RunOptions)
-        async throws -> RunRecord
-    {
+    func execute(
+        _ planned: PlannedRun, experiment: Experiment, experimentRunID: String, options: RunOptions,
+        collectors: [any RunCollector]
+    ) async throws -> RunRecord {
         let started = Date()
         var provenance: [String: String] = [:]
         guard let configuration = experiment.configuration(named: planned.configuration),
@@ -280,7 +289,6 @@ public final class Orchestrator: Sendable {
             }
         }
 
-        let collectors = self.collectors
         let samplesBox = SampleBox()
         let context = WorkloadContext(
             runDirectory: directory, logger: logger,

@@ -126,8 +126,9 @@ public enum Statistics {
         var df =
             (va + r2vb) * (va + r2vb)
             / (va * va / Double(a.count - 1) + r2vb * r2vb / Double(b.count - 1))
-        // A candidate of constant zeros (ratio 0, va 0) leaves 0/0: fall back to the baseline's df.
-        if !df.isFinite || df <= 0 { df = Double(min(a.count, b.count) - 1) }
+        // One side without variance (e.g. a constant-zero count against a varying baseline: R̂ = 0
+        // makes both terms 0): the df are those of the side that varies.
+        if !df.isFinite || df <= 0 { df = Double(va == 0 ? b.count - 1 : a.count - 1) }
         let t = Distributions.studentTQuantile(1 - (1 - confidence) / 2, df: df)
         let t2 = t * t
         let g = t2 * vb / (sb.mean * sb.mean)

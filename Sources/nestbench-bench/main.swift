@@ -7,6 +7,7 @@ enum Benchmarks {
     static let all: [(name: String, run: @Sendable () async throws -> Void)] = [
         ("fmfi-parse", FMFIParseBenchmark.run),
         ("fragment", FragmentBenchmark.run),
+        ("collectors", CollectorsBenchmark.run),
     ]
 }
 

@@ -192,3 +192,56 @@ struct FragmentationConditionTests {
         }
     }
 }
+
+@Suite("Experiment files: collectors")
+struct CollectorSettingsLoaderTests {
+    func load(_ section: String) throws(ConfigError) -> Experiment {
+        try ExperimentLoader.parse(valid + "\n" + section, file: "exp.yaml", catalog: FakeCatalog())
+    }
+
+    func problems(_ section: String) -> [ConfigProblem] {
+        do {
+            _ = try load(section)
+            return []
+        } catch {
+            return error.problems
+        }
+    }
+
+    @Test func absentMeansDefaults() throws {
+        let e = try ExperimentLoader.parse(valid, file: "exp.yaml", catalog: FakeCatalog())
+        #expect(e.collectors == nil)
+        #expect(CollectorSettings().monitor.intervalMillis == 250 && CollectorSettings().perf.defaultEvents)
+    }
+
+    @Test func eventsScopeAndInterval() throws {
+        let e = try load(
+            """
+            collectors:
+              perf:
+                default_events: false
+                events: {dtlb_2m_walks: "DTLB_LOAD_MISSES:WALK_COMPLETED_2M_4M"}
+                scope: guest
+                proxies: false
+              monitor: {interval: 100ms, order: 4}
+            """)
+        let c = try #require(e.collectors)
+        #expect(!c.perf.defaultEvents && !c.perf.proxies && c.perf.scope == "guest")
+        #expect(c.perf.events == ["dtlb_2m_walks": "DTLB_LOAD_MISSES:WALK_COMPLETED_2M_4M"])
+        #expect(c.monitor == MonitorSettings(intervalMillis: 100, order: 4))
+        #expect(try load("collectors: {monitor: {interval: off}}").collectors?.monitor.intervalMillis == nil)
+    }
+
+    @Test func unknownKeysAndBadValuesAreNamed() {
+        #expect(problems("collectors: {perf: {event: {a: B}}}").map(\.keyPath) == ["collectors.perf.event"])
+        #expect(problems("collectors: {pmu: {}}").map(\.keyPath) == ["collectors.pmu"])
+        #expect(problems("collectors: {perf: {scope: vm}}").map(\.keyPath) == ["collectors.perf.scope"])
+        #expect(problems("collectors: {monitor: {interval: 1ms}}").map(\.keyPath) == ["collectors.monitor.interval"])
+        #expect(problems("collectors: {monitor: {order: 11}}").map(\.keyPath) == ["collectors.monitor.order"])
+        #expect(problems("collectors: {perf: {events: {\"a b\": X}}}").map(\.keyPath) == ["collectors.perf.events.a b"])
+        let nothing = problems("collectors: {perf: {default_events: false, proxies: false}}")
+        #expect(nothing.map(\.keyPath) == ["collectors.perf"])
+        #expect(nothing.first?.message.contains("nothing to count") == true)
+        #expect(problems("collectors: {perf: {scope: vm}}").first?.line == 19)
+    }
+}

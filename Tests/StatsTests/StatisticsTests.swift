@@ -81,6 +81,14 @@ struct PropertyTests {
         #expect(abs(try #require(r1.lower) - (try #require(r2.lower))) < 1e-12)
     }
 
+    @Test func constantZeroAgainstAVaryingBaselineDoesNotTrap() throws {
+        // e.g. thp_fault_alloc: 0 in every THP-never run, varying under madvise. R̂ = 0 and, by
+        // Fieller, (0 − R·x̄b)² ≤ t²·R²·vb holds only at R = 0 while g < 1: the interval is [0, 0].
+        let r = Statistics.fiellerRatio([0, 0], [100, 104, 98])
+        #expect(r.ratio == 0)
+        #expect(try #require(r.lower) == 0 && (try #require(r.upper)) == 0)
+    }
+
     @Test func identicalSamplesAreNotSignificant() {
         let a = [1.0, 1.1, 0.9, 1.05]
         #expect(Statistics.welch(a, a).pValue > 0.99)
