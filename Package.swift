@@ -38,6 +38,13 @@ let package = Package(
         .target(
             name: "NestBenchPlatforms",
             dependencies: ["NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log")]),
+        // QEMU/KVM stacks: command-line builder, QMP client, guest images and agent, stack boot, the qemu platform.
+        .target(
+            name: "NestBenchVM",
+            dependencies: [
+                "CProcess", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // Workload adapters: the built-in microbenchmarks (Harness/), later Tailbench and PARSEC.
         .target(
             name: "NestBenchWorkloads",
@@ -58,7 +65,7 @@ let package = Package(
             name: "NestBenchOrchestrator",
             dependencies: [
                 "NestBenchModel", "NestBenchConfig", "NestBenchProcess", "NestBenchCollectors",
-                "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchStore", "NestBenchAnalysis",
+                "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchStore", "NestBenchAnalysis", "NestBenchVM",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The commands: the only module that imports ArgumentParser and writes to stdout.
@@ -66,7 +73,7 @@ let package = Package(
             name: "NestBenchCLI",
             dependencies: [
                 "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
-                "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads",
+                "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -86,8 +93,9 @@ let package = Package(
             name: "CoreTests",
             dependencies: [
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
-                "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
-            ]),
+                "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator", "NestBenchVM",
+            ],
+            exclude: ["Transcripts"]),
         .testTarget(name: "EndToEndTests", dependencies: []),
     ],
     swiftLanguageModes: [.v6]

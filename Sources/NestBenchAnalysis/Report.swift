@@ -74,6 +74,7 @@ public struct Report: Codable, Sendable {
         geomeans = Comparator.geomeans(experiment: record.experiment, comparisons: comparisons)
         unavailable = Comparator.unavailable(runs)
         var notes: [String] = []
+        if let warning = record.machine.extra["warning"] { notes.append(warning) }
         let failed = runs.filter { $0.status != .ok }
         if !failed.isEmpty {
             notes.append("\(failed.count) of \(runs.count) runs did not succeed; they are excluded from the statistics")
@@ -163,6 +164,7 @@ public enum ReportRenderer {
         out +=
             "baseline: \(report.baseline); machine: \(report.machine.cpuModel), \(report.machine.cores) cores, "
             + "kernel \(report.machine.kernel); seed \(report.seed)\n\n"
+        if let warning = report.machine.extra["warning"] { out += "WARNING: \(warning)\n\n" }
         // Metrics that are zero on both sides say nothing; JSON and CSV keep them.
         let rows = report.comparisons.filter { $0.mean != 0 || $0.baselineMean != 0 }.map { c in
             Row(
