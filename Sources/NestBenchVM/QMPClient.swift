@@ -18,6 +18,11 @@ public protocol QMPTransport: Sendable {
 public struct VCPUThread: Sendable, Hashable {
     public var cpuIndex: Int
     public var threadID: Int32
+
+    public init(cpuIndex: Int, threadID: Int32) {
+        self.cpuIndex = cpuIndex
+        self.threadID = threadID
+    }
 }
 
 /// A small QMP client: greeting, `qmp_capabilities`, commands; asynchronous events (`"event"`
