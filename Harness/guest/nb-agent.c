@@ -342,7 +342,7 @@ static void do_pin(struct request *r) {
     memcpy(addr.sun_path, r->qmp, strlen(r->qmp) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int connected = -1;
-    for (int i = 0; i < 100 && connected != 0; i++) {
+    for (int i = 0; i < 1800 && connected != 0; i++) { /* QEMU can take minutes to start under emulation */
         connected = connect(fd, (struct sockaddr *)&addr, sizeof addr);
         if (connected != 0) usleep(100000);
     }

@@ -13,6 +13,10 @@ public struct ReportRun: Codable, Sendable, Hashable {
     public var reason: String?
     /// name → value; null where the metric was unavailable.
     public var metrics: [String: Double?]
+    /// Layer provenance (knobs read back, pinning, console logs, kernels …).
+    public var provenance: [String: String] = [:]
+    /// Every command line of the run (QEMU of each layer, the workload).
+    public var invocations: [[String]] = []
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -24,6 +28,8 @@ public struct ReportRun: Codable, Sendable, Hashable {
         try c.encode(status, forKey: .status)
         try c.encode(reason, forKey: .reason)
         try c.encode(metrics, forKey: .metrics)
+        try c.encode(provenance, forKey: .provenance)
+        try c.encode(invocations, forKey: .invocations)
     }
 }
 
@@ -68,7 +74,7 @@ public struct Report: Codable, Sendable {
             return ReportRun(
                 sequence: run.planned.sequence, configuration: run.planned.configuration, workload: run.planned.workload,
                 condition: run.planned.condition, repetition: run.planned.repetition, status: run.status.rawValue,
-                reason: run.reason, metrics: metrics)
+                reason: run.reason, metrics: metrics, provenance: run.provenance, invocations: run.invocations.map(\.argv))
         }
         comparisons = Comparator.comparisons(experiment: record.experiment, runs: runs)
         geomeans = Comparator.geomeans(experiment: record.experiment, comparisons: comparisons)

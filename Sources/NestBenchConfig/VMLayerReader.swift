@@ -15,7 +15,9 @@ enum VMLayerReader {
         var nodes: [(Node, String)] = []
         for (index, entry) in entries.enumerated() {
             guard entry.key == "L\(index)" else {
-                r.problem(entry.path, entry.value, "layers are named L0, L1, L2 … in order; expected L\(index) here, found \(entry.key)")
+                r.problem(
+                    entry.path, entry.value, "layers are named L0, L1, L2 … in order; expected L\(index) here, found \(entry.key)"
+                )
                 continue
             }
             if let layer = readLayer(entry.value, name: entry.key, at: entry.path, isHost: index == 0, r) {
@@ -33,7 +35,8 @@ enum VMLayerReader {
                 if layer.memoryBytes * UInt64(layer.instances) >= parent.memoryBytes {
                     r.problem(
                         "\(p).memory", n,
-                        "\(layer.name) needs less memory than its host \(parent.name) (\(Units.formatBytes(Double(parent.memoryBytes))))")
+                        "\(layer.name) needs less memory than its host \(parent.name) (\(Units.formatBytes(Double(parent.memoryBytes))))"
+                    )
                 }
                 for cpu in layer.pinning where cpu >= parent.vcpus {
                     r.problem("\(p).pinning", n, "CPU \(cpu) does not exist in \(parent.name), which has \(parent.vcpus) vCPUs")

@@ -85,7 +85,8 @@ public struct AgentResponse: Sendable, Hashable {
                 if f.count == 4, let v = Double(f[1]) {
                     r.metrics.append(
                         Metric(
-                            name: String(f[0]), value: v, unit: String(f[2]), polarity: Polarity(rawValue: String(f[3])) ?? .neutral,
+                            name: String(f[0]), value: v, unit: String(f[2]),
+                            polarity: Polarity(rawValue: String(f[3])) ?? .neutral,
                             source: "guest-agent"))
                 }
             case "vcpu":
@@ -155,7 +156,8 @@ public final class GuestAgent: Sendable {
             try? await Task.sleep(for: .milliseconds(100))
         }
         throw VMError(
-            "\(name): the guest agent did not answer \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s")
+            "\(name): the guest agent did not answer \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s"
+        )
     }
 
     /// Runs a command in the guest and returns its exit status and stdout.

@@ -117,7 +117,8 @@ public final class QemuPlatform: @unchecked Sendable {
                             )
                         }
                     }
-                    let paths = use.layer.requires + use.layer.settings.knobs.map(\.path) + use.layer.modules.flatMap(\.parameterPaths)
+                    let paths =
+                        use.layer.requires + use.layer.settings.knobs.map(\.path) + use.layer.modules.flatMap(\.parameterPaths)
                     for path in try await StackBooter.missingPaths(paths, agent: agent, failure: { nil }) {
                         problems.append(
                             "configurations.\(use.configuration).layers.\(use.layer.name): kernel \(use.layer.kernel ?? "?") has no \(path) (required by this configuration)"
@@ -228,7 +229,8 @@ public final class QemuPlatform: @unchecked Sendable {
         if let text = files["/proc/buddyinfo"], let info = try? Buddyinfo.parse(text) {
             metrics.append(
                 Metric(
-                    name: "\(name).fmfi", value: info.machineFMFI(order: 9), unit: "ratio", polarity: .neutral, source: "buddyinfo",
+                    name: "\(name).fmfi", value: info.machineFMFI(order: 9), unit: "ratio", polarity: .neutral,
+                    source: "buddyinfo",
                     detail: "free memory fragmentation index at order 9 in \(name), after the run"))
         }
         if let text = files[thpPath] { provenance["\(name).thp_enabled"] = KernelFile.selectedValue(text) }

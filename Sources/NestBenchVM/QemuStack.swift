@@ -204,7 +204,8 @@ public struct StackBooter: Sendable {
                     let hostsNext = !isInnermost
                     let index = try await bootWithRetries(
                         layer, name: name, prepared: prepared[layer.name]!, stack: stack, parent: parentIndex,
-                        parentShare: parentShare, hostsNext: hostsNext, emulatedHost: parentIndex == nil && virtualization.isEmulated)
+                        parentShare: parentShare, hostsNext: hostsNext,
+                        emulatedHost: parentIndex == nil && virtualization.isEmulated)
                     if isInnermost { stack.markWorkload(index) }
                     next.append((index, stack.layers[index].agent.spool))
                 }
@@ -283,7 +284,7 @@ public struct StackBooter: Sendable {
             pin.qmpSocket = qmp
             pin.vcpuCPUs = layer.pinning
             do {
-                let r = try await parentAgent.send(pin, timeout: 60, failure: stack.deadReason)
+                let r = try await parentAgent.send(pin, timeout: layer.bootTimeoutSeconds, failure: stack.deadReason)
                 for v in r.vcpus { pinning[v.index] = v.cpus }
             } catch {
                 await kill(process)
@@ -361,13 +362,15 @@ public struct StackBooter: Sendable {
             let missing = try await Self.missingPaths(
                 layer.requires + layer.modules.flatMap(\.parameterPaths), agent: agent, failure: stack.deadReason)
             if let first = missing.first {
-                throw VMError("this kernel (\(release)) has no \(first)\(missing.count > 1 ? " (and \(missing.count - 1) more)" : "")")
+                throw VMError(
+                    "this kernel (\(release)) has no \(first)\(missing.count > 1 ? " (and \(missing.count - 1) more)" : "")")
             }
             if hostsNext {
                 let (status, _) = try await agent.output(["test", "-c", "/dev/kvm"], failure: stack.deadReason)
                 if status != 0 {
                     throw VMError(
-                        "nested virtualization is not available (no /dev/kvm): load kvm_amd with nested=1 here and in the layer below")
+                        "nested virtualization is not available (no /dev/kvm): load kvm_amd with nested=1 here and in the layer below"
+                    )
                 }
             }
         } catch {
