@@ -372,35 +372,38 @@ static void do_pin(struct request *r) {
         fclose(f);
         return;
     }
-    /* [{"thread-id": T, ..., "cpu-index": I, ...}, ...]: pair each object's two numbers. */
-    int pinned = 0;
-    char *p = buf;
-    char *obj;
+    /* {"return": [{"thread-id": T, "props": {...}, "cpu-index": I, ...}, ...]}: the keys of each
+       vCPU object at depth 2 (the "thread-id" inside "props" is at depth 3 and is not the thread). */
+    int pinned = 0, depth = 0, tid = -1, index = -1;
     say("ok 1\n");
-    while ((obj = strchr(p, '{')) != NULL) {
-        char *close = strchr(obj, '}');
-        if (!close) break;
-        *close = '\0';
-        char *t = strstr(obj, "\"thread-id\":");
-        char *c = strstr(obj, "\"cpu-index\":");
-        p = close + 1;
-        if (!t || !c) continue;
-        int tid = atoi(t + 12), index = atoi(c + 12);
-        if (index < r->nvcpus) {
-            cpu_set_t set;
-            CPU_ZERO(&set);
-            CPU_SET(r->vcpus[index], &set);
-            if (sched_setaffinity(tid, sizeof set, &set) != 0) {
-                say("error vCPU %d (thread %d): sched_setaffinity: %s\n", index, tid, strerror(errno));
-                fclose(f);
-                return;
+    for (char *p = buf; *p; p++) {
+        if (*p == '{') {
+            depth++;
+            if (depth == 2) tid = index = -1;
+        } else if (*p == '}') {
+            if (depth == 2 && tid > 0 && index >= 0) {
+                if (index < r->nvcpus) {
+                    cpu_set_t set;
+                    CPU_ZERO(&set);
+                    CPU_SET(r->vcpus[index], &set);
+                    if (sched_setaffinity(tid, sizeof set, &set) != 0) {
+                        say("error vCPU %d (thread %d): sched_setaffinity: %s\n", index, tid, strerror(errno));
+                        fclose(f);
+                        return;
+                    }
+                    pinned++;
+                }
+                cpu_set_t back;
+                char list[1024] = "?";
+                if (sched_getaffinity(tid, sizeof back, &back) == 0) format_cpus(&back, list, sizeof list);
+                say("vcpu %d tid %d cpus %s\n", index, tid, list);
             }
-            pinned++;
+            depth--;
+        } else if (depth == 2 && !strncmp(p, "\"thread-id\":", 12)) {
+            tid = atoi(p + 12);
+        } else if (depth == 2 && !strncmp(p, "\"cpu-index\":", 12)) {
+            index = atoi(p + 12);
         }
-        cpu_set_t back;
-        char list[1024] = "?";
-        if (sched_getaffinity(tid, sizeof back, &back) == 0) format_cpus(&back, list, sizeof list);
-        say("vcpu %d tid %d cpus %s\n", index, tid, list);
     }
     if (pinned < r->nvcpus) say("error pinned %d vCPUs of the %d requested\n", pinned, r->nvcpus);
     fputs("{\"execute\":\"cont\"}\n", f);

@@ -285,6 +285,7 @@ public struct StackBooter: Sendable {
             pin.vcpuCPUs = layer.pinning
             do {
                 let r = try await parentAgent.send(pin, timeout: layer.bootTimeoutSeconds, failure: stack.deadReason)
+                if let error = r.error { throw VMError(error) }
                 for v in r.vcpus { pinning[v.index] = v.cpus }
             } catch {
                 await kill(process)
@@ -343,9 +344,13 @@ public struct StackBooter: Sendable {
         var knobs: [String: String] = ["boot_seconds": String(format: "%.1f", bootSeconds)]
         do {
             for module in layer.modules {
-                let (status, _) = try await agent.output(["modprobe"] + module.modprobeArguments, failure: stack.deadReason)
+                // Under emulation a module load can take minutes: allow the layer's boot timeout.
+                let (status, _) = try await agent.output(
+                    ["modprobe"] + module.modprobeArguments, timeout: layer.bootTimeoutSeconds, failure: stack.deadReason)
                 if status != 0 {
-                    throw VMError("modprobe \(module.modprobeArguments.joined(separator: " ")) failed (exit \(status ?? -1))")
+                    throw VMError(
+                        "modprobe \(module.modprobeArguments.joined(separator: " ")) failed "
+                            + (status.map { "(exit \($0))" } ?? "(killed after \(Int(layer.bootTimeoutSeconds))s)"))
                 }
             }
             for knob in layer.settings.knobs {
