@@ -3,9 +3,10 @@
 #   make test   installs what is needed, lints, builds and runs the tests
 SWIFT    ?= swift
 BIN      := .build/debug/nestbench
-APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3
+APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 \
+            qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio
 
-.PHONY: all deps build demo demo-fragmented test lint format bench harness clean
+.PHONY: all deps build demo demo-fragmented test lint format bench harness clean nested-smoke
 
 all: build
 
@@ -33,6 +34,11 @@ demo: build
 # The micro on clean vs fragmented memory (FMFI(9) ≈ 0.9); takes about 10 minutes on 24 GiB.
 demo-fragmented: build
 	$(BIN) run Suites/quickstart-fragmented.yaml
+
+# 3-layer stacks (L0 host hypervisor, L1, L2), vanilla vs stock THP, the micro in L2. On a machine
+# without hardware virtualization L0 is an emulated host: the report says "functional only".
+nested-smoke: build
+	$(BIN) run Suites/nested-smoke.yaml --fixed-repetitions
 
 lint:
 	$(SWIFT) format lint --strict -r Sources Tests Package.swift

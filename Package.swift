@@ -42,6 +42,13 @@ let package = Package(
         .target(
             name: "NestBenchPlatforms",
             dependencies: ["NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log")]),
+        // QEMU/KVM stacks: command-line builder, QMP client, guest images and agent, stack boot, the qemu platform.
+        .target(
+            name: "NestBenchVM",
+            dependencies: [
+                "CProcess", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // Workload adapters: the built-in microbenchmarks (Harness/), later Tailbench and PARSEC.
         .target(
             name: "NestBenchWorkloads",
@@ -70,14 +77,14 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchConfig", "NestBenchProcess", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchStore", "NestBenchAnalysis",
-                "NestBenchFragmentation", .product(name: "Logging", package: "swift-log"),
+                "NestBenchFragmentation", "NestBenchVM", .product(name: "Logging", package: "swift-log"),
             ]),
         // The commands: the only module that imports ArgumentParser and writes to stdout.
         .target(
             name: "NestBenchCLI",
             dependencies: [
                 "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
-                "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchFragmentation",
+                "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchFragmentation", "NestBenchVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -98,8 +105,9 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
-                "NestBenchFragmentation",
-            ]),
+                "NestBenchFragmentation", "NestBenchVM",
+            ],
+            exclude: ["Transcripts"]),
         .testTarget(name: "EndToEndTests", dependencies: []),
     ],
     swiftLanguageModes: [.v6]

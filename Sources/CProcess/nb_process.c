@@ -132,3 +132,26 @@ int nb_exited(int status) { return WIFEXITED(status); }
 int nb_exit_status(int status) { return WEXITSTATUS(status); }
 int nb_signaled(int status) { return WIFSIGNALED(status); }
 int nb_term_signal(int status) { return WTERMSIG(status); }
+
+int nb_set_affinity(pid_t tid, const int *cpus, int ncpus) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < ncpus; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) {
+            errno = EINVAL;
+            return -1;
+        }
+        CPU_SET(cpus[i], &set);
+    }
+    return sched_setaffinity(tid, sizeof set, &set);
+}
+
+int nb_get_affinity(pid_t tid, int *out, int max) {
+    cpu_set_t set;
+    if (sched_getaffinity(tid, sizeof set, &set) != 0) return -1;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < max; c++) {
+        if (CPU_ISSET(c, &set)) out[n++] = c;
+    }
+    return n;
+}

@@ -13,6 +13,10 @@ public struct ReportRun: Codable, Sendable, Hashable {
     public var reason: String?
     /// name → value; null where the metric was unavailable.
     public var metrics: [String: Double?]
+    /// Layer provenance (knobs read back, pinning, console logs, kernels …).
+    public var provenance: [String: String] = [:]
+    /// Every command line of the run (QEMU of each layer, the workload).
+    public var invocations: [[String]] = []
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -24,6 +28,8 @@ public struct ReportRun: Codable, Sendable, Hashable {
         try c.encode(status, forKey: .status)
         try c.encode(reason, forKey: .reason)
         try c.encode(metrics, forKey: .metrics)
+        try c.encode(provenance, forKey: .provenance)
+        try c.encode(invocations, forKey: .invocations)
     }
 }
 
@@ -71,7 +77,7 @@ public struct Report: Codable, Sendable {
             return ReportRun(
                 sequence: run.planned.sequence, configuration: run.planned.configuration, workload: run.planned.workload,
                 condition: run.planned.condition, repetition: run.planned.repetition, status: run.status.rawValue,
-                reason: run.reason, metrics: metrics)
+                reason: run.reason, metrics: metrics, provenance: run.provenance, invocations: run.invocations.map(\.argv))
         }
         comparisons = Comparator.comparisons(experiment: record.experiment, runs: runs)
         geomeans = Comparator.geomeans(experiment: record.experiment, comparisons: comparisons)
@@ -80,6 +86,7 @@ public struct Report: Codable, Sendable {
         for run in runs { for m in run.metrics { if let p = m.proxyFor, proxies[m.name] == nil { proxies[m.name] = p } } }
         self.proxies = proxies
         var notes: [String] = []
+        if let warning = record.machine.extra["warning"] { notes.append(warning) }
         let failed = runs.filter { $0.status != .ok }
         if !failed.isEmpty {
             notes.append("\(failed.count) of \(runs.count) runs did not succeed; they are excluded from the statistics")
@@ -176,6 +183,7 @@ public enum ReportRenderer {
         out +=
             "baseline: \(report.baseline); machine: \(report.machine.cpuModel), \(report.machine.cores) cores, "
             + "kernel \(report.machine.kernel); seed \(report.seed)\n\n"
+        if let warning = report.machine.extra["warning"] { out += "WARNING: \(warning)\n\n" }
         // Metrics that are zero on both sides say nothing; JSON and CSV keep them.
         let rows = report.comparisons.filter { $0.mean != 0 || $0.baselineMean != 0 }.map { c in
             Row(

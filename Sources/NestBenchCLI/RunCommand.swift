@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Logging
 import NestBenchAnalysis
 import NestBenchConfig
 import NestBenchModel
@@ -8,6 +9,7 @@ import NestBenchOrchestrator
 import NestBenchPlatforms
 import NestBenchProcess
 import NestBenchStore
+import NestBenchVM
 import NestBenchWorkloads
 
 struct RunCommand: AsyncParsableCommand {
@@ -91,7 +93,19 @@ struct RunCommand: AsyncParsableCommand {
 
         let store = try resultsOptions.openStore()
         let platform = LocalPlatform(journal: journal, logger: logger)
-        let orchestrator = Orchestrator(registry: registry, platform: platform, store: store, logger: logger)
+        var vmPlatform: QemuPlatform?
+        if loaded.experiment.configurations.contains(where: { $0.platform == .qemu }) {
+            do {
+                vmPlatform = try await Self.makeQemuPlatform(logger: logger)
+            } catch {
+                throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error)")
+            }
+            if case .emulated(let reason) = vmPlatform!.virtualization {
+                Console.error("nestbench: \(HostVirtualization.emulatedNote) — \(reason)")
+            }
+        }
+        let orchestrator = Orchestrator(
+            registry: registry, platform: platform, store: store, vmPlatform: vmPlatform, logger: logger)
         do {
             try orchestrator.preflight(loaded.experiment)
         } catch {
@@ -131,6 +145,23 @@ struct RunCommand: AsyncParsableCommand {
         if runs.contains(where: { $0.status == .failed }) {
             throw CommandFailure(code: ExitCodes.workloadFailed, message: "some runs failed (see the report)")
         }
+    }
+
+    /// The qemu platform: the guest agent built from Harness/guest, images cached beside the harness.
+    static func makeQemuPlatform(logger: Logger) async throws -> QemuPlatform {
+        let harness = HarnessLocator()
+        guard let directory = harness.harnessDirectory else {
+            throw VMError("cannot find NestBench's Harness/ directory; run from the checkout or set NESTBENCH_HARNESS")
+        }
+        guard ProcessRunner.resolve("qemu-system-x86_64") != nil else {
+            throw VMError("qemu-system-x86_64 not found; install qemu-system-x86 (make deps)")
+        }
+        let agent = try await harness.program("guest/nb-agent.c", name: "nb-agent")
+        let cache = (harness.cacheDirectory as NSString).deletingLastPathComponent
+        let booter = StackBooter(
+            images: GuestImages(harnessDirectory: directory, cacheDirectory: cache), agentBinary: agent,
+            virtualization: HostVirtualization.detect(), logger: logger)
+        return QemuPlatform(booter: booter, logger: logger)
     }
 
     static func duration(_ seconds: Double) -> String {

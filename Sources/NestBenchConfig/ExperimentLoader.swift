@@ -20,7 +20,10 @@ public enum ExperimentLoader {
     ]
 
     /// Loads `path`; every problem in the file is reported at once in the thrown error.
-    public static func load(path: String, catalog: (any WorkloadCatalog)? = nil) throws(ConfigError) -> LoadedExperiment {
+    public static func load(
+        path: String, catalog: (any WorkloadCatalog)? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> LoadedExperiment {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(problems: [
                 ConfigProblem(
@@ -33,15 +36,16 @@ public enum ExperimentLoader {
                 ConfigProblem(file: path, keyPath: "", line: nil, column: nil, message: "the file is not UTF-8 text")
             ])
         }
-        let experiment = try parse(text, file: path, catalog: catalog)
+        let experiment = try parse(text, file: path, catalog: catalog, environment: environment)
         let hash = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
         return LoadedExperiment(experiment: experiment, path: path, content: text, contentHash: hash)
     }
 
     /// Parses experiment YAML text; `file` names it in errors.
-    public static func parse(_ text: String, file: String, catalog: (any WorkloadCatalog)? = nil) throws(ConfigError)
-        -> Experiment
-    {
+    public static func parse(
+        _ text: String, file: String, catalog: (any WorkloadCatalog)? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> Experiment {
         let root: Node
         do {
             guard let node = try Yams.compose(yaml: text) else {
@@ -59,7 +63,7 @@ public enum ExperimentLoader {
                 ConfigProblem(file: file, keyPath: "", line: nil, column: nil, message: "invalid YAML: \(error)")
             ])
         }
-        let reader = YAMLReader(file: file)
+        let reader = YAMLReader(file: file, environment: environment)
         let experiment = read(root, reader: reader, catalog: catalog)
         if let experiment, reader.problems.isEmpty { return experiment }
         throw ConfigError(problems: reader.problems)
@@ -132,31 +136,91 @@ public enum ExperimentLoader {
         guard let entries = r.mapping(node, at: path, allowed: nil) else { return nil }
         var result: [Configuration] = []
         for entry in entries {
-            guard let fields = r.mapping(entry.value, at: entry.path, allowed: ["platform", "host", "description"])
-            else { continue }
-            var configuration = Configuration(name: entry.key)
-            for f in fields {
-                switch f.key {
-                case "platform":
-                    if let p = r.choice(f.value, at: f.path, from: PlatformKind.allCases.map(\.rawValue)) {
-                        configuration.platform = PlatformKind(rawValue: p)!
-                    }
-                case "host":
-                    configuration.host = readLayer(f.value, at: f.path, r)
-                default:
-                    _ = r.string(f.value, at: f.path)
+            if case .mapping(let m) = entry.value, m.keys.contains(where: { $0.string == "include" }) {
+                if let configuration = readIncludedConfiguration(entry.value, name: entry.key, at: entry.path, r) {
+                    result.append(configuration)
                 }
+                continue
             }
-            result.append(configuration)
+            if let configuration = readConfiguration(entry.value, name: entry.key, at: entry.path, r) {
+                result.append(configuration)
+            }
         }
         return result
     }
 
-    static func readLayer(_ node: Node, at path: String, _ r: YAMLReader) -> LayerSettings {
-        var layer = LayerSettings()
-        guard let fields = r.mapping(node, at: path, allowed: ["thp", "khugepaged", "sysctl", "sysfs"]) else {
-            return layer
+    static let configurationKeys: Set<String> = ["platform", "host", "description", "layers"]
+
+    /// One configuration's body (inline in the experiment, or a whole included file with `path` "").
+    static func readConfiguration(_ node: Node, name: String, at path: String, _ r: YAMLReader) -> Configuration? {
+        guard let fields = r.mapping(node, at: path, allowed: configurationKeys) else { return nil }
+        var configuration = Configuration(name: name)
+        var layersNode: (Node, String)?
+        for f in fields {
+            switch f.key {
+            case "platform":
+                if let p = r.choice(f.value, at: f.path, from: PlatformKind.allCases.map(\.rawValue)) {
+                    configuration.platform = PlatformKind(rawValue: p)!
+                }
+            case "host":
+                configuration.host = readLayer(f.value, at: f.path, r)
+            case "layers":
+                layersNode = (f.value, f.path)
+            default:
+                configuration.description = r.string(f.value, at: f.path)
+            }
         }
+        if let (n, p) = layersNode {
+            if configuration.platform != .qemu {
+                r.problem(p, n, "layers need platform: qemu")
+            } else {
+                configuration.layers = VMLayerReader.readLayers(n, at: p, r)
+            }
+        } else if configuration.platform == .qemu {
+            r.problem(path, node, "platform qemu needs layers (L0, L1 …)")
+        }
+        return configuration
+    }
+
+    /// `name: {include: configurations/x.yaml}`: the file (relative to the experiment file) holds
+    /// the configuration's body; its problems name that file.
+    static func readIncludedConfiguration(_ node: Node, name: String, at path: String, _ r: YAMLReader) -> Configuration? {
+        guard let fields = r.mapping(node, at: path, allowed: ["include"]), let f = fields.first,
+            let relative = r.string(f.value, at: f.path)
+        else { return nil }
+        let base = (r.file as NSString).deletingLastPathComponent
+        let file = relative.hasPrefix("/") ? relative : (base.isEmpty ? relative : base + "/" + relative)
+        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            r.problem(f.path, f.value, "cannot read the included file \(file)")
+            return nil
+        }
+        let sub = YAMLReader(file: file, environment: r.environment)
+        defer { r.absorb(sub) }
+        do {
+            guard let root = try Yams.compose(yaml: text) else {
+                sub.problem("", nil, "the file is empty")
+                return nil
+            }
+            return readConfiguration(root, name: name, at: "", sub)
+        } catch let error as YamlError {
+            let p = yamlProblem(error, file: file)
+            sub.problem("", nil, p.message)
+            return nil
+        } catch {
+            sub.problem("", nil, "invalid YAML: \(error)")
+            return nil
+        }
+    }
+
+    static let layerSettingKeys: Set<String> = ["thp", "khugepaged", "sysctl", "sysfs"]
+
+    static func readLayer(_ node: Node, at path: String, _ r: YAMLReader) -> LayerSettings {
+        guard let fields = r.mapping(node, at: path, allowed: layerSettingKeys) else { return LayerSettings() }
+        return readLayerFields(fields, r)
+    }
+
+    static func readLayerFields(_ fields: [(key: String, value: Node, path: String)], _ r: YAMLReader) -> LayerSettings {
+        var layer = LayerSettings()
         for f in fields {
             switch f.key {
             case "thp":

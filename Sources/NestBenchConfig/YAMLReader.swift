@@ -5,10 +5,45 @@ import Yams
 /// instead of stopping at the first.
 final class YAMLReader {
     let file: String
+    /// For `${VAR}` / `${VAR:-default}` in paths.
+    let environment: [String: String]
     private(set) var problems: [ConfigProblem] = []
 
-    init(file: String) {
+    init(file: String, environment: [String: String] = [:]) {
         self.file = file
+        self.environment = environment
+    }
+
+    /// Takes over the problems of a reader of an included file.
+    func absorb(_ other: YAMLReader) {
+        problems += other.problems
+    }
+
+    /// A string with `${VAR}` and `${VAR:-default}` expanded from the environment.
+    func expanded(_ node: Node, at path: String) -> String? {
+        guard let text = string(node, at: path) else { return nil }
+        var result = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            result += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                problem(path, node, "unterminated ${ in \"\(text)\"")
+                return nil
+            }
+            let body = rest[start.upperBound..<end]
+            let parts = body.components(separatedBy: ":-")
+            let name = parts[0]
+            if let value = environment[name], !value.isEmpty {
+                result += value
+            } else if parts.count > 1 {
+                result += parts.dropFirst().joined(separator: ":-")
+            } else {
+                problem(path, node, "environment variable \(name) is not set (set it, e.g. \(name)=/boot/vmlinuz-…)")
+                return nil
+            }
+            rest = rest[rest.index(after: end)...]
+        }
+        return result + rest
     }
 
     func problem(_ path: String, _ node: Node?, _ message: String) {

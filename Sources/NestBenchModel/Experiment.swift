@@ -51,19 +51,41 @@ public struct Experiment: Codable, Sendable, Hashable {
 public enum PlatformKind: String, Codable, Sendable, Hashable, CaseIterable {
     /// This machine, natively: the host layer only.
     case local
+    /// A stack of QEMU/KVM virtual machines: L0 host hypervisor, L1 guest (hypervisor), L2 guest.
+    case qemu
 }
 
 /// A named configuration: a platform and the settings of each of its layers.
 public struct Configuration: Codable, Sendable, Hashable {
     public var name: String
     public var platform: PlatformKind
-    /// The host layer (L0). For `local` it is the only layer.
+    /// The host layer (L0). For `local` it is the only layer. For `qemu` it is this machine's own
+    /// knobs (e.g. `vm.nr_hugepages` for hugetlb-backed guests); the stack's L0 is `layers[0]`.
     public var host: LayerSettings
+    /// `qemu`: the stack, outermost first: L0 (host hypervisor), L1, L2 …; empty for `local`.
+    public var layers: [VMLayer]
+    public var description: String?
 
-    public init(name: String, platform: PlatformKind = .local, host: LayerSettings = LayerSettings()) {
+    public init(
+        name: String, platform: PlatformKind = .local, host: LayerSettings = LayerSettings(), layers: [VMLayer] = [],
+        description: String? = nil
+    ) {
         self.name = name
         self.platform = platform
         self.host = host
+        self.layers = layers
+        self.description = description
+    }
+
+    enum CodingKeys: String, CodingKey { case name, platform, host, layers, description }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        platform = try c.decode(PlatformKind.self, forKey: .platform)
+        host = try c.decode(LayerSettings.self, forKey: .host)
+        layers = try c.decodeIfPresent([VMLayer].self, forKey: .layers) ?? []
+        description = try c.decodeIfPresent(String.self, forKey: .description)
     }
 }
 

@@ -9,6 +9,7 @@ import NestBenchPlatforms
 import NestBenchProcess
 import NestBenchStats
 import NestBenchStore
+import NestBenchVM
 import NestBenchWorkloads
 
 /// Errors that stop an experiment before or while it runs.
@@ -55,17 +56,21 @@ public final class Orchestrator: Sendable {
     /// nil: `defaultCollectors(for:)` of each experiment (its `collectors:` settings).
     public let collectors: [any RunCollector]?
     public let harness: HarnessLocator
+    /// Boots and keeps the VM stacks of `qemu` configurations; nil when the experiment has none.
+    public let vmPlatform: QemuPlatform?
     let logger: Logger
 
     public init(
         registry: WorkloadRegistry, platform: LocalPlatform, store: Store,
-        collectors: [any RunCollector]? = nil, harness: HarnessLocator = HarnessLocator(), logger: Logger
+        collectors: [any RunCollector]? = nil, harness: HarnessLocator = HarnessLocator(),
+        vmPlatform: QemuPlatform? = nil, logger: Logger
     ) {
         self.registry = registry
         self.platform = platform
         self.store = store
         self.collectors = collectors
         self.harness = harness
+        self.vmPlatform = vmPlatform
         self.logger = logger
     }
 
@@ -116,20 +121,38 @@ public final class Orchestrator: Sendable {
     ) async throws -> String {
         let experiment = loaded.experiment
         try preflight(experiment)
+        let id = Self.newRunID()
+        let usesVMs = experiment.configurations.contains { $0.platform == .qemu }
+        var machine = MachineProbe.describe()
+        if usesVMs {
+            guard let vmPlatform else {
+                throw OrchestratorError("the experiment has qemu configurations but the qemu platform is not set up")
+            }
+            if case .emulated(let reason) = vmPlatform.virtualization {
+                machine.extra["warning"] = HostVirtualization.emulatedNote
+                machine.extra["virtualization"] = "emulated host: \(reason)"
+            } else {
+                machine.extra["virtualization"] = "hardware"
+            }
+            let problems = await vmPlatform.preflight(
+                experiment.configurations, artifacts: "\(options.resultsDirectory)/artifacts/\(id)")
+            if !problems.isEmpty { throw OrchestratorError(problems.joined(separator: "\n")) }
+        }
         let seed = options.seed ?? experiment.seed ?? UInt64.random(in: 1...UInt64.max)
         var generator = SeededGenerator(seed: seed)
         var plan = Planner.initialPlan(for: experiment, generator: &generator)
-        let id = Self.newRunID()
         let record = ExperimentRunRecord(
             id: id, experiment: experiment, filePath: loaded.path, contentHash: loaded.contentHash,
-            content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: MachineProbe.describe(),
+            content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: machine,
             tags: options.tags)
         try store.begin(record)
         logger.notice("experiment run started", metadata: ["run.id": "\(id)", "run.seed": "\(seed)", "runs": "\(plan.count)"])
 
         let store = self.store
         let platform = self.platform
+        let vmPlatform = self.vmPlatform
         let cleanup = CleanupRegistry.shared.register {
+            vmPlatform?.teardownAll()
             try? platform.restoreAll()
             try? store.finish(id, status: .interrupted)
         }
@@ -166,10 +189,12 @@ public final class Orchestrator: Sendable {
             }
         } catch {
             finalStatus = .failed
+            vmPlatform?.teardownAll()
             try? platform.restoreAll()
             try? store.finish(id, status: finalStatus)
             throw error
         }
+        vmPlatform?.teardownAll()
         try platform.restoreAll()
         try store.finish(id, status: finalStatus)
         return id
@@ -251,6 +276,19 @@ public final class Orchestrator: Sendable {
         }
         provenance["run_directory"] = directory
 
+        if configuration.platform == .qemu {
+            if condition.fragmentation != nil || condition.compact {
+                return try store(
+                    WorkloadResult(
+                        status: .unavailable,
+                        reason:
+                            "condition \(condition.name): fragmentation and compaction inside VM layers are not supported yet (host-side only)"
+                    ))
+            }
+            return try await executeInStack(
+                planned, configuration: configuration, workload: workload, adapter: adapter,
+                experimentRunID: experimentRunID, options: options, provenance: provenance, started: started)
+        }
         // The condition: a compacted start, then fragmentation injected after the configuration,
         // held during the workload.
         var conditionMetrics: [Metric] = []
@@ -325,6 +363,123 @@ public final class Orchestrator: Sendable {
             provenance.merge(extra) { $1 }
         }
         return try store(result, samples: samplesBox.samples)
+    }
+}
+
+extension Orchestrator {
+    /// A run in the innermost guest(s) of a configuration's stack (booted on first use and kept
+    /// for the following runs of the configuration). A stack that fails to boot or dies is a
+    /// failed run with the reason; the experiment goes on and the next run boots it afresh.
+    func executeInStack(
+        _ planned: PlannedRun, configuration: Configuration, workload: WorkloadSpec, adapter: any WorkloadAdapter,
+        experimentRunID: String, options: RunOptions, provenance initial: [String: String], started: Date
+    ) async throws -> RunRecord {
+        var provenance = initial
+        let artifacts = "\(options.resultsDirectory)/artifacts/\(experimentRunID)"
+        func store(_ result: WorkloadResult) throws -> RunRecord {
+            let record = RunRecord(
+                experimentRunID: experimentRunID, planned: planned, status: result.status, reason: result.reason,
+                startedAt: started, endedAt: Date(), invocations: result.invocations, exitStatus: result.exitStatus,
+                signal: result.signal, metrics: result.metrics, provenance: provenance, outputTail: result.outputTail)
+            try self.store.record(record, samples: [])
+            return record
+        }
+        guard let vmPlatform else { throw OrchestratorError("the qemu platform is not set up") }
+        if case .emulated(let reason) = vmPlatform.virtualization {
+            provenance["virtualization"] = "emulated host (\(reason)): functional only"
+        }
+        let stack: QemuStack
+        do {
+            stack = try await vmPlatform.stack(for: configuration, artifacts: absolute(artifacts))
+        } catch {
+            provenance["stack_directory"] = absolute(artifacts) + "/vm"
+            logger.error("stack failed to boot", metadata: ["configuration": "\(configuration.name)", "error": "\(error)"])
+            return try store(WorkloadResult(status: .failed, reason: "VM boot failed: \(error.description)"))
+        }
+        provenance["stack_directory"] = stack.directory
+        var invocations: [Invocation] = []
+        for layer in stack.layers {
+            provenance["\(layer.name).console"] = layer.consoleLog
+            provenance["\(layer.name).kernel"] = layer.kernelRelease
+            for (vcpu, cpus) in layer.pinning { provenance["\(layer.name).vcpu\(vcpu).cpus"] = CPUList.format(cpus) }
+            for (path, value) in layer.knobs { provenance["\(layer.name).knob:\(path)"] = value }
+            invocations.append(
+                Invocation(
+                    argv: layer.argv, environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
+                    workingDirectory: layer.parent.map { stack.layers[$0].name } ?? "host", cpus: []))
+        }
+        let targets = stack.workloadLayers.map { stack.layers[$0] }
+        let results = await withTaskGroup(of: (Int, WorkloadResult).self) { group in
+            for (i, layer) in targets.enumerated() {
+                group.addTask {
+                    let directory =
+                        "\(layer.agent.spool)/runs/\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
+                    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                    let context = WorkloadContext(
+                        runDirectory: directory, logger: self.logger,
+                        launchMeasured: { spec throws(ProcessError) in
+                            let (outcome, metrics) = try await QemuPlatform.launch(spec, in: layer, stack: stack)
+                            return MeasuredOutcome(outcome: outcome, metrics: metrics)
+                        },
+                        startHelper: { spec throws(ProcessError) in
+                            throw ProcessError(
+                                program: spec.program, message: "helper processes in guests are not supported yet", errno: nil)
+                        })
+                    return (i, await adapter.run(workload, context: context))
+                }
+            }
+            var all: [(Int, WorkloadResult)] = []
+            for await r in group { all.append(r) }
+            return all.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        for (i, layer) in targets.enumerated() {
+            provenance["run_directory" + (i == 0 ? "" : ".\(layer.name)")] =
+                "\(layer.agent.spool)/runs/\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
+        }
+        guard var result = results.first else {
+            return try store(WorkloadResult(status: .failed, reason: "the stack has no guest to run the workload in"))
+        }
+        // Colocated instances: their metrics under their layer's name; any failure fails the run.
+        for (i, other) in results.enumerated().dropFirst() {
+            let name = targets[i].name
+            result.metrics += other.metrics.map { m in
+                var m = m
+                m.name = "\(name).\(m.name)"
+                return m
+            }
+            if other.status != .ok && result.status == .ok {
+                result.status = other.status
+                result.reason = "\(name): \(other.reason ?? other.status.rawValue)"
+            }
+        }
+        result.invocations = invocations + result.invocations
+        if !stack.alive {
+            vmPlatform.discard(configuration.name)
+            if result.status == .ok { result.status = .failed }
+            result.reason = (result.reason.map { $0 + "; " } ?? "") + "the stack died during the run"
+            return try store(result)
+        }
+        let (layerMetrics, layerProvenance) = await QemuPlatform.layerState(stack)
+        result.metrics += layerMetrics
+        result.metrics.append(
+            Metric.unavailable(
+                "dtlb_load_misses", unit: "events", polarity: .lowerIsBetter, source: "perf",
+                reason: pmuReason(targets.first?.name ?? "the guest")))
+        provenance.merge(layerProvenance) { $1 }
+        if result.status != .ok && result.reason?.contains("did not answer") == true {
+            vmPlatform.discard(configuration.name)
+        }
+        return try store(result)
+    }
+
+    func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
+    func pmuReason(_ layer: String) -> String {
+        FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/cpu")
+            ? "unavailable: hardware counters for guests (host-side :G events or an in-guest vPMU) are not implemented yet"
+            : "unavailable: no PMU (this machine has no /sys/bus/event_source/devices/cpu, so no layer up to \(layer) has one)"
     }
 }
 

@@ -40,6 +40,19 @@ public struct ProcessSpec: Sendable, Hashable {
 
 /// Resource usage of a finished child (from wait4).
 public struct ResourceUsage: Sendable, Hashable, Codable {
+    public init(
+        minorFaults: Int, majorFaults: Int, userSeconds: Double, systemSeconds: Double, maxRSSKiB: Int,
+        voluntaryContextSwitches: Int, involuntaryContextSwitches: Int
+    ) {
+        self.minorFaults = minorFaults
+        self.majorFaults = majorFaults
+        self.userSeconds = userSeconds
+        self.systemSeconds = systemSeconds
+        self.maxRSSKiB = maxRSSKiB
+        self.voluntaryContextSwitches = voluntaryContextSwitches
+        self.involuntaryContextSwitches = involuntaryContextSwitches
+    }
+
     public var minorFaults: Int
     public var majorFaults: Int
     public var userSeconds: Double
@@ -62,6 +75,19 @@ public struct ProcessOutcome: Sendable, Hashable {
 
     public var succeeded: Bool { exitStatus == 0 && !timedOut }
 
+    public init(
+        pid: Int32, exitStatus: Int32?, signal: Int32?, timedOut: Bool, usage: ResourceUsage, wallSeconds: Double,
+        argv: [String]
+    ) {
+        self.pid = pid
+        self.exitStatus = exitStatus
+        self.signal = signal
+        self.timedOut = timedOut
+        self.usage = usage
+        self.wallSeconds = wallSeconds
+        self.argv = argv
+    }
+
     /// "exit 3", "killed by signal 9", "timed out after 5s".
     public func describe(timeout: Double?) -> String {
         if timedOut { return "timed out after \(timeout.map { String(format: "%g", $0) } ?? "?")s (process group killed)" }
@@ -75,6 +101,12 @@ public struct ProcessError: Error, Sendable, CustomStringConvertible {
     public var program: String
     public var message: String
     public var errno: Int32?
+
+    public init(program: String, message: String, errno: Int32?) {
+        self.program = program
+        self.message = message
+        self.errno = errno
+    }
 
     public var description: String {
         var text = "\(program): \(message)"

@@ -245,3 +245,96 @@ struct CollectorSettingsLoaderTests {
         #expect(problems("collectors: {perf: {scope: vm}}").first?.line == 19)
     }
 }
+
+@Suite("qemu configurations")
+struct QemuConfigurationTests {
+    static let suites: String = {
+        var dir = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent("Suites").path
+    }()
+
+    func experiment(_ configurations: String) -> String {
+        """
+        name: q
+        baseline: a
+        configurations:
+        \(configurations)
+        workloads:
+          - {name: random-access, suite: micro}
+        """
+    }
+
+    @Test func includesAreRelativeToTheExperimentFileAndVariablesExpand() throws {
+        let file = Self.suites + "/nested-smoke.yaml"
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let kernel = Self.suites + "/nested-smoke.yaml"  // any readable file stands in for an image
+        let e = try ExperimentLoader.parse(text, file: file, environment: ["NESTBENCH_KERNEL": kernel])
+        let vanilla = try #require(e.configuration(named: "vanilla"))
+        #expect(vanilla.platform == .qemu)
+        #expect(vanilla.layers.map(\.name) == ["L0", "L1", "L2"])
+        #expect(vanilla.layers.allSatisfy { $0.kernel == kernel })
+        #expect(vanilla.layers[2].settings.thp.enabled == "never")
+        #expect(vanilla.layers[1].pinning == [0, 1] && vanilla.layers[1].vcpus == 2)
+        #expect(vanilla.layers[0].modules == [KernelModule(name: "kvm_amd", parameters: ["nested": "1", "npt": "1"])])
+        let stock = try #require(e.configuration(named: "stock-thp"))
+        #expect(stock.layers.allSatisfy { $0.settings.knobs.isEmpty })
+    }
+
+    @Test func unsetVariableNamesTheIncludedFileKeyAndLine() throws {
+        let file = Self.suites + "/gemini-test.yaml"
+        let text = experiment("  a: {include: configurations/gemini.yaml}")
+        do {
+            _ = try ExperimentLoader.parse(text, file: file, environment: [:])
+            Issue.record("no error")
+        } catch {
+            let p = try #require(error.problems.first)
+            #expect(p.file.hasSuffix("configurations/gemini.yaml"))
+            #expect(p.keyPath == "layers.L0.kernel")
+            #expect(p.line == 7)
+            #expect(p.message.contains("GEMINI_KERNEL is not set"))
+        }
+    }
+
+    @Test func missingKernelImageAndBadLayersAreReported() throws {
+        let text = experiment(
+            """
+              a:
+                platform: qemu
+                layers:
+                  L0: {kernel: /nonexistent/vmlinuz}
+                  L2: {kernel: /vmlinuz}
+            """)
+        do {
+            _ = try ExperimentLoader.parse(text, file: "x.yaml", environment: [:])
+            Issue.record("no error")
+        } catch {
+            let text = error.description
+            #expect(text.contains("x.yaml:7:"))
+            #expect(text.contains("configurations.a.layers.L0.kernel: kernel image /nonexistent/vmlinuz does not exist"))
+            #expect(text.contains("configurations.a.layers.L2: layers are named L0, L1, L2 … in order; expected L1 here"))
+        }
+    }
+
+    @Test func pinningHugetlbPoolAndMemoryAreValidated() throws {
+        let text = experiment(
+            """
+              a:
+                platform: qemu
+                layers:
+                  L0: {vcpus: 2, memory: 2GiB}
+                  L1: {kernel: /vmlinuz, vcpus: 2, memory: 1GiB, pinning: [0], backing: hugetlb-2m}
+                  L2: {kernel: /vmlinuz, vcpus: 1, memory: 1GiB, pinning: [3]}
+            """)
+        do {
+            _ = try ExperimentLoader.parse(text, file: "x.yaml", environment: [:])
+            Issue.record("no error")
+        } catch {
+            let text = error.description
+            #expect(text.contains("layers.L1.pinning: pin each of the 2 vCPUs to one CPU (found 1 CPUs)"))
+            #expect(text.contains("layers.L1.backing: hugetlb-2m needs a pool of at least 512 huge pages in L0"))
+            #expect(text.contains("layers.L2.memory: L2 needs less memory than its host L1"))
+            #expect(text.contains("layers.L2.pinning: CPU 3 does not exist in L1, which has 2 vCPUs"))
+        }
+    }
+}

@@ -39,4 +39,10 @@ int nb_exit_status(int status);
 int nb_signaled(int status);
 int nb_term_signal(int status);
 
+/// Pins thread/process `tid` to `cpus` (sched_setaffinity). 0, or -1 with errno.
+int nb_set_affinity(pid_t tid, const int *cpus, int ncpus);
+
+/// The CPUs thread/process `tid` may run on, into `out` (at most `max`); the count, or -1 with errno.
+int nb_get_affinity(pid_t tid, int *out, int max);
+
 #endif

@@ -1,0 +1,254 @@
+import Foundation
+import Logging
+import NestBenchCollectors
+import NestBenchModel
+import NestBenchProcess
+
+/// The `qemu` platform: boots each configuration's stack once and keeps it booted for all the
+/// runs of that configuration (stacks of different configurations stay up side by side so the
+/// interleaved order costs no reboots); a stack that fails is torn down and booted afresh for the
+/// next run. Everything is torn down by `teardownAll` (end of experiment, failure, signals).
+public final class QemuPlatform: @unchecked Sendable {
+    public let booter: StackBooter
+    let logger: Logger
+    private let lock = NSLock()
+    private var stacks: [String: QemuStack] = [:]
+    private var boots: [String: Int] = [:]
+
+    public init(booter: StackBooter, logger: Logger) {
+        self.booter = booter
+        self.logger = logger
+    }
+
+    public var virtualization: HostVirtualization { booter.virtualization }
+
+    /// The booted stack of a configuration, booting it if needed.
+    public func stack(for configuration: Configuration, artifacts: String) async throws(BootFailure) -> QemuStack {
+        let (existing, old, n) = lock.withLock { () -> (QemuStack?, QemuStack?, Int) in
+            if let s = stacks[configuration.name], s.alive { return (s, nil, 0) }
+            let old = stacks.removeValue(forKey: configuration.name)
+            let n = (boots[configuration.name] ?? 0) + 1
+            boots[configuration.name] = n
+            return (nil, old, n)
+        }
+        if let existing { return existing }
+        old?.teardown()
+        let stack = try await booter.boot(configuration, directory: "\(artifacts)/vm/\(configuration.name)-boot\(n)")
+        lock.withLock { stacks[configuration.name] = stack }
+        return stack
+    }
+
+    /// Tears down one configuration's stack (after a failure inside it).
+    public func discard(_ configuration: String) {
+        let s = lock.withLock { stacks.removeValue(forKey: configuration) }
+        s?.teardown()
+    }
+
+    /// Tears down every stack: no QEMU survives.
+    public func teardownAll() {
+        let all = lock.withLock { () -> [QemuStack] in
+            let all = Array(stacks.values)
+            stacks.removeAll()
+            return all
+        }
+        for s in all { s.teardown() }
+    }
+
+    /// Before any measurement: each distinct guest kernel boots (in a throwaway emulated VM) and
+    /// has every path the layers using it need (required paths, knobs, module parameters after
+    /// loading the modules). Returns one problem per missing thing, naming the configuration,
+    /// layer and path.
+    public func preflight(_ configurations: [Configuration], artifacts: String) async -> [String] {
+        var problems: [String] = []
+        struct Use {
+            var configuration: String
+            var layer: VMLayer
+        }
+        var groups: [String: [Use]] = [:]
+        var order: [String] = []
+        for c in configurations where c.platform == .qemu {
+            for (i, layer) in c.layers.enumerated() {
+                if i == 0 && !virtualization.isEmulated { continue }
+                let key = "\(layer.kernel ?? "")|\(layer.initrd ?? "")|\(layer.modulesDirectory ?? "")"
+                if groups[key] == nil { order.append(key) }
+                groups[key, default: []].append(Use(configuration: c.name, layer: layer))
+            }
+        }
+        for (n, key) in order.enumerated() {
+            let uses = groups[key]!
+            let first = uses[0].layer
+            var probe = VMLayer(
+                name: "L0", kernel: first.kernel, initrd: first.initrd, modulesDirectory: first.modulesDirectory, vcpus: 1,
+                memoryBytes: 768 << 20, bootTimeoutSeconds: 180, bootRetries: 1)
+            probe.cpuModel = "max"
+            var emulated = booter
+            emulated.virtualization = .emulated(reason: "preflight")
+            let config = Configuration(name: "preflight\(n)", platform: .qemu, layers: [probe, probe])
+            let stack: QemuStack
+            do {
+                // Only L0 of this two-entry list boots: emulated-host stacks boot every layer, so
+                // boot a one-layer stack by hand.
+                stack = QemuStack(configuration: config, directory: "\(artifacts)/preflight/\(n)", logger: logger)
+                try FileManager.default.createDirectory(atPath: stack.directory, withIntermediateDirectories: true)
+                let prepared = try await emulated.prepare(probe)
+                _ = try await emulated.bootOnce(
+                    probe, name: "probe", attempt: 0, prepared: prepared, stack: stack, parent: nil,
+                    parentShare: stack.directory, hostsNext: false, emulatedHost: true)
+            } catch let error as BootFailure {
+                for use in uses {
+                    problems.append(
+                        "configurations.\(use.configuration).layers.\(use.layer.name): kernel \(use.layer.kernel ?? "?") does not boot: \(error)"
+                    )
+                }
+                continue
+            } catch {
+                problems.append("preflight: \(error)")
+                continue
+            }
+            defer { stack.teardown() }
+            let agent = stack.layers[0].agent
+            for use in uses {
+                do {
+                    for module in use.layer.modules {
+                        let (status, _) = try await agent.output(["modprobe"] + module.modprobeArguments)
+                        if status != 0 {
+                            problems.append(
+                                "configurations.\(use.configuration).layers.\(use.layer.name).modules: modprobe \(module.name) failed in kernel \(use.layer.kernel ?? "?")"
+                            )
+                        }
+                    }
+                    let paths =
+                        use.layer.requires + use.layer.settings.knobs.map(\.path) + use.layer.modules.flatMap(\.parameterPaths)
+                    for path in try await StackBooter.missingPaths(paths, agent: agent, failure: { nil }) {
+                        problems.append(
+                            "configurations.\(use.configuration).layers.\(use.layer.name): kernel \(use.layer.kernel ?? "?") has no \(path) (required by this configuration)"
+                        )
+                    }
+                } catch {
+                    problems.append("configurations.\(use.configuration).layers.\(use.layer.name): preflight: \(error)")
+                }
+            }
+        }
+        return problems
+    }
+
+    /// Runs a measured process in a guest through its agent.
+    public static func launch(_ spec: ProcessSpec, in layer: BootedLayer, stack: QemuStack) async throws(ProcessError)
+        -> (ProcessOutcome, [Metric])
+    {
+        let agent = layer.agent
+        var r = AgentRequest(verb: .run)
+        r.argv = [spec.program] + spec.arguments
+        r.environment = spec.environment
+        r.workingDirectory = spec.workingDirectory.map(agent.guestPath)
+        r.stdoutPath = spec.stdoutPath.map(agent.guestPath)
+        r.stderrPath = spec.stderrPath.map(agent.guestPath)
+        r.cpus = spec.cpus
+        r.timeoutSeconds = spec.timeoutSeconds
+        let response: AgentResponse
+        do {
+            response = try await agent.send(r, timeout: (spec.timeoutSeconds ?? 3600) + 120, failure: stack.deadReason)
+        } catch {
+            throw ProcessError(program: spec.program, message: "in \(layer.name): \(error)", errno: nil)
+        }
+        let usage = ResourceUsage(
+            minorFaults: response.int("minor_faults") ?? 0, majorFaults: response.int("major_faults") ?? 0,
+            userSeconds: response.double("user_seconds") ?? 0, systemSeconds: response.double("system_seconds") ?? 0,
+            maxRSSKiB: response.int("max_rss_kib") ?? 0, voluntaryContextSwitches: 0, involuntaryContextSwitches: 0)
+        let outcome = ProcessOutcome(
+            pid: Int32(response.int("pid") ?? -1), exitStatus: response.int("exit").map(Int32.init),
+            signal: response.int("signal").map(Int32.init), timedOut: response.fields["timed_out"] == "1", usage: usage,
+            wallSeconds: response.double("wall_seconds") ?? 0, argv: r.argv)
+        var metrics = UsageCollector().attach(pid: outcome.pid).finish(outcome).metrics.map { m -> Metric in
+            var m = m
+            m.detail = "measured in \(layer.name) by the guest agent" + (m.detail.map { " (\($0))" } ?? "")
+            return m
+        }
+        metrics += response.metrics.map { m in
+            var m = m
+            m.detail = "in \(layer.name)"
+            return m
+        }
+        return (outcome, metrics)
+    }
+
+    /// Per-layer state after a run: FMFI (order 9), THP enabled, AnonHugePages and hugetlb use
+    /// of each layer, and AnonHugePages of the QEMU process backing each guest.
+    public static func layerState(_ stack: QemuStack) async -> (metrics: [Metric], provenance: [String: String]) {
+        var metrics: [Metric] = []
+        var provenance: [String: String] = [:]
+        let thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+        for layer in stack.layers {
+            var files = ["/proc/buddyinfo", thp, "/proc/meminfo"]
+            // The QEMU processes this layer runs (its children in the stack).
+            let children = stack.layers.filter { $0.parent.map { stack.layers[$0].name } == layer.name }
+            files += children.map { "/proc/\($0.qemuPID)/smaps_rollup" }
+            guard let (_, text) = try? await layer.agent.output(["grep", "-H", "", "--"] + files, failure: stack.deadReason)
+            else {
+                metrics.append(
+                    Metric.unavailable(
+                        "\(layer.name).fmfi", unit: "ratio", polarity: .neutral, source: "layer",
+                        reason: "unavailable: \(layer.name)'s agent did not answer"))
+                continue
+            }
+            var byFile: [String: String] = [:]
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                byFile[String(line[..<colon]), default: ""] += line[line.index(after: colon)...] + "\n"
+            }
+            metrics += state(of: layer.name, files: byFile, thpPath: thp, provenance: &provenance)
+            for child in children {
+                if let smaps = byFile["/proc/\(child.qemuPID)/smaps_rollup"],
+                    let huge = KeyValueFile.meminfo(smaps)["AnonHugePages"]
+                {
+                    metrics.append(
+                        Metric(
+                            name: "\(child.name).qemu_anon_huge_bytes", value: Double(huge), unit: "bytes", polarity: .neutral,
+                            source: "smaps", detail: "AnonHugePages of the QEMU process backing \(child.name), in \(layer.name)"))
+                }
+            }
+        }
+        // Guests whose QEMU runs on this machine.
+        for layer in stack.layers where layer.parent == nil {
+            if let smaps = KernelFile.read("/proc/\(layer.qemuPID)/smaps_rollup"),
+                let huge = KeyValueFile.meminfo(smaps)["AnonHugePages"]
+            {
+                metrics.append(
+                    Metric(
+                        name: "\(layer.name).qemu_anon_huge_bytes", value: Double(huge), unit: "bytes", polarity: .neutral,
+                        source: "smaps", detail: "AnonHugePages of the QEMU process backing \(layer.name), on this machine"))
+            }
+        }
+        return (metrics, provenance)
+    }
+
+    static func state(of name: String, files: [String: String], thpPath: String, provenance: inout [String: String])
+        -> [Metric]
+    {
+        var metrics: [Metric] = []
+        if let text = files["/proc/buddyinfo"], let info = try? Buddyinfo.parse(text) {
+            metrics.append(
+                Metric(
+                    name: "\(name).fmfi", value: info.machineFMFI(order: 9), unit: "ratio", polarity: .neutral,
+                    source: "buddyinfo",
+                    detail: "free memory fragmentation index at order 9 in \(name), after the run"))
+        }
+        if let text = files[thpPath] { provenance["\(name).thp_enabled"] = KernelFile.selectedValue(text) }
+        if let text = files["/proc/meminfo"] {
+            let m = KeyValueFile.meminfo(text)
+            if let v = m["AnonHugePages"] {
+                metrics.append(
+                    Metric(
+                        name: "\(name).anon_huge_bytes", value: Double(v), unit: "bytes", polarity: .neutral, source: "meminfo",
+                        detail: "AnonHugePages of all of \(name), after the run"))
+            }
+            if let total = m["HugePages_Total"], let free = m["HugePages_Free"] {
+                metrics.append(
+                    Metric(
+                        name: "\(name).hugetlb_used_pages", value: Double(total - free), unit: "pages", polarity: .neutral,
+                        source: "meminfo", detail: "HugePages_Total - HugePages_Free in \(name)"))
+            }
+        }
+        return metrics
+    }
+}

@@ -1,0 +1,464 @@
+import CProcess
+import Foundation
+import Logging
+import NestBenchModel
+import NestBenchProcess
+
+/// Whether this machine can host L1 itself, or an emulated host must stand in for L0.
+public enum HostVirtualization: Sendable, Hashable {
+    /// /dev/kvm with hardware virtualization: L0 is this machine.
+    case hardware
+    /// No usable hardware virtualization: L0 is a TCG guest with emulated SVM + nested paging.
+    case emulated(reason: String)
+
+    public var isEmulated: Bool { if case .emulated = self { true } else { false } }
+
+    /// The note every report of such a run carries.
+    public static let emulatedNote =
+        "functional only: emulated host (L0 is a TCG guest: no hardware virtualization here; timings are not performance numbers)"
+
+    /// kvm_pvm (a paravirtual KVM with shadow paging only) cannot boot stock kernels; without
+    /// /dev/kvm or the svm/vmx flag there is nothing to use either.
+    public static func detect() -> HostVirtualization {
+        if FileManager.default.fileExists(atPath: "/sys/module/kvm_pvm") {
+            return .emulated(reason: "/dev/kvm is kvm_pvm (paravirtual, shadow paging only): it cannot boot stock kernels")
+        }
+        guard FileManager.default.fileExists(atPath: "/dev/kvm") else {
+            return .emulated(reason: "no /dev/kvm")
+        }
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let flags = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
+        let words = Set(flags.split(separator: " "))
+        if !words.contains("svm") && !words.contains("vmx") {
+            return .emulated(reason: "the CPU has no svm/vmx flag")
+        }
+        return .hardware
+    }
+}
+
+/// A process running a layer's QEMU, in this machine or in a guest.
+enum QemuProcess: Sendable {
+    case host(RunningProcess, socketDirectory: String)
+    case guest(pid: Int32, parent: GuestAgent)
+}
+
+/// One booted VM of a stack.
+public struct BootedLayer: Sendable {
+    public var name: String
+    public var agent: GuestAgent
+    /// This machine's path of the console log.
+    public var consoleLog: String
+    /// QEMU's argv as started (in the parent layer).
+    public var argv: [String]
+    /// pid of QEMU in its parent layer.
+    public var qemuPID: Int32
+    /// vCPU → CPUs as read back after pinning.
+    public var pinning: [Int: [Int]]
+    /// Knob path → value read back after writing.
+    public var knobs: [String: String]
+    /// Index of the parent in the stack's layers; nil = this machine.
+    public var parent: Int?
+    public var kernelRelease: String
+}
+
+/// What went wrong booting a stack (a failed run, not a failed experiment).
+public struct BootFailure: Error, Sendable, CustomStringConvertible {
+    public var layer: String
+    public var message: String
+    public var consoleLog: String?
+    public var description: String {
+        "\(layer): \(message)" + (consoleLog.map { " (console log: \($0))" } ?? "")
+    }
+}
+
+/// A booted stack of layers. Killing the outermost QEMU takes every inner VM with it.
+public final class QemuStack: @unchecked Sendable {
+    public let configuration: Configuration
+    public let directory: String
+    public private(set) var layers: [BootedLayer] = []
+    /// Innermost instances (colocation): indices into `layers`.
+    public private(set) var workloadLayers: [Int] = []
+    var processes: [QemuProcess] = []
+    let lock = NSLock()
+    let logger: Logger
+
+    init(configuration: Configuration, directory: String, logger: Logger) {
+        self.configuration = configuration
+        self.directory = directory
+        self.logger = logger
+    }
+
+    /// Whether every host-side QEMU is still running.
+    public var alive: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return processes.allSatisfy { p in if case .host(let r, _) = p { !r.hasExited } else { true } }
+    }
+
+    /// Kills every QEMU of this stack (outermost ones on this machine) and waits for them.
+    public func teardown() {
+        lock.lock()
+        let all = processes
+        processes = []
+        lock.unlock()
+        for p in all.reversed() {
+            if case .host(let r, let dir) = p {
+                r.kill()
+                _ = r.waitBlocking()
+                try? FileManager.default.removeItem(atPath: dir)
+            }
+        }
+    }
+
+    func add(_ p: QemuProcess) {
+        lock.lock()
+        processes.append(p)
+        lock.unlock()
+    }
+
+    func record(_ layer: BootedLayer) -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        layers.append(layer)
+        return layers.count - 1
+    }
+
+    func markWorkload(_ index: Int) {
+        lock.lock()
+        workloadLayers.append(index)
+        lock.unlock()
+    }
+}
+
+/// Boots stacks: images prepared first (all layers see this machine's root), then each layer
+/// started paused, pinned over QMP, continued, waited for (boot timeout, retries), configured
+/// (modules, knobs, required paths, nested virtualization for the next layer).
+public struct StackBooter: Sendable {
+    public var images: GuestImages
+    /// The guest agent binary (built by the harness locator), visible in guests at this path.
+    public var agentBinary: String
+    public var virtualization: HostVirtualization
+    public var logger: Logger
+    public var qemuBinary: String = "qemu-system-x86_64"
+
+    public init(images: GuestImages, agentBinary: String, virtualization: HostVirtualization, logger: Logger) {
+        self.images = images
+        self.agentBinary = agentBinary
+        self.virtualization = virtualization
+        self.logger = logger
+    }
+
+    struct Prepared: Sendable {
+        var kernel: String
+        var initrd: String
+        var release: String
+    }
+
+    func prepare(_ layer: VMLayer) async throws(BootFailure) -> Prepared {
+        guard let image = layer.kernel else {
+            throw BootFailure(layer: layer.name, message: "no kernel image (set kernel: for \(layer.name))")
+        }
+        do {
+            let (kernel, release) = try await images.bootable(image)
+            if let initrd = layer.initrd { return Prepared(kernel: kernel, initrd: initrd, release: release ?? "?") }
+            guard let moduleDir = layer.modulesDirectory ?? release.map({ "/lib/modules/\($0)" }) else {
+                throw VMError("\(image): cannot tell the kernel release; set modules_dir: for \(layer.name)")
+            }
+            let initrd = try await images.initramfs(modulesDirectory: moduleDir)
+            return Prepared(kernel: kernel, initrd: initrd, release: release ?? "?")
+        } catch {
+            throw BootFailure(layer: layer.name, message: "\(error)")
+        }
+    }
+
+    /// Boots the whole stack of `configuration` into `directory` (artifacts: shares, console logs).
+    public func boot(_ configuration: Configuration, directory: String) async throws(BootFailure) -> QemuStack {
+        let stack = QemuStack(configuration: configuration, directory: directory, logger: logger)
+        do {
+            try await bootLayers(stack)
+        } catch {
+            stack.teardown()
+            throw error
+        }
+        return stack
+    }
+
+    func bootLayers(_ stack: QemuStack) async throws(BootFailure) {
+        let configuration = stack.configuration
+        let vmLayers = virtualization.isEmulated ? configuration.layers : Array(configuration.layers.dropFirst())
+        var prepared: [String: Prepared] = [:]
+        for layer in vmLayers { prepared[layer.name] = try await prepare(layer) }
+        do {
+            try FileManager.default.createDirectory(atPath: stack.directory, withIntermediateDirectories: true)
+        } catch {
+            throw BootFailure(layer: "stack", message: "\(stack.directory): cannot create (\(error))")
+        }
+        // (parent index or nil for this machine, parent's share on this machine)
+        var parents: [(Int?, String)] = [(nil, stack.directory)]
+        for (position, layer) in vmLayers.enumerated() {
+            let isInnermost = position == vmLayers.count - 1
+            var next: [(Int?, String)] = []
+            for (parentIndex, parentShare) in parents {
+                for instance in 0..<(isInnermost ? layer.instances : 1) {
+                    let name = layer.instances > 1 ? "\(layer.name).\(instance)" : layer.name
+                    let hostsNext = !isInnermost
+                    let index = try await bootWithRetries(
+                        layer, name: name, prepared: prepared[layer.name]!, stack: stack, parent: parentIndex,
+                        parentShare: parentShare, hostsNext: hostsNext,
+                        emulatedHost: parentIndex == nil && virtualization.isEmulated)
+                    if isInnermost { stack.markWorkload(index) }
+                    next.append((index, stack.layers[index].agent.spool))
+                }
+            }
+            parents = next
+        }
+    }
+
+    func bootWithRetries(
+        _ layer: VMLayer, name: String, prepared: Prepared, stack: QemuStack, parent: Int?, parentShare: String,
+        hostsNext: Bool, emulatedHost: Bool
+    ) async throws(BootFailure) -> Int {
+        var lastError: BootFailure?
+        for attempt in 0...layer.bootRetries {
+            do {
+                return try await bootOnce(
+                    layer, name: name, attempt: attempt, prepared: prepared, stack: stack, parent: parent,
+                    parentShare: parentShare, hostsNext: hostsNext, emulatedHost: emulatedHost)
+            } catch {
+                lastError = error
+                logger.warning(
+                    "boot failed", metadata: ["layer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error.description)"])
+            }
+        }
+        throw lastError!
+    }
+
+    func bootOnce(
+        _ layer: VMLayer, name: String, attempt: Int, prepared: Prepared, stack: QemuStack, parent: Int?,
+        parentShare: String, hostsNext: Bool, emulatedHost: Bool
+    ) async throws(BootFailure) -> Int {
+        let suffix = attempt == 0 ? "" : ".retry\(attempt)"
+        let share = "\(parentShare)/\(name)\(suffix)"
+        let consoleHost = "\(parentShare)/\(name)\(suffix).console.log"
+        let qemuLogHost = "\(parentShare)/\(name)\(suffix).qemu.log"
+        do {
+            try FileManager.default.createDirectory(atPath: share + "/req", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: share + "/resp", withIntermediateDirectories: true)
+        } catch {
+            throw BootFailure(layer: name, message: "\(share): cannot create the share (\(error))")
+        }
+        let parentAgent = parent.map { stack.layers[$0].agent }
+        func seen(_ path: String) -> String { parentAgent?.guestPath(path) ?? path }
+        let socketDirectory = parent == nil ? NSTemporaryDirectory() + "nbq-\(getpid())-\(UUID().uuidString.prefix(8))" : ""
+        let qmp = parent == nil ? socketDirectory + "/qmp" : "/run/nb-\(name).qmp"
+        var arguments = ["console=ttyS0", "panic=-1", "nb.agent=\(agentBinary)"]
+        arguments += layer.cmdline
+        let machine = QemuMachine(
+            name: name, binary: qemuBinary, accelerator: emulatedHost ? .tcg : .kvm, cpuModel: layer.cpuModel,
+            vcpus: layer.vcpus, memoryBytes: layer.memoryBytes, backing: layer.backing, kernel: prepared.kernel,
+            initrd: prepared.initrd, kernelArguments: arguments, share: seen(share), consoleLog: seen(consoleHost),
+            qmpSocket: qmp)
+        let argv = [qemuBinary] + QemuCommandLine.arguments(for: machine)
+        let agent = GuestAgent(spool: share, name: name)
+        let process: QemuProcess
+        var pinning: [Int: [Int]] = [:]
+        let started = ContinuousClock.now
+        logger.info("booting", metadata: ["layer": "\(name)", "console": "\(consoleHost)"])
+        if let parentAgent {
+            var spawn = AgentRequest(verb: .spawn)
+            spawn.argv = argv
+            spawn.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
+            spawn.stdoutPath = seen(qemuLogHost)
+            spawn.stderrPath = seen(qemuLogHost)
+            let response: AgentResponse
+            do {
+                response = try await parentAgent.send(spawn, timeout: 60, failure: stack.deadReason)
+            } catch {
+                throw BootFailure(layer: name, message: "starting QEMU: \(error)", consoleLog: nil)
+            }
+            guard let pid = response.int("pid") else {
+                throw BootFailure(layer: name, message: "the agent did not report QEMU's pid")
+            }
+            process = .guest(pid: Int32(pid), parent: parentAgent)
+            var pin = AgentRequest(verb: .pin)
+            pin.qmpSocket = qmp
+            pin.vcpuCPUs = layer.pinning
+            do {
+                let r = try await parentAgent.send(pin, timeout: layer.bootTimeoutSeconds, failure: stack.deadReason)
+                if let error = r.error { throw VMError(error) }
+                for v in r.vcpus { pinning[v.index] = v.cpus }
+            } catch {
+                await kill(process)
+                throw BootFailure(
+                    layer: name, message: "pinning/continuing over QMP: \(error) — \(tail(qemuLogHost))", consoleLog: consoleHost)
+            }
+        } else {
+            do {
+                try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
+            } catch {
+                throw BootFailure(layer: name, message: "\(socketDirectory): \(error)")
+            }
+            let running: RunningProcess
+            do {
+                running = try ProcessRunner.start(
+                    ProcessSpec(
+                        program: qemuBinary, arguments: Array(argv.dropFirst()),
+                        environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stdoutPath: qemuLogHost,
+                        stderrPath: qemuLogHost))
+                try running.release()
+            } catch {
+                throw BootFailure(layer: name, message: "starting \(qemuBinary): \(error); install qemu-system-x86")
+            }
+            process = .host(running, socketDirectory: socketDirectory)
+            stack.add(process)
+            do {
+                pinning = try Self.pinOnHost(socket: qmp, name: name, cpus: layer.pinning)
+            } catch {
+                throw BootFailure(
+                    layer: name, message: "pinning/continuing over QMP: \(error) — \(tail(qemuLogHost))", consoleLog: consoleHost)
+            }
+        }
+        if case .guest = process { stack.add(process) }
+        // Wait for the agent.
+        let deadline = started + .milliseconds(Int(layer.bootTimeoutSeconds * 1000))
+        while agent.ready == nil {
+            if ContinuousClock.now > deadline {
+                await kill(process)
+                throw BootFailure(
+                    layer: name,
+                    message: "did not come up within the boot timeout of \(Int(layer.bootTimeoutSeconds))s; QEMU killed",
+                    consoleLog: consoleHost)
+            }
+            if case .host(let r, _) = process, r.hasExited {
+                throw BootFailure(
+                    layer: name, message: "QEMU exited during boot: \(tail(qemuLogHost)) \(tail(consoleHost))",
+                    consoleLog: consoleHost)
+            }
+            if let dead = stack.deadReason() { throw BootFailure(layer: name, message: dead, consoleLog: consoleHost) }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        let bootSeconds = (ContinuousClock.now - started).seconds
+        let release = agent.ready?["kernel"] ?? prepared.release
+        logger.info("booted", metadata: ["layer": "\(name)", "seconds": "\(Int(bootSeconds))"])
+        // Configure: modules, knobs, required paths, nested virtualization.
+        var knobs: [String: String] = ["boot_seconds": String(format: "%.1f", bootSeconds)]
+        do {
+            for module in layer.modules {
+                // Under emulation a module load can take minutes: allow the layer's boot timeout.
+                let (status, _) = try await agent.output(
+                    ["modprobe"] + module.modprobeArguments, timeout: layer.bootTimeoutSeconds, failure: stack.deadReason)
+                if status != 0 {
+                    throw VMError(
+                        "modprobe \(module.modprobeArguments.joined(separator: " ")) failed "
+                            + (status.map { "(exit \($0))" } ?? "(killed after \(Int(layer.bootTimeoutSeconds))s)"))
+                }
+            }
+            for knob in layer.settings.knobs {
+                var w = AgentRequest(verb: .write)
+                w.path = knob.path
+                w.value = knob.value
+                let r = try await agent.send(w, timeout: 60, failure: stack.deadReason)
+                let back = Self.selected(r.fields["value"] ?? "")
+                if back != knob.value {
+                    throw VMError("\(knob.path): wrote \"\(knob.value)\" but the kernel reports \"\(back)\"")
+                }
+                knobs[knob.path] = back
+            }
+            let missing = try await Self.missingPaths(
+                layer.requires + layer.modules.flatMap(\.parameterPaths), agent: agent, failure: stack.deadReason)
+            if let first = missing.first {
+                throw VMError(
+                    "this kernel (\(release)) has no \(first)\(missing.count > 1 ? " (and \(missing.count - 1) more)" : "")")
+            }
+            if hostsNext {
+                let (status, _) = try await agent.output(["test", "-c", "/dev/kvm"], failure: stack.deadReason)
+                if status != 0 {
+                    throw VMError(
+                        "nested virtualization is not available (no /dev/kvm): load kvm_amd with nested=1 here and in the layer below"
+                    )
+                }
+            }
+        } catch {
+            await kill(process)
+            throw BootFailure(layer: name, message: "\(error)", consoleLog: consoleHost)
+        }
+        let pid: Int32
+        switch process {
+        case .host(let r, _): pid = r.pid
+        case .guest(let p, _): pid = p
+        }
+        return stack.record(
+            BootedLayer(
+                name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
+                parent: parent, kernelRelease: release))
+    }
+
+    static func selected(_ text: String) -> String {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let open = trimmed.firstIndex(of: "["), let close = trimmed[open...].firstIndex(of: "]") {
+            return String(trimmed[trimmed.index(after: open)..<close])
+        }
+        return trimmed
+    }
+
+    /// The paths of `paths` that do not exist in the guest (one `stat` for all).
+    static func missingPaths(_ paths: [String], agent: GuestAgent, failure: @escaping @Sendable () -> String?)
+        async throws(VMError) -> [String]
+    {
+        guard !paths.isEmpty else { return [] }
+        var missing: [String] = []
+        for path in paths {
+            let (status, _) = try await agent.output(["test", "-e", path], failure: failure)
+            if status != 0 { missing.append(path) }
+        }
+        return missing
+    }
+
+    func kill(_ process: QemuProcess) async {
+        switch process {
+        case .host(let r, let dir):
+            r.kill()
+            _ = await r.wait()
+            try? FileManager.default.removeItem(atPath: dir)
+        case .guest(let pid, let parent):
+            var k = AgentRequest(verb: .kill)
+            k.pid = pid
+            k.signal = SIGKILL
+            _ = try? await parent.send(k, timeout: 30)
+        }
+    }
+
+    func tail(_ path: String) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { return "" }
+        return String(decoding: data.suffix(300), as: UTF8.self).replacingOccurrences(of: "\n", with: " | ")
+    }
+
+    /// QMP on this machine: handshake, vCPU threads pinned and read back, `cont`.
+    static func pinOnHost(socket: String, name: String, cpus: [Int]) throws(QMPError) -> [Int: [Int]] {
+        let client = QMPClient(transport: try UnixSocketTransport(path: socket, timeout: 20), name: name)
+        try client.handshake()
+        var result: [Int: [Int]] = [:]
+        for thread in try client.vcpuThreads() {
+            if thread.cpuIndex < cpus.count {
+                var cpu = Int32(cpus[thread.cpuIndex])
+                if nb_set_affinity(thread.threadID, &cpu, 1) != 0 {
+                    throw QMPError(
+                        "\(name): pinning vCPU \(thread.cpuIndex) (thread \(thread.threadID)) to CPU \(cpu): \(String(cString: strerror(errno)))"
+                    )
+                }
+            }
+            var out = [Int32](repeating: 0, count: 1024)
+            let n = nb_get_affinity(thread.threadID, &out, 1024)
+            result[thread.cpuIndex] = n > 0 ? out[0..<Int(n)].map(Int.init) : []
+        }
+        _ = try client.execute("cont")
+        return result
+    }
+}
+
+extension QemuStack {
+    /// Why the stack is dead, if an outer QEMU exited.
+    @Sendable func deadReason() -> String? {
+        alive ? nil : "the VM's QEMU exited (see the console logs in \(directory))"
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+import NestBenchModel
+import NestBenchVM
+import Testing
+
+/// Replays a recorded QMP session: what the client sends must match the recording line by line.
+final class TranscriptTransport: QMPTransport, @unchecked Sendable {
+    var lines: [(outgoing: Bool, text: String)]
+    var sent: [String] = []
+
+    init(_ transcript: String) {
+        lines = transcript.split(separator: "\n").map { line in
+            (line.hasPrefix(">"), String(line.dropFirst(2)))
+        }
+    }
+
+    func send(_ line: String) throws(QMPError) {
+        guard let next = lines.first, next.outgoing else { throw QMPError("unexpected send: \(line)") }
+        let a = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? NSDictionary
+        let b = try? JSONSerialization.jsonObject(with: Data(next.text.utf8)) as? NSDictionary
+        guard a == b else { throw QMPError("sent \(line), recording has \(next.text)") }
+        lines.removeFirst()
+        sent.append(line)
+    }
+
+    func receiveLine() throws(QMPError) -> String? {
+        guard let next = lines.first else { return nil }
+        guard !next.outgoing else { throw QMPError("the recording expects a send of \(next.text) first") }
+        lines.removeFirst()
+        return next.text
+    }
+}
+
+@Suite("QMP client against recorded transcripts")
+struct QMPClientTests {
+    static let transcriptPath: String = {
+        var dir = URL(fileURLWithPath: #filePath)
+        dir.deleteLastPathComponent()
+        return dir.appendingPathComponent("Transcripts/qmp-qemu7.2-tcg-2vcpu.txt").path
+    }()
+
+    @Test func handshakeVCPUThreadsEventsAndErrors() throws {
+        let transport = TranscriptTransport(try String(contentsOfFile: Self.transcriptPath, encoding: .utf8))
+        let client = QMPClient(transport: transport, name: "T")
+        #expect(try client.handshake() == "7.2.22")
+        let threads = try client.vcpuThreads()
+        #expect(threads == [VCPUThread(cpuIndex: 0, threadID: 21319), VCPUThread(cpuIndex: 1, threadID: 21320)])
+        // "cont" and "stop" are answered after a RESUME / STOP event line: the event is skipped.
+        _ = try client.execute("cont")
+        _ = try client.execute("stop")
+        #expect(throws: QMPError.self) { _ = try client.execute("no-such-command") }
+        do {
+            _ = try client.execute("quit")
+        }
+        #expect(transport.lines.isEmpty, "the whole recording was replayed")
+    }
+
+    @Test func errorNamesTheCommandAndQEMUsDescription() throws {
+        let transport = TranscriptTransport(
+            """
+            > {"execute":"no-such-command"}
+            < {"error": {"class": "CommandNotFound", "desc": "The command no-such-command has not been found"}}
+            """)
+        let client = QMPClient(transport: transport, name: "L1")
+        do {
+            _ = try client.execute("no-such-command")
+            Issue.record("no error thrown")
+        } catch {
+            #expect(error.description == "L1: no-such-command failed: The command no-such-command has not been found")
+        }
+    }
+
+    @Test func missingGreetingAndClosedStreamAreErrors() {
+        let closed = QMPClient(transport: TranscriptTransport(""), name: "L0")
+        #expect(throws: QMPError.self) { try closed.handshake() }
+        let wrong = QMPClient(transport: TranscriptTransport("< {\"return\": {}}"), name: "L0")
+        #expect(throws: QMPError.self) { try wrong.handshake() }
+    }
+}
+
+@Suite("QEMU command line builder")
+struct QemuCommandLineTests {
+    func machine(_ accel: QemuMachine.Accelerator, backing: MemoryBacking = .anonymous) -> QemuMachine {
+        QemuMachine(
+            name: "L1", accelerator: accel, vcpus: 2, memoryBytes: 1536 << 20, backing: backing, kernel: "/k/vmlinux",
+            initrd: "/k/initrd.gz", kernelArguments: ["console=ttyS0", "nb.agent=/a"], share: "/nb/L1,x",
+            consoleLog: "/nb/L1.console.log", qmpSocket: "/run/nb-L1.qmp")
+    }
+
+    func value(after flag: String, in args: [String]) -> [String] {
+        args.indices.filter { args[$0] == flag && $0 + 1 < args.count }.map { args[$0 + 1] }
+    }
+
+    @Test func emulatedHostUsesMultiThreadedTCGAndMaxCPU() {
+        let args = QemuCommandLine.arguments(for: machine(.tcg))
+        #expect(value(after: "-accel", in: args) == ["tcg,thread=multi"])
+        #expect(value(after: "-cpu", in: args) == ["max"])
+        #expect(value(after: "-name", in: args) == ["L1,debug-threads=on"])
+    }
+
+    @Test func kvmGuestUsesHostCPUUnlessAModelIsGiven() {
+        #expect(value(after: "-cpu", in: QemuCommandLine.arguments(for: machine(.kvm))) == ["host"])
+        var m = machine(.kvm)
+        m.cpuModel = "EPYC"
+        #expect(value(after: "-cpu", in: QemuCommandLine.arguments(for: m)) == ["EPYC"])
+    }
+
+    @Test func bootsPausedWithQMPKernelSharesAndConsole() {
+        let args = QemuCommandLine.arguments(for: machine(.kvm))
+        #expect(args.contains("-S"))
+        #expect(value(after: "-qmp", in: args) == ["unix:/run/nb-L1.qmp,server=on,wait=off"])
+        #expect(value(after: "-kernel", in: args) == ["/k/vmlinux"])
+        #expect(value(after: "-initrd", in: args) == ["/k/initrd.gz"])
+        #expect(value(after: "-append", in: args) == ["console=ttyS0 nb.agent=/a"])
+        #expect(value(after: "-serial", in: args) == ["file:/nb/L1.console.log"])
+        #expect(value(after: "-bios", in: args) == ["/usr/share/qemu/qboot.rom"])
+        #expect(value(after: "-smp", in: args) == ["2"])
+        #expect(value(after: "-m", in: args) == ["1536M"])
+        let fsdevs = value(after: "-fsdev", in: args)
+        #expect(fsdevs.count == 2)
+        #expect(fsdevs[0] == "local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap")
+        // A comma in a path is doubled, as QEMU's option syntax requires.
+        #expect(fsdevs[1] == "local,id=nbshare,path=/nb/L1,,x,security_model=none,multidevs=remap")
+        #expect(value(after: "-device", in: args).contains("virtio-9p-pci,fsdev=nbshare,mount_tag=nbshare"))
+    }
+
+    @Test func memoryBackings() {
+        #expect(QemuCommandLine.memoryBackend(.anonymous, bytes: 1 << 30) == "memory-backend-ram,id=ram0,size=1024M")
+        #expect(
+            QemuCommandLine.memoryBackend(.thp, bytes: 1 << 30) == "memory-backend-ram,id=ram0,size=1024M,prealloc=on")
+        #expect(
+            QemuCommandLine.memoryBackend(.hugetlb2M, bytes: 512 << 20)
+                == "memory-backend-memfd,id=ram0,size=512M,hugetlb=on,hugetlbsize=2M,prealloc=on")
+        #expect(
+            QemuCommandLine.memoryBackend(.hugetlb1G, bytes: 2 << 30)
+                == "memory-backend-memfd,id=ram0,size=2048M,hugetlb=on,hugetlbsize=1G,prealloc=on")
+        let args = QemuCommandLine.arguments(for: machine(.kvm, backing: .hugetlb2M))
+        #expect(value(after: "-machine", in: args) == ["pc,memory-backend=ram0"])
+        #expect(value(after: "-object", in: args).first?.hasPrefix("memory-backend-memfd") == true)
+    }
+}
+
+@Suite("guest agent protocol")
+struct GuestAgentProtocolTests {
+    @Test func requestEncodingIsLinesAndRejectsNewlines() throws {
+        var r = AgentRequest.run(["nb-micro", "random", "--size", "1 GiB"], environment: ["PATH": "/bin", "A": "b=c"])
+        r.cpus = [0, 2, 3]
+        r.timeoutSeconds = 5
+        r.stdoutPath = "/nb/runs/1/stdout.txt"
+        #expect(
+            try r.encoded()
+                == "verb run\narg nb-micro\narg random\narg --size\narg 1 GiB\nenv A=b=c\nenv PATH=/bin\n"
+                + "stdout /nb/runs/1/stdout.txt\ncpus 0,2,3\ntimeout 5.0\n")
+        r.argv.append("two\nlines")
+        #expect(throws: VMError.self) { try r.encoded() }
+    }
+
+    @Test func responseParsing() {
+        let text = """
+            ok 1
+            pid 42
+            exit 0
+            timed_out 0
+            wall_seconds 1.5
+            metric anon_huge_bytes_max 4194304 bytes neutral
+            vcpu 0 tid 1234 cpus 1
+            vcpu 1 tid 1235 cpus 0-1
+            error pinned 1 vCPUs of the 2 requested
+            """
+        let r = AgentResponse.parse(text)
+        #expect(r.int("pid") == 42 && r.int("exit") == 0 && r.double("wall_seconds") == 1.5)
+        #expect(r.metrics.map(\.name) == ["anon_huge_bytes_max"] && r.metrics[0].value == 4_194_304)
+        #expect(r.vcpus.count == 2 && r.vcpus[1].thread == 1235 && r.vcpus[1].cpus == [0, 1])
+        #expect(r.error == "pinned 1 vCPUs of the 2 requested")
+    }
+
+    @Test func sharePathsTranslateToTheGuestsNb() {
+        let agent = GuestAgent(spool: "/r/vm/a-boot1/L0/L1", name: "L1")
+        #expect(agent.guestPath("/r/vm/a-boot1/L0/L1/runs/0/stdout.txt") == "/nb/runs/0/stdout.txt")
+        #expect(agent.guestPath("/r/vm/a-boot1/L0/L1") == "/nb")
+        #expect(agent.guestPath("/r/vm/a-boot1/L0/L10/x") == "/r/vm/a-boot1/L0/L10/x")
+        #expect(agent.guestPath("/root/.cache/nb-micro") == "/root/.cache/nb-micro")
+    }
+
+    @Test func bzImageVersionAndPayloadFromTheInstalledKernel() throws {
+        let image = "/vmlinuz"
+        guard let data = FileManager.default.contents(atPath: image) else { return }
+        let release = try #require(GuestImages.bzImageVersion(data))
+        #expect(FileManager.default.fileExists(atPath: "/lib/modules/\(release)"), "\(release)")
+        #expect(GuestImages.xzPayloadOffset(data) != nil)
+        #expect(GuestImages.bzImageVersion(Data(repeating: 0, count: 4096)) == nil)
+    }
+}

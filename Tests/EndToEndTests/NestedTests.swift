@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+
+/// Nested VM stacks booted for real: on machines without hardware virtualization the L0 is an
+/// emulated host (TCG), so these take minutes and check function, never speed.
+enum Nested {
+    static let kernel = "/vmlinuz"
+    static var canBoot: Bool {
+        getuid() == 0 && FileManager.default.fileExists(atPath: kernel)
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
+            && FileManager.default.isExecutableFile(atPath: "/bin/busybox")
+    }
+
+    /// QEMU processes whose command line mentions `marker` (our results directory).
+    static func qemuProcesses(mentioning marker: String) -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid in
+            guard Int(pid) != nil, let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
+            let cmdline = String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\0", with: " ")
+            return cmdline.contains("qemu-system") && cmdline.contains(marker) ? "\(pid): \(cmdline.prefix(120))" : nil
+        }
+    }
+
+    static func layer0(_ extra: String = "") -> String {
+        "L0: {kernel: \(kernel), vcpus: 2, memory: 2GiB, pinning: [1, 0], modules: {kvm_amd: {nested: 1, npt: 1}}, boot_timeout: 300s\(extra)}"
+    }
+}
+
+extension MachineSuite {
+    @Suite("nested VM stacks")
+    struct NestedStackTests {
+        /// A 2-layer stack (L0 + L1) runs the micro in L1: exit code and metrics in the store,
+        /// vCPU pinning read back, L1's THP knob applied. A second configuration whose L0 hangs
+        /// at boot is killed at its timeout, its console log kept, its runs failed — and the
+        /// experiment carries on. No QEMU is left.
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        func twoLayerStackRunsTheMicroAndAHungGuestFailsItsRuns() throws {
+            let dir = CLI.temporaryDirectory()
+            let yaml = """
+                name: e2e-nested
+                baseline: guest
+                seed: 5
+                configurations:
+                  guest:
+                    platform: qemu
+                    layers:
+                      \(Nested.layer0())
+                      L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 768MiB, pinning: [1], thp: {enabled: never, defrag: never}, boot_timeout: 480s}
+                  hung:
+                    platform: qemu
+                    layers:
+                      \(Nested.layer0(", cmdline: nb.hang=1, boot_retries: 0").replacingOccurrences(of: "boot_timeout: 300s", with: "boot_timeout: 40s"))
+                      L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 768MiB}
+                workloads:
+                  - {name: random-access, suite: micro, label: micro, params: {size: 32MiB, ops: 100000}, cpus: [0], timeout: 120s}
+                repetitions: {min: 2, max: 2}
+                """
+            CLI.write(yaml, to: dir + "/e.yaml")
+            let r = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            #expect(r.status == 3, "some runs failed → exit 3; stderr: \(r.stderr.suffix(2000))")
+            #expect(r.stderr.contains("functional only: emulated host") || !r.stderr.contains("kvm_pvm"))
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            let runs = try #require(json["runs"] as? [[String: Any]])
+            #expect(runs.count == 4, "the experiment continued past the hung guest")
+            let notes = json["notes"] as? [String] ?? []
+            #expect(notes.contains { $0.hasPrefix("functional only: emulated host") })
+            for run in runs {
+                let provenance = run["provenance"] as? [String: String] ?? [:]
+                let metrics = run["metrics"] as? [String: Any] ?? [:]
+                if run["configuration"] as? String == "guest" {
+                    #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
+                    #expect((metrics["ops_per_sec"] as? Double ?? 0) > 0)
+                    #expect(metrics["wall_seconds"] is Double && metrics["minor_faults"] is Double)
+                    #expect(metrics["anon_huge_bytes"] as? Double == 0, "THP never in L1")
+                    #expect(metrics["L1.qemu_anon_huge_bytes"] is Double, "AnonHugePages of L1's QEMU (in L0)")
+                    #expect(metrics["L0.fmfi"] is Double && metrics["L1.fmfi"] is Double)
+                    #expect(metrics.keys.contains("dtlb_load_misses") && metrics["dtlb_load_misses"] is NSNull)
+                    // Pinning read back from each vCPU thread's affinity.
+                    #expect(provenance["L0.vcpu0.cpus"] == "1" && provenance["L0.vcpu1.cpus"] == "0", "\(provenance)")
+                    #expect(provenance["L1.vcpu0.cpus"] == "1", "\(provenance)")
+                    #expect(provenance["L1.knob:/sys/kernel/mm/transparent_hugepage/enabled"] == "never")
+                    #expect(provenance["L1.thp_enabled"] == "never", "THP state read after the run")
+                    let console = try #require(provenance["L1.console"])
+                    #expect(FileManager.default.fileExists(atPath: console))
+                    let invocations = run["invocations"] as? [[String]] ?? []
+                    #expect(invocations.contains { $0.first == "qemu-system-x86_64" && $0.contains("tcg,thread=multi") })
+                    #expect(invocations.contains { $0.first == "qemu-system-x86_64" && $0.contains("kvm") })
+                    #expect(invocations.contains { $0.first?.hasSuffix("nb-micro") == true })
+                } else {
+                    #expect(run["status"] as? String == "failed")
+                    let reason = run["reason"] as? String ?? ""
+                    #expect(reason.contains("L0: did not come up within the boot timeout of 40s"), "\(reason)")
+                    let console = try #require(reason.split(separator: "console log: ").last.map { String($0.dropLast()) })
+                    let log = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
+                    #expect(log.contains("simulating a hung guest"), "console log kept: \(console)")
+                }
+            }
+            #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
+        }
+
+        /// Gemini configurations on stock Debian kernels stop at preflight, naming the missing
+        /// path, before any VM of the experiment is booted and before anything is stored.
+        @Test(.timeLimit(.minutes(5)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        func geminiOnAStockKernelFailsAtPreflight() throws {
+            let dir = CLI.temporaryDirectory()
+            let suites = CLI.packageRoot + "/Suites"
+            let yaml = """
+                name: gemini-preflight
+                baseline: dual-gemini
+                configurations:
+                  dual-gemini: {include: \(suites)/configurations/dual-gemini.yaml}
+                  xgemini: {include: \(suites)/configurations/xgemini.yaml}
+                workloads:
+                  - {name: random-access, suite: micro}
+                """
+            CLI.write(yaml, to: dir + "/g.yaml")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CLI.binary)
+            p.arguments = ["run", dir + "/g.yaml", "--results", dir + "/res"]
+            var env = ProcessInfo.processInfo.environment
+            env["NESTBENCH_STATE_DIR"] = dir + "/state"
+            for name in ["GEMINI_KERNEL", "XGEMINI_HOST_KERNEL", "XGEMINI_GUEST_KERNEL"] { env[name] = Nested.kernel }
+            p.environment = env
+            p.currentDirectoryURL = URL(fileURLWithPath: CLI.packageRoot)
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = Pipe()
+            try p.run()
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 1, "\(stderr)")
+            #expect(
+                stderr.contains("configurations.dual-gemini.layers.L0: kernel /vmlinuz has no /sys/kernel/mm/gemini/enabled"),
+                "\(stderr)")
+            #expect(
+                stderr.contains("configurations.xgemini.layers.L2: kernel /vmlinuz has no /sys/kernel/mm/xgemini/guest_enabled"))
+            let artifacts = (try? FileManager.default.subpathsOfDirectory(atPath: dir + "/res/artifacts")) ?? []
+            #expect(!artifacts.contains { $0.contains("/vm/") }, "no VM of the experiment was booted")
+            let list = try CLI.run(["report", "latest", "--results", dir + "/res"], state: dir + "/state")
+            #expect(list.status == 5, "no experiment run stored: \(list.stdout)")
+            #expect(Nested.qemuProcesses(mentioning: dir).isEmpty)
+        }
+    }
+}
