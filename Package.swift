@@ -38,12 +38,13 @@ let package = Package(
         .target(
             name: "NestBenchPlatforms",
             dependencies: ["NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log")]),
-        // Workload adapters: the built-in microbenchmarks (Harness/), later Tailbench and PARSEC.
+        // Workload adapters: the built-in microbenchmarks (Harness/), Tailbench and PARSEC (Suites/*.yaml), lats.bin analysis, input fetching.
         .target(
             name: "NestBenchWorkloads",
             dependencies: [
                 "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+                "Yams",
             ]),
         // The SQLite store (GRDB): experiment runs, measured runs, metrics.
         .target(

@@ -7,7 +7,8 @@ public struct NestBenchCommand: AsyncParsableCommand {
         commandName: "nestbench",
         abstract: "Measure huge-page / TLB techniques on this machine and in nested VM stacks.",
         subcommands: [
-            RunCommand.self, ReportCommand.self, ListCommand.self, RestoreCommand.self,
+            RunCommand.self, ReportCommand.self, ListCommand.self, RestoreCommand.self, LatsCommand.self, RoiCommand.self,
+            FetchCommand.self, SuitesCommand.self,
         ])
 
     public init() {}
