@@ -59,6 +59,18 @@ public struct SuiteInput: Sendable, Hashable, Decodable {
         case stripComponents = "strip_components"
     }
 
+    public init(
+        url: String, sha256: String? = nil, stripComponents: Int? = nil, into: String, provides: [String]? = nil,
+        description: String? = nil
+    ) {
+        self.url = url
+        self.sha256 = sha256
+        self.stripComponents = stripComponents
+        self.into = into
+        self.provides = provides
+        self.description = description
+    }
+
     /// The archive's file name (the last component of its URL).
     public var fileName: String { URL(string: url)?.lastPathComponent ?? "input.tar" }
 }
