@@ -141,7 +141,7 @@ public struct InputFetcher: Sendable {
     /// One attempt: GET (with `Range: bytes=N-` when `partial` has N bytes), appending to `partial`.
     func download(_ url: URL, to partial: String, name: String) async throws(FetchError) {
         if !FileManager.default.fileExists(atPath: partial) {
-            FileManager.default.createFile(atPath: partial, contents: nil)
+            _ = FileManager.default.createFile(atPath: partial, contents: nil)
         }
         let existing = (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int64) ?? 0
         var request = URLRequest(url: url)

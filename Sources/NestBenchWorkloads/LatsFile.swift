@@ -90,13 +90,15 @@ public enum LatsFile {
         precondition(n > 0, "no records")
         let parts = Swift.max(1, Swift.min(threads ?? ProcessInfo.processInfo.activeProcessorCount, n / 65_536 + 1, 16))
         let chunk = (n + parts - 1) / parts
-        func range(_ part: Int) -> Range<Int> { Swift.min(part * chunk, n)..<Swift.min((part + 1) * chunk, n) }
+        @Sendable func range(_ part: Int) -> Range<Int> { Swift.min(part * chunk, n)..<Swift.min((part + 1) * chunk, n) }
+        let shared = Unchecked(words)
 
         // Pass 1: histograms, sums, maxima per column (queue, service, sojourn).
         let firstPass = UnsafeMutableBufferPointer<PassOne>.allocate(capacity: parts)
         defer { firstPass.deallocate() }
+        let firstOut = Unchecked(firstPass)
         DispatchQueue.concurrentPerform(iterations: parts) { part in
-            (firstPass.baseAddress! + part).initialize(to: PassOne.run(words, range(part)))
+            (firstOut.value.baseAddress! + part).initialize(to: PassOne.run(shared.value, range(part)))
         }
         var totals = firstPass[0]
         for part in 1..<parts { totals.merge(firstPass[part]) }
@@ -134,8 +136,9 @@ public enum LatsFile {
             for b in buckets { mask[b] = true }
             return mask
         }
+        let collectedOut = Unchecked(collected)
         DispatchQueue.concurrentPerform(iterations: parts) { part in
-            (collected.baseAddress! + part).initialize(to: collect(words, range(part), masks: masks))
+            (collectedOut.value.baseAddress! + part).initialize(to: collect(shared.value, range(part), masks: masks))
         }
         var values: [[UInt64]] = [[], [], []]
         for part in 0..<parts {
@@ -199,6 +202,12 @@ public enum LatsFile {
         }
         return out
     }
+}
+
+/// Hands a buffer to `concurrentPerform` workers that each touch only their own part of it.
+struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }
 
 /// A 128-bit unsigned sum, so that the mean of any file is exact before the final division.

@@ -58,6 +58,10 @@ public enum ParsecLog {
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let line = rawLine.trimmingCharacters(in: .whitespaces)
             if line.hasPrefix(benchmarkPrefix) {
+                // parsecmgmt's preamble ("Benchmarks to run") is not a benchmark of its own.
+                if let c = current, c.benchmark == nil, c.seconds == nil, c.crash == nil, !sawHooks {
+                    current = nil
+                }
                 finish()
                 let rest = line.dropFirst(benchmarkPrefix.count)
                 current = ParsecROI(benchmark: rest.split(separator: " ").first.map(String.init))

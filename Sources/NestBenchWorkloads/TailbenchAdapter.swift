@@ -48,17 +48,17 @@ public struct TailbenchAdapter: WorkloadAdapter {
     public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
         guard let context else { return [WorkloadProblem(key: "suite", message: loadError ?? "no tailbench suite file")] }
         var problems = context.problems(for: spec)
-        guard problems.isEmpty, let app = context.definition.apps[spec.name] else { return problems }
-        let mode = spec.params["mode"] ?? "integrated"
-        if mode == "loopback" && (app.server == nil || app.client == nil) {
-            problems.append(
-                WorkloadProblem(
-                    key: "params.mode", message: "\(spec.name) has no networked server/client binaries: use mode integrated"))
-        }
         for key in spec.environment.keys.sorted() where key.hasPrefix("TBENCH_") {
             problems.append(
                 WorkloadProblem(
                     key: "env", message: "\(key) is set by NestBench from params (qps, requests, warmup_requests, …): remove it from env"))
+        }
+        if let app = context.definition.apps[spec.name], spec.params["mode"] == "loopback",
+            app.server == nil || app.client == nil
+        {
+            problems.append(
+                WorkloadProblem(
+                    key: "params.mode", message: "\(spec.name) has no networked server/client binaries: use mode integrated"))
         }
         return problems
     }

@@ -4,7 +4,7 @@ import NestBenchProcess
 import NestBenchWorkloads
 import Testing
 
-/// `InputFetcher` against a local HTTP server (Tests/CoreTests/FakeApps/range_server.py) that
+/// `InputFetcher` against a local HTTP server (Tests/FakeApps/range_server.py) that
 /// the suite starts on 127.0.0.1 and stops.
 @Suite(.serialized) struct FetchTests {
     let dir = Fixtures.temporaryDirectory()

@@ -66,7 +66,7 @@ import Testing
     @Test func truncatedFileNamesTheFile() throws {
         let dir = Fixtures.temporaryDirectory()
         let path = dir + "/lats.bin"
-        FileManager.default.createFile(atPath: path, contents: Data(count: 24 * 3 + 5))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(count: 24 * 3 + 5))
         #expect {
             _ = try LatsFile.analyze(path: path)
         } throws: { error in
@@ -78,7 +78,7 @@ import Testing
     @Test func emptyAndMissingFiles() throws {
         let dir = Fixtures.temporaryDirectory()
         let path = dir + "/lats.bin"
-        FileManager.default.createFile(atPath: path, contents: Data())
+        _ = FileManager.default.createFile(atPath: path, contents: Data())
         #expect(throws: LatsError.self) { _ = try LatsFile.analyze(path: path) }
         do {
             _ = try LatsFile.analyze(path: path)

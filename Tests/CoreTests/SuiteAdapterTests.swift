@@ -13,7 +13,7 @@ enum SuitePaths {
         return dir.path
     }()
     static let suites = project + "/Suites"
-    static let fakeApps = project + "/Tests/CoreTests/FakeApps"
+    static let fakeApps = project + "/Tests/FakeApps"
 
     static func locator(cache: String) -> SuiteLocator { SuiteLocator(directory: suites, cacheDirectory: cache) }
 
