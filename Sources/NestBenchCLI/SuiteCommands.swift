@@ -131,6 +131,9 @@ struct FetchCommand: AsyncParsableCommand {
     @Option(help: "Only the inputs these apps need (comma-separated).")
     var only: String?
 
+    @Option(help: "Only archives providing these input sizes (PARSEC; comma-separated; default: the suite's default size).")
+    var size: String?
+
     @Option(help: "Suite root to unpack `into: root` inputs into (default: $PARSEC_ROOT / $TAILBENCH_ROOT).")
     var root: String?
 
@@ -154,7 +157,9 @@ struct FetchCommand: AsyncParsableCommand {
                 guard let entry = definition.apps[app] else {
                     throw CommandFailure(
                         code: ExitCodes.usage,
-                        message: "--only: unknown \(suite) app \"\(app)\" (known: \(definition.apps.keys.sorted().joined(separator: ", ")))")
+                        message:
+                            "--only: unknown \(suite) app \"\(app)\" (known: \(definition.apps.keys.sorted().joined(separator: ", ")))"
+                    )
                 }
                 if let inputs = entry.inputs {
                     names.formUnion(inputs)
@@ -162,6 +167,19 @@ struct FetchCommand: AsyncParsableCommand {
                     names.formUnion(definition.inputs.keys)
                 }
             }
+        }
+        // PARSEC archives are per size group (sim, native): only those of the wanted sizes.
+        let sizes = size.map { $0.split(separator: ",").map(String.init) } ?? definition.parameters["size"].map { [$0.default] }
+        if let sizes {
+            let skipped = names.filter { name in
+                guard let provides = definition.inputs[name]?.provides else { return false }
+                return Set(provides).isDisjoint(with: sizes)
+            }
+            for name in skipped.sorted() {
+                let provides = definition.inputs[name]?.provides?.joined(separator: ", ") ?? ""
+                Console.error("nestbench: skipping \(name) (\(provides) inputs); pass --size to fetch it")
+            }
+            names.subtract(skipped)
         }
         if names.isEmpty {
             Console.error("nestbench: no input archives to fetch for \(only ?? suite)")
@@ -174,7 +192,9 @@ struct FetchCommand: AsyncParsableCommand {
             let mb = Double(p.received) / 1_048_576
             if let expected = p.expected, expected > 0 {
                 Console.status(
-                    String(format: "\r%@: %.1f / %.1f MiB (%.0f%%)", p.input, mb, Double(expected) / 1_048_576, 100 * Double(p.received) / Double(expected)))
+                    String(
+                        format: "\r%@: %.1f / %.1f MiB (%.0f%%)", p.input, mb, Double(expected) / 1_048_576,
+                        100 * Double(p.received) / Double(expected)))
             } else {
                 Console.status(String(format: "\r%@: %.1f MiB", p.input, mb))
             }
@@ -186,7 +206,8 @@ struct FetchCommand: AsyncParsableCommand {
                 guard let r = root ?? env[definition.rootEnv], !r.isEmpty else {
                     throw CommandFailure(
                         code: ExitCodes.error,
-                        message: "input \(name) unpacks into the \(suite) suite root: set \(definition.rootEnv) or pass --root DIR")
+                        message:
+                            "input \(name) unpacks into the \(suite) suite root: set \(definition.rootEnv) or pass --root DIR")
                 }
                 destination = r
             } else {

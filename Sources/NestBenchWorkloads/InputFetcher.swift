@@ -91,7 +91,8 @@ public struct InputFetcher: Sendable {
             verification = "sha256 verified"
         }
         try await unpack(file, into: destination, stripComponents: input.stripComponents ?? 0)
-        return FetchOutcome(input: name, archive: file, verification: verification, unpackedInto: destination, downloaded: downloaded)
+        return FetchOutcome(
+            input: name, archive: file, verification: verification, unpackedInto: destination, downloaded: downloaded)
     }
 
     /// Hex SHA-256 of a file, streamed.

@@ -75,7 +75,7 @@ public enum LatsFile {
                     "truncated lats.bin: \(size) bytes is not a multiple of the 24-byte record (\(size / recordSize) whole records + \(size % recordSize) bytes); the harness was killed while writing it"
             )
         }
-        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), base != MAP_FAILED else {
             throw LatsError(code: .unreadable, path: path, message: "cannot map (\(String(cString: strerror(errno))))")
         }
         defer { munmap(base, size) }

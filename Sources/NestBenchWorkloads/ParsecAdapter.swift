@@ -45,7 +45,8 @@ public struct ParsecAdapter: WorkloadAdapter {
         if problems.isEmpty, let app = context.definition.apps[spec.name], let size = spec.params["size"],
             app.args.arguments(size: size) == nil
         {
-            problems.append(WorkloadProblem(key: "params.size", message: "\(spec.name) has no run configuration for size \(size)"))
+            problems.append(
+                WorkloadProblem(key: "params.size", message: "\(spec.name) has no run configuration for size \(size)"))
         }
         return problems
     }

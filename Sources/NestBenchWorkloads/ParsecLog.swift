@@ -47,7 +47,7 @@ public enum ParsecLog {
                     r.failure = "no ROI time: the program stopped inside its region of interest (crashed or was killed)"
                 } else if sawROIEnd {
                     r.failure =
-                        "no ROI time: the program left its ROI but never printed the total (crashed at exit, or this build does not print it)"
+                        "no ROI time: this build does not print it (the program left its ROI but printed no total; PARSEC 3.0's splash2x programs never do)"
                 } else {
                     r.failure = "no ROI time: the program crashed or exited before its region of interest"
                 }
@@ -87,10 +87,14 @@ public enum ParsecLog {
                     current?.failure = "unparsable ROI time \"\(value)\" in: \(line)"
                 }
             }
-            if current?.crash == nil, let word = crashWords.first(where: { line.contains($0) }),
+            if let word = crashWords.first(where: { line.contains($0) }),
                 line.contains("line ") || line.hasPrefix(word) || line.contains(": \(word)")
             {
-                current?.crash = word
+                if current?.crash == nil {
+                    current?.crash = word
+                } else if current?.crash == "uncaught C++ exception" {
+                    current?.crash = "uncaught C++ exception, \(word)"
+                }
             }
             if current?.crash == nil, line.hasPrefix("terminate called after throwing") {
                 current?.crash = "uncaught C++ exception"

@@ -43,7 +43,9 @@ struct SuiteContext: Sendable {
                 problems.append(
                     WorkloadProblem(
                         key: "params.\(key)",
-                        message: "unknown parameter \"\(key)\" for \(definition.suite) \(spec.name) (known: \(known.sorted().joined(separator: ", ")))"))
+                        message:
+                            "unknown parameter \"\(key)\" for \(definition.suite) \(spec.name) (known: \(known.sorted().joined(separator: ", ")))"
+                    ))
                 continue
             }
             if let p = parameters[key], let problem = p.problem(value) {

@@ -51,7 +51,8 @@ public struct TailbenchAdapter: WorkloadAdapter {
         for key in spec.environment.keys.sorted() where key.hasPrefix("TBENCH_") {
             problems.append(
                 WorkloadProblem(
-                    key: "env", message: "\(key) is set by NestBench from params (qps, requests, warmup_requests, …): remove it from env"))
+                    key: "env",
+                    message: "\(key) is set by NestBench from params (qps, requests, warmup_requests, …): remove it from env"))
         }
         if let app = context.definition.apps[spec.name], spec.params["mode"] == "loopback",
             app.server == nil || app.client == nil
@@ -152,7 +153,8 @@ public struct TailbenchAdapter: WorkloadAdapter {
             do {
                 server = try runContext.startHelper(serverSpec)
             } catch {
-                return WorkloadResult(status: .failed, reason: "starting the server: \(error.description)", invocations: invocations)
+                return WorkloadResult(
+                    status: .failed, reason: "starting the server: \(error.description)", invocations: invocations)
             }
             // Wait until it listens (or dies), without connecting to it.
             let deadline = ContinuousClock.now + .seconds(Swift.min(spec.timeoutSeconds, 300))
@@ -233,7 +235,8 @@ public struct TailbenchAdapter: WorkloadAdapter {
         }
         if let qps = values["qps"].flatMap(Double.init) {
             metrics.append(
-                Metric(name: "offered_qps", value: qps, unit: "req/s", polarity: .neutral, source: "params", detail: "TBENCH_QPS"))
+                Metric(name: "offered_qps", value: qps, unit: "req/s", polarity: .neutral, source: "params", detail: "TBENCH_QPS")
+            )
         }
         return metrics
     }

@@ -14,7 +14,8 @@ import Testing
         let portFile = dir + "/port"
         let server = try ProcessRunner.start(
             ProcessSpec(
-                program: "python3", arguments: [SuitePaths.fakeApps + "/range_server.py", served, portFile, dir + "/requests.log"],
+                program: "python3",
+                arguments: [SuitePaths.fakeApps + "/range_server.py", served, portFile, dir + "/requests.log"],
                 environment: ["PATH": "/usr/bin:/bin"], stdoutPath: dir + "/server.out", stderrPath: dir + "/server.err",
                 timeoutSeconds: 120))
         try server.release()
@@ -49,7 +50,10 @@ import Testing
         let served = dir + "/served"
         let (name, sha) = try await makeArchive(in: served)
         let (server, port) = try await startServer(served: served)
-        defer { server.kill(); _ = server.waitBlocking() }
+        defer {
+            server.kill()
+            _ = server.waitBlocking()
+        }
         let fetcher = InputFetcher(downloads: dir + "/cache")
         let input = SuiteInput(url: "http://127.0.0.1:\(port)/\(name)", sha256: sha, stripComponents: 1, into: "data")
         let outcome = try await fetcher.fetch(name: "test-inputs", input: input, into: dir + "/data")
@@ -66,7 +70,10 @@ import Testing
         let served = dir + "/served"
         let (name, _) = try await makeArchive(in: served)
         let (server, port) = try await startServer(served: served)
-        defer { server.kill(); _ = server.waitBlocking() }
+        defer {
+            server.kill()
+            _ = server.waitBlocking()
+        }
         let wrong = String(repeating: "ab", count: 32)
         let input = SuiteInput(url: "http://127.0.0.1:\(port)/\(name)", sha256: wrong, stripComponents: 1, into: "data")
         do {
@@ -84,7 +91,10 @@ import Testing
         let served = dir + "/served"
         let (name, sha) = try await makeArchive(in: served)
         let (server, port) = try await startServer(served: served)
-        defer { server.kill(); _ = server.waitBlocking() }
+        defer {
+            server.kill()
+            _ = server.waitBlocking()
+        }
         let input = SuiteInput(url: "http://127.0.0.1:\(port)/drop/\(name)", sha256: sha, stripComponents: 1, into: "data")
         let outcome = try await InputFetcher(downloads: dir + "/cache").fetch(name: "x", input: input, into: dir + "/data")
         #expect(outcome.verification == "sha256 verified")
@@ -99,7 +109,10 @@ import Testing
         let served = dir + "/served"
         let (name, _) = try await makeArchive(in: served)
         let (server, port) = try await startServer(served: served)
-        defer { server.kill(); _ = server.waitBlocking() }
+        defer {
+            server.kill()
+            _ = server.waitBlocking()
+        }
         let fetcher = InputFetcher(downloads: dir + "/cache", attempts: 1)
         let input = SuiteInput(url: "http://127.0.0.1:\(port)/\(name)", sha256: nil, stripComponents: 1, into: "data")
         let outcome = try await fetcher.fetch(name: "x", input: input, into: dir + "/data")

@@ -188,7 +188,10 @@ enum SuitePaths {
         let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: run))
         #expect(result.status == .failed)
         #expect(result.reason?.contains("timed out") == true)
-        let childPid = try #require(Int32(try String(contentsOfFile: run + "/hang-child.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let childPid = try #require(
+            Int32(
+                try String(contentsOfFile: run + "/hang-child.pid", encoding: .utf8).trimmingCharacters(
+                    in: .whitespacesAndNewlines)))
         try await Task.sleep(for: .milliseconds(300))
         #expect(!SuitePaths.processExists(childPid), "the forked child went with the group")
     }
@@ -215,7 +218,9 @@ enum SuitePaths {
         let fake = try #require(SuitePaths.fakeTailbench)
         try SuitePaths.install(fake, at: "\(root)/img-dnn/img-dnn_integrated")
         let notFetched = try #require(a.unavailableReason(for: img))
-        #expect(notFetched.contains("\(root)/cache/suites/tailbench/data/img-dnn") && notFetched.contains("nestbench fetch tailbench --only img-dnn"))
+        #expect(
+            notFetched.contains("\(root)/cache/suites/tailbench/data/img-dnn")
+                && notFetched.contains("nestbench fetch tailbench --only img-dnn"))
     }
 
     @Test func parameterProblems() throws {
@@ -264,7 +269,8 @@ enum SuitePaths {
         try "netlist".write(toFile: inputDir + "/src/100000.nets", atomically: true, encoding: .utf8)
         let tar = try await ProcessRunner.run(
             ProcessSpec(
-                program: "tar", arguments: ["-c", "-f", inputDir + "/input_simsmall.tar", "-C", inputDir + "/src", "100000.nets"],
+                program: "tar",
+                arguments: ["-c", "-f", inputDir + "/input_simsmall.tar", "-C", inputDir + "/src", "100000.nets"],
                 environment: ["PATH": "/usr/bin:/bin"], timeoutSeconds: 30))
         #expect(tar.succeeded)
         let spec = WorkloadSpec(suite: "parsec", name: "canneal", params: ["threads": "3"], cpus: [0], timeoutSeconds: 30)
@@ -311,7 +317,9 @@ enum SuitePaths {
         let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: run))
         #expect(result.status == .failed)
         #expect(result.reason?.contains("timed out") == true)
-        let child = try #require(Int32(try String(contentsOfFile: run + "/child.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let child = try #require(
+            Int32(try String(contentsOfFile: run + "/child.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))
+        )
         try await Task.sleep(for: .milliseconds(300))
         #expect(!SuitePaths.processExists(child))
     }
@@ -330,6 +338,7 @@ enum SuitePaths {
             definition: SuiteDefinition.load(path: SuitePaths.suites + "/parsec.yaml"),
             locator: SuitePaths.locator(cache: root), environment: [:])
         #expect(unset.unavailableReason(for: x264)?.contains("PARSEC_ROOT") == true)
-        #expect(a.problems(for: WorkloadSpec(suite: "parsec", name: "x264", params: ["size": "huge"])).first?.key == "params.size")
+        #expect(
+            a.problems(for: WorkloadSpec(suite: "parsec", name: "x264", params: ["size": "huge"])).first?.key == "params.size")
     }
 }
