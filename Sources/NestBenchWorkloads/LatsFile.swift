@@ -41,6 +41,8 @@ public enum LatsFile {
     static let percentiles: [Double] = [50, 95, 99]
     /// Bucket count of `bucket(_:)`: values < 4096 exactly, then 2048 buckets per power of two.
     static let bucketCount = 52 * 2048 + 4096
+    /// Buckets below this hold exactly one value, equal to the bucket number.
+    static let exactBuckets = 4096
 
     @inline(__always)
     static func bucket(_ v: UInt64) -> Int {
@@ -84,11 +86,29 @@ public enum LatsFile {
         return summarize(words: words, threads: threads)
     }
 
-    /// Analyses records already in memory (3 words each: queue, service, sojourn, host order).
-    public static func summarize(words: UnsafeBufferPointer<UInt64>, threads: Int? = nil) -> LatsSummary {
+    /// How `summarize` finds the order statistics (both are exact).
+    public enum Method: Sendable {
+        /// Brackets from a sample, one exact pass; falls back to `histogram` if a bracket missed.
+        case automatic
+        /// Two passes: bucket histogram, then the values of the buckets holding the ranks.
+        case histogram
+    }
+
+    /// Analyses records already in memory (3 words each: queue, service, sojourn, little-endian).
+    public static func summarize(
+        words: UnsafeBufferPointer<UInt64>, threads: Int? = nil, method: Method = .automatic
+    ) -> LatsSummary {
         let n = words.count / 3
         precondition(n > 0, "no records")
         let parts = Swift.max(1, Swift.min(threads ?? ProcessInfo.processInfo.activeProcessorCount, n / 65_536 + 1, 16))
+        if method == .automatic, n >= 100_000, let summary = Brackets.summarize(words: words, parts: parts) {
+            return summary
+        }
+        return summarizeByHistogram(words: words, parts: parts)
+    }
+
+    static func summarizeByHistogram(words: UnsafeBufferPointer<UInt64>, parts: Int) -> LatsSummary {
+        let n = words.count / 3
         let chunk = (n + parts - 1) / parts
         @Sendable func range(_ part: Int) -> Range<Int> { Swift.min(part * chunk, n)..<Swift.min((part + 1) * chunk, n) }
         let shared = Unchecked(words)
@@ -119,7 +139,8 @@ public enum LatsFile {
             var below: [Int] = []
             for rank in Set(ranks).sorted() {
                 let (b, c) = totals.locate(rank: rank, column: column)
-                if buckets.last != b {
+                // Buckets below 4096 hold one value each (the bucket number): nothing to collect.
+                if b >= exactBuckets, buckets.last != b {
                     buckets.append(b)
                     below.append(c)
                 }
@@ -152,6 +173,7 @@ public enum LatsFile {
             let sorted = values[column].sorted()
             func valueAt(rank: Int) -> Double {
                 let b = totals.locate(rank: rank, column: column).bucket
+                if b < exactBuckets { return Double(b) / 1e6 }
                 let index = wanted[column].firstIndex(of: b)!
                 // Values of earlier wanted buckets come first in `sorted`.
                 var offset = 0

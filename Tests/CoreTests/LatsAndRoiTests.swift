@@ -25,18 +25,23 @@ import Testing
 
     /// Exact percentiles: the same as sorting everything and interpolating linearly (numpy's
     /// default), for spread, tied and huge values, with one and several threads.
-    @Test(arguments: [1, 3])
-    func exactAgainstFullSort(threads: Int) throws {
+    /// `misleadingSample` puts values outside the sampled blocks far from those inside them, so
+    /// the one-pass brackets miss and the histogram fallback must still be exact.
+    @Test(arguments: [
+        (1, LatsFile.Method.automatic, false), (3, .automatic, false), (2, .histogram, false), (2, .automatic, true),
+    ])
+    func exactAgainstFullSort(threads: Int, method: LatsFile.Method, misleadingSample: Bool) throws {
         var rng = SplitMix(seed: 7)
         let n = 200_001
         var words: [UInt64] = []
         for i in 0..<n {
-            let q = rng.next() % 1_000_000
+            let q = i % 7 == 0 ? rng.next() % 1_000_000 : 0  // mostly zeros, as under light load
             let s = i % 3 == 0 ? 42 : rng.next() % 50_000_000_000  // many ties, and values > 2^32
-            let j = i == 5 ? UInt64.max - 1 : (rng.next() >> 20)  // one huge value, wide range
+            var j = i == 5 ? UInt64.max - 1 : (rng.next() >> 20)  // one huge value, wide range
+            if misleadingSample && i % (n / 64) >= 256 { j = 1 << 60 | rng.next() % 1000 }
             words += [q, s, j]
         }
-        let summary = words.withUnsafeBufferPointer { LatsFile.summarize(words: $0, threads: threads) }
+        let summary = words.withUnsafeBufferPointer { LatsFile.summarize(words: $0, threads: threads, method: method) }
         for (column, got) in [(0, summary.queue), (1, summary.service), (2, summary.sojourn)] {
             let sorted = stride(from: column, to: words.count, by: 3).map { words[$0] }.sorted().map { Double($0) / 1e6 }
             func pct(_ p: Double) -> Double {
