@@ -49,12 +49,13 @@ let package = Package(
                 "CProcess", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
             ]),
-        // Workload adapters: the built-in microbenchmarks (Harness/), later Tailbench and PARSEC.
+        // Workload adapters: the built-in microbenchmarks (Harness/), Tailbench and PARSEC (Suites/*.yaml), lats.bin analysis, input fetching.
         .target(
             name: "NestBenchWorkloads",
             dependencies: [
                 "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+                "Yams",
             ]),
         // Fragmentation injection: drives Harness/fragment/nb-fragment.c to a target FMFI, holds and verifies it.
         .target(

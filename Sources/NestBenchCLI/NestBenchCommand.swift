@@ -8,7 +8,8 @@ public struct NestBenchCommand: AsyncParsableCommand {
         abstract: "Measure huge-page / TLB techniques on this machine and in nested VM stacks.",
         subcommands: [
             RunCommand.self, ReportCommand.self, ListCommand.self, RestoreCommand.self, FragmentCommand.self,
-            FMFICommand.self, DoctorCommand.self, EventsCommand.self,
+            FMFICommand.self, DoctorCommand.self, EventsCommand.self, LatsCommand.self, RoiCommand.self,
+            FetchCommand.self, SuitesCommand.self,
         ])
 
     public init() {}

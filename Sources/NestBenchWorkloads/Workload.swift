@@ -81,8 +81,12 @@ public struct WorkloadRegistry: WorkloadCatalog {
         self.adapters = adapters
     }
 
-    public static func standard(harness: HarnessLocator = HarnessLocator()) -> WorkloadRegistry {
-        WorkloadRegistry(adapters: [MicroAdapter(harness: harness)])
+    public static func standard(
+        harness: HarnessLocator = HarnessLocator(), suites: SuiteLocator = SuiteLocator()
+    ) -> WorkloadRegistry {
+        WorkloadRegistry(adapters: [
+            MicroAdapter(harness: harness), TailbenchAdapter(locator: suites), ParsecAdapter(locator: suites),
+        ])
     }
 
     public func adapter(for suite: String) -> (any WorkloadAdapter)? {

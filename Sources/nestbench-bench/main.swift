@@ -8,6 +8,7 @@ enum Benchmarks {
         ("fmfi-parse", FMFIParseBenchmark.run),
         ("fragment", FragmentBenchmark.run),
         ("collectors", CollectorsBenchmark.run),
+        ("lats", LatsBenchmark.run),
     ]
 }
 
