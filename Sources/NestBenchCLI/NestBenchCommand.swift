@@ -8,6 +8,7 @@ public struct NestBenchCommand: AsyncParsableCommand {
         abstract: "Measure huge-page / TLB techniques on this machine and in nested VM stacks.",
         subcommands: [
             RunCommand.self, ReportCommand.self, ListCommand.self, RestoreCommand.self,
+            CompareCommand.self, HistoryCommand.self, NightlyCommand.self, ExportCommand.self, ImportCommand.self,
         ])
 
     public init() {}

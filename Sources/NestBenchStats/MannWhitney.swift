@@ -16,9 +16,10 @@ extension Statistics {
     /// Smallest attainable two-sided p-value of the exact Mann–Whitney test for sizes m and n:
     /// both extreme rank orders, 2 / C(m+n, m) (clipped to 1).
     public static func mannWhitneyFloor(_ m: Int, _ n: Int) -> Double {
-        var logC = lgamma(Double(m + n + 1)) - lgamma(Double(m + 1)) - lgamma(Double(n + 1))
-        logC = Swift.max(logC, 0)
-        return Swift.min(1, 2 * exp(-logC))
+        // C(m+n, m) as a product of ratios: exact in Double for the sizes where the floor matters.
+        var c = 1.0
+        for i in 0..<Swift.min(m, n) { c = c * Double(m + n - i) / Double(i + 1) }
+        return Swift.min(1, 2 / c)
     }
 
     /// Two-sided Mann–Whitney U (Wilcoxon rank-sum) test of H0: a and b come from one distribution.
