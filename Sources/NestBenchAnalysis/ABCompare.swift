@@ -23,15 +23,23 @@ public struct ThresholdSet: Sendable, Hashable, Codable {
     public var defaultRelative: Double
     /// Judge every metric with a polarity, not only the primary metric and the listed ones.
     public var allMetrics: Bool
+    /// When set, judge only these metrics (the rest are reported).
+    public var only: Set<String>?
 
-    public init(perMetric: [String: MetricThreshold] = [:], defaultRelative: Double = 0.05, allMetrics: Bool = false) {
+    public init(
+        perMetric: [String: MetricThreshold] = [:], defaultRelative: Double = 0.05, allMetrics: Bool = false,
+        only: Set<String>? = nil
+    ) {
         self.perMetric = perMetric
         self.defaultRelative = defaultRelative
         self.allMetrics = allMetrics
+        self.only = only
     }
 
     /// The threshold of a metric when it is judged, nil when it is only reported.
     public func threshold(for metric: String, primary: Set<String>) -> MetricThreshold? {
+        if let only, !only.contains(metric) { return nil }
+        if only != nil { return perMetric[metric] ?? MetricThreshold(relative: defaultRelative) }
         if let t = perMetric[metric] { return t }
         if allMetrics || primary.contains(metric) { return MetricThreshold(relative: defaultRelative) }
         return nil

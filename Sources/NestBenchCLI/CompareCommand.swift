@@ -17,11 +17,14 @@ struct ThresholdOptions: ParsableArguments {
     @Flag(help: "Judge every metric with a polarity (default: the primary metric and the metrics given thresholds).")
     var allMetrics = false
 
+    @Option(name: .customLong("metric"), help: "Judge only this metric (repeatable); the others are reported.")
+    var metrics: [String] = []
+
     @Flag(help: "Exit 4 when there are improvements and no regression.")
     var failOnImprovement = false
 
     func thresholdSet(defaultRelative: Double? = nil) throws -> ThresholdSet {
-        var set = ThresholdSet(allMetrics: allMetrics)
+        var set = ThresholdSet(allMetrics: allMetrics, only: metrics.isEmpty ? nil : Set(metrics))
         if let d = defaultRelative { set.defaultRelative = d }
         do {
             if let path = thresholdsFile {
@@ -106,6 +109,13 @@ struct CompareCommand: AsyncParsableCommand {
         let baseRecord = try access.record(runs[0], in: store)
         let candRecord = runs.count == 2 ? try access.record(runs[1], in: store) : baseRecord
         let baseConfig = baseline ?? baseRecord.experiment.baseline
+        if baseRecord.experiment.configuration(named: baseConfig) == nil {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message:
+                    "run \(baseRecord.id) has no configuration \"\(baseConfig)\" (it has: \(baseRecord.experiment.configurations.map(\.name).joined(separator: ", ")))"
+            )
+        }
         let candConfig: String
         if let candidate {
             candConfig = candidate

@@ -123,9 +123,12 @@ public enum Statistics {
             return RatioEstimate(ratio: ratio, lower: ratio, upper: ratio, confidence: confidence, method: method)
         }
         let r2vb = ratio * ratio * vb
-        let df =
+        var df =
             (va + r2vb) * (va + r2vb)
             / (va * va / Double(a.count - 1) + r2vb * r2vb / Double(b.count - 1))
+        // R̂ = 0 with a constant numerator (all candidate values 0): the combination has no
+        // variance to weigh; fall back to the smaller sample's df.
+        if !(df > 0) || !df.isFinite { df = Double(Swift.min(a.count, b.count) - 1) }
         let t = Distributions.studentTQuantile(1 - (1 - confidence) / 2, df: df)
         let t2 = t * t
         let g = t2 * vb / (sb.mean * sb.mean)

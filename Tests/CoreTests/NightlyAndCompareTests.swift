@@ -48,6 +48,10 @@ struct ABCompareTests {
             [120, 121, 119, 120.5, 119.5],
             thresholds: ThresholdSet(perMetric: ["wall_seconds": MetricThreshold(relative: 0.05, polarity: .higherIsBetter)]))
         #expect(flipped.verdicts.first { $0.metric == "wall_seconds" }?.verdict == "regression")
+        // --metric: only the named metrics decide.
+        let only = compare([120, 121, 119, 120.5, 119.5], thresholds: ThresholdSet(only: ["wall_seconds"]))
+        #expect(only.verdicts.first { $0.metric == "ops_per_sec" }?.verdict == "reported")
+        #expect(only.verdicts.first { $0.metric == "wall_seconds" }?.verdict == "improvement")
     }
 
     @Test(arguments: [

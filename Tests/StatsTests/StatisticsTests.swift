@@ -92,6 +92,13 @@ struct PropertyTests {
         #expect(r.lower == nil && r.upper == nil)
     }
 
+    @Test func zeroNumeratorWithConstantValuesDoesNotCrash() throws {
+        // e.g. AnonHugePages: 0 in every run of the candidate, positive in the baseline.
+        let r = Statistics.fiellerRatio([0, 0, 0], [2.6e8, 2.7e8, 2.5e8])
+        #expect(r.ratio == 0)
+        #expect(try #require(r.lower) == 0 && (try #require(r.upper)) == 0)
+    }
+
     @Test func percentileIsMonotone() {
         let x = (0..<101).map { Double($0 * $0 % 37) }.sorted()
         var last = -Double.infinity
