@@ -3,7 +3,7 @@
 #   make test   installs what is needed, lints, builds and runs the tests
 SWIFT    ?= swift
 BIN      := .build/debug/nestbench
-APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3
+APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 chromium
 
 .PHONY: all deps build demo test lint format bench harness clean
 

@@ -65,12 +65,14 @@ public struct ThresholdSet: Sendable, Hashable, Codable {
         let value: Double?
         if amount.hasSuffix("%") { value = Double(amount.dropLast()).map { $0 / 100 } } else { value = Double(amount) }
         guard let value, value >= 0, value.isFinite else {
-            throw ThresholdError(source: source, message: "\"\(text)\": \"\(amount)\" is not a relative threshold such as 5% or 0.05")
+            throw ThresholdError(
+                source: source, message: "\"\(text)\": \"\(amount)\" is not a relative threshold such as 5% or 0.05")
         }
         var polarity: Polarity?
         if parts.count > 1 {
             guard let p = Polarity(rawValue: parts[1]) else {
-                throw ThresholdError(source: source, message: "\"\(text)\": polarity must be higher, lower or neutral, found \"\(parts[1])\"")
+                throw ThresholdError(
+                    source: source, message: "\"\(text)\": polarity must be higher, lower or neutral, found \"\(parts[1])\"")
             }
             polarity = p
         }

@@ -158,7 +158,11 @@ public enum Comparator {
     /// run is the unit of replication; percentiles are never averaged), else the arithmetic mean.
     public static func center(metric name: String, unit: String) -> CenterStatistic {
         let parts = name.lowercased().split(separator: "_")
-        if parts.contains(where: { $0 == "max" || ($0.count >= 2 && $0.first == "p" && $0.dropFirst().allSatisfy(\.isNumber)) }) {
+        // A percentile token (p50, p99, p999) anywhere, or `max` after the first token (sojourn_max_ms,
+        // anon_huge_bytes_max; max_rss_bytes is a per-run amount and keeps the mean).
+        if parts.contains(where: { $0.count >= 2 && $0.first == "p" && $0.dropFirst().allSatisfy(\.isNumber) })
+            || parts.dropFirst().contains("max")
+        {
             return .median
         }
         let lower = name.lowercased()

@@ -119,7 +119,8 @@ public enum HTMLReport {
             + "Seed \(esc(report.seed)). Started \(esc(ISO8601DateFormatter().string(from: report.startedAt))).</p>\n"
         if !report.tags.isEmpty {
             h +=
-                "<p>Tags: " + report.tags.sorted { $0.key < $1.key }.map { "<code>\(esc($0.key))=\(esc($0.value))</code>" }
+                "<p>Tags: "
+                + report.tags.sorted { $0.key < $1.key }.map { "<code>\(esc($0.key))=\(esc($0.value))</code>" }
                 .joined(separator: " ") + "</p>\n"
         }
         h +=
@@ -282,8 +283,10 @@ public enum HTMLReport {
                     let cx = x + barW / 2
                     let (ylo, yhi) = (y(c[0]), y(c[1]))
                     s += "<line class=\"whisker\" x1=\"\(cx)\" x2=\"\(cx)\" y1=\"\(ylo)\" y2=\"\(yhi)\" stroke=\"#111\"/>"
-                    s += "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(ylo)\" y2=\"\(ylo)\" stroke=\"#111\"/>"
-                    s += "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(yhi)\" y2=\"\(yhi)\" stroke=\"#111\"/>\n"
+                    s +=
+                        "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(ylo)\" y2=\"\(ylo)\" stroke=\"#111\"/>"
+                    s +=
+                        "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(yhi)\" y2=\"\(yhi)\" stroke=\"#111\"/>\n"
                 }
             }
             let label = group.count > 18 ? String(group.prefix(17)) + "…" : group
@@ -359,13 +362,17 @@ public enum HTMLReport {
                 h += "<p class=\"absent\">No runs of this configuration were stored.</p>\n"
                 continue
             }
-            h += "<table class=\"provenance\"><tr><th>setting (knobs read back, platform, pinning, kernels, command lines)</th><th>value(s)</th></tr>\n"
+            h +=
+                "<table class=\"provenance\"><tr><th>setting (knobs read back, platform, pinning, kernels, command lines)</th><th>value(s)</th></tr>\n"
             for (k, v) in p.settings.sorted(by: { $0.key < $1.key }) {
-                h += "<tr><td><code>\(esc(k))</code></td><td>" + v.map { "<code>\(esc($0))</code>" }.joined(separator: "<br>") + "</td></tr>\n"
+                h +=
+                    "<tr><td><code>\(esc(k))</code></td><td>" + v.map { "<code>\(esc($0))</code>" }.joined(separator: "<br>")
+                    + "</td></tr>\n"
             }
             h += "</table>\n"
             if !p.commands.isEmpty {
-                h += "<table class=\"commands\"><tr><th>workload</th><th>command line</th><th>CPUs</th><th>environment</th></tr>\n"
+                h +=
+                    "<table class=\"commands\"><tr><th>workload</th><th>command line</th><th>CPUs</th><th>environment</th></tr>\n"
                 for c in p.commands {
                     h +=
                         "<tr><td>\(esc(c.workload))</td><td><code>\(esc(c.argv.joined(separator: " ")))</code></td>"
@@ -382,7 +389,8 @@ public enum HTMLReport {
             for m in report.metricProvenance {
                 h +=
                     "<tr><td>\(esc(m.metric))</td><td>\(esc(m.unit))</td><td>\(esc(m.source))</td>"
-                    + "<td>\(esc(m.proxyFor ?? ""))</td><td>" + m.details.map { "<code>\(esc($0))</code>" }.joined(separator: "<br>")
+                    + "<td>\(esc(m.proxyFor ?? ""))</td><td>"
+                    + m.details.map { "<code>\(esc($0))</code>" }.joined(separator: "<br>")
                     + "</td></tr>\n"
             }
             h += "</table>\n"

@@ -140,7 +140,8 @@ public enum Nightly {
             let all = a.runs.values.flatMap(\.values)
             if center == .harmonicMean && !all.allSatisfy({ $0 > 0 }) { center = .mean }
             let points = a.runs.map { id, run in
-                HistoryPoint(runID: id, startedAt: run.startedAt, tags: run.tags, value: center.of(run.values), n: run.values.count)
+                HistoryPoint(
+                    runID: id, startedAt: run.startedAt, tags: run.tags, value: center.of(run.values), n: run.values.count)
             }.sorted { ($0.startedAt, $0.runID) < ($1.startedAt, $1.runID) }
             return HistorySeries(
                 key: key, unit: a.unit, polarity: a.polarity, center: center == .mean ? "amean" : center.rawValue, points: points)

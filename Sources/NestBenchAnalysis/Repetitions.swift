@@ -138,7 +138,8 @@ public enum AdaptiveRepetitions {
                     "\(n) vs \(nb) successful runs with \(metric) (need 2 per side for a CI) after \(reps)/\(baseReps) repetitions"
             } else if let half, half <= policy.targetRelativeCI {
                 reason = .ciTargetMet
-                explanation = "CI half-width ±\(percent(half)) ≤ target ±\(percent(policy.targetRelativeCI)) after \(reps) repetitions"
+                explanation =
+                    "CI half-width ±\(percent(half)) ≤ target ±\(percent(policy.targetRelativeCI)) after \(reps) repetitions"
             } else if atMax {
                 reason = .maxReached
                 explanation =
@@ -146,7 +147,8 @@ public enum AdaptiveRepetitions {
                     + (half.map { "at ±\(percent($0)) > target ±\(percent(policy.targetRelativeCI))" } ?? "unbounded")
             } else if experimentStatus != .completed {
                 reason = .stoppedEarly
-                explanation = "the experiment run is \(experimentStatus.rawValue): stopped after \(reps) of at most \(policy.max) repetitions"
+                explanation =
+                    "the experiment run is \(experimentStatus.rawValue): stopped after \(reps) of at most \(policy.max) repetitions"
             } else {
                 reason = .adaptiveOff
                 explanation =

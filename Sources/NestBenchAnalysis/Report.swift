@@ -179,7 +179,9 @@ public struct Report: Codable, Sendable {
         for run in runs {
             let config = run.planned.configuration
             for (key, value) in run.provenance where key != "run_directory" {
-                if !(settings[config]?[key]?.contains(value) ?? false) { settings[config, default: [:]][key, default: []].append(value) }
+                if !(settings[config]?[key]?.contains(value) ?? false) {
+                    settings[config, default: [:]][key, default: []].append(value)
+                }
             }
             for inv in run.invocations {
                 let line = ReportCommandLine(
@@ -189,7 +191,8 @@ public struct Report: Codable, Sendable {
             }
             for m in run.metrics {
                 if metrics[m.name] == nil {
-                    metrics[m.name] = MetricProvenance(metric: m.name, source: m.source, unit: m.unit, proxyFor: m.proxyFor, details: [])
+                    metrics[m.name] = MetricProvenance(
+                        metric: m.name, source: m.source, unit: m.unit, proxyFor: m.proxyFor, details: [])
                     order.append(m.name)
                 }
                 if let d = m.detail, !metrics[m.name]!.details.contains(d) { metrics[m.name]!.details.append(d) }
@@ -200,7 +203,9 @@ public struct Report: Codable, Sendable {
                 configuration: $0, settings: settings[$0] ?? [:],
                 commands: (commands[$0] ?? []).map { c in
                     var c = c
-                    c.argv = c.argv.map { $0.contains("/artifacts/") ? "(per-run directory)/" + ($0 as NSString).lastPathComponent : $0 }
+                    c.argv = c.argv.map {
+                        $0.contains("/artifacts/") ? "(per-run directory)/" + ($0 as NSString).lastPathComponent : $0
+                    }
                     return c
                 })
         }

@@ -8,7 +8,8 @@ import NestBenchStore
 struct ThresholdOptions: ParsableArguments {
     @Option(
         name: .customLong("threshold"),
-        help: "Relative threshold: 5% (default for judged metrics) or METRIC=PCT[:higher|lower], e.g. ops_per_sec=3%; repeatable.")
+        help: "Relative threshold: 5% (default for judged metrics) or METRIC=PCT[:higher|lower], e.g. ops_per_sec=3%; repeatable."
+    )
     var thresholds: [String] = []
 
     @Option(name: .customLong("thresholds"), help: "A file of 'metric: 5% [higher|lower]' lines ('default: 3%').")
@@ -126,7 +127,9 @@ struct CompareCommand: AsyncParsableCommand {
             guard others.count == 1 else {
                 throw CommandFailure(
                     code: ExitCodes.error,
-                    message: "run \(baseRecord.id) has configurations \(others.joined(separator: ", ")) besides \(baseConfig): name one with --candidate")
+                    message:
+                        "run \(baseRecord.id) has configurations \(others.joined(separator: ", ")) besides \(baseConfig): name one with --candidate"
+                )
             }
             candConfig = others[0]
         }

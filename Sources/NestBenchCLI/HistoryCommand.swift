@@ -41,7 +41,9 @@ struct HistoryCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.baselineNotFound, message: "no stored results for experiment \"\(name)\" match")
         }
         let f = ISO8601DateFormatter()
-        func tags(_ t: [String: String]) -> String { t.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
+        func tags(_ t: [String: String]) -> String {
+            t.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        }
         switch format {
         case "json":
             Console.out(CompareCommand.json(series))
@@ -58,9 +60,11 @@ struct HistoryCommand: AsyncParsableCommand {
         default:
             var out = ""
             for s in series {
-                out += "\(s.key.workload) / \(s.key.condition) / \(s.key.configuration) / \(s.key.metric) [\(s.unit), \(s.center) of runs]\n"
+                out +=
+                    "\(s.key.workload) / \(s.key.condition) / \(s.key.configuration) / \(s.key.metric) [\(s.unit), \(s.center) of runs]\n"
                 for p in s.points {
-                    out += "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  \(tags(p.tags))\n"
+                    out +=
+                        "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  \(tags(p.tags))\n"
                 }
             }
             Console.out(out)
@@ -145,7 +149,8 @@ struct NightlyCommand: AsyncParsableCommand {
     /// The checks of one run: the history of its experiment up to it.
     static func check(record: ExperimentRunRecord, store: Store, settings: NightlySettings) throws -> [NightlyCheck] {
         let series = Nightly.series(try store.history(experiment: record.experiment.name))
-        let primary = Set(record.experiment.workloads.map { Comparator.primaryMetric(for: $0, settings: record.experiment.analysis) })
+        let primary = Set(
+            record.experiment.workloads.map { Comparator.primaryMetric(for: $0, settings: record.experiment.analysis) })
         return Nightly.check(series, runID: record.id, primary: primary, settings: settings)
     }
 }

@@ -50,11 +50,14 @@ struct ImportCommand: AsyncParsableCommand {
                     code: ExitCodes.error,
                     message: "\(file): \(Self.path(context.codingPath + [key])): missing (not a nestbench export?)")
             } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-                throw CommandFailure(code: ExitCodes.error, message: "\(file): \(Self.path(context.codingPath)): \(context.debugDescription)")
+                throw CommandFailure(
+                    code: ExitCodes.error, message: "\(file): \(Self.path(context.codingPath)): \(context.debugDescription)")
             } catch let DecodingError.dataCorrupted(context) {
                 throw CommandFailure(
                     code: ExitCodes.error,
-                    message: "\(file): \(context.codingPath.isEmpty ? "not valid JSON" : Self.path(context.codingPath) + ": " + context.debugDescription)")
+                    message:
+                        "\(file): \(context.codingPath.isEmpty ? "not valid JSON" : Self.path(context.codingPath) + ": " + context.debugDescription)"
+                )
             } catch {
                 throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error)")
             }
@@ -63,7 +66,8 @@ struct ImportCommand: AsyncParsableCommand {
         for (file, bundle) in bundles {
             switch try store.importRun(bundle, source: file) {
             case .imported(let n):
-                Console.out("imported \(bundle.experimentRun.id) (\(bundle.experimentRun.experiment.name), \(n) runs) from \(file)\n")
+                Console.out(
+                    "imported \(bundle.experimentRun.id) (\(bundle.experimentRun.experiment.name), \(n) runs) from \(file)\n")
             case .alreadyPresent:
                 Console.out("already present: \(bundle.experimentRun.id) from \(file)\n")
             }
@@ -71,6 +75,7 @@ struct ImportCommand: AsyncParsableCommand {
     }
 
     static func path(_ keys: [any CodingKey]) -> String {
-        keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+        keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(
+            in: CharacterSet(charactersIn: "."))
     }
 }

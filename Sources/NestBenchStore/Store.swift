@@ -183,7 +183,7 @@ public final class Store: Sendable {
     static func insert(
         _ run: RunRecord, samples: [(tMillis: Int64, name: String, value: Double)], db: Database
     ) throws -> Int64 {
-                try db.execute(
+        try db.execute(
             sql: """
                 INSERT INTO run (experiment_runId, sequence, configuration, workload, condition, repetition,
                   status, reason, started_at, ended_at, exit_status, signal, invocations_json,
@@ -422,7 +422,8 @@ public final class Store: Sendable {
         }
         guard bundle.version <= RunExport.currentVersion else {
             throw StoreError(
-                path: source, message: "version: \(bundle.version) is newer than this nestbench reads (\(RunExport.currentVersion))")
+                path: source,
+                message: "version: \(bundle.version) is newer than this nestbench reads (\(RunExport.currentVersion))")
         }
         let record = bundle.experimentRun
         if let existing = try experimentRun(record.id) {
@@ -437,7 +438,8 @@ public final class Store: Sendable {
                     + "file hash \(existing.contentHash.prefix(12))); delete one of them first")
         }
         let origin =
-            bundle.origin ?? "imported from \(record.machine.hostname) (\(source)) on \(ISO8601DateFormatter().string(from: Date()))"
+            bundle.origin
+            ?? "imported from \(record.machine.hostname) (\(source)) on \(ISO8601DateFormatter().string(from: Date()))"
         try wrap("importing \(record.id)") {
             try db.write { db in
                 try db.execute(
@@ -471,11 +473,34 @@ public struct RunExport: Codable, Sendable {
         public var tMillis: Int64
         public var name: String
         public var value: Double
+
+        public init(tMillis: Int64, name: String, value: Double) {
+            self.tMillis = tMillis
+            self.name = name
+            self.value = value
+        }
     }
 
     public struct ExportedRun: Codable, Sendable {
         public var record: RunRecord
         public var samples: [Sample]
+
+        public init(record: RunRecord, samples: [Sample] = []) {
+            self.record = record
+            self.samples = samples
+        }
+    }
+
+    public init(
+        format: String = RunExport.formatName, version: Int = RunExport.currentVersion, exportedAt: Date = Date(),
+        origin: String? = nil, experimentRun: ExperimentRunRecord, runs: [ExportedRun]
+    ) {
+        self.format = format
+        self.version = version
+        self.exportedAt = exportedAt
+        self.origin = origin
+        self.experimentRun = experimentRun
+        self.runs = runs
     }
 
     public var format: String
@@ -509,7 +534,9 @@ public struct RunExport: Codable, Sendable {
         d.dateDecodingStrategy = .custom { decoder in
             let c = try decoder.singleValueContainer()
             let text = try c.decode(String.self)
-            guard let date = Self.isoFormatter(fractional: true).date(from: text) ?? Self.isoFormatter(fractional: false).date(from: text)
+            guard
+                let date = Self.isoFormatter(fractional: true).date(from: text)
+                    ?? Self.isoFormatter(fractional: false).date(from: text)
             else {
                 throw DecodingError.dataCorruptedError(in: c, debugDescription: "\"\(text)\" is not an ISO 8601 date")
             }

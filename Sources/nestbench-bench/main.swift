@@ -5,7 +5,8 @@ import Foundation
 /// ratio, so results are comparable across machines. Register new ones in `Benchmarks.all`.
 enum Benchmarks {
     static let all: [(name: String, run: @Sendable () async throws -> Void)] = [
-        ("fmfi-parse", FMFIParseBenchmark.run)
+        ("fmfi-parse", FMFIParseBenchmark.run),
+        ("analysis-10k-runs", AnalysisBenchmark.run),
     ]
 }
 

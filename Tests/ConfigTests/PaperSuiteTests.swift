@@ -43,7 +43,9 @@ struct PaperSuiteTests {
         let parsec = e.workloads.filter { $0.suite == "parsec" }
         #expect(Set(tailbench.map(\.name)) == ["img-dnn", "masstree", "moses", "silo", "specjbb", "sphinx", "xapian"])
         #expect(
-            Set(parsec.map(\.name)) == ["canneal", "facesim", "raytrace", "streamcluster", "dedup", "x264", "splash2x.fft", "ferret"])
+            Set(parsec.map(\.name)) == [
+                "canneal", "facesim", "raytrace", "streamcluster", "dedup", "x264", "splash2x.fft", "ferret",
+            ])
         let pairs = Set(e.workloads.filter { $0.label.contains("+") }.map { String($0.label.split(separator: "/")[0]) })
         #expect(pairs == ["img-dnn+img-dnn", "img-dnn+silo", "moses+silo"])
         #expect(e.conditions.map(\.name) == ["clean", "fragmented"])

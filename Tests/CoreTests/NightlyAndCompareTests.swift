@@ -33,7 +33,8 @@ struct ABCompareTests {
         // 3% slower, significant, but under the default 5%.
         let r = compare([97, 98, 96, 97.5, 96.5])
         #expect(r.verdicts.first { $0.metric == "ops_per_sec" }?.verdict == "same")
-        let strict = compare([97, 98, 96, 97.5, 96.5], thresholds: ThresholdSet(perMetric: ["ops_per_sec": MetricThreshold(relative: 0.02)]))
+        let strict = compare(
+            [97, 98, 96, 97.5, 96.5], thresholds: ThresholdSet(perMetric: ["ops_per_sec": MetricThreshold(relative: 0.02)]))
         #expect(strict.outcome == .regression)
     }
 
@@ -88,7 +89,9 @@ struct NightlyTests {
             let id = String(format: "\(experiment)-%04d", night)
             let values = (0..<3).map { _ in level(night) * (1 + Double.random(in: -0.01...0.01, using: &g)) }
             let runs = Synthetic.runs(id, ["base": values, "cand": values.map { $0 * 1.3 }])
-            try store.begin(Synthetic.record(id, e, plan: runs.map(\.planned), at: t0 + Double(night) * 86_400, tags: ["commit": "c\(night)"]))
+            try store.begin(
+                Synthetic.record(id, e, plan: runs.map(\.planned), at: t0 + Double(night) * 86_400, tags: ["commit": "c\(night)"])
+            )
             for r in runs { try store.record(r) }
             ids.append(id)
         }

@@ -39,7 +39,9 @@ enum Synthetic {
             experimentRunID: id,
             planned: PlannedRun(sequence: seq, configuration: config, workload: workload, condition: condition, repetition: rep),
             status: .ok, startedAt: Date(), endedAt: Date(),
-            invocations: [Invocation(argv: ["/bin/nb-micro", "--ops", "10"], environment: ["X": "1"], workingDirectory: "/tmp", cpus: [1])],
+            invocations: [
+                Invocation(argv: ["/bin/nb-micro", "--ops", "10"], environment: ["X": "1"], workingDirectory: "/tmp", cpus: [1])
+            ],
             metrics: [
                 Metric(name: "ops_per_sec", value: ops, unit: "ops/s", polarity: .higherIsBetter, source: "workload"),
                 Metric(name: "wall_seconds", value: 1e6 / ops, unit: "s", polarity: .lowerIsBetter, source: "timing"),
@@ -73,17 +75,25 @@ struct CenterTests {
     @Test(arguments: [
         ("ops_per_sec", "ops/s", CenterStatistic.harmonicMean), ("roi_throughput", "1/s", .harmonicMean),
         ("sojourn_p99_ms", "ms", .median), ("anon_huge_bytes_max", "bytes", .median), ("sojourn_mean_ms", "ms", .mean),
-        ("minor_faults", "faults", .mean), ("wall_seconds", "s", .mean),
+        ("minor_faults", "faults", .mean), ("wall_seconds", "s", .mean), ("max_rss_bytes", "bytes", .mean),
+        ("sojourn_max_ms", "ms", .median), ("sojourn_p999_ms", "ms", .median),
     ])
     func centerByMetric(name: String, unit: String, expected: CenterStatistic) {
         #expect(Comparator.center(metric: name, unit: unit) == expected)
     }
 
     @Test func p99IsComparedAcrossRunsNotAveraged() throws {
-        let p99 = { (v: Double) in Metric(name: "sojourn_p99_ms", value: v, unit: "ms", polarity: .lowerIsBetter, source: "workload") }
-        let base = [10.0, 10.2, 9.9, 10.1, 60.0].enumerated().map { Synthetic.run("x", $0.offset * 2, "base", ops: 100, extra: [p99($0.element)]) }
-        let cand = [8.0, 8.1, 7.9, 8.2, 8.05].enumerated().map { Synthetic.run("x", $0.offset * 2 + 1, "cand", ops: 100, extra: [p99($0.element)]) }
-        let c = try #require(Comparator.comparisons(experiment: Synthetic.experiment(), runs: base + cand).first { $0.metric == "sojourn_p99_ms" })
+        let p99 = { (v: Double) in
+            Metric(name: "sojourn_p99_ms", value: v, unit: "ms", polarity: .lowerIsBetter, source: "workload")
+        }
+        let base = [10.0, 10.2, 9.9, 10.1, 60.0].enumerated().map {
+            Synthetic.run("x", $0.offset * 2, "base", ops: 100, extra: [p99($0.element)])
+        }
+        let cand = [8.0, 8.1, 7.9, 8.2, 8.05].enumerated().map {
+            Synthetic.run("x", $0.offset * 2 + 1, "cand", ops: 100, extra: [p99($0.element)])
+        }
+        let c = try #require(
+            Comparator.comparisons(experiment: Synthetic.experiment(), runs: base + cand).first { $0.metric == "sojourn_p99_ms" })
         #expect(c.center == "median")
         #expect(c.baselineMean == 10.1, "median of per-run p99, not the mean (20.04)")
         #expect(c.mean == 8.05)
@@ -94,11 +104,14 @@ struct CenterTests {
     }
 
     @Test func threeVersusThreeCannotBeSignificantWithMannWhitney() throws {
-        let p99 = { (v: Double) in Metric(name: "sojourn_p99_ms", value: v, unit: "ms", polarity: .lowerIsBetter, source: "workload") }
+        let p99 = { (v: Double) in
+            Metric(name: "sojourn_p99_ms", value: v, unit: "ms", polarity: .lowerIsBetter, source: "workload")
+        }
         let runs =
             [10.0, 10.1, 10.2].enumerated().map { Synthetic.run("x", $0.offset * 2, "base", ops: 1, extra: [p99($0.element)]) }
             + [5.0, 5.1, 5.2].enumerated().map { Synthetic.run("x", $0.offset * 2 + 1, "cand", ops: 1, extra: [p99($0.element)]) }
-        let c = try #require(Comparator.comparisons(experiment: Synthetic.experiment(), runs: runs).first { $0.metric == "sojourn_p99_ms" })
+        let c = try #require(
+            Comparator.comparisons(experiment: Synthetic.experiment(), runs: runs).first { $0.metric == "sojourn_p99_ms" })
         #expect(c.verdict == "same")
         #expect(c.mannWhitneyFloor == 0.1)
         #expect(c.method.contains("cannot be significant"))
@@ -106,7 +119,8 @@ struct CenterTests {
 
     @Test func rateUsesHarmonicMeanAndFiellerOnReciprocals() throws {
         let runs = Synthetic.runs("x", ["base": [100, 110, 90, 105], "cand": [150, 160, 140, 155]])
-        let c = try #require(Comparator.comparisons(experiment: Synthetic.experiment(), runs: runs).first { $0.metric == "ops_per_sec" })
+        let c = try #require(
+            Comparator.comparisons(experiment: Synthetic.experiment(), runs: runs).first { $0.metric == "ops_per_sec" })
         #expect(c.center == "hmean")
         #expect(abs(c.mean - Statistics.harmonicMean([150, 160, 140, 155])) < 1e-9)
         let expected = Statistics.harmonicMeanRatio([150, 160, 140, 155], [100, 110, 90, 105])
@@ -118,16 +132,20 @@ struct CenterTests {
         var runs: [RunRecord] = []
         for (i, v) in [100.0, 101, 120, 121, 99, 100].enumerated() {
             runs.append(Synthetic.run("x", i * 2, "base", ops: v, provenance: [RunRecord.bootProvenanceKey: "b\(i / 2)"]))
-            runs.append(Synthetic.run("x", i * 2 + 1, "cand", ops: v * 1.1, provenance: [RunRecord.bootProvenanceKey: "c\(i / 2)"]))
+            runs.append(
+                Synthetic.run("x", i * 2 + 1, "cand", ops: v * 1.1, provenance: [RunRecord.bootProvenanceKey: "c\(i / 2)"]))
         }
-        let c = try #require(Comparator.comparisons(experiment: Synthetic.experiment(), runs: runs).first { $0.metric == "ops_per_sec" })
+        let c = try #require(
+            Comparator.comparisons(experiment: Synthetic.experiment(), runs: runs).first { $0.metric == "ops_per_sec" })
         #expect(c.bootstrapMethod?.contains("groups") == true)
     }
 }
 
 @Suite("Adaptive repetitions: why cells stopped")
 struct RepetitionReasonTests {
-    func status(_ values: [String: [Double]], max: Int, status: ExperimentRunRecord.Status = .completed) throws -> RepetitionStatus {
+    func status(_ values: [String: [Double]], max: Int, status: ExperimentRunRecord.Status = .completed) throws
+        -> RepetitionStatus
+    {
         let e = Synthetic.experiment(repetitions: RepetitionPolicy(min: 3, max: max, targetRelativeCI: 0.02))
         let runs = Synthetic.runs("x", values)
         let plan = runs.map(\.planned)
@@ -143,7 +161,8 @@ struct RepetitionReasonTests {
         #expect(try status(["base": [100, 100.1, 99.9], "cand": [150, 150.2, 149.8]], max: 5).reason == .ciTargetMet)
         #expect(try status(["base": [100, 130, 80, 120, 90], "cand": [150, 110, 170, 120, 160]], max: 5).reason == .maxReached)
         #expect(try status(["base": [100, 130, 80], "cand": [150, 110, 170]], max: 5).reason == .adaptiveOff)
-        #expect(try status(["base": [100, 130, 80], "cand": [150, 110, 170]], max: 5, status: .interrupted).reason == .stoppedEarly)
+        #expect(
+            try status(["base": [100, 130, 80], "cand": [150, 110, 170]], max: 5, status: .interrupted).reason == .stoppedEarly)
         #expect(try status(["base": [100], "cand": [150]], max: 5).reason == .tooFewRuns)
     }
 
@@ -214,12 +233,16 @@ struct ReportFormatTests {
 /// DOM Chromium built; keeps a screenshot in .build/test-artifacts/ (not tracked).
 @Suite("HTML report in headless Chromium", .serialized)
 struct ChromiumTests {
-    static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
 
     static func chromium(_ args: [String]) throws -> (Int32, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try #require(chromium, "chromium is not installed (make deps installs it)"))
-        p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=" + Fixtures.temporaryDirectory()] + args
+        p.arguments =
+            ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=" + Fixtures.temporaryDirectory()]
+            + args
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice

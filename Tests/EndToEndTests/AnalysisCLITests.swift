@@ -42,7 +42,8 @@ extension MachineSuite {
                 state: state)
             #expect(improvement.status == 4, "\(improvement.stdout)\(improvement.stderr)")
             #expect(improvement.stdout.contains("improvement micro / clean / minor_faults"))
-            let quiet = try CLI.run(["compare", "latest", "--results", results, "--candidate", "thp-always"] + judged, state: state)
+            let quiet = try CLI.run(
+                ["compare", "latest", "--results", results, "--candidate", "thp-always"] + judged, state: state)
             #expect(quiet.status == 0, "improvements without --fail-on-improvement: \(quiet.stdout)")
             let regression = try CLI.run(
                 ["compare", "latest", "--results", results, "--baseline", "thp-always", "--candidate", "thp-never"] + judged,
@@ -97,7 +98,9 @@ extension MachineSuite {
         static func chromium(_ args: [String]) throws -> String {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
-            p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=" + CLI.temporaryDirectory()] + args
+            p.arguments =
+                ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=" + CLI.temporaryDirectory()]
+                + args
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.nullDevice
