@@ -35,6 +35,16 @@ extension MachineSuite {
             CLI.write(Self.experiment, to: dir + "/e.yaml")
             let run = try CLI.run(["run", dir + "/e.yaml", "--results", results, "--tag", "commit=abc123"], state: state)
             #expect(run.status == 0, "\(run.stderr)")
+            // The premise: THP backed the buffer under thp-always only. (On a machine shared with other
+            // test runs, another process writing the THP knobs mid-run breaks it; this says so.)
+            let stored = try CLI.run(["report", "latest", "--results", results, "--format", "json"], state: state)
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(stored.stdout.utf8)) as? [String: Any])
+            for r in try #require(json["runs"] as? [[String: Any]]) {
+                let huge = (r["metrics"] as? [String: Any])?["anon_huge_bytes"] as? Double ?? -1
+                let always = r["configuration"] as? String == "thp-always"
+                let configuration = r["configuration"] as? String ?? "?"
+                try #require(always ? huge > 0 : huge == 0, "THP state during \(configuration): anon_huge_bytes \(huge)")
+            }
 
             let judged = ["--threshold", "minor_faults=5%"]
             let improvement = try CLI.run(
