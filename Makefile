@@ -4,7 +4,7 @@
 SWIFT    ?= swift
 BIN      := .build/debug/nestbench
 APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy tar \
-            qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio
+            qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium
 
 .PHONY: all deps build demo demo-fragmented test lint format bench harness clean nested-smoke
 

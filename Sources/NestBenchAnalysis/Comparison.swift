@@ -29,6 +29,17 @@ public struct Comparison: Codable, Sendable, Hashable {
     /// The reference cell ("configuration/condition") when it is not the baseline configuration
     /// under the same condition (condition comparisons); nil otherwise.
     public var versus: String? = nil
+    /// What `mean` holds: `amean` (times, counts), `hmean` (rates) or `median` (of per-run
+    /// percentiles: the run is the unit, percentiles are never averaged).
+    public var center: String = "amean"
+    /// The ratio's CI by the log-t method (nil when not computable).
+    public var ratioCILogT: [Double]?
+    /// The ratio's CI by the bootstrap over runs (over VM boots when runs carry one).
+    public var ratioCIBootstrap: [Double]?
+    public var bootstrapMethod: String?
+    /// Two-sided Mann–Whitney U p-value, and the smallest p these sample sizes can give.
+    public var mannWhitneyP: Double?
+    public var mannWhitneyFloor: Double?
 
     enum CodingKeys: String, CodingKey {
         case workload, condition, configuration, metric, unit, polarity, mean
@@ -40,7 +51,12 @@ public struct Comparison: Codable, Sendable, Hashable {
         case pValue = "p_value"
         case n
         case nBaseline = "n_baseline"
-        case verdict, method, versus
+        case verdict, method, versus, center
+        case ratioCILogT = "ratio_ci_log_t"
+        case ratioCIBootstrap = "ratio_ci_bootstrap"
+        case bootstrapMethod = "bootstrap_method"
+        case mannWhitneyP = "mann_whitney_p"
+        case mannWhitneyFloor = "mann_whitney_floor"
     }
 
     /// Every key is written, with null where a value does not exist, so consumers see one shape.
@@ -64,6 +80,12 @@ public struct Comparison: Codable, Sendable, Hashable {
         try c.encode(verdict, forKey: .verdict)
         try c.encode(method, forKey: .method)
         try c.encode(versus, forKey: .versus)
+        try c.encode(center, forKey: .center)
+        try c.encode(ratioCILogT, forKey: .ratioCILogT)
+        try c.encode(ratioCIBootstrap, forKey: .ratioCIBootstrap)
+        try c.encode(bootstrapMethod, forKey: .bootstrapMethod)
+        try c.encode(mannWhitneyP, forKey: .mannWhitneyP)
+        try c.encode(mannWhitneyFloor, forKey: .mannWhitneyFloor)
     }
 }
 
@@ -87,59 +109,181 @@ public struct GeomeanSummary: Codable, Sendable, Hashable {
     public var method: String
 }
 
+/// Values of one metric in one cell: each successful run's value and its bootstrap group.
+public struct MetricValues: Sendable {
+    public var values: [Double]
+    public var groups: [String]
+    /// The first run's metric, for unit and polarity.
+    public var sample: Metric
+
+    public var grouped: [GroupedValue] { zip(values, groups).map { GroupedValue(value: $0, group: $1) } }
+}
+
+/// The result of judging one candidate sample against one baseline sample.
+public struct Judgement: Sendable {
+    public var center: CenterStatistic
+    public var centerValue: Double
+    public var baselineCenterValue: Double
+    public var ratio: Double?
+    public var ci: [Double]?
+    public var ciLogT: [Double]?
+    public var ciBootstrap: [Double]?
+    public var bootstrapMethod: String?
+    public var p: Double?
+    public var mannWhitneyP: Double?
+    public var mannWhitneyFloor: Double?
+    public var verdict: String
+    public var method: String
+}
+
 /// Turns stored runs into comparisons against the baseline.
 public enum Comparator {
     /// Values of each metric per cell, from runs that succeeded.
-    static func values(_ runs: [RunRecord]) -> [Cell: [String: (values: [Double], sample: Metric)]] {
-        var result: [Cell: [String: (values: [Double], sample: Metric)]] = [:]
+    public static func values(_ runs: [RunRecord]) -> [Cell: [String: MetricValues]] {
+        var result: [Cell: [String: MetricValues]] = [:]
         for run in runs where run.status == .ok {
+            let group = run.bootstrapGroup
             for metric in run.metrics {
                 guard let v = metric.value, v.isFinite else { continue }
-                result[run.planned.cell, default: [:]][metric.name, default: ([], metric)].values.append(v)
+                let cell = run.planned.cell
+                if result[cell]?[metric.name] == nil {
+                    result[cell, default: [:]][metric.name] = MetricValues(values: [], groups: [], sample: metric)
+                }
+                result[cell]![metric.name]!.values.append(v)
+                result[cell]![metric.name]!.groups.append(group)
             }
         }
         return result
     }
 
-    /// Judges one comparison. Significant means p < alpha, the CI (when bounded) excludes 1, and the
+    /// The statistic a metric is summarized by across runs (mmtests' convention): the harmonic
+    /// mean for rates (unit ending in `/s`, or a name ending in `per_sec`, `throughput`, `qps`),
+    /// the median of per-run values for per-run percentiles and maxima (`…_p99_…`, `…_max…`: the
+    /// run is the unit of replication; percentiles are never averaged), else the arithmetic mean.
+    public static func center(metric name: String, unit: String) -> CenterStatistic {
+        let parts = name.lowercased().split(separator: "_")
+        // A percentile token (p50, p99, p999) anywhere, or `max` after the first token (sojourn_max_ms,
+        // anon_huge_bytes_max; max_rss_bytes is a per-run amount and keeps the mean).
+        if parts.contains(where: { $0.count >= 2 && $0.first == "p" && $0.dropFirst().allSatisfy(\.isNumber) })
+            || parts.dropFirst().contains("max")
+        {
+            return .median
+        }
+        let lower = name.lowercased()
+        if unit.hasSuffix("/s") || lower.hasSuffix("per_sec") || lower.hasSuffix("throughput") || lower.hasSuffix("qps") {
+            return .harmonicMean
+        }
+        return .mean
+    }
+
+    /// Judges one comparison (the ratio candidate / baseline of the metric's center statistic).
+    ///
+    /// - amean: Welch's t-test; ratio CI by Fieller.
+    /// - hmean: Welch's t-test and Fieller on the reciprocals (where the harmonic mean is an
+    ///   arithmetic mean).
+    /// - median of per-run values: Mann–Whitney U; ratio CI by the bootstrap over runs (over VM
+    ///   boots when the runs carry one).
+    /// Every comparison also gets the log-t and bootstrap CIs and the Mann–Whitney p beside the
+    /// primary ones. Significant means p < alpha, the primary CI (when bounded) excludes 1, and the
     /// relative change is at least `minEffect`.
+    public static func judge(
+        candidate: MetricValues, baseline: MetricValues, polarity: Polarity, settings: AnalysisSettings,
+        bootstrapResamples: Int = 1000
+    ) -> Judgement {
+        let center = Self.center(metric: candidate.sample.name, unit: candidate.sample.unit)
+        let c = candidate.values
+        let b = baseline.values
+        let positive = c.allSatisfy { $0 > 0 } && b.allSatisfy { $0 > 0 }
+        // Hmean needs positive values; fall back to the arithmetic mean otherwise.
+        let effective: CenterStatistic = center == .harmonicMean && !positive ? .mean : center
+        let centerC = effective.of(c)
+        let centerB = effective.of(b)
+        let confidence = 1 - settings.alpha
+        let percent = Int((confidence * 100).rounded())
+        var j = Judgement(
+            center: effective, centerValue: centerC, baselineCenterValue: centerB,
+            ratio: centerB != 0 ? centerC / centerB : nil, verdict: "same", method: "")
+        func bounds(_ r: RatioEstimate) -> [Double]? { r.lower.flatMap { lo in r.upper.map { [lo, $0] } } }
+        guard c.count >= 2, b.count >= 2 else {
+            j.method = "too few runs for a test (need 2 per side): reported as same"
+            return j
+        }
+        let mw = Statistics.mannWhitney(c, b)
+        j.mannWhitneyP = mw.pValue
+        j.mannWhitneyFloor = mw.floor
+        if centerB != 0 {
+            let boot = Statistics.bootstrapRatio(
+                candidate.grouped, baseline.grouped, statistic: effective, confidence: confidence,
+                resamples: bootstrapResamples)
+            j.ciBootstrap = bounds(boot)
+            j.bootstrapMethod = boot.method
+            if positive { j.ciLogT = bounds(Statistics.logTRatio(c, b, confidence: confidence)) }
+        }
+        switch effective {
+        case .mean:
+            j.p = Statistics.welch(c, b).pValue
+            j.method = "Welch t-test; ratio CI: Fieller \(percent)%"
+            if centerB != 0 {
+                let f = Statistics.fiellerRatio(c, b, confidence: confidence)
+                j.ci = bounds(f)
+                if j.ci == nil { j.method += " (unbounded)" }
+            } else {
+                j.method += " (baseline mean is 0: no ratio)"
+            }
+        case .harmonicMean:
+            j.p = Statistics.welch(c.map { 1 / $0 }, b.map { 1 / $0 }).pValue
+            j.method = "harmonic mean (rate); Welch t-test on reciprocals; ratio CI: Fieller on reciprocals \(percent)%"
+            j.ci = bounds(Statistics.harmonicMeanRatio(c, b, confidence: confidence))
+            if j.ci == nil { j.method += " (unbounded)" }
+        case .median:
+            j.p = mw.pValue
+            j.method = "median of per-run values (run is the unit); Mann–Whitney U; ratio CI: \(j.bootstrapMethod ?? "bootstrap")"
+            j.ci = j.ciBootstrap
+            if mw.floor >= settings.alpha {
+                j.method +=
+                    "; with \(c.count) vs \(b.count) runs the smallest possible p is \(String(format: "%.3g", mw.floor)) ≥ α: cannot be significant"
+            }
+        }
+        var significant = (j.p ?? 1) < settings.alpha
+        if let ci = j.ci, ci[0] <= 1, ci[1] >= 1 { significant = false }
+        if let ratio = j.ratio, abs(ratio - 1) < settings.minEffect { significant = false }
+        if significant {
+            switch polarity {
+            case .neutral: j.verdict = "changed"
+            case .higherIsBetter: j.verdict = centerC > centerB ? "better" : "worse"
+            case .lowerIsBetter: j.verdict = centerC < centerB ? "better" : "worse"
+            }
+        }
+        return j
+    }
+
+    /// Compatibility wrapper: judges plain samples (each value its own run).
     public static func compare(
         candidate: [Double], baseline: [Double], polarity: Polarity, settings: AnalysisSettings
     ) -> (ratio: Double?, ci: [Double]?, p: Double?, verdict: String, method: String) {
-        let meanC = Statistics.mean(candidate)
-        let meanB = Statistics.mean(baseline)
-        guard candidate.count >= 2, baseline.count >= 2 else {
-            return (
-                meanB != 0 ? meanC / meanB : nil, nil, nil, "same",
-                "too few runs for a test (need 2 per side): reported as same"
-            )
-        }
-        let welch = Statistics.welch(candidate, baseline)
-        let confidence = 1 - settings.alpha
-        var ratio: Double?
-        var ci: [Double]?
-        var method = "Welch t-test; ratio CI: Fieller \(Int((confidence * 100).rounded()))%"
-        if meanB != 0 {
-            let estimate = Statistics.fiellerRatio(candidate, baseline, confidence: confidence)
-            ratio = estimate.ratio
-            if let lo = estimate.lower, let hi = estimate.upper { ci = [lo, hi] } else { method += " (unbounded)" }
-        } else {
-            method += " (baseline mean is 0: no ratio)"
-        }
-        var significant = welch.pValue < settings.alpha
-        if let ci, ci[0] <= 1, ci[1] >= 1 { significant = false }
-        if let ratio, abs(ratio - 1) < settings.minEffect { significant = false }
-        let verdict: String
-        if !significant {
-            verdict = "same"
-        } else {
-            switch polarity {
-            case .neutral: verdict = "changed"
-            case .higherIsBetter: verdict = meanC > meanB ? "better" : "worse"
-            case .lowerIsBetter: verdict = meanC < meanB ? "better" : "worse"
-            }
-        }
-        return (ratio, ci, welch.pValue, verdict, method)
+        let metric = Metric(name: "value", value: nil, unit: "", polarity: polarity, source: "")
+        let j = judge(
+            candidate: MetricValues(values: candidate, groups: candidate.indices.map { "c\($0)" }, sample: metric),
+            baseline: MetricValues(values: baseline, groups: baseline.indices.map { "b\($0)" }, sample: metric),
+            polarity: polarity, settings: settings)
+        return (j.ratio, j.ci, j.p, j.verdict, j.method)
+    }
+
+    /// One comparison of a candidate sample against a baseline sample.
+    public static func comparison(
+        workload: String, condition: String, configuration: String, metric name: String, candidate: MetricValues,
+        baseline: MetricValues, settings: AnalysisSettings
+    ) -> Comparison {
+        let j = judge(candidate: candidate, baseline: baseline, polarity: candidate.sample.polarity, settings: settings)
+        return Comparison(
+            workload: workload, condition: condition, configuration: configuration, metric: name,
+            unit: candidate.sample.unit, polarity: candidate.sample.polarity, mean: j.centerValue,
+            baselineMean: j.baselineCenterValue, sd: Statistics.standardDeviation(candidate.values),
+            baselineSD: Statistics.standardDeviation(baseline.values), ratio: j.ratio, ratioCI: j.ci, pValue: j.p,
+            n: candidate.values.count, nBaseline: baseline.values.count, verdict: j.verdict, method: j.method,
+            center: j.center == .mean ? "amean" : j.center.rawValue, ratioCILogT: j.ciLogT,
+            ratioCIBootstrap: j.ciBootstrap, bootstrapMethod: j.bootstrapMethod, mannWhitneyP: j.mannWhitneyP,
+            mannWhitneyFloor: j.mannWhitneyFloor)
     }
 
     /// Each configuration against the baseline configuration under the same condition; then, when
@@ -176,15 +320,9 @@ public enum Comparator {
             let versus = baseCell.condition != cell.condition ? "\(baseCell.configuration)/\(baseCell.condition)" : nil
             for name in candidate.keys.sorted() {
                 guard let c = candidate[name], let b = base[name] else { continue }
-                let judged = compare(
-                    candidate: c.values, baseline: b.values, polarity: c.sample.polarity, settings: experiment.analysis)
-                var comparison = Comparison(
+                var comparison = comparison(
                     workload: cell.workload, condition: cell.condition, configuration: cell.configuration,
-                    metric: name, unit: c.sample.unit, polarity: c.sample.polarity,
-                    mean: Statistics.mean(c.values), baselineMean: Statistics.mean(b.values),
-                    sd: Statistics.standardDeviation(c.values), baselineSD: Statistics.standardDeviation(b.values),
-                    ratio: judged.ratio, ratioCI: judged.ci, pValue: judged.p, n: c.values.count,
-                    nBaseline: b.values.count, verdict: judged.verdict, method: judged.method)
+                    metric: name, candidate: c, baseline: b, settings: experiment.analysis)
                 comparison.versus = versus
                 result.append(comparison)
             }

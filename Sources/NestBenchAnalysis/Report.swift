@@ -33,6 +33,62 @@ public struct ReportRun: Codable, Sendable, Hashable {
     }
 }
 
+/// A workload of the experiment as reports group it.
+public struct ReportWorkload: Codable, Sendable, Hashable {
+    public var label: String
+    public var suite: String
+    public var name: String
+    /// `main`, `colocated` (label names a pair "a+b": Fig. 14) or `overhead` (xapian, ferret: Fig. 16).
+    public var role: String
+    public var cpus: [Int]
+
+    /// The paper's grouping: colocated pairs are labeled "a+b" (each guest's workload "a+b/a"),
+    /// the overhead workloads are Tailbench xapian and PARSEC ferret; everything else is main.
+    public static func role(of w: WorkloadSpec) -> String {
+        if w.label.contains("+") { return "colocated" }
+        if ["xapian", "ferret"].contains(w.name) { return "overhead" }
+        return "main"
+    }
+}
+
+/// How one configuration's runs were set up: every distinct provenance value and command line.
+public struct ConfigurationProvenance: Codable, Sendable, Hashable {
+    public var configuration: String
+    /// Provenance key (knob:/sys/…, platform, pinning, kernel, qemu command lines, …) → distinct values.
+    public var settings: [String: [String]]
+    public var commands: [ReportCommandLine]
+}
+
+/// One distinct way a workload process was started.
+public struct ReportCommandLine: Codable, Sendable, Hashable {
+    public var workload: String
+    public var argv: [String]
+    public var cpus: [Int]
+    public var environment: [String: String]
+    public var workingDirectory: String
+
+    enum CodingKeys: String, CodingKey {
+        case workload, argv, cpus, environment
+        case workingDirectory = "working_directory"
+    }
+}
+
+/// Where a metric came from: its source, unit and every distinct detail (perf event encodings,
+/// files read), and what it stands in for.
+public struct MetricProvenance: Codable, Sendable, Hashable {
+    public var metric: String
+    public var source: String
+    public var unit: String
+    public var proxyFor: String?
+    public var details: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case metric, source, unit
+        case proxyFor = "proxy_for"
+        case details
+    }
+}
+
 /// Everything a report shows about one experiment run.
 public struct Report: Codable, Sendable {
     public var runID: String
@@ -52,6 +108,15 @@ public struct Report: Codable, Sendable {
     /// `perf.page_faults` → `tlb_misses`).
     public var proxies: [String: String]
     public var notes: [String]
+    public var description: String?
+    public var workloads: [ReportWorkload]
+    public var conditions: [String]
+    public var configurations: [String]
+    /// Why each cell has the repetitions it has (adaptive repetitions).
+    public var repetitions: [RepetitionStatus]
+    public var provenance: [ConfigurationProvenance]
+    public var metricProvenance: [MetricProvenance]
+    public var alpha: Double
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
@@ -59,6 +124,9 @@ public struct Report: Codable, Sendable {
         case startedAt = "started_at"
         case finishedAt = "finished_at"
         case machine, tags, runs, comparisons, geomeans, unavailable, proxies, notes
+        case description, workloads, conditions, configurations, repetitions, provenance
+        case metricProvenance = "metric_provenance"
+        case alpha
     }
 
     public init(record: ExperimentRunRecord, runs: [RunRecord]) {
@@ -85,6 +153,16 @@ public struct Report: Codable, Sendable {
         var proxies: [String: String] = [:]
         for run in runs { for m in run.metrics { if let p = m.proxyFor, proxies[m.name] == nil { proxies[m.name] = p } } }
         self.proxies = proxies
+        description = record.experiment.description
+        workloads = record.experiment.workloads.map {
+            ReportWorkload(label: $0.label, suite: $0.suite, name: $0.name, role: ReportWorkload.role(of: $0), cpus: $0.cpus)
+        }
+        conditions = record.experiment.conditions.map(\.name)
+        configurations = record.experiment.configurations.map(\.name)
+        alpha = record.experiment.analysis.alpha
+        repetitions = AdaptiveRepetitions.status(
+            experiment: record.experiment, plan: record.plan, comparisons: comparisons, experimentStatus: record.status)
+        (provenance, metricProvenance) = Self.provenance(of: runs, configurations: configurations)
         var notes: [String] = []
         if let warning = record.machine.extra["warning"] { notes.append(warning) }
         let failed = runs.filter { $0.status != .ok }
@@ -105,7 +183,53 @@ public struct Report: Codable, Sendable {
             "verdicts: Welch's t-test at α = \(record.experiment.analysis.alpha), "
                 + "a change smaller than \(record.experiment.analysis.minEffect * 100)% is 'same'; ratio CIs by Fieller's theorem"
         )
+        notes.append(
+            "rates (ops/s, throughput) are summarized by the harmonic mean (Welch and Fieller on reciprocals), times and "
+                + "counts by the arithmetic mean, per-run percentiles (p99) by the median of runs with Mann–Whitney U and a "
+                + "bootstrap CI (the run is the unit; percentiles are never averaged); log-t and bootstrap CIs are given beside")
         self.notes = notes
+    }
+
+    /// Distinct provenance values and command lines per configuration, and metric details.
+    static func provenance(of runs: [RunRecord], configurations: [String]) -> ([ConfigurationProvenance], [MetricProvenance]) {
+        var settings: [String: [String: [String]]] = [:]
+        var commands: [String: [ReportCommandLine]] = [:]
+        var metrics: [String: MetricProvenance] = [:]
+        var order: [String] = []
+        for run in runs {
+            let config = run.planned.configuration
+            for (key, value) in run.provenance where key != "run_directory" {
+                if !(settings[config]?[key]?.contains(value) ?? false) {
+                    settings[config, default: [:]][key, default: []].append(value)
+                }
+            }
+            for inv in run.invocations {
+                let line = ReportCommandLine(
+                    workload: run.planned.workload, argv: inv.argv, cpus: inv.cpus, environment: inv.environment,
+                    workingDirectory: inv.workingDirectory.contains("/artifacts/") ? "(per-run directory)" : inv.workingDirectory)
+                if !(commands[config]?.contains(line) ?? false) { commands[config, default: []].append(line) }
+            }
+            for m in run.metrics {
+                if metrics[m.name] == nil {
+                    metrics[m.name] = MetricProvenance(
+                        metric: m.name, source: m.source, unit: m.unit, proxyFor: m.proxyFor, details: [])
+                    order.append(m.name)
+                }
+                if let d = m.detail, !metrics[m.name]!.details.contains(d) { metrics[m.name]!.details.append(d) }
+            }
+        }
+        let layers = configurations.map {
+            ConfigurationProvenance(
+                configuration: $0, settings: settings[$0] ?? [:],
+                commands: (commands[$0] ?? []).map { c in
+                    var c = c
+                    c.argv = c.argv.map {
+                        $0.contains("/artifacts/") ? "(per-run directory)/" + ($0 as NSString).lastPathComponent : $0
+                    }
+                    return c
+                })
+        }
+        return (layers, order.map { metrics[$0]! })
     }
 }
 
@@ -138,7 +262,7 @@ public enum ReportRenderer {
     /// One row per comparison.
     public static func csv(_ report: Report) -> String {
         var lines = [
-            "workload,condition,configuration,metric,unit,mean,baseline_mean,ratio,ratio_ci_lo,ratio_ci_hi,p_value,n,n_baseline,verdict"
+            "workload,condition,configuration,metric,unit,mean,baseline_mean,ratio,ratio_ci_lo,ratio_ci_hi,p_value,n,n_baseline,verdict,center"
         ]
         func field(_ s: String) -> String {
             s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
@@ -149,7 +273,7 @@ public enum ReportRenderer {
                 [
                     field(c.workload), field(c.condition), field(c.configuration), field(c.metric), field(c.unit),
                     num(c.mean), num(c.baselineMean), num(c.ratio), num(c.ratioCI?[0]), num(c.ratioCI?[1]),
-                    num(c.pValue), String(c.n), String(c.nBaseline), c.verdict,
+                    num(c.pValue), String(c.n), String(c.nBaseline), c.verdict, c.center,
                 ].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
@@ -228,6 +352,12 @@ public enum ReportRenderer {
             var seen: Set<String> = []
             for u in report.unavailable where seen.insert("\(u.metric)|\(u.reason)").inserted {
                 out += "- \(u.metric): \(u.reason)\n"
+            }
+        }
+        if !report.repetitions.isEmpty {
+            out += "\n\(heading)repetitions: why each cell stopped\n"
+            for r in report.repetitions {
+                out += "- \(r.configuration) / \(r.workload) / \(r.condition): \(r.reason.rawValue): \(r.explanation)\n"
             }
         }
         let failed = report.runs.filter { $0.status != "ok" }

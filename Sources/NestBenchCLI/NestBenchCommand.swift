@@ -10,6 +10,7 @@ public struct NestBenchCommand: AsyncParsableCommand {
             RunCommand.self, ReportCommand.self, ListCommand.self, RestoreCommand.self, FragmentCommand.self,
             FMFICommand.self, DoctorCommand.self, EventsCommand.self, LatsCommand.self, RoiCommand.self,
             FetchCommand.self, SuitesCommand.self,
+            CompareCommand.self, HistoryCommand.self, NightlyCommand.self, ExportCommand.self, ImportCommand.self,
         ])
 
     public init() {}

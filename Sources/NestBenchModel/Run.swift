@@ -215,3 +215,14 @@ public struct ExperimentRunRecord: Codable, Sendable, Hashable {
         self.tags = tags
     }
 }
+
+extension RunRecord {
+    /// Provenance key naming the VM boot a run happened in. Runs that share a boot are resampled
+    /// together by the hierarchical bootstrap; a run without it is its own group.
+    public static let bootProvenanceKey = "vm_boot"
+
+    /// The bootstrap group of this run: its VM boot, else the run itself.
+    public var bootstrapGroup: String {
+        provenance[Self.bootProvenanceKey] ?? "\(experimentRunID)#\(planned.sequence)"
+    }
+}

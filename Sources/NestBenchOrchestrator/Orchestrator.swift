@@ -205,30 +205,9 @@ public final class Orchestrator: Sendable {
     func followUp(experiment: Experiment, runs: [RunRecord], plan: [PlannedRun], generator: inout SeededGenerator)
         -> [PlannedRun]
     {
-        var done: [Cell: Int] = [:]
-        for p in plan { done[p.cell] = max(done[p.cell] ?? 0, p.repetition) }
+        let done = AdaptiveRepetitions.plannedRepetitions(plan)
         let comparisons = Comparator.comparisons(experiment: experiment, runs: runs)
-        var cells: Set<Cell> = []
-        for workload in experiment.workloads {
-            let metric = Comparator.primaryMetric(for: workload, settings: experiment.analysis)
-            for c in comparisons where c.workload == workload.label && c.metric == metric {
-                let cell = Cell(configuration: c.configuration, workload: c.workload, condition: c.condition)
-                let base = Cell(configuration: experiment.baseline, workload: c.workload, condition: c.condition)
-                guard (done[cell] ?? 0) < experiment.repetitions.max, (done[base] ?? 0) < experiment.repetitions.max else {
-                    continue
-                }
-                let wide: Bool
-                if let ci = c.ratioCI, let r = c.ratio, r != 0 {
-                    wide = (ci[1] - ci[0]) / 2 / abs(r) > experiment.repetitions.targetRelativeCI
-                } else {
-                    wide = true
-                }
-                if wide {
-                    cells.insert(cell)
-                    cells.insert(base)
-                }
-            }
-        }
+        let cells = AdaptiveRepetitions.cellsNeedingMore(experiment: experiment, plan: plan, comparisons: comparisons)
         guard !cells.isEmpty else { return [] }
         return Planner.blocks(
             cells: cells.sorted(), repetitions: done, blocks: 1, startSequence: plan.count, generator: &generator)

@@ -100,6 +100,13 @@ public final class Store: Sendable {
                 t.column("value", .double).notNull()
             }
         }
+        // v2: where an imported experiment run came from, and history lookups by experiment.
+        m.registerMigration("v2") { db in
+            try db.alter(table: "experiment_run") { t in
+                t.add(column: "origin", .text)
+            }
+            try db.create(index: "experiment_run_by_name", on: "experiment_run", columns: ["experiment", "started_at"])
+        }
         return m
     }
 
@@ -167,39 +174,46 @@ public final class Store: Sendable {
     {
         try wrap("storing run \(run.planned.sequence)") {
             try db.write { db in
-                try db.execute(
-                    sql: """
-                        INSERT INTO run (experiment_runId, sequence, configuration, workload, condition, repetition,
-                          status, reason, started_at, ended_at, exit_status, signal, invocations_json,
-                          provenance_json, output_tail)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        run.experimentRunID, run.planned.sequence, run.planned.configuration, run.planned.workload,
-                        run.planned.condition, run.planned.repetition, run.status.rawValue, run.reason,
-                        run.startedAt, run.endedAt, run.exitStatus, run.signal, try json(run.invocations),
-                        try json(run.provenance), run.outputTail,
-                    ])
-                let id = db.lastInsertedRowID
-                for m in run.metrics {
-                    try db.execute(
-                        sql: """
-                            INSERT INTO metric (runId, name, value, unit, polarity, source, unavailable, proxy_for, detail)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                            """,
-                        arguments: [
-                            id, m.name, m.value, m.unit, m.polarity.rawValue, m.source, m.unavailable, m.proxyFor,
-                            m.detail,
-                        ])
-                }
-                for s in samples {
-                    try db.execute(
-                        sql: "INSERT INTO sample (runId, t_ms, name, value) VALUES (?, ?, ?, ?)",
-                        arguments: [id, s.tMillis, s.name, s.value])
-                }
-                return id
+                try Self.insert(run, samples: samples, db: db)
             }
         }
+    }
+
+    /// Inserts one run with its metrics and samples; returns the run's row id.
+    static func insert(
+        _ run: RunRecord, samples: [(tMillis: Int64, name: String, value: Double)], db: Database
+    ) throws -> Int64 {
+        try db.execute(
+            sql: """
+                INSERT INTO run (experiment_runId, sequence, configuration, workload, condition, repetition,
+                  status, reason, started_at, ended_at, exit_status, signal, invocations_json,
+                  provenance_json, output_tail)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                run.experimentRunID, run.planned.sequence, run.planned.configuration, run.planned.workload,
+                run.planned.condition, run.planned.repetition, run.status.rawValue, run.reason,
+                run.startedAt, run.endedAt, run.exitStatus, run.signal, try Self.encoder.encode(run.invocations),
+                try Self.encoder.encode(run.provenance), run.outputTail,
+            ])
+        let id = db.lastInsertedRowID
+        for m in run.metrics {
+            try db.execute(
+                sql: """
+                    INSERT INTO metric (runId, name, value, unit, polarity, source, unavailable, proxy_for, detail)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    id, m.name, m.value, m.unit, m.polarity.rawValue, m.source, m.unavailable, m.proxyFor,
+                    m.detail,
+                ])
+        }
+        for s in samples {
+            try db.execute(
+                sql: "INSERT INTO sample (runId, t_ms, name, value) VALUES (?, ?, ?, ?)",
+                arguments: [id, s.tMillis, s.name, s.value])
+        }
+        return id
     }
 
     /// The id of the most recently started experiment run.
@@ -303,5 +317,232 @@ public final class Store: Sendable {
                 }
             }
         }
+    }
+
+    /// Every successful run's metric values of every stored run of an experiment (by name), with
+    /// the experiment run's time and tags, oldest first. One query; for nightly history.
+    public func history(experiment: String) throws(StoreError) -> [HistoryRow] {
+        try wrap("reading the history of \(experiment)") {
+            try db.read { db in
+                var tags: [String: [String: String]] = [:]
+                let decoder = JSONDecoder()
+                for row in try Row.fetchAll(
+                    db, sql: "SELECT id, tags_json FROM experiment_run WHERE experiment = ?", arguments: [experiment])
+                {
+                    tags[row["id"]] = try decoder.decode([String: String].self, from: row["tags_json"] as Data)
+                }
+                var result: [HistoryRow] = []
+                let cursor = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT e.id, e.started_at, r.configuration, r.workload, r.condition,
+                          m.name, m.unit, m.polarity, m.value
+                        FROM experiment_run e JOIN run r ON r.experiment_runId = e.id JOIN metric m ON m.runId = r.id
+                        WHERE e.experiment = ? AND r.status = 'ok' AND m.value IS NOT NULL
+                        ORDER BY e.started_at, e.id, r.sequence
+                        """, arguments: [experiment])
+                while let row = try cursor.next() {
+                    let id: String = row[0]
+                    result.append(
+                        HistoryRow(
+                            experimentRunID: id, startedAt: row[1], tags: tags[id] ?? [:],
+                            cell: Cell(configuration: row[2], workload: row[3], condition: row[4]), metric: row[5],
+                            unit: row[6], polarity: Polarity(rawValue: row[7]) ?? .neutral, value: row[8]))
+                }
+                return result
+            }
+        }
+    }
+
+    /// The raw metric rows of an experiment's history, undecoded: the reference cost of reading.
+    public func countHistoryRows(experiment: String) throws(StoreError) -> Int {
+        try wrap("reading the history of \(experiment)") {
+            try db.read { db in
+                var n = 0
+                var sum = 0.0
+                let cursor = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT m.value FROM experiment_run e JOIN run r ON r.experiment_runId = e.id
+                        JOIN metric m ON m.runId = r.id WHERE e.experiment = ? AND r.status = 'ok'
+                        """, arguments: [experiment])
+                while let row = try cursor.next() {
+                    n += 1
+                    sum += (row[0] as Double?) ?? 0
+                }
+                return sum.isNaN ? -n : n
+            }
+        }
+    }
+
+    /// Where an experiment run came from: nil when measured here, else the import's description.
+    public func origin(of id: String) throws(StoreError) -> String? {
+        try wrap("reading experiment run \(id)") {
+            try db.read { db in try String.fetchOne(db, sql: "SELECT origin FROM experiment_run WHERE id = ?", arguments: [id]) }
+        }
+    }
+
+    /// One experiment run with all its runs and timelines, for `nestbench export`.
+    public func export(_ id: String) throws(StoreError) -> RunExport? {
+        guard let record = try experimentRun(id) else { return nil }
+        let runs = try runs(of: id)
+        let samples: [Int: [RunExport.Sample]] = try wrap("reading the samples of \(id)") {
+            try db.read { db in
+                var out: [Int: [RunExport.Sample]] = [:]
+                let cursor = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT r.sequence, s.t_ms, s.name, s.value FROM sample s JOIN run r ON r.id = s.runId
+                        WHERE r.experiment_runId = ? ORDER BY s.rowid
+                        """, arguments: [id])
+                while let row = try cursor.next() {
+                    out[row[0], default: []].append(RunExport.Sample(tMillis: row[1], name: row[2], value: row[3]))
+                }
+                return out
+            }
+        }
+        return RunExport(
+            format: RunExport.formatName, version: RunExport.currentVersion, exportedAt: Date(), origin: try origin(of: id),
+            experimentRun: record,
+            runs: runs.map { RunExport.ExportedRun(record: $0, samples: samples[$0.planned.sequence] ?? []) })
+    }
+
+    /// Result of an import.
+    public enum ImportOutcome: Sendable, Equatable {
+        case imported(runs: Int)
+        /// The same experiment run (same id, file hash and runs) is already stored.
+        case alreadyPresent
+    }
+
+    /// Stores an exported experiment run in one transaction. An id that exists with different
+    /// content is an error (two testbeds never share run ids; a re-import of the same file is a no-op).
+    public func importRun(_ bundle: RunExport, source: String) throws(StoreError) -> ImportOutcome {
+        guard bundle.format == RunExport.formatName else {
+            throw StoreError(path: source, message: "format: expected \"\(RunExport.formatName)\", found \"\(bundle.format)\"")
+        }
+        guard bundle.version <= RunExport.currentVersion else {
+            throw StoreError(
+                path: source,
+                message: "version: \(bundle.version) is newer than this nestbench reads (\(RunExport.currentVersion))")
+        }
+        let record = bundle.experimentRun
+        if let existing = try experimentRun(record.id) {
+            let stored = try runs(of: record.id)
+            if existing.contentHash == record.contentHash && stored.count == bundle.runs.count {
+                return .alreadyPresent
+            }
+            throw StoreError(
+                path: source,
+                message:
+                    "experiment_run.id: \(record.id) is already stored with different content (\(stored.count) runs, "
+                    + "file hash \(existing.contentHash.prefix(12))); delete one of them first")
+        }
+        let origin =
+            bundle.origin
+            ?? "imported from \(record.machine.hostname) (\(source)) on \(ISO8601DateFormatter().string(from: Date()))"
+        try wrap("importing \(record.id)") {
+            try db.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
+                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, origin)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
+                        String(record.seed), try json(record.experiment), try json(record.plan),
+                        try json(record.machine), try json(record.tags), record.startedAt, record.finishedAt,
+                        record.status.rawValue, origin,
+                    ])
+                for run in bundle.runs {
+                    _ = try Self.insert(run.record, samples: run.samples.map { ($0.tMillis, $0.name, $0.value) }, db: db)
+                }
+            }
+        }
+        return .imported(runs: bundle.runs.count)
+    }
+}
+
+/// An experiment run with its runs and timelines as one JSON document (`nestbench export`), so
+/// testbeds can merge results into one store (`nestbench import`).
+public struct RunExport: Codable, Sendable {
+    public static let formatName = "nestbench-export"
+    public static let currentVersion = 1
+
+    public struct Sample: Codable, Sendable, Hashable {
+        public var tMillis: Int64
+        public var name: String
+        public var value: Double
+
+        public init(tMillis: Int64, name: String, value: Double) {
+            self.tMillis = tMillis
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public struct ExportedRun: Codable, Sendable {
+        public var record: RunRecord
+        public var samples: [Sample]
+
+        public init(record: RunRecord, samples: [Sample] = []) {
+            self.record = record
+            self.samples = samples
+        }
+    }
+
+    public init(
+        format: String = RunExport.formatName, version: Int = RunExport.currentVersion, exportedAt: Date = Date(),
+        origin: String? = nil, experimentRun: ExperimentRunRecord, runs: [ExportedRun]
+    ) {
+        self.format = format
+        self.version = version
+        self.exportedAt = exportedAt
+        self.origin = origin
+        self.experimentRun = experimentRun
+        self.runs = runs
+    }
+
+    public var format: String
+    public var version: Int
+    public var exportedAt: Date
+    /// Where the run was measured when it had been imported before (nil: on the exporting machine).
+    public var origin: String?
+    public var experimentRun: ExperimentRunRecord
+    public var runs: [ExportedRun]
+
+    static func isoFormatter(fractional: Bool) -> ISO8601DateFormatter {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = fractional ? [.withInternetDateTime, .withFractionalSeconds] : [.withInternetDateTime]
+        return f
+    }
+
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        // Milliseconds kept (the store's precision), so a re-import is identical.
+        e.dateEncodingStrategy = .custom { date, encoder in
+            var c = encoder.singleValueContainer()
+            try c.encode(Self.isoFormatter(fractional: true).string(from: date))
+        }
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return e
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .custom { decoder in
+            let c = try decoder.singleValueContainer()
+            let text = try c.decode(String.self)
+            guard
+                let date = Self.isoFormatter(fractional: true).date(from: text)
+                    ?? Self.isoFormatter(fractional: false).date(from: text)
+            else {
+                throw DecodingError.dataCorruptedError(in: c, debugDescription: "\"\(text)\" is not an ISO 8601 date")
+            }
+            return date
+        }
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return d
     }
 }

@@ -9,6 +9,7 @@ enum Benchmarks {
         ("fragment", FragmentBenchmark.run),
         ("collectors", CollectorsBenchmark.run),
         ("lats", LatsBenchmark.run),
+        ("analysis-10k-runs", AnalysisBenchmark.run),
     ]
 }
 

@@ -1,0 +1,434 @@
+import Foundation
+import NestBenchModel
+import NestBenchStats
+
+/// One figure of the paper's evaluation (§5, Figs. 11–16), as data: which workloads and which
+/// metric of each it plots, normalized to the baseline configuration.
+public struct FigureSpec: Sendable {
+    public var id: String
+    public var title: String
+    /// What the bars are, for the caption and for the "no data" message.
+    public var measure: String
+    /// Workload role plotted (`main`, `colocated`, `overhead`), nil for all.
+    public var role: String?
+    /// The metric to plot for a workload, given the metrics it has comparisons for.
+    public var pick: @Sendable ([String]) -> String?
+    /// Metric names whose unavailability explains an empty figure.
+    public var matches: @Sendable (String) -> Bool
+
+    static let throughputNames = ["roi_throughput", "throughput", "requests_per_sec", "achieved_qps", "qps", "ops_per_sec"]
+
+    static func first(of names: [String]) -> @Sendable ([String]) -> String? {
+        { available in names.first { available.contains($0) } }
+    }
+
+    /// Figs. 11–16 of the xGemini paper.
+    public static let paper: [FigureSpec] = [
+        FigureSpec(
+            id: "fig11", title: "Fig. 11 — normalized throughput",
+            measure: "throughput (roi_throughput, throughput or ops_per_sec)", role: "main",
+            pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
+        FigureSpec(
+            id: "fig12", title: "Fig. 12 — normalized TLB misses", measure: "TLB misses (a metric named *tlb*)",
+            role: "main",
+            pick: { available in
+                let tlb = available.filter { $0.lowercased().contains("tlb") }.sorted()
+                return tlb.first { $0.contains("walk") } ?? tlb.first
+            }, matches: { $0.lowercased().contains("tlb") }),
+        FigureSpec(
+            id: "fig13-mean", title: "Fig. 13 (a) — normalized mean latency", measure: "mean latency (sojourn_mean_ms)",
+            role: "main", pick: first(of: ["sojourn_mean_ms", "latency_mean_ms"]),
+            matches: { $0.contains("mean_ms") }),
+        FigureSpec(
+            id: "fig13-p99", title: "Fig. 13 (b) — normalized p99 latency",
+            measure: "p99 latency (sojourn_p99_ms, median of per-run p99)", role: "main",
+            pick: first(of: ["sojourn_p99_ms", "latency_p99_ms"]), matches: { $0.contains("p99") }),
+        FigureSpec(
+            id: "fig14", title: "Fig. 14 — normalized throughput of colocated workloads",
+            measure: "throughput of colocated workloads (labels naming a pair \"a+b\")", role: "colocated",
+            pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
+        FigureSpec(
+            id: "fig15", title: "Fig. 15 — normalized FMFI", measure: "FMFI (a metric named fmfi*)", role: nil,
+            pick: { $0.filter { $0.lowercased().hasPrefix("fmfi") }.sorted().first },
+            matches: { $0.lowercased().hasPrefix("fmfi") }),
+        FigureSpec(
+            id: "fig16", title: "Fig. 16 — normalized throughput of the overhead workloads",
+            measure: "throughput of the overhead workloads (xapian, ferret)", role: "overhead",
+            pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
+    ]
+}
+
+/// One self-contained HTML file: figures as inline SVG (no network, no scripts), the tables
+/// behind them, provenance, what was unavailable and why. Pure: returns the text.
+public enum HTMLReport {
+    static let palette = ["#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#ff8ab7", "#a463f2", "#97bbf5"]
+
+    static func esc(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.count)
+        for ch in s {
+            switch ch {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
+
+    static func num(_ v: Double?, _ format: String = "%.3f") -> String {
+        guard let v, v.isFinite else { return "—" }
+        return String(format: format, v)
+    }
+
+    static func ci(_ c: [Double]?) -> String { c.map { String(format: "[%.3f, %.3f]", $0[0], $0[1]) } ?? "—" }
+
+    /// One bar: a configuration's ratio for a workload.
+    struct Bar {
+        var group: String
+        var configuration: String
+        var ratio: Double
+        var ci: [Double]?
+        var comparison: Comparison?
+        var note: String
+    }
+
+    public static func render(_ report: Report, figures: [FigureSpec] = FigureSpec.paper) -> String {
+        var h = """
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8">
+            <title>\(esc(report.experiment)) — NestBench report \(esc(report.runID))</title>
+            <style>
+            body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;color:#222}
+            table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
+            td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
+            th{background:#f3f3f3} .absent{color:#a33;font-style:italic} code{font-size:12px}
+            svg.figure{border:1px solid #ddd;background:#fff;margin:.3em 0} figure{margin:0 0 1em}
+            figcaption{font-size:13px;color:#555}
+            </style></head><body>
+            <h1>\(esc(report.experiment)) — run \(esc(report.runID)) (\(esc(report.status)))</h1>
+
+            """
+        if let d = report.description { h += "<p>\(esc(d))</p>\n" }
+        h +=
+            "<p>Baseline: <b>\(esc(report.baseline))</b>. Machine: \(esc(report.machine.cpuModel)), "
+            + "\(report.machine.cores) cores, kernel \(esc(report.machine.kernel)), host \(esc(report.machine.hostname)). "
+            + "Seed \(esc(report.seed)). Started \(esc(ISO8601DateFormatter().string(from: report.startedAt))).</p>\n"
+        if !report.tags.isEmpty {
+            h +=
+                "<p>Tags: "
+                + report.tags.sorted { $0.key < $1.key }.map { "<code>\(esc($0.key))=\(esc($0.value))</code>" }
+                .joined(separator: " ") + "</p>\n"
+        }
+        h +=
+            "<p>Every bar is the ratio of a configuration to the baseline (<b>1.0</b>, dashed line) with its "
+            + "\(Int(((1 - report.alpha) * 100).rounded()))% confidence interval as whiskers; nothing is drawn for a "
+            + "value that was not measured.</p>\n"
+
+        for spec in figures { h += figure(spec, report) }
+        h += tables(report)
+        h += "</body></html>\n"
+        return h
+    }
+
+    /// The bars of one figure, per condition.
+    static func bars(_ spec: FigureSpec, _ report: Report) -> (byCondition: [String: [Bar]], metrics: [String: String]) {
+        let workloads = report.workloads.filter { spec.role == nil || $0.role == spec.role }
+        var byCondition: [String: [Bar]] = [:]
+        var chosen: [String: String] = [:]
+        for w in workloads {
+            let available = Array(Set(report.comparisons.filter { $0.workload == w.label }.map(\.metric)))
+            guard let metric = spec.pick(available) else { continue }
+            chosen[w.label] = metric
+            for c in report.comparisons where c.workload == w.label && c.metric == metric {
+                guard let r = c.ratio, r.isFinite else { continue }
+                byCondition[c.condition, default: []].append(
+                    Bar(
+                        group: w.label, configuration: c.configuration, ratio: r, ci: c.ratioCI, comparison: c,
+                        note: "\(c.metric): \(c.verdict), p \(num(c.pValue, "%.4f")), n \(c.n)/\(c.nBaseline)"))
+            }
+        }
+        // Geometric mean across workloads per configuration, with its CI, beside the workloads.
+        for (condition, bars) in byCondition {
+            let groups = Set(bars.map(\.group))
+            guard groups.count >= 2 else { continue }
+            var extra: [Bar] = []
+            for config in report.configurations where config != report.baseline {
+                let ratios = bars.filter { $0.configuration == config && $0.ratio > 0 }.map(\.ratio)
+                guard ratios.count >= 2 else { continue }
+                let g = Statistics.geometricMeanRatio(ratios)
+                extra.append(
+                    Bar(
+                        group: "geomean", configuration: config, ratio: g.ratio,
+                        ci: g.lower.flatMap { lo in g.upper.map { [lo, $0] } }, comparison: nil,
+                        note: "geometric mean of \(ratios.count) workloads, \(g.method)"))
+            }
+            byCondition[condition] = bars + extra
+        }
+        return (byCondition, chosen)
+    }
+
+    static func figure(_ spec: FigureSpec, _ report: Report) -> String {
+        var h = "<section class=\"figure-section\" id=\"\(spec.id)\">\n<h2>\(esc(spec.title))</h2>\n"
+        let workloads = report.workloads.filter { spec.role == nil || $0.role == spec.role }
+        let (byCondition, chosen) = bars(spec, report)
+        if workloads.isEmpty {
+            h +=
+                "<p class=\"absent\" data-figure=\"\(spec.id)\">Not drawn: this experiment has no \(esc(spec.role ?? "")) "
+                + "workloads, so there is no \(esc(spec.measure)).</p>\n</section>\n"
+            return h
+        }
+        if byCondition.isEmpty {
+            var why: [String] = []
+            for u in report.unavailable where spec.matches(u.metric) && workloads.contains(where: { $0.label == u.workload }) {
+                let line = "\(u.metric): \(u.reason)"
+                if !why.contains(line) { why.append(line) }
+            }
+            let failed = report.runs.filter { r in r.status != "ok" && workloads.contains { $0.label == r.workload } }
+            for r in failed.prefix(5) {
+                let line = "\(r.configuration)/\(r.workload)/\(r.condition) rep \(r.repetition): \(r.status): \(r.reason ?? "")"
+                if !why.contains(line) { why.append(line) }
+            }
+            h +=
+                "<p class=\"absent\" data-figure=\"\(spec.id)\">Not drawn: no \(esc(spec.measure)) was measured for "
+                + workloads.map { esc($0.label) }.joined(separator: ", ") + " in this run"
+                + (why.isEmpty ? " (no such metric was collected)." : ":") + "</p>\n"
+            if !why.isEmpty { h += "<ul>" + why.map { "<li>\(esc($0))</li>" }.joined() + "</ul>\n" }
+            h += "</section>\n"
+            return h
+        }
+        for condition in report.conditions {
+            guard let bars = byCondition[condition], !bars.isEmpty else {
+                h += "<p class=\"absent\" data-figure=\"\(spec.id)\">\(esc(condition)): no data for this condition.</p>\n"
+                continue
+            }
+            let metrics = Set(chosen.values).sorted().joined(separator: ", ")
+            h += "<figure>\n" + svg(id: "\(spec.id)-\(condition)", bars: bars, report: report)
+            h +=
+                "<figcaption>\(esc(spec.title)), condition <b>\(esc(condition))</b>: \(esc(metrics)) of each configuration "
+                + "divided by \(esc(report.baseline)); whiskers: CI of the ratio.</figcaption>\n</figure>\n"
+            h += "<table class=\"figure-data\"><tr><th>workload</th><th>configuration</th><th>metric</th><th>ratio</th>"
+            h += "<th>CI</th><th>log-t CI</th><th>bootstrap CI</th><th>p</th><th>n</th><th>verdict</th><th>method</th></tr>\n"
+            for b in bars {
+                let c = b.comparison
+                h +=
+                    "<tr><td>\(esc(b.group))</td><td>\(esc(b.configuration))</td><td>\(esc(c?.metric ?? "geomean"))</td>"
+                    + "<td>\(num(b.ratio))</td><td>\(ci(b.ci))</td><td>\(ci(c?.ratioCILogT))</td>"
+                    + "<td>\(ci(c?.ratioCIBootstrap))</td><td>\(num(c?.pValue, "%.4g"))</td>"
+                    + "<td>\(c.map { "\($0.n)/\($0.nBaseline)" } ?? "")</td><td>\(esc(c?.verdict ?? ""))</td>"
+                    + "<td>\(esc(c?.method ?? b.note))</td></tr>\n"
+            }
+            h += "</table>\n"
+        }
+        h += "</section>\n"
+        return h
+    }
+
+    /// Grouped bars with CI whiskers and the baseline at 1.0.
+    static func svg(id: String, bars: [Bar], report: Report) -> String {
+        var groups: [String] = []
+        for b in bars where !groups.contains(b.group) { groups.append(b.group) }
+        var configs: [String] = []
+        for b in bars where !configs.contains(b.configuration) { configs.append(b.configuration) }
+        let width = 760.0
+        let height = 320.0
+        let left = 56.0
+        let right = 150.0
+        let top = 16.0
+        let bottom = 64.0
+        let plotW = width - left - right
+        let plotH = height - top - bottom
+        let top1 = bars.map { max($0.ratio, $0.ci?[1] ?? 0) }.max() ?? 1
+        let yMax = max(1.2, top1 * 1.1)
+        let steps = [0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+        let step = steps.first { yMax / $0 <= 8 } ?? yMax / 8
+        func y(_ v: Double) -> Double { top + plotH * (1 - min(max(v, 0), yMax) / yMax) }
+        let groupW = plotW / Double(max(groups.count, 1))
+        let barW = min(40, groupW * 0.8 / Double(max(configs.count, 1)))
+        var s =
+            "<svg class=\"figure\" id=\"\(esc(id))\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" "
+            + "height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\">\n"
+        // Axes and grid.
+        var t = 0.0
+        while t <= yMax + 1e-9 {
+            s +=
+                "<line class=\"grid\" x1=\"\(left)\" x2=\"\(left + plotW)\" y1=\"\(y(t))\" y2=\"\(y(t))\" stroke=\"#eee\"/>"
+                + "<text x=\"\(left - 6)\" y=\"\(y(t) + 4)\" font-size=\"11\" text-anchor=\"end\">\(String(format: "%g", t))</text>\n"
+            t += step
+        }
+        s += "<line class=\"axis\" x1=\"\(left)\" x2=\"\(left)\" y1=\"\(top)\" y2=\"\(top + plotH)\" stroke=\"#333\"/>\n"
+        s +=
+            "<line class=\"axis\" x1=\"\(left)\" x2=\"\(left + plotW)\" y1=\"\(top + plotH)\" y2=\"\(top + plotH)\" stroke=\"#333\"/>\n"
+        s +=
+            "<text x=\"14\" y=\"\(top + plotH / 2)\" font-size=\"11\" transform=\"rotate(-90 14 \(top + plotH / 2))\" "
+            + "text-anchor=\"middle\">ratio to \(esc(report.baseline))</text>\n"
+        for (gi, group) in groups.enumerated() {
+            let gx = left + groupW * Double(gi)
+            let inner = barW * Double(configs.count)
+            let x0 = gx + (groupW - inner) / 2
+            for b in bars where b.group == group {
+                guard let ci = configs.firstIndex(of: b.configuration) else { continue }
+                let x = x0 + barW * Double(ci)
+                let color = palette[ci % palette.count]
+                let yTop = y(b.ratio)
+                let title = "\(b.group) / \(b.configuration): \(num(b.ratio)) \(ci_(b.ci)) — \(b.note)"
+                s +=
+                    "<rect class=\"bar\" data-group=\"\(esc(b.group))\" data-configuration=\"\(esc(b.configuration))\" "
+                    + "data-ratio=\"\(b.ratio)\" x=\"\(x + 1)\" y=\"\(yTop)\" width=\"\(barW - 2)\" "
+                    + "height=\"\(max(0, top + plotH - yTop))\" fill=\"\(color)\"><title>\(esc(title))</title></rect>\n"
+                if let c = b.ci {
+                    let cx = x + barW / 2
+                    let (ylo, yhi) = (y(c[0]), y(c[1]))
+                    s += "<line class=\"whisker\" x1=\"\(cx)\" x2=\"\(cx)\" y1=\"\(ylo)\" y2=\"\(yhi)\" stroke=\"#111\"/>"
+                    s +=
+                        "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(ylo)\" y2=\"\(ylo)\" stroke=\"#111\"/>"
+                    s +=
+                        "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(yhi)\" y2=\"\(yhi)\" stroke=\"#111\"/>\n"
+                }
+            }
+            let label = group.count > 18 ? String(group.prefix(17)) + "…" : group
+            let lx = gx + groupW / 2
+            let ly = top + plotH + 14
+            s +=
+                "<text class=\"group-label\" x=\"\(lx)\" y=\"\(ly)\" font-size=\"11\" text-anchor=\"end\" "
+                + "transform=\"rotate(-30 \(lx) \(ly))\">\(esc(label))</text>\n"
+        }
+        s +=
+            "<line class=\"baseline\" x1=\"\(left)\" x2=\"\(left + plotW)\" y1=\"\(y(1))\" y2=\"\(y(1))\" "
+            + "stroke=\"#000\" stroke-dasharray=\"5 3\"/>\n"
+        for (ci, config) in configs.enumerated() {
+            let ly = top + 14 + Double(ci) * 16
+            s +=
+                "<rect class=\"legend\" x=\"\(left + plotW + 12)\" y=\"\(ly - 9)\" width=\"10\" height=\"10\" "
+                + "fill=\"\(palette[ci % palette.count])\"/><text x=\"\(left + plotW + 26)\" y=\"\(ly)\" font-size=\"11\">"
+                + "\(esc(config))</text>\n"
+        }
+        s += "</svg>\n"
+        return s
+    }
+
+    static func ci_(_ c: [Double]?) -> String { c.map { String(format: "[%.3f, %.3f]", $0[0], $0[1]) } ?? "(no CI)" }
+
+    static func tables(_ report: Report) -> String {
+        var h = "<h2>All comparisons</h2>\n"
+        if report.comparisons.isEmpty {
+            h += "<p class=\"absent\">No comparisons: no configuration other than the baseline has successful runs.</p>\n"
+        } else {
+            h += "<table id=\"comparisons\"><tr><th>workload</th><th>condition</th><th>configuration</th><th>metric</th>"
+            h += "<th>center</th><th>value</th><th>baseline</th><th>ratio</th><th>CI</th><th>p</th><th>Mann–Whitney p</th>"
+            h += "<th>n</th><th>verdict</th></tr>\n"
+            for c in report.comparisons {
+                h +=
+                    "<tr><td>\(esc(c.workload))</td><td>\(esc(c.condition))</td><td>\(esc(c.configuration))</td>"
+                    + "<td>\(esc(c.metric)) [\(esc(c.unit))]</td><td>\(esc(c.center))</td><td>\(num(c.mean, "%.4g"))</td>"
+                    + "<td>\(num(c.baselineMean, "%.4g"))</td><td>\(num(c.ratio))</td><td>\(ci(c.ratioCI))</td>"
+                    + "<td>\(num(c.pValue, "%.4g"))</td><td>\(num(c.mannWhitneyP, "%.4g"))</td>"
+                    + "<td>\(c.n)/\(c.nBaseline)</td><td>\(esc(c.verdict))</td></tr>\n"
+            }
+            h += "</table>\n"
+        }
+        if !report.geomeans.isEmpty {
+            h += "<h2>Geometric means of the primary metric's ratios</h2>\n<ul>\n"
+            for g in report.geomeans {
+                let each = g.workloads.sorted { $0.key < $1.key }.map { "\(esc($0.key)) \(num($0.value))" }
+                h +=
+                    "<li>\(esc(g.configuration)) / \(esc(g.condition)) / \(esc(g.metric)): \(num(g.geomean)) \(ci(g.ci)); "
+                    + each.joined(separator: ", ") + "</li>\n"
+            }
+            h += "</ul>\n"
+        }
+        h += "<h2>Repetitions: why each cell stopped</h2>\n"
+        if report.repetitions.isEmpty {
+            h += "<p class=\"absent\">No cells other than the baseline.</p>\n"
+        } else {
+            h += "<table id=\"repetitions\"><tr><th>configuration</th><th>workload</th><th>condition</th><th>metric</th>"
+            h += "<th>repetitions</th><th>n</th><th>CI half-width</th><th>reason</th><th>explanation</th></tr>\n"
+            for r in report.repetitions {
+                h +=
+                    "<tr><td>\(esc(r.configuration))</td><td>\(esc(r.workload))</td><td>\(esc(r.condition))</td>"
+                    + "<td>\(esc(r.metric))</td><td>\(r.repetitions) (baseline \(r.baselineRepetitions); min \(r.min), max \(r.max))</td>"
+                    + "<td>\(r.n)/\(r.nBaseline)</td><td>\(r.relativeHalfWidth.map { String(format: "±%.2f%%", $0 * 100) } ?? "—")</td>"
+                    + "<td>\(esc(r.reason.rawValue))</td><td>\(esc(r.explanation))</td></tr>\n"
+            }
+            h += "</table>\n"
+        }
+        h += "<h2>Provenance of every layer</h2>\n"
+        for p in report.provenance {
+            h += "<h3>\(esc(p.configuration))</h3>\n"
+            if p.settings.isEmpty && p.commands.isEmpty {
+                h += "<p class=\"absent\">No runs of this configuration were stored.</p>\n"
+                continue
+            }
+            h +=
+                "<table class=\"provenance\"><tr><th>setting (knobs read back, platform, pinning, kernels, command lines)</th><th>value(s)</th></tr>\n"
+            for (k, v) in p.settings.sorted(by: { $0.key < $1.key }) {
+                h +=
+                    "<tr><td><code>\(esc(k))</code></td><td>" + v.map { "<code>\(esc($0))</code>" }.joined(separator: "<br>")
+                    + "</td></tr>\n"
+            }
+            h += "</table>\n"
+            if !p.commands.isEmpty {
+                h +=
+                    "<table class=\"commands\"><tr><th>workload</th><th>command line</th><th>CPUs</th><th>environment</th></tr>\n"
+                for c in p.commands {
+                    h +=
+                        "<tr><td>\(esc(c.workload))</td><td><code>\(esc(c.argv.joined(separator: " ")))</code></td>"
+                        + "<td>\(esc(CPUList.format(c.cpus)))</td><td><code>"
+                        + esc(c.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+                        + "</code></td></tr>\n"
+                }
+                h += "</table>\n"
+            }
+        }
+        if !report.metricProvenance.isEmpty {
+            h += "<h3>Metrics: source, event encodings and files</h3>\n<table id=\"metric-provenance\">"
+            h += "<tr><th>metric</th><th>unit</th><th>source</th><th>stands in for</th><th>detail</th></tr>\n"
+            for m in report.metricProvenance {
+                h +=
+                    "<tr><td>\(esc(m.metric))</td><td>\(esc(m.unit))</td><td>\(esc(m.source))</td>"
+                    + "<td>\(esc(m.proxyFor ?? ""))</td><td>"
+                    + m.details.map { "<code>\(esc($0))</code>" }.joined(separator: "<br>")
+                    + "</td></tr>\n"
+            }
+            h += "</table>\n"
+        }
+        h += "<h2>Unavailable and why</h2>\n"
+        if report.unavailable.isEmpty {
+            h += "<p>Every metric the collectors know of was measured.</p>\n"
+        } else {
+            h += "<table id=\"unavailable\"><tr><th>metric</th><th>reason</th><th>where</th></tr>\n"
+            var rows: [String: [String]] = [:]
+            var order: [String] = []
+            for u in report.unavailable {
+                let key = "\(u.metric)\u{0}\(u.reason)"
+                if rows[key] == nil { order.append(key) }
+                let cell = "\(u.configuration)/\(u.workload)/\(u.condition)"
+                if !(rows[key]?.contains(cell) ?? false) { rows[key, default: []].append(cell) }
+            }
+            for key in order {
+                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+                h +=
+                    "<tr><td>\(esc(parts[0]))</td><td>\(esc(parts.count > 1 ? parts[1] : ""))</td><td>"
+                    + esc(rows[key]!.joined(separator: ", ")) + "</td></tr>\n"
+            }
+            h += "</table>\n"
+        }
+        let failed = report.runs.filter { $0.status != "ok" }
+        if !failed.isEmpty {
+            h += "<h2>Runs that did not succeed</h2>\n<ul>\n"
+            for r in failed {
+                h +=
+                    "<li>#\(r.sequence) \(esc(r.configuration))/\(esc(r.workload))/\(esc(r.condition)) rep \(r.repetition): "
+                    + "\(esc(r.status)): \(esc(r.reason ?? ""))</li>\n"
+            }
+            h += "</ul>\n"
+        }
+        if !report.notes.isEmpty {
+            h += "<h2>Notes</h2>\n<ul>\n" + report.notes.map { "<li>\(esc($0))</li>\n" }.joined() + "</ul>\n"
+        }
+        return h
+    }
+}

@@ -1,0 +1,189 @@
+import ArgumentParser
+import Foundation
+import NestBenchAnalysis
+import NestBenchModel
+import NestBenchStore
+
+/// Thresholds shared by `compare` and `nightly`.
+struct ThresholdOptions: ParsableArguments {
+    @Option(
+        name: .customLong("threshold"),
+        help: "Relative threshold: 5% (default for judged metrics) or METRIC=PCT[:higher|lower], e.g. ops_per_sec=3%; repeatable."
+    )
+    var thresholds: [String] = []
+
+    @Option(name: .customLong("thresholds"), help: "A file of 'metric: 5% [higher|lower]' lines ('default: 3%').")
+    var thresholdsFile: String?
+
+    @Flag(help: "Judge every metric with a polarity (default: the primary metric and the metrics given thresholds).")
+    var allMetrics = false
+
+    @Option(name: .customLong("metric"), help: "Judge only this metric (repeatable); the others are reported.")
+    var metrics: [String] = []
+
+    @Flag(help: "Exit 4 when there are improvements and no regression.")
+    var failOnImprovement = false
+
+    func thresholdSet(defaultRelative: Double? = nil) throws -> ThresholdSet {
+        var set = ThresholdSet(allMetrics: allMetrics, only: metrics.isEmpty ? nil : Set(metrics))
+        if let d = defaultRelative { set.defaultRelative = d }
+        do {
+            if let path = thresholdsFile {
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                    throw CommandFailure(code: ExitCodes.error, message: "\(path): cannot read the thresholds file")
+                }
+                let fromFile = try ThresholdSet.parseFile(text, path: path)
+                set.perMetric = fromFile.perMetric
+                if text.contains("default") { set.defaultRelative = fromFile.defaultRelative }
+            }
+            for t in thresholds {
+                let (metric, threshold) = try ThresholdSet.parse(t, source: "--threshold")
+                if let metric { set.perMetric[metric] = threshold } else { set.defaultRelative = threshold.relative }
+            }
+        } catch let e as ThresholdError {
+            throw CommandFailure(code: ExitCodes.error, message: e.description)
+        }
+        return set
+    }
+}
+
+/// Opens the store and resolves run references, mapping "not there" to exit 5.
+struct StoreAccess {
+    var options: ResultsOptions
+
+    func store() throws -> Store {
+        guard FileManager.default.fileExists(atPath: options.databasePath) else {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message: "\(options.databasePath): no result store here (run an experiment first, or pass --results DIR)")
+        }
+        return try options.openStore()
+    }
+
+    func record(_ reference: String, in store: Store) throws -> ExperimentRunRecord {
+        guard let id = try store.resolve(reference), let record = try store.experimentRun(id) else {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message: "no run \"\(reference)\" in \(options.databasePath) (nestbench list shows the stored runs)")
+        }
+        return record
+    }
+}
+
+struct CompareCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Compare two configurations of one run, or one configuration across two runs (kernel A vs B).",
+        discussion: """
+            Per (workload, condition, metric): the candidate's ratio to the baseline with its CI and p-value. \
+            A judged metric is a regression (improvement) when the change is significant and at least its \
+            threshold in the bad (good) direction of its polarity. Exit codes: 0 no significant change, \
+            2 regression, 4 improvements only (with --fail-on-improvement), 1 error, 5 baseline not found.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var resultsOptions: ResultsOptions
+    @OptionGroup var thresholdOptions: ThresholdOptions
+
+    @Argument(help: "One run (compare two of its configurations) or two runs: BASELINE_RUN CANDIDATE_RUN.")
+    var runs: [String]
+
+    @Option(help: "Baseline configuration (default: the experiment's baseline).")
+    var baseline: String?
+
+    @Option(help: "Candidate configuration (default: with one run, the only other configuration; with two, the baseline's).")
+    var candidate: String?
+
+    @Option(help: "table or json.")
+    var format: String = "table"
+
+    func validate() throws {
+        guard (1...2).contains(runs.count) else { throw ValidationError("give one run id or two") }
+        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
+    }
+
+    func run() async throws {
+        _ = global.makeLogger()
+        let thresholds = try thresholdOptions.thresholdSet()
+        let access = StoreAccess(options: resultsOptions)
+        let store = try access.store()
+        let baseRecord = try access.record(runs[0], in: store)
+        let candRecord = runs.count == 2 ? try access.record(runs[1], in: store) : baseRecord
+        let baseConfig = baseline ?? baseRecord.experiment.baseline
+        if baseRecord.experiment.configuration(named: baseConfig) == nil {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message:
+                    "run \(baseRecord.id) has no configuration \"\(baseConfig)\" (it has: \(baseRecord.experiment.configurations.map(\.name).joined(separator: ", ")))"
+            )
+        }
+        let candConfig: String
+        if let candidate {
+            candConfig = candidate
+        } else if runs.count == 2 {
+            candConfig = baseConfig
+        } else {
+            let others = baseRecord.experiment.configurations.map(\.name).filter { $0 != baseConfig }
+            guard others.count == 1 else {
+                throw CommandFailure(
+                    code: ExitCodes.error,
+                    message:
+                        "run \(baseRecord.id) has configurations \(others.joined(separator: ", ")) besides \(baseConfig): name one with --candidate"
+                )
+            }
+            candConfig = others[0]
+        }
+        for (record, config) in [(baseRecord, baseConfig), (candRecord, candConfig)]
+        where record.experiment.configuration(named: config) == nil {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message:
+                    "run \(record.id) has no configuration \"\(config)\" (it has: \(record.experiment.configurations.map(\.name).joined(separator: ", ")))"
+            )
+        }
+        let baseRuns = try store.runs(of: baseRecord.id).filter { $0.planned.configuration == baseConfig }
+        let candRuns = try store.runs(of: candRecord.id).filter { $0.planned.configuration == candConfig }
+        guard baseRuns.contains(where: { $0.status == .ok }) else {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound, message: "run \(baseRecord.id) has no successful runs of \(baseConfig)")
+        }
+        var primary: Set<String> = []
+        for w in baseRecord.experiment.workloads + candRecord.experiment.workloads {
+            primary.insert(Comparator.primaryMetric(for: w, settings: candRecord.experiment.analysis))
+        }
+        let result = ABComparator.compare(
+            baseline: baseRuns, candidate: candRuns, baselineLabel: "\(baseRecord.id):\(baseConfig)",
+            candidateLabel: "\(candRecord.id):\(candConfig)", thresholds: thresholds, primary: primary,
+            alpha: candRecord.experiment.analysis.alpha)
+        Console.out(format == "json" ? Self.json(result) : Self.table(result))
+        let code = result.outcome.exitCode(failOnImprovement: thresholdOptions.failOnImprovement)
+        if code != ExitCodes.ok {
+            throw CommandFailure(code: code, message: "")
+        }
+    }
+
+    static func json<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
+    }
+
+    static func table(_ r: ABComparison) -> String {
+        var out = "baseline \(r.baseline) vs candidate \(r.candidate)\n"
+        for v in r.verdicts {
+            let ratio = v.ratio.map { String(format: "%.3f", $0) } ?? "n/a"
+            let ci = v.ratioCI.map { String(format: " [%.3f, %.3f]", $0[0], $0[1]) } ?? ""
+            let p = v.pValue.map { String(format: " p=%.4g", $0) } ?? ""
+            let t = v.threshold.map { String(format: " (threshold %.3g%%)", $0 * 100) } ?? ""
+            out +=
+                "\(v.verdict.padding(toLength: 11, withPad: " ", startingAt: 0)) \(v.workload) / \(v.condition) / \(v.metric): "
+                + "ratio \(ratio)\(ci)\(p) n=\(v.n)/\(v.nBaseline)\(t)\n"
+        }
+        for n in r.notes { out += "note: \(n)\n" }
+        out += "outcome: \(r.outcome.rawValue)\n"
+        return out
+    }
+}

@@ -1,0 +1,156 @@
+import ArgumentParser
+import Foundation
+import NestBenchAnalysis
+import NestBenchModel
+import NestBenchStats
+import NestBenchStore
+
+struct HistoryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history",
+        abstract: "Stored results over time per (workload, configuration, condition, metric), with each run's tags.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var resultsOptions: ResultsOptions
+
+    @Argument(help: "Experiment name (default: the latest run's).")
+    var experiment: String?
+
+    @Option(help: "Only this workload.") var workload: String?
+    @Option(help: "Only this configuration.") var configuration: String?
+    @Option(help: "Only this condition.") var condition: String?
+    @Option(help: "Only this metric.") var metric: String?
+
+    @Option(help: "table, json or csv.")
+    var format: String = "table"
+
+    func validate() throws {
+        guard ["table", "json", "csv"].contains(format) else { throw ValidationError("--format must be table, json or csv") }
+    }
+
+    func run() async throws {
+        _ = global.makeLogger()
+        let access = StoreAccess(options: resultsOptions)
+        let store = try access.store()
+        let name = try experiment ?? access.record("latest", in: store).experiment.name
+        let series = Nightly.series(try store.history(experiment: name)).filter { s in
+            (workload == nil || s.key.workload == workload) && (configuration == nil || s.key.configuration == configuration)
+                && (condition == nil || s.key.condition == condition) && (metric == nil || s.key.metric == metric)
+        }
+        guard !series.isEmpty else {
+            throw CommandFailure(code: ExitCodes.baselineNotFound, message: "no stored results for experiment \"\(name)\" match")
+        }
+        let f = ISO8601DateFormatter()
+        func tags(_ t: [String: String]) -> String {
+            t.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        }
+        switch format {
+        case "json":
+            Console.out(CompareCommand.json(series))
+        case "csv":
+            var out = "workload,condition,configuration,metric,unit,center,run_id,started_at,tags,value,n\n"
+            for s in series {
+                for p in s.points {
+                    out +=
+                        "\(s.key.workload),\(s.key.condition),\(s.key.configuration),\(s.key.metric),\(s.unit),\(s.center),"
+                        + "\(p.runID),\(f.string(from: p.startedAt)),\"\(tags(p.tags))\",\(p.value),\(p.n)\n"
+                }
+            }
+            Console.out(out)
+        default:
+            var out = ""
+            for s in series {
+                out +=
+                    "\(s.key.workload) / \(s.key.condition) / \(s.key.configuration) / \(s.key.metric) [\(s.unit), \(s.center) of runs]\n"
+                for p in s.points {
+                    out +=
+                        "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  \(tags(p.tags))\n"
+                }
+            }
+            Console.out(out)
+        }
+    }
+}
+
+struct NightlyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nightly",
+        abstract: "Check a run against the stored history of its experiment: change points and a gate.",
+        discussion: """
+            Per (workload, configuration, condition, metric): E-divisive means change points with a t-test \
+            (Hunter's method) over the history, and a gate of the new value against the last stable segment \
+            (outside its prediction interval at --p and beyond the threshold). Writes JUnit XML with --junit. \
+            Exit codes: 0 no regression, 2 regression, 4 improvements only (with --fail-on-improvement), \
+            1 error, 5 run or history not found.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var resultsOptions: ResultsOptions
+    @OptionGroup var thresholdOptions: ThresholdOptions
+
+    @Argument(help: "The new run (id, prefix or 'latest').")
+    var run: String = "latest"
+
+    @Option(help: "E-divisive window length (Hunter: 50).") var window: Int = 50
+    @Option(help: "Maximum p-value of a change point and of the gate (Hunter: 0.001).") var p: Double = 0.001
+    @Option(help: "Minimum relative change of a change point and default gate threshold (Hunter: 5%).")
+    var minChange: String = "5%"
+    @Option(help: "Fewest points of the last stable segment the gate needs.") var minHistory: Int = 3
+    @Option(help: "Write a JUnit XML file (one testcase per cell, failures for regressions).") var junit: String?
+    @Option(help: "table or json.") var format: String = "table"
+
+    func validate() throws {
+        guard window >= 4 else { throw ValidationError("--window must be at least 4") }
+        guard p > 0 && p < 1 else { throw ValidationError("--p must be in (0, 1)") }
+        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
+    }
+
+    func run() async throws {
+        _ = global.makeLogger()
+        let minimum: Double
+        do {
+            minimum = try ThresholdSet.parse(minChange, source: "--min-change").1.relative
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: error.description)
+        }
+        let thresholds = try thresholdOptions.thresholdSet(defaultRelative: minimum)
+        let access = StoreAccess(options: resultsOptions)
+        let store = try access.store()
+        let record = try access.record(run, in: store)
+        let settings = NightlySettings(
+            detector: ChangePointDetector(windowLength: window, maxPValue: p, minMagnitude: minimum),
+            thresholds: thresholds, gatePValue: p, minSegment: minHistory)
+        let checks = try Self.check(record: record, store: store, settings: settings)
+        guard checks.contains(where: { $0.segmentN > 0 }) else {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message: "no earlier stored runs of experiment \"\(record.experiment.name)\" to compare \(record.id) with")
+        }
+        if let junit {
+            let xml = Nightly.junit(checks, experiment: record.experiment.name, runID: record.id)
+            guard FileManager.default.createFile(atPath: junit, contents: Data(xml.utf8)) else {
+                throw CommandFailure(code: ExitCodes.error, message: "\(junit): cannot write the JUnit file")
+            }
+        }
+        if format == "json" {
+            Console.out(CompareCommand.json(checks))
+        } else {
+            var out = "nightly check of \(record.id) (\(record.experiment.name)) against its history\n"
+            for c in checks where c.verdict != "reported" || global.verbose > 0 {
+                out += "\(c.key.workload) / \(c.key.condition) / \(c.key.configuration): \(Nightly.line(c))\n"
+            }
+            Console.out(out)
+        }
+        let outcome = GateOutcome.of(checks.map(\.verdict))
+        let code = outcome.exitCode(failOnImprovement: thresholdOptions.failOnImprovement)
+        if code != ExitCodes.ok { throw CommandFailure(code: code, message: "") }
+    }
+
+    /// The checks of one run: the history of its experiment up to it.
+    static func check(record: ExperimentRunRecord, store: Store, settings: NightlySettings) throws -> [NightlyCheck] {
+        let series = Nightly.series(try store.history(experiment: record.experiment.name))
+        let primary = Set(
+            record.experiment.workloads.map { Comparator.primaryMetric(for: $0, settings: record.experiment.analysis) })
+        return Nightly.check(series, runID: record.id, primary: primary, settings: settings)
+    }
+}
