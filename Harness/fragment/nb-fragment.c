@@ -5,11 +5,14 @@
  *               [--free BYTES] [--floor BYTES] [--mlock] [--hold] [--release-on-eof] [--timeout SEC] [--interval-ms MS]
  *               [--dir DIR]
  *
- * Closed loop on the free memory fragmentation index FMFI(order) of /proc/buddyinfo, pooled over the
- * zones that hold movable memory (Normal and Movable; DMA32 when there is no Normal zone):
+ * Closed loop on the free memory fragmentation index FMFI(order) of /proc/buddyinfo, pooled over
+ * every zone except DMA (DMA32, Normal, Movable: the zones user pages come from):
  *   1. populate: take memory until MemAvailable is down to --slack (anonymous 4 KiB pages, or the page
  *      cache of unlinked files for page-cache), one thread per CPU — 4 KiB pages, never huge pages: a
  *      partially released THP is only queued for a deferred split and frees nothing.
+ *   1b. top up with huge pages (MADV_HUGEPAGE, when THP is always/madvise): they take the big free
+ *      blocks the slack left (often a whole pristine DMA32 zone) and never a hole; they are the
+ *      whole blocks handed back first in step 3.
  *   2. group our pages by physical block of 2^order pages (PFNs from /proc/self/pagemap; visible
  *      with CAP_SYS_ADMIN). Without PFNs, fall back to virtual blocks with 8 evenly spaced keepers
  *      (less exact: the printed fmfi says what was reached).
@@ -25,6 +28,7 @@
  * Line protocol on stdout (one event per line, key=value fields):
  *   start total=B available=B target=F order=N method=M
  *   progress phase=populate|fragment fmfi=F held=B free=B
+ *   topup huge=B available=B | topup huge=0 skipped=thp-never|page-cache
  *   keepers mode=pagemap|stride pages=N
  *   ready fmfi=F held=B free=B seconds=S reached=0|1
  *   hold fmfi=F held=B free=B available=B
@@ -115,18 +119,18 @@ static int meminfo(uint64_t *available, uint64_t *total) {
     return 0;
 }
 
-/* FMFI(order) pooled over the movable zones; free bytes in *free_bytes. -1 on error. */
+/* FMFI(order) pooled over every zone except DMA (the zones user pages come from: DMA32, Normal,
+ * Movable); free bytes in *free_bytes. -1 on error. */
 static double fmfi(int order, uint64_t *free_bytes) {
     FILE *f = fopen("/proc/buddyinfo", "r");
     if (!f) return -1;
     char line[512];
-    double free_normal = 0, big_normal = 0, free_dma32 = 0, big_dma32 = 0;
+    double fr = 0, big = 0;
     while (fgets(line, sizeof line, f)) {
         char zone[32];
         int node, consumed = 0;
         if (sscanf(line, "Node %d, zone %31s%n", &node, zone, &consumed) != 2) continue;
-        int is_normal = !strcmp(zone, "Normal") || !strcmp(zone, "Movable");
-        int is_dma32 = !strcmp(zone, "DMA32");
+        if (!strcmp(zone, "DMA")) continue;
         char *p = line + consumed;
         for (int i = 0;; i++) {
             char *end;
@@ -134,16 +138,24 @@ static double fmfi(int order, uint64_t *free_bytes) {
             if (end == p) break;
             p = end;
             double pages = (double)k * (double)(1UL << i);
-            if (is_normal) { free_normal += pages; if (i >= order) big_normal += pages; }
-            if (is_dma32) { free_dma32 += pages; if (i >= order) big_dma32 += pages; }
+            fr += pages;
+            if (i >= order) big += pages;
         }
     }
     fclose(f);
-    double fr = free_normal > 0 ? free_normal : free_dma32;
-    double big = free_normal > 0 ? big_normal : big_dma32;
     if (free_bytes) *free_bytes = (uint64_t)(fr * PAGE);
     if (fr <= 0) return 1.0; /* as the kernel: no free memory is all unusable */
     return (fr - big) / fr;
+}
+
+/* Whether THP can serve MADV_HUGEPAGE regions (enabled is always or madvise). */
+static int thp_usable(void) {
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return 0;
+    char line[128] = {0};
+    char *ok = fgets(line, sizeof line, f);
+    fclose(f);
+    return ok && (strstr(line, "[always]") || strstr(line, "[madvise]"));
 }
 
 struct chunk {
@@ -152,6 +164,7 @@ struct chunk {
     size_t kept;      /* bytes still resident */
     int fd;           /* page-cache file, -1 for anonymous */
     uint8_t *keep;    /* one byte per page: 1 = keeper, never released while fragmenting */
+    int huge;         /* populated with huge pages (the top-up): released whole, never punched */
 };
 
 static struct chunk *chunks = NULL;
@@ -244,6 +257,10 @@ static size_t index_pagemap(int order) {
     int visible = 0;
     for (size_t ci = 0; ci < nchunks; ci++) {
         struct chunk *c = &chunks[ci];
+        if (c->huge) {
+            for (size_t i = 0; i < ppc; i++) block_of[ci * ppc + i] = UINT32_MAX;
+            continue;
+        }
         off_t off = (off_t)((uintptr_t)c->base / PAGE * sizeof(uint64_t));
         if (c->fd >= 0 || pread(fd, entries, ppc * sizeof *entries, off) != (ssize_t)(ppc * sizeof *entries)) {
             free(entries); free(block_of); close(fd); return 0;
@@ -304,6 +321,7 @@ static size_t choose_keepers_stride(int order) {
     size_t pages_per_chunk = CHUNK / PAGE, per_block = (size_t)1 << order;
     size_t step = per_block / 8 ? per_block / 8 : 1, keepers = 0;
     for (size_t ci = 0; ci < nchunks; ci++) {
+        if (chunks[ci].huge) continue;
         chunks[ci].keep = calloc(pages_per_chunk, 1);
         if (!chunks[ci].keep) return keepers;
         for (size_t i = 0; i < pages_per_chunk; i += step) { chunks[ci].keep[i] = 1; keepers++; }
@@ -463,6 +481,26 @@ int main(int argc, char **argv) {
             emit("error cannot populate memory (MemAvailable %" PRIu64 " is at or below the slack %" PRIu64 ")", available, slack);
             return 1;
         }
+        /* 1b. top-up: the slack left free is in big blocks (often a pristine DMA32), which would cap
+         * FMFI and feed the workload huge pages. Huge-page allocations take exactly such blocks and
+         * never a hole; they become the whole blocks handed back below. Needs THP always/madvise. */
+        size_t first_huge = nchunks;
+        if (!cache && thp_usable()) {
+            uint64_t reserve = slack / 4 > (256UL << 20) ? slack / 4 : (256UL << 20);
+            while (!stop_signal && meminfo(&available, &total) == 0 && available > reserve + CHUNK) {
+                char *raw = mmap(NULL, CHUNK + (2UL << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (raw == MAP_FAILED) break;
+                char *p = (char *)(((uintptr_t)raw + (2UL << 20) - 1) & ~((uintptr_t)(2UL << 20) - 1));
+                madvise(p, CHUNK, MADV_HUGEPAGE);
+                if (madvise(p, CHUNK, MADV_POPULATE_WRITE) != 0) { munmap(raw, CHUNK + (2UL << 20)); break; }
+                struct chunk c = {.base = raw, .length = CHUNK + (2UL << 20), .kept = CHUNK, .fd = -1, .huge = 1};
+                if (add_chunk(c) != 0) { munmap(raw, c.length); break; }
+                held += CHUNK;
+            }
+            emit("topup huge=%" PRIu64 " available=%" PRIu64, (uint64_t)(nchunks - first_huge) * CHUNK, available);
+        } else {
+            emit("topup huge=0 skipped=%s", cache ? "page-cache" : "thp-never");
+        }
         /* 2. keepers: one page per physical block when PFNs are visible */
         size_t groups = index_pagemap(order);
         size_t keepers = groups;
@@ -477,16 +515,33 @@ int main(int argc, char **argv) {
         f = fmfi(order, &free_bytes);
         if (groups > 0) {
             /* Per physical block: keep one page (a hole that cannot coalesce) or release it all. */
-            for (size_t g = 0; g < groups && !stop_signal; g++) {
+            size_t next_huge = first_huge;
+            for (size_t g = 0; g < groups && !stop_signal;) {
                 if (want_free > 0 && free_bytes >= want_free) { enough = 1; break; }
-                size_t from = group_start[g], to = group_start[g + 1];
-                size_t released = f < target + 0.02 ? release_pages(from + 1, to) : release_pages(from, to);
+                size_t released;
+                if (f < target + 0.02) {
+                    released = release_pages(group_start[g] + 1, group_start[g + 1]);
+                    g++;
+                } else if (next_huge < nchunks) {
+                    release_chunk(&chunks[next_huge++]); /* whole huge pages: free blocks of the target order */
+                    released = 0;                         /* release_chunk counted them */
+                    since += 31;
+                } else {
+                    released = release_pages(group_start[g], group_start[g + 1]);
+                    g++;
+                }
                 held -= released;
                 if (++since >= 64 || (want_free > 0 && free_bytes + (uint64_t)since * block >= want_free)) {
                     since = 0; /* re-measure every 64 blocks, and often when close to --free */
                     f = fmfi(order, &free_bytes);
                 }
                 if (++step % 2048 == 0) emit("progress phase=fragment fmfi=%.4f held=%" PRIu64 " free=%" PRIu64, f, held, free_bytes);
+            }
+            /* Every block handled: give back the remaining huge pages while the index stays above. */
+            while (!enough && !stop_signal && next_huge < nchunks) {
+                f = fmfi(order, &free_bytes);
+                if (f < target + 0.02 || (want_free > 0 && free_bytes >= want_free)) break;
+                release_chunk(&chunks[next_huge++]);
             }
         } else {
             /* Without PFNs: per virtual block, keep the stride keepers or release it all. */

@@ -75,12 +75,12 @@ public struct Buddyinfo: Sendable, Hashable, Codable {
         try parse(try KernelFile.require(path), path: path)
     }
 
-    /// Zones that hold movable memory (user pages, huge pages): Normal, Movable, and — on a
-    /// machine without a Normal zone (≤ 4 GiB) — DMA32. DMA is excluded (16 MiB, kernel-only).
+    /// Zones that hold movable memory (user pages, huge pages): every zone but DMA — DMA32,
+    /// Normal, Movable. DMA (16 MiB, reserved for old devices) is excluded. DMA32 counts: user
+    /// pages and THPs come from it once Normal runs short (it held a workload's huge pages in a
+    /// fragmented run whose Normal zone alone looked fragmented).
     public var movableZones: [BuddyZone] {
-        let preferred = zones.filter { $0.zone == "Normal" || $0.zone == "Movable" }
-        if !preferred.isEmpty { return preferred }
-        return zones.filter { $0.zone == "DMA32" }
+        zones.filter { $0.zone != "DMA" }
     }
 
     /// FMFI over the given zones pooled: free pages weighted, as if one zone.

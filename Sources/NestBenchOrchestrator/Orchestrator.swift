@@ -295,14 +295,30 @@ public final class Orchestrator: Sendable {
         }
         var fragmentation: FragmentationSession?
         if let spec = condition.fragmentation {
-            for (path, value) in try platform.apply(spec.knobs, owner: "condition \(condition.name)") {
-                provenance["knob:\(path)"] = value
+            func applyCondition() throws {
+                for (path, value) in try platform.apply(spec.knobs, owner: "condition \(condition.name)") {
+                    provenance["knob:\(path)"] = value
+                }
+            }
+            try applyCondition()
+            // The fragmenter tops up the slack with huge pages (they take big free blocks, never a
+            // hole); under a THP-never configuration THP is madvise while it fills, then put back.
+            let thpEnabled = "/sys/kernel/mm/transparent_hugepage/enabled"
+            let raiseTHP = spec.method == .anonHoles && KnobWriter.read(thpEnabled) == "never"
+            if raiseTHP {
+                try platform.apply(
+                    [Knob(path: thpEnabled, value: "madvise")], owner: "condition \(condition.name) (fragmenter fill)")
+                provenance["fragmentation.thp_during_fill"] = "madvise (the configuration's never restored before the workload)"
             }
             do {
                 fragmentation = try await Fragmenter(harness: harness, journal: platform.journal, logger: logger)
                     .start(spec, directory: directory)
             } catch {
                 return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
+            }
+            if raiseTHP {
+                for (path, value) in try platform.activate(configuration) { provenance["knob:\(path)"] = value }
+                try applyCondition()
             }
         }
 

@@ -26,7 +26,7 @@ struct BuddyinfoTests {
         let idle = try Buddyinfo.parse(try Fixtures.text("procfs/idle/buddyinfo"))
         let frag = try Buddyinfo.parse(try Fixtures.text("procfs/frag16g-stride2/buddyinfo"))
         #expect(frag.machineFMFI(order: 9) > idle.machineFMFI(order: 9))
-        #expect(frag.machineZonesDescription == "node 0 Normal")
+        #expect(frag.machineZonesDescription == "node 0 DMA32, node 0 Normal")
     }
 
     @Test func emptyZoneIsFullyUnusable() {

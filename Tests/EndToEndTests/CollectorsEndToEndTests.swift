@@ -38,7 +38,7 @@ struct CollectorCommandTests {
             let key = "\(z["node"] as? Int ?? -1):\(z["zone"] as? String ?? "")"
             #expect(z["unusable_index"] as? [String] == kernel[key], "\(state) \(key)")
         }
-        #expect(json["machine_zones"] as? [String] == ["node 0 Normal"])
+        #expect(json["machine_zones"] as? [String] == ["node 0 DMA32", "node 0 Normal"])
         #expect(json["order"] as? Int == 9)
     }
 
