@@ -172,9 +172,16 @@ public struct Report: Codable, Sendable {
         let outOfBand = runs.filter { $0.provenance["fragmentation.band"] == "out" }
         if !outOfBand.isEmpty {
             notes.append(
-                "FMFI left the requested band (target ± tolerance) in \(outOfBand.count) fragmented run(s): "
+                "FMFI was outside the requested band (target ± tolerance) when the workload started in \(outOfBand.count) fragmented run(s): "
                     + outOfBand.map { "#\($0.planned.sequence)" }.joined(separator: ", ")
-                    + " (see their fmfi_min/fmfi_max)")
+                    + " (see their fmfi_before)")
+        }
+        let drifted = runs.filter { $0.provenance["fragmentation.drift"] == "left the band during the run" }
+        if !drifted.isEmpty {
+            notes.append(
+                "in \(drifted.count) fragmented run(s) FMFI moved out of the band during the run (the workload's own "
+                    + "allocations; see fmfi_min/fmfi_max): "
+                    + drifted.map { "#\($0.planned.sequence)" }.joined(separator: ", "))
         }
         if record.plan.count > runs.count && record.status != .running {
             notes.append("\(record.plan.count - runs.count) planned runs were not executed (status: \(record.status.rawValue))")
