@@ -49,9 +49,9 @@ enum FragmentBenchmark {
             print(
                 String(
                     format:
-                        "target %.2f: reached FMFI %.3f in %.1f s (populated %@); holding %.0f s cost %.3f CPU s (%.2f%% of one CPU); in band: %@",
+                        "target %.2f: reached FMFI %.3f in %.1f s (populated %@); holding %.0f s cost %.3f CPU s (%.2f%% of one CPU); FMFI while held %.3f…%.3f, within ±0.05: %@",
                     target, session.fmfiAtReady, reach, Units.formatBytes(populated), holdSeconds, cpu1 - cpu0,
-                    (cpu1 - cpu0) / holdSeconds * 100, inBand ? "yes" : "no"))
+                    (cpu1 - cpu0) / holdSeconds * 100, lo, hi, held))
             if populated > 0 {
                 let micro = try await harness.program("micro/nb-micro.c", name: "nb-micro")
                 let t0 = ContinuousClock.now
