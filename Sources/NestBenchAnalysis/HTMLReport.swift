@@ -18,6 +18,11 @@ public struct FigureSpec: Sendable {
 
     static let throughputNames = ["roi_throughput", "throughput", "requests_per_sec", "achieved_qps", "qps", "ops_per_sec"]
 
+    /// A TLB-miss counter, not a proxy: proxies (software events, tracepoints) are named `perf.*`.
+    static func isTLBCounter(_ name: String) -> Bool {
+        name.lowercased().contains("tlb") && !name.hasPrefix("perf.")
+    }
+
     static func first(of names: [String]) -> @Sendable ([String]) -> String? {
         { available in names.first { available.contains($0) } }
     }
@@ -29,12 +34,14 @@ public struct FigureSpec: Sendable {
             measure: "throughput (roi_throughput, throughput or ops_per_sec)", role: "main",
             pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
         FigureSpec(
-            id: "fig12", title: "Fig. 12 — normalized TLB misses", measure: "TLB misses (a metric named *tlb*)",
+            id: "fig12", title: "Fig. 12 — normalized TLB misses",
+            measure: "TLB misses (tlb_misses: the PMU's page-walk counters; proxies such as perf.tlb_flush are not drawn)",
             role: "main",
             pick: { available in
-                let tlb = available.filter { $0.lowercased().contains("tlb") }.sorted()
+                if available.contains("tlb_misses") { return "tlb_misses" }
+                let tlb = available.filter { isTLBCounter($0) }.sorted()
                 return tlb.first { $0.contains("walk") } ?? tlb.first
-            }, matches: { $0.lowercased().contains("tlb") }),
+            }, matches: { isTLBCounter($0) }),
         FigureSpec(
             id: "fig13-mean", title: "Fig. 13 (a) — normalized mean latency", measure: "mean latency (sojourn_mean_ms)",
             role: "main", pick: first(of: ["sojourn_mean_ms", "latency_mean_ms"]),
@@ -48,9 +55,10 @@ public struct FigureSpec: Sendable {
             measure: "throughput of colocated workloads (labels naming a pair \"a+b\")", role: "colocated",
             pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
         FigureSpec(
-            id: "fig15", title: "Fig. 15 — normalized FMFI", measure: "FMFI (a metric named fmfi*)", role: nil,
-            pick: { $0.filter { $0.lowercased().hasPrefix("fmfi") }.sorted().first },
-            matches: { $0.lowercased().hasPrefix("fmfi") }),
+            id: "fig15", title: "Fig. 15 — normalized FMFI",
+            measure: "FMFI(9) as the workload started (fmfi_before; else the monitor's reading before the run)", role: nil,
+            pick: first(of: ["fmfi_before", "monitor.fmfi9.before", "monitor.fmfi9.after"]),
+            matches: { $0.hasPrefix("fmfi") || $0.hasPrefix("monitor.fmfi") }),
         FigureSpec(
             id: "fig16", title: "Fig. 16 — normalized throughput of the overhead workloads",
             measure: "throughput of the overhead workloads (xapian, ferret)", role: "overhead",
