@@ -9,38 +9,24 @@ import NestBenchProcess
 /// better, the analysis's primary PARSEC metric). A run without the ROI line is failed with the reason.
 public struct ParsecAdapter: WorkloadAdapter {
     public let suite = "parsec"
-    let definition: SuiteDefinition?
-    let loadError: String?
-    let locator: SuiteLocator
-    let environment: [String: String]
+    let source: SuiteSource
+    var definition: SuiteDefinition? { source.definition }
+    var locator: SuiteLocator { source.locator }
+    var environment: [String: String] { source.environment }
+    var context: SuiteContext? { source.context }
 
     public init(
         locator: SuiteLocator = SuiteLocator(), environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
-        self.locator = locator
-        self.environment = environment
-        do {
-            definition = try locator.load("parsec")
-            loadError = nil
-        } catch {
-            definition = nil
-            loadError = error.description
-        }
+        source = SuiteSource(name: "parsec", locator: locator, environment: environment)
     }
 
     public init(definition: SuiteDefinition, locator: SuiteLocator, environment: [String: String]) {
-        self.definition = definition
-        self.loadError = nil
-        self.locator = locator
-        self.environment = environment
-    }
-
-    var context: SuiteContext? {
-        definition.map { SuiteContext(definition: $0, locator: locator, environment: environment) }
+        source = SuiteSource(name: "parsec", definition: definition, locator: locator, environment: environment)
     }
 
     public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
-        guard let context else { return [WorkloadProblem(key: "suite", message: loadError ?? "no parsec suite file")] }
+        guard let context else { return [source.missing] }
         var problems = context.problems(for: spec)
         if problems.isEmpty, let app = context.definition.apps[spec.name], let size = spec.params["size"],
             app.args.arguments(size: size) == nil
@@ -73,7 +59,7 @@ public struct ParsecAdapter: WorkloadAdapter {
     }
 
     public func unavailableReason(for spec: WorkloadSpec) -> String? {
-        guard let context else { return loadError }
+        guard let context else { return source.missing.message }
         guard let app = context.definition.apps[spec.name] else { return "unknown parsec app \(spec.name)" }
         guard context.root(spec) != nil else { return context.rootHint }
         let values = context.values(spec, app: app, runDirectory: nil)
@@ -101,7 +87,7 @@ public struct ParsecAdapter: WorkloadAdapter {
     public func run(_ spec: WorkloadSpec, context runContext: WorkloadContext) async -> WorkloadResult {
         if let reason = unavailableReason(for: spec) { return WorkloadResult(status: .unavailable, reason: reason) }
         guard let context, let app = context.definition.apps[spec.name] else {
-            return WorkloadResult(status: .unavailable, reason: loadError ?? "unknown app")
+            return WorkloadResult(status: .unavailable, reason: source.loadError ?? "unknown app")
         }
         let run = runContext.runDirectory
         let values = context.values(spec, app: app, runDirectory: run)

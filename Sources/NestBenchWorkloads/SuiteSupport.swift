@@ -160,3 +160,42 @@ enum Loopback {
         return false
     }
 }
+
+/// A suite file as an adapter holds it: loaded once when the adapter is made, or why it could not be.
+struct SuiteSource: Sendable {
+    let name: String
+    let definition: SuiteDefinition?
+    let loadError: String?
+    let locator: SuiteLocator
+    let environment: [String: String]
+
+    init(name: String, locator: SuiteLocator, environment: [String: String]) {
+        self.name = name
+        self.locator = locator
+        self.environment = environment
+        do {
+            definition = try locator.load(name)
+            loadError = nil
+        } catch {
+            definition = nil
+            loadError = error.description
+        }
+    }
+
+    init(name: String, definition: SuiteDefinition, locator: SuiteLocator, environment: [String: String]) {
+        self.name = name
+        self.definition = definition
+        self.loadError = nil
+        self.locator = locator
+        self.environment = environment
+    }
+
+    var context: SuiteContext? {
+        definition.map { SuiteContext(definition: $0, locator: locator, environment: environment) }
+    }
+
+    /// The problem every workload of this suite has when its file could not be loaded.
+    var missing: WorkloadProblem {
+        WorkloadProblem(key: "suite", message: loadError ?? "no \(name) suite file")
+    }
+}

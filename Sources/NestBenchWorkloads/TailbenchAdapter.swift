@@ -9,10 +9,11 @@ import NestBenchProcess
 /// measured process, from exec to exit) and `offered_qps` (TBENCH_QPS as configured).
 public struct TailbenchAdapter: WorkloadAdapter {
     public let suite = "tailbench"
-    let definition: SuiteDefinition?
-    let loadError: String?
-    let locator: SuiteLocator
-    let environment: [String: String]
+    let source: SuiteSource
+    var definition: SuiteDefinition? { source.definition }
+    var locator: SuiteLocator { source.locator }
+    var environment: [String: String] { source.environment }
+    var context: SuiteContext? { source.context }
 
     /// Every harness variable, all set explicitly on both processes.
     public static let harnessVariables = [
@@ -23,30 +24,15 @@ public struct TailbenchAdapter: WorkloadAdapter {
     public init(
         locator: SuiteLocator = SuiteLocator(), environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
-        self.locator = locator
-        self.environment = environment
-        do {
-            definition = try locator.load("tailbench")
-            loadError = nil
-        } catch {
-            definition = nil
-            loadError = error.description
-        }
+        source = SuiteSource(name: "tailbench", locator: locator, environment: environment)
     }
 
     public init(definition: SuiteDefinition, locator: SuiteLocator, environment: [String: String]) {
-        self.definition = definition
-        self.loadError = nil
-        self.locator = locator
-        self.environment = environment
-    }
-
-    var context: SuiteContext? {
-        definition.map { SuiteContext(definition: $0, locator: locator, environment: environment) }
+        source = SuiteSource(name: "tailbench", definition: definition, locator: locator, environment: environment)
     }
 
     public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
-        guard let context else { return [WorkloadProblem(key: "suite", message: loadError ?? "no tailbench suite file")] }
+        guard let context else { return [source.missing] }
         var problems = context.problems(for: spec)
         for key in spec.environment.keys.sorted() where key.hasPrefix("TBENCH_") {
             problems.append(
@@ -75,7 +61,7 @@ public struct TailbenchAdapter: WorkloadAdapter {
     }
 
     public func unavailableReason(for spec: WorkloadSpec) -> String? {
-        guard let context else { return loadError }
+        guard let context else { return source.missing.message }
         guard let app = context.definition.apps[spec.name] else { return "unknown tailbench app \(spec.name)" }
         guard let root = context.root(spec) else { return context.rootHint }
         let values = context.values(spec, app: app, runDirectory: "/")
@@ -107,7 +93,7 @@ public struct TailbenchAdapter: WorkloadAdapter {
     public func run(_ spec: WorkloadSpec, context runContext: WorkloadContext) async -> WorkloadResult {
         if let reason = unavailableReason(for: spec) { return WorkloadResult(status: .unavailable, reason: reason) }
         guard let context, let app = context.definition.apps[spec.name] else {
-            return WorkloadResult(status: .unavailable, reason: loadError ?? "unknown app")
+            return WorkloadResult(status: .unavailable, reason: source.loadError ?? "unknown app")
         }
         let run = runContext.runDirectory
         let values = context.values(spec, app: app, runDirectory: run)
