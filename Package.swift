@@ -20,6 +20,8 @@ let package = Package(
         .target(name: "CProcess"),
         // C shim owning the libpfm4 + perf_event headers (perf_event_open, ioctls); links libpfm by name.
         .target(name: "CPerfmon", linkerSettings: [.linkedLibrary("pfm")]),
+        // C kernel of the lats.bin scan: AVX2 when the CPU has it (chosen at run time), branch-free scalar otherwise.
+        .target(name: "CLats"),
         // Pure value types: experiments, configurations, workloads, runs, metrics. Imports nothing of ours.
         .target(name: "NestBenchModel"),
         // Pure statistics: descriptive stats, Welch t, ratio CIs, geometric means.
@@ -53,7 +55,7 @@ let package = Package(
         .target(
             name: "NestBenchWorkloads",
             dependencies: [
-                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
+                "CLats", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
                 "Yams",
             ]),

@@ -31,11 +31,13 @@ public struct LatsSummary: Sendable, Hashable, Codable {
 ///
 /// Percentiles are exact and use numpy's default linear interpolation (Hyndman & Fan type 7),
 /// which is what Tailbench's `utilities/parselats.py` prints, on the millisecond values
-/// (ns / 1e6) as parselats computes them. The file is memory-mapped and read in two streaming
-/// passes split across the CPUs: the first builds, per column, a histogram over buckets that
-/// keep the 12 most significant bits of each value (monotone in the value) together with sum
-/// and maximum; the second collects only the values in the buckets that hold the wanted ranks,
-/// which are then sorted. No full sort and no copy of the columns.
+/// (ns / 1e6) as parselats computes them. Files of 100,000 records or more take the one-pass
+/// bracket path (`Brackets`: a sample, then one scan read in chunks by one reader per CPU).
+/// Smaller files, and any file that path cannot settle, are memory-mapped and read in two
+/// streaming passes split across the CPUs: the first builds, per column, a histogram over
+/// buckets that keep the 12 most significant bits of each value (monotone in the value)
+/// together with sum and maximum; the second collects only the values in the buckets that hold
+/// the wanted ranks, which are then sorted. No full sort and no copy of the columns.
 public enum LatsFile {
     static let recordSize = 24
     static let percentiles: [Double] = [50, 95, 99]
@@ -77,13 +79,18 @@ public enum LatsFile {
                     "truncated lats.bin: \(size) bytes is not a multiple of the 24-byte record (\(size / recordSize) whole records + \(size % recordSize) bytes); the harness was killed while writing it"
             )
         }
+        let n = size / recordSize
+        let parts = partCount(records: n, threads: threads)
+        if n >= 100_000, let summary = Brackets.summarize(.file(descriptor: fd, records: n), parts: parts) {
+            return summary
+        }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), base != MAP_FAILED else {
             throw LatsError(code: .unreadable, path: path, message: "cannot map (\(String(cString: strerror(errno))))")
         }
         defer { munmap(base, size) }
         _ = madvise(base, size, MADV_SEQUENTIAL)
         let words = UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt64.self), count: size / 8)
-        return summarize(words: words, threads: threads)
+        return summarizeByHistogram(words: words, parts: parts)
     }
 
     /// How `summarize` finds the order statistics (both are exact).
@@ -100,11 +107,15 @@ public enum LatsFile {
     ) -> LatsSummary {
         let n = words.count / 3
         precondition(n > 0, "no records")
-        let parts = Swift.max(1, Swift.min(threads ?? ProcessInfo.processInfo.activeProcessorCount, n / 65_536 + 1, 16))
-        if method == .automatic, n >= 100_000, let summary = Brackets.summarize(words: words, parts: parts) {
+        let parts = partCount(records: n, threads: threads)
+        if method == .automatic, n >= 100_000, let summary = Brackets.summarize(.memory(words), parts: parts) {
             return summary
         }
         return summarizeByHistogram(words: words, parts: parts)
+    }
+
+    static func partCount(records n: Int, threads: Int?) -> Int {
+        Swift.max(1, Swift.min(threads ?? ProcessInfo.processInfo.activeProcessorCount, n / 65_536 + 1, 16))
     }
 
     static func summarizeByHistogram(words: UnsafeBufferPointer<UInt64>, parts: Int) -> LatsSummary {
