@@ -24,7 +24,8 @@
  *                                      /proc/vmstat THP counter deltas over the run)
  *   value TEXT; vcpu I tid T cpus LIST
  * `run` waits for the process (killing its group after the timeout); `spawn` returns at once
- * and the agent reaps the process when it exits.
+ * and the agent reaps the process when it exits, writing SPOOL/exited/PID ("exit N" or
+ * "signal N").
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -189,6 +190,30 @@ static void read_counters(long long *values) {
             if (!strcmp(name, counters[i])) values[i] = v;
     }
     fclose(f);
+}
+
+/* Spawned processes still running; when one ends, SPOOL/exited/PID says how ("exit N" or
+ * "signal N"), so that the layer below learns at once that a guest's QEMU is gone. */
+#define MAX_SPAWNED 256
+static pid_t spawned[MAX_SPAWNED];
+static int n_spawned;
+
+static void record_exit(pid_t pid, int status) {
+    int i = 0;
+    while (i < n_spawned && spawned[i] != pid) i++;
+    if (i == n_spawned) return; /* a worker, not a spawned process */
+    spawned[i] = spawned[--n_spawned];
+    char dir[2048], tmp[4096], path[4096];
+    snprintf(dir, sizeof dir, "%s/exited", spool);
+    mkdir(dir, 0755);
+    snprintf(tmp, sizeof tmp, "%s/.%d.tmp", dir, (int)pid);
+    snprintf(path, sizeof path, "%s/%d", dir, (int)pid);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    if (WIFSIGNALED(status)) fprintf(f, "signal %d\n", WTERMSIG(status));
+    else fprintf(f, "exit %d\n", WEXITSTATUS(status));
+    fclose(f);
+    rename(tmp, path);
 }
 
 /* fork + setpgid + affinity + redirections + exec; returns the pid or -1 (message in response). */
@@ -461,9 +486,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nb-agent: ready on %s\n", spool);
     snprintf(dir, sizeof dir, "%s/req", spool);
     for (;;) {
-        /* Reap spawned processes and finished workers. */
-        while (waitpid(-1, NULL, WNOHANG) > 0) {
-        }
+        /* Reap spawned processes and finished workers; a spawned process's end is recorded. */
+        int status;
+        pid_t gone;
+        while ((gone = waitpid(-1, &status, WNOHANG)) > 0) record_exit(gone, status);
         DIR *d = opendir(dir);
         if (!d) {
             sleep(1);
@@ -486,7 +512,10 @@ int main(int argc, char **argv) {
                 /* Started by the agent itself so that it reaps it. */
                 response_len = 0;
                 pid_t pid = start(&peek);
-                if (pid > 0) say("ok 1\npid %d\n", (int)pid);
+                if (pid > 0) {
+                    say("ok 1\npid %d\n", (int)pid);
+                    if (n_spawned < MAX_SPAWNED) spawned[n_spawned++] = pid;
+                }
                 unlink(claimed);
                 char id[256];
                 snprintf(id, sizeof id, "%.*s", (int)(len - 4), name);

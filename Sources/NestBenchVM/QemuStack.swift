@@ -39,7 +39,31 @@ public enum HostVirtualization: Sendable, Hashable {
 /// A process running a layer's QEMU, in this machine or in a guest.
 enum QemuProcess: Sendable {
     case host(RunningProcess, socketDirectory: String)
-    case guest(pid: Int32, parent: GuestAgent)
+    case guest(pid: Int32, parent: GuestAgent, layer: String)
+
+    var pid: Int32 {
+        switch self {
+        case .host(let r, _): r.pid
+        case .guest(let pid, _, _): pid
+        }
+    }
+
+    /// The spool of the agent that started it (nil: this machine).
+    var parentSpool: String? { if case .guest(_, let parent, _) = self { parent.spool } else { nil } }
+
+    /// Why this QEMU is gone, or nil while it runs. A guest's agent records how each process
+    /// it spawned ended (SPOOL/exited/PID): a QEMU that exits without an error message most
+    /// often means its guest reset (triple fault: -no-reboot turns a reset into an exit).
+    var exitReason: String? {
+        switch self {
+        case .host(let r, _):
+            return r.hasExited ? "the outermost QEMU exited" : nil
+        case .guest(let pid, let parent, let layer):
+            guard let data = FileManager.default.contents(atPath: "\(parent.spool)/exited/\(pid)") else { return nil }
+            let how = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return "\(layer)'s QEMU (pid \(pid) in \(parent.name)) ended (\(how)): the guest reset or crashed, or QEMU failed"
+        }
+    }
 }
 
 /// One booted VM of a stack.
@@ -88,11 +112,18 @@ public final class QemuStack: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Whether every host-side QEMU is still running.
-    public var alive: Bool {
+    /// Whether every QEMU of the stack is still running.
+    public var alive: Bool { exitReason == nil }
+
+    /// Why the stack is broken: the first QEMU (this machine's or a guest's) that is gone.
+    var exitReason: String? {
         lock.lock()
-        defer { lock.unlock() }
-        return processes.allSatisfy { p in if case .host(let r, _) = p { !r.hasExited } else { true } }
+        let all = processes
+        lock.unlock()
+        for p in all {
+            if let reason = p.exitReason { return reason }
+        }
+        return nil
     }
 
     /// Kills every QEMU of this stack (outermost ones on this machine) and waits for them.
@@ -108,6 +139,12 @@ public final class QemuStack: @unchecked Sendable {
                 try? FileManager.default.removeItem(atPath: dir)
             }
         }
+    }
+
+    func forget(_ p: QemuProcess) {
+        lock.lock()
+        processes.removeAll { $0.pid == p.pid && $0.parentSpool == p.parentSpool }
+        lock.unlock()
     }
 
     func add(_ p: QemuProcess) {
@@ -158,16 +195,26 @@ public struct StackBooter: Sendable {
         guard let image = layer.kernel else {
             throw BootFailure(layer: layer.name, message: "no kernel image (set kernel: for \(layer.name))")
         }
+        // (Untyped throws in a helper: Swift 6.3's optimizer crashes splitting this coroutine
+        // when the typed-throws version holds the do/catch.)
+        let outcome: Result<Prepared, any Error> = await prepare(layer, image: image)
+        switch outcome {
+        case .success(let prepared): return prepared
+        case .failure(let error): throw BootFailure(layer: layer.name, message: "\(error)")
+        }
+    }
+
+    func prepare(_ layer: VMLayer, image: String) async -> Result<Prepared, any Error> {
         do {
             let (kernel, release) = try await images.bootable(image)
-            if let initrd = layer.initrd { return Prepared(kernel: kernel, initrd: initrd, release: release ?? "?") }
+            if let initrd = layer.initrd { return .success(Prepared(kernel: kernel, initrd: initrd, release: release ?? "?")) }
             guard let moduleDir = layer.modulesDirectory ?? release.map({ "/lib/modules/\($0)" }) else {
                 throw VMError("\(image): cannot tell the kernel release; set modules_dir: for \(layer.name)")
             }
             let initrd = try await images.initramfs(modulesDirectory: moduleDir)
-            return Prepared(kernel: kernel, initrd: initrd, release: release ?? "?")
+            return .success(Prepared(kernel: kernel, initrd: initrd, release: release ?? "?"))
         } catch {
-            throw BootFailure(layer: layer.name, message: "\(error)")
+            return .failure(error)
         }
     }
 
@@ -279,7 +326,7 @@ public struct StackBooter: Sendable {
             guard let pid = response.int("pid") else {
                 throw BootFailure(layer: name, message: "the agent did not report QEMU's pid")
             }
-            process = .guest(pid: Int32(pid), parent: parentAgent)
+            process = .guest(pid: Int32(pid), parent: parentAgent, layer: name)
             var pin = AgentRequest(verb: .pin)
             pin.qmpSocket = qmp
             pin.vcpuCPUs = layer.pinning
@@ -288,7 +335,7 @@ public struct StackBooter: Sendable {
                 if let error = r.error { throw VMError(error) }
                 for v in r.vcpus { pinning[v.index] = v.cpus }
             } catch {
-                await kill(process)
+                await kill(process, in: stack)
                 throw BootFailure(
                     layer: name, message: "pinning/continuing over QMP: \(error) — \(tail(qemuLogHost))", consoleLog: consoleHost)
             }
@@ -314,6 +361,7 @@ public struct StackBooter: Sendable {
             do {
                 pinning = try Self.pinOnHost(socket: qmp, name: name, cpus: layer.pinning)
             } catch {
+                await kill(process, in: stack)
                 throw BootFailure(
                     layer: name, message: "pinning/continuing over QMP: \(error) — \(tail(qemuLogHost))", consoleLog: consoleHost)
             }
@@ -323,18 +371,22 @@ public struct StackBooter: Sendable {
         let deadline = started + .milliseconds(Int(layer.bootTimeoutSeconds * 1000))
         while agent.ready == nil {
             if ContinuousClock.now > deadline {
-                await kill(process)
+                await kill(process, in: stack)
                 throw BootFailure(
                     layer: name,
                     message: "did not come up within the boot timeout of \(Int(layer.bootTimeoutSeconds))s; QEMU killed",
                     consoleLog: consoleHost)
             }
-            if case .host(let r, _) = process, r.hasExited {
+            if let gone = process.exitReason {
+                await kill(process, in: stack)
                 throw BootFailure(
-                    layer: name, message: "QEMU exited during boot: \(tail(qemuLogHost)) \(tail(consoleHost))",
+                    layer: name, message: "QEMU exited during boot (\(gone)): \(tail(qemuLogHost)) \(tail(consoleHost))",
                     consoleLog: consoleHost)
             }
-            if let dead = stack.deadReason() { throw BootFailure(layer: name, message: dead, consoleLog: consoleHost) }
+            if let dead = stack.deadReason() {
+                await kill(process, in: stack)
+                throw BootFailure(layer: name, message: dead, consoleLog: consoleHost)
+            }
             try? await Task.sleep(for: .milliseconds(250))
         }
         let bootSeconds = (ContinuousClock.now - started).seconds
@@ -379,13 +431,13 @@ public struct StackBooter: Sendable {
                 }
             }
         } catch {
-            await kill(process)
+            await kill(process, in: stack)
             throw BootFailure(layer: name, message: "\(error)", consoleLog: consoleHost)
         }
         let pid: Int32
         switch process {
         case .host(let r, _): pid = r.pid
-        case .guest(let p, _): pid = p
+        case .guest(let p, _, _): pid = p
         }
         return stack.record(
             BootedLayer(
@@ -414,13 +466,16 @@ public struct StackBooter: Sendable {
         return missing
     }
 
-    func kill(_ process: QemuProcess) async {
+    /// Kills one QEMU of `stack` (a failed boot attempt) and forgets it, so that a retry is not
+    /// judged dead because of it.
+    func kill(_ process: QemuProcess, in stack: QemuStack) async {
+        stack.forget(process)
         switch process {
         case .host(let r, let dir):
             r.kill()
             _ = await r.wait()
             try? FileManager.default.removeItem(atPath: dir)
-        case .guest(let pid, let parent):
+        case .guest(let pid, let parent, _):
             var k = AgentRequest(verb: .kill)
             k.pid = pid
             k.signal = SIGKILL
@@ -459,6 +514,6 @@ public struct StackBooter: Sendable {
 extension QemuStack {
     /// Why the stack is dead, if an outer QEMU exited.
     @Sendable func deadReason() -> String? {
-        alive ? nil : "the VM's QEMU exited (see the console logs in \(directory))"
+        exitReason.map { "\($0) (see the console logs in \(directory))" }
     }
 }

@@ -1,7 +1,10 @@
 import Foundation
 import NestBenchModel
-import NestBenchVM
+import NestBenchProcess
+import NestBenchWorkloads
 import Testing
+
+@testable import NestBenchVM
 
 /// Replays a recorded QMP session: what the client sends must match the recording line by line.
 final class TranscriptTransport: QMPTransport, @unchecked Sendable {
@@ -189,5 +192,40 @@ struct GuestAgentProtocolTests {
         #expect(FileManager.default.fileExists(atPath: "/lib/modules/\(release)"), "\(release)")
         #expect(GuestImages.xzPayloadOffset(data) != nil)
         #expect(GuestImages.bzImageVersion(Data(repeating: 0, count: 4096)) == nil)
+    }
+}
+
+/// The real agent (Harness/guest/nb-agent.c) run on this machine with a spool directory: a
+/// spawned process's end is recorded, and the stack sees a guest's QEMU gone at once.
+@Suite("guest agent on this machine")
+struct GuestAgentLocalTests {
+    @Test func spawnedProcessEndIsRecordedAndSeenAsAGoneQEMU() async throws {
+        let binary = try await HarnessLocator().program("guest/nb-agent.c", name: "nb-agent")
+        let spool = Fixtures.temporaryDirectory()
+        let agentProcess = try ProcessRunner.start(
+            ProcessSpec(program: binary, arguments: [spool], environment: ["PATH": "/usr/bin:/bin"]))
+        try agentProcess.release()
+        defer {
+            agentProcess.kill()
+            _ = agentProcess.waitBlocking()
+        }
+        let agent = GuestAgent(spool: spool, name: "L1")
+        for _ in 0..<100 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(agent.ready != nil)
+
+        var spawn = AgentRequest(verb: .spawn)
+        spawn.argv = ["sh", "-c", "sleep 1; exit 3"]
+        spawn.environment = ["PATH": "/usr/bin:/bin"]
+        let response = try await agent.send(spawn, timeout: 10)
+        let pid = try #require(response.int("pid"))
+        let qemu = QemuProcess.guest(pid: Int32(pid), parent: agent, layer: "L2")
+        #expect(qemu.exitReason == nil)  // still running
+        var reason: String?
+        for _ in 0..<100 where reason == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            reason = qemu.exitReason
+        }
+        let text = try #require(reason)
+        #expect(text.contains("L2's QEMU (pid \(pid) in L1) ended (exit 3)"))
     }
 }
