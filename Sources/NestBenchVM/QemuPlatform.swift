@@ -14,6 +14,8 @@ public final class QemuPlatform: @unchecked Sendable {
     private let lock = NSLock()
     private var stacks: [String: QemuStack] = [:]
     private var boots: [String: Int] = [:]
+    /// Stacks still booting, by configuration: torn down too by `teardownAll`.
+    private var booting: [String: QemuStack] = [:]
 
     public init(booter: StackBooter, logger: Logger) {
         self.booter = booter
@@ -22,19 +24,48 @@ public final class QemuPlatform: @unchecked Sendable {
 
     public var virtualization: HostVirtualization { booter.virtualization }
 
-    /// The booted stack of a configuration, booting it if needed.
+    /// The booted stack of a configuration, booting it if needed. Every other configuration's
+    /// stack is paused first (QMP `stop`) and this one resumed: one stack runs at a time.
     public func stack(for configuration: Configuration, artifacts: String) async throws(BootFailure) -> QemuStack {
-        let (existing, old, n) = lock.withLock { () -> (QemuStack?, QemuStack?, Int) in
-            if let s = stacks[configuration.name], s.alive { return (s, nil, 0) }
+        let (existing, old, n, others) = lock.withLock { () -> (QemuStack?, QemuStack?, Int, [QemuStack]) in
+            let others = stacks.filter { $0.key != configuration.name }.map(\.value)
+            if let s = stacks[configuration.name], s.alive { return (s, nil, 0, others) }
             let old = stacks.removeValue(forKey: configuration.name)
             let n = (boots[configuration.name] ?? 0) + 1
             boots[configuration.name] = n
-            return (nil, old, n)
+            return (nil, old, n, others)
         }
-        if let existing { return existing }
+        for other in others where other.alive {
+            do {
+                try other.setRunning(false)
+            } catch {
+                logger.warning(
+                    "cannot pause an idle stack", metadata: ["configuration": "\(other.configuration.name)", "error": "\(error)"])
+            }
+        }
+        if let existing {
+            do {
+                try existing.setRunning(true)
+            } catch {
+                throw BootFailure(layer: configuration.name, message: "resuming the paused stack over QMP: \(error)")
+            }
+            return existing
+        }
         old?.teardown()
-        let stack = try await booter.boot(configuration, directory: "\(artifacts)/vm/\(configuration.name)-boot\(n)")
-        lock.withLock { stacks[configuration.name] = stack }
+        let name = configuration.name
+        let stack: QemuStack
+        do {
+            stack = try await booter.boot(configuration, directory: "\(artifacts)/vm/\(name)-boot\(n)") { s in
+                self.lock.withLock { self.booting[name] = s }
+            }
+        } catch {
+            lock.withLock { _ = booting.removeValue(forKey: name) }
+            throw error
+        }
+        lock.withLock {
+            booting.removeValue(forKey: name)
+            stacks[name] = stack
+        }
         return stack
     }
 
@@ -47,8 +78,9 @@ public final class QemuPlatform: @unchecked Sendable {
     /// Tears down every stack: no QEMU survives.
     public func teardownAll() {
         let all = lock.withLock { () -> [QemuStack] in
-            let all = Array(stacks.values)
+            let all = Array(stacks.values) + Array(booting.values)
             stacks.removeAll()
+            booting.removeAll()
             return all
         }
         for s in all { s.teardown() }

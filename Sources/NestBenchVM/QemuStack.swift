@@ -141,6 +141,22 @@ public final class QemuStack: @unchecked Sendable {
         }
     }
 
+    /// Pauses (QMP `stop`) or resumes (`cont`) the stack's outermost QEMU, and with it every
+    /// inner VM. Stacks of other configurations are paused while one runs: an idle nested stack
+    /// still burns a CPU on timer exits, which would slow or perturb the one being measured.
+    public func setRunning(_ running: Bool) throws(QMPError) {
+        lock.lock()
+        let outer = processes.compactMap { p -> (String, String)? in
+            if case .host(_, let dir) = p { return (dir + "/qmp", configuration.name) } else { return nil }
+        }
+        lock.unlock()
+        for (socket, name) in outer {
+            let client = QMPClient(transport: try UnixSocketTransport(path: socket, timeout: 20), name: name)
+            try client.handshake()
+            _ = try client.execute(running ? "cont" : "stop")
+        }
+    }
+
     func forget(_ p: QemuProcess) {
         lock.lock()
         processes.removeAll { $0.pid == p.pid && $0.parentSpool == p.parentSpool }
@@ -219,8 +235,13 @@ public struct StackBooter: Sendable {
     }
 
     /// Boots the whole stack of `configuration` into `directory` (artifacts: shares, console logs).
-    public func boot(_ configuration: Configuration, directory: String) async throws(BootFailure) -> QemuStack {
+    /// `starting` sees the stack before its first QEMU starts, so that a caller can tear down a
+    /// stack still booting (Ctrl-C, SIGTERM).
+    public func boot(
+        _ configuration: Configuration, directory: String, starting: @Sendable (QemuStack) -> Void = { _ in }
+    ) async throws(BootFailure) -> QemuStack {
         let stack = QemuStack(configuration: configuration, directory: directory, logger: logger)
+        starting(stack)
         do {
             try await bootLayers(stack)
         } catch {
