@@ -15,7 +15,10 @@ struct FragmentCommand: AsyncParsableCommand {
             of 2^order pages until FMFI(order) over the movable zones reaches the target, then hands \
             whole blocks back while holding it. Progress goes to stderr; the result to stdout. With \
             --hold it keeps the fragmentation until Ctrl-C (or --hold-seconds); memory is always \
-            given back when nestbench exits.
+            given back when nestbench exits. Unless --allow-compaction, vm.compaction_proactiveness \
+            and vm.compact_unevictable_allowed are 0 while it runs (proactive compaction migrates \
+            the kept pages and undoes the holes); they are journaled and restored on exit, Ctrl-C, \
+            or by the next nestbench after a kill -9.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -43,6 +46,9 @@ struct FragmentCommand: AsyncParsableCommand {
 
     @Flag(inversion: .prefixedNo, help: "mlock the pages that keep the holes (compaction cannot migrate them).")
     var mlock = true
+
+    @Flag(help: "Leave the compaction sysctls as they are (by default both are 0 while fragmenting and holding).")
+    var allowCompaction = false
 
     @Option(help: "Give up when the target is not reached within this many seconds.")
     var timeout: Double = 300
@@ -75,7 +81,21 @@ struct FragmentCommand: AsyncParsableCommand {
         let spec = FragmentationSpec(
             method: FragmentationSpec.Method(rawValue: method)!, targetFMFI: target, order: order,
             slackBytes: Units.bytes(slack)!, freeBytes: free.flatMap(Units.bytes), hold: hold, mlock: mlock,
-            timeoutSeconds: timeout)
+            sysctl: allowCompaction ? [:] : FragmentationSpec.pinnedCompaction, timeoutSeconds: timeout)
+        // The pinned sysctls go through the platform (journaled first), as a condition's do in `run`.
+        let platform = LocalPlatform(journal: journal, logger: logger)
+        let restore = CleanupRegistry.shared.register { try? platform.restoreAll() }
+        defer {
+            CleanupRegistry.shared.unregister(restore)
+            do { try platform.restoreAll() } catch { Console.error("nestbench: \(error)") }
+        }
+        do {
+            for (path, value) in try platform.apply(spec.knobs, owner: "nestbench fragment") {
+                Console.error("nestbench: \(path) = \(value) while fragmenting (restored on exit)")
+            }
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: error.description)
+        }
         let before = try Buddyinfo.live()
         Console.error(
             "nestbench: FMFI(\(order)) now \(String(format: "%.3f", before.machineFMFI(order: order))) over "
@@ -87,9 +107,9 @@ struct FragmentCommand: AsyncParsableCommand {
         do {
             session = try await Fragmenter(journal: journal, logger: logger).start(spec, directory: directory) { event in
                 switch event.kind {
-                case "progress", "hold", "yield", "keepers":
+                case "progress", "hold", "yield", "keepers", "topup":
                     let fields = event.fields.sorted { $0.key < $1.key }.map { key, value -> String in
-                        if ["held", "free", "available", "released"].contains(key), let b = Double(value) {
+                        if ["held", "free", "available", "released", "huge"].contains(key), let b = Double(value) {
                             return "\(key)=\(Units.formatBytes(b))"
                         }
                         return "\(key)=\(value)"
