@@ -139,7 +139,8 @@ struct FragmentCommand: AsyncParsableCommand {
         ]
         if format == "json" {
             let data = try JSONSerialization.data(
-                withJSONObject: result.mapValues { $0 ?? NSNull() } as [String: Any], options: [.sortedKeys, .prettyPrinted])
+                withJSONObject: result.mapValues { v -> Any in v.map { $0 as Any } ?? NSNull() },
+                options: [.sortedKeys, .prettyPrinted])
             Console.out(String(decoding: data, as: UTF8.self) + "\n")
         } else {
             for key in result.keys.sorted() {

@@ -77,6 +77,17 @@ public struct Configuration: Codable, Sendable, Hashable {
         self.description = description
     }
 
+    /// The configuration as this machine's local platform applies it. For a `qemu` stack whose
+    /// L0 is this machine (hardware virtualization: no emulated host), L0's settings are this
+    /// machine's knobs, on top of `host:` (L0's value wins where both set a knob); otherwise
+    /// the configuration itself.
+    public func thisMachine(l0IsThisMachine: Bool) -> Configuration {
+        guard platform == .qemu, l0IsThisMachine, let l0 = layers.first else { return self }
+        var copy = self
+        copy.host = host.overridden(by: l0.settings)
+        return copy
+    }
+
     enum CodingKeys: String, CodingKey { case name, platform, host, layers, description }
 
     public init(from decoder: any Decoder) throws {
@@ -106,6 +117,18 @@ public struct LayerSettings: Codable, Sendable, Hashable {
         self.khugepaged = khugepaged
         self.sysctl = sysctl
         self.sysfs = sysfs
+    }
+
+    /// These settings with every knob `other` sets taking `other`'s value.
+    public func overridden(by other: LayerSettings) -> LayerSettings {
+        var merged = self
+        merged.thp.enabled = other.thp.enabled ?? thp.enabled
+        merged.thp.defrag = other.thp.defrag ?? thp.defrag
+        merged.thp.shmemEnabled = other.thp.shmemEnabled ?? thp.shmemEnabled
+        merged.khugepaged.settings.merge(other.khugepaged.settings) { _, new in new }
+        merged.sysctl.merge(other.sysctl) { _, new in new }
+        merged.sysfs.merge(other.sysfs) { _, new in new }
+        return merged
     }
 
     /// Every knob this layer sets, as absolute paths, in a stable order.

@@ -91,9 +91,15 @@ public final class Orchestrator: Sendable {
         return f.string(from: date) + "-" + String(format: "%04x", UInt16.random(in: 0...UInt16.max))
     }
 
+    /// A configuration as the local platform applies it: with hardware virtualization a stack's
+    /// L0 is this machine, and its settings are this machine's knobs.
+    func onThisMachine(_ configuration: Configuration) -> Configuration {
+        configuration.thisMachine(l0IsThisMachine: vmPlatform.map { !$0.virtualization.isEmulated } ?? false)
+    }
+
     /// Checks that the experiment can run here without changing anything.
     public func preflight(_ experiment: Experiment) throws(OrchestratorError) {
-        var problems = LocalPlatform.preflight(experiment.configurations)
+        var problems = LocalPlatform.preflight(experiment.configurations.map(onThisMachine))
         let isRoot = getuid() == 0
         for condition in experiment.conditions {
             if condition.compact && !isRoot {
@@ -234,7 +240,7 @@ public final class Orchestrator: Sendable {
             return record
         }
 
-        let readBack = try platform.activate(configuration)
+        let readBack = try platform.activate(onThisMachine(configuration))
         for (path, value) in readBack { provenance["knob:\(path)"] = value }
         provenance["platform"] = configuration.platform.rawValue
         if !workload.cpus.isEmpty { provenance["pinning"] = CPUList.format(workload.cpus) }
@@ -266,7 +272,8 @@ public final class Orchestrator: Sendable {
             }
             return try await executeInStack(
                 planned, configuration: configuration, workload: workload, adapter: adapter,
-                experimentRunID: experimentRunID, options: options, provenance: provenance, started: started)
+                experimentRunID: experimentRunID, options: options, provenance: provenance, started: started,
+                perf: (experiment.collectors ?? CollectorSettings()).perf)
         }
         // The condition: a compacted start, then fragmentation injected after the configuration,
         // held during the workload.
@@ -317,7 +324,7 @@ public final class Orchestrator: Sendable {
                 return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
             }
             if raiseTHP {
-                for (path, value) in try platform.activate(configuration) { provenance["knob:\(path)"] = value }
+                for (path, value) in try platform.activate(onThisMachine(configuration)) { provenance["knob:\(path)"] = value }
                 try applyCondition()
             }
         }
@@ -367,7 +374,8 @@ extension Orchestrator {
     /// failed run with the reason; the experiment goes on and the next run boots it afresh.
     func executeInStack(
         _ planned: PlannedRun, configuration: Configuration, workload: WorkloadSpec, adapter: any WorkloadAdapter,
-        experimentRunID: String, options: RunOptions, provenance initial: [String: String], started: Date
+        experimentRunID: String, options: RunOptions, provenance initial: [String: String], started: Date,
+        perf: PerfSettings
     ) async throws -> RunRecord {
         var provenance = initial
         let artifacts = "\(options.resultsDirectory)/artifacts/\(experimentRunID)"
@@ -404,6 +412,7 @@ extension Orchestrator {
                     workingDirectory: layer.parent.map { stack.layers[$0].name } ?? "host", cpus: []))
         }
         let targets = stack.workloadLayers.map { stack.layers[$0] }
+        let counters = GuestCounters(stack: stack, settings: perf)
         let results = await withTaskGroup(of: (Int, WorkloadResult).self) { group in
             for (i, layer) in targets.enumerated() {
                 group.addTask {
@@ -456,10 +465,7 @@ extension Orchestrator {
         }
         let (layerMetrics, layerProvenance) = await QemuPlatform.layerState(stack)
         result.metrics += layerMetrics
-        result.metrics.append(
-            Metric.unavailable(
-                "dtlb_load_misses", unit: "events", polarity: .lowerIsBetter, source: "perf",
-                reason: pmuReason(targets.first?.name ?? "the guest")))
+        result.metrics += counters.finish()
         provenance.merge(layerProvenance) { $1 }
         if result.status != .ok && result.reason?.contains("did not answer") == true {
             vmPlatform.discard(configuration.name)
@@ -469,12 +475,6 @@ extension Orchestrator {
 
     func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-    }
-
-    func pmuReason(_ layer: String) -> String {
-        FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/cpu")
-            ? "unavailable: hardware counters for guests (host-side :G events or an in-guest vPMU) are not implemented yet"
-            : "unavailable: no PMU (this machine has no /sys/bus/event_source/devices/cpu, so no layer up to \(layer) has one)"
     }
 }
 

@@ -25,16 +25,14 @@ public final class LocalPlatform: @unchecked Sendable {
     public static func preflight(_ configurations: [Configuration], isRoot: Bool = getuid() == 0) -> [String] {
         var problems: [String] = []
         var seen: Set<String> = []
-        for configuration in configurations where configuration.platform == .local {
+        for configuration in configurations {
+            // A qemu configuration's host knobs are `host:` and, when L0 is this machine, L0's.
+            let at = "configurations.\(configuration.name)." + (configuration.platform == .local ? "host" : "host/layers.L0")
             for knob in configuration.host.knobs where seen.insert(knob.path).inserted {
                 if !FileManager.default.fileExists(atPath: knob.path) {
-                    problems.append(
-                        "configurations.\(configuration.name).host: this kernel has no \(knob.path) (the knob cannot be set here)"
-                    )
+                    problems.append("\(at): this kernel has no \(knob.path) (the knob cannot be set here)")
                 } else if !FileManager.default.isWritableFile(atPath: knob.path) || !isRoot {
-                    problems.append(
-                        "configurations.\(configuration.name).host: writing \(knob.path) needs root; run nestbench as root or remove the knob"
-                    )
+                    problems.append("\(at): writing \(knob.path) needs root; run nestbench as root or remove the knob")
                 }
             }
         }

@@ -100,7 +100,12 @@ public final class QemuPlatform: @unchecked Sendable {
         var order: [String] = []
         for c in configurations where c.platform == .qemu {
             for (i, layer) in c.layers.enumerated() {
-                if i == 0 && !virtualization.isEmulated { continue }
+                if i == 0 && !virtualization.isEmulated {
+                    // L0 is this machine: its knobs are preflighted with the local platform's;
+                    // its modules and required paths are checked here, as they are now.
+                    problems += Self.hostLayerProblems(layer, configuration: c.name)
+                    continue
+                }
                 let key = "\(layer.kernel ?? "")|\(layer.initrd ?? "")|\(layer.modulesDirectory ?? "")"
                 if groups[key] == nil { order.append(key) }
                 groups[key, default: []].append(Use(configuration: c.name, layer: layer))
@@ -162,6 +167,51 @@ public final class QemuPlatform: @unchecked Sendable {
             }
         }
         return problems
+    }
+
+    /// L0 as this machine (hardware virtualization): every module it names must be loaded here
+    /// with the parameters it asks for (NestBench does not reload the host's KVM modules), and
+    /// every required path must exist. `root` is where /sys lives (tests point it elsewhere).
+    static func hostLayerProblems(_ layer: VMLayer, configuration: String, root: String = "") -> [String] {
+        var problems: [String] = []
+        let at = "configurations.\(configuration).layers.\(layer.name)"
+        for module in layer.modules {
+            let sysName = module.name.replacingOccurrences(of: "-", with: "_")
+            let reload = "modprobe -r \(module.name) && modprobe " + module.modprobeArguments.joined(separator: " ")
+            guard FileManager.default.fileExists(atPath: root + "/sys/module/\(sysName)") else {
+                problems.append("\(at).modules.\(module.name): not loaded on this machine (L0 is this machine); run: \(reload)")
+                continue
+            }
+            for (parameter, wanted) in module.parameters.sorted(by: { $0.key < $1.key }) {
+                let path = root + "/sys/module/\(sysName)/parameters/\(parameter)"
+                let have = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard let have else {
+                    problems.append("\(at).modules.\(module.name).\(parameter): this machine has no \(path)")
+                    continue
+                }
+                if !Self.sameParameter(have, wanted) {
+                    problems.append(
+                        "\(at).modules.\(module.name).\(parameter): is \(have) on this machine, the configuration needs \(wanted); run: \(reload)"
+                    )
+                }
+            }
+        }
+        for path in layer.requires where !FileManager.default.fileExists(atPath: root + path) {
+            problems.append("\(at).requires: this machine (L0) has no \(path)")
+        }
+        return problems
+    }
+
+    /// Module parameters as sysfs shows them: booleans are Y/N, the configuration may say 1/0.
+    static func sameParameter(_ have: String, _ wanted: String) -> Bool {
+        func normal(_ v: String) -> String {
+            switch v.lowercased() {
+            case "y", "1", "yes", "true", "on": "1"
+            case "n", "0", "no", "false", "off": "0"
+            default: v
+            }
+        }
+        return normal(have) == normal(wanted)
     }
 
     /// Runs a measured process in a guest through its agent.

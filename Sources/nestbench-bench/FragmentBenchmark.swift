@@ -32,8 +32,13 @@ enum FragmentBenchmark {
         let state = NSTemporaryDirectory() + "nestbench-bench-\(getpid())"
         let journal = KnobJournal(path: state + "/journal.json")
         let holdSeconds = 60.0  // the issue: FMFI stays within ±0.05 for a 60 s workload
+        // Compaction pinned off as a fragmented condition (and `nestbench fragment`) pins it:
+        // proactive compaction otherwise migrates the kept pages and pulls the index down.
+        let platform = LocalPlatform(journal: journal, logger: logger)
+        defer { try? platform.restoreAll() }
         for target in [0.5, 0.9] {
-            let spec = FragmentationSpec(targetFMFI: target, sysctl: [:])
+            let spec = FragmentationSpec(targetFMFI: target)
+            try platform.apply(spec.knobs, owner: "fragment benchmark")
             let start = ContinuousClock.now
             let session = try await Fragmenter(harness: harness, journal: journal, logger: logger)
                 .start(spec, directory: state + "/\(target)")

@@ -213,19 +213,82 @@ struct GuestAgentLocalTests {
         for _ in 0..<100 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
         #expect(agent.ready != nil)
 
+        // The spawned process runs until the test creates the gate file (no sleep race on a loaded machine).
+        let gate = spool + "/gate"
         var spawn = AgentRequest(verb: .spawn)
-        spawn.argv = ["sh", "-c", "sleep 1; exit 3"]
+        spawn.argv = ["sh", "-c", "while [ ! -e \"$1\" ]; do sleep 0.05; done; exit 3", "sh", gate]
         spawn.environment = ["PATH": "/usr/bin:/bin"]
         let response = try await agent.send(spawn, timeout: 10)
         let pid = try #require(response.int("pid"))
         let qemu = QemuProcess.guest(pid: Int32(pid), parent: agent, layer: "L2")
         #expect(qemu.exitReason == nil)  // still running
+        #expect(FileManager.default.createFile(atPath: gate, contents: Data()))
         var reason: String?
-        for _ in 0..<100 where reason == nil {
+        for _ in 0..<200 where reason == nil {
             try await Task.sleep(for: .milliseconds(50))
             reason = qemu.exitReason
         }
         let text = try #require(reason)
         #expect(text.contains("L2's QEMU (pid \(pid) in L1) ended (exit 3)"))
+    }
+}
+
+/// With hardware virtualization L0 is this machine: its settings become this machine's knobs and
+/// its modules and required paths are checked here, not in a guest.
+@Suite("L0 as this machine")
+struct HostLayerTests {
+    static func stack(l0: VMLayer) -> Configuration {
+        Configuration(
+            name: "vanilla", platform: .qemu,
+            host: LayerSettings(sysctl: ["vm.nr_hugepages": "64"], sysfs: ["/sys/x": "1"]),
+            layers: [l0, VMLayer(name: "L1", settings: LayerSettings(thp: THPSettings(enabled: "always")))])
+    }
+
+    @Test func l0SettingsJoinTheHostKnobsOnlyWhenL0IsThisMachine() {
+        let l0 = VMLayer(
+            name: "L0", settings: LayerSettings(thp: THPSettings(enabled: "never"), sysctl: ["vm.nr_hugepages": "128"]))
+        let c = Self.stack(l0: l0)
+        let knobs = Dictionary(uniqueKeysWithValues: c.thisMachine(l0IsThisMachine: true).host.knobs.map { ($0.path, $0.value) })
+        #expect(knobs["/sys/kernel/mm/transparent_hugepage/enabled"] == "never")
+        #expect(knobs["/proc/sys/vm/nr_hugepages"] == "128", "L0's value wins over host:")
+        #expect(knobs["/sys/x"] == "1", "host: knobs L0 does not set stay")
+        #expect(knobs.count == 3, "L1's settings are the guest's, never this machine's: \(knobs)")
+        #expect(c.thisMachine(l0IsThisMachine: false) == c, "an emulated L0 is a guest: its knobs are set inside it")
+        let local = Configuration(name: "l", platform: .local, host: LayerSettings(thp: THPSettings(enabled: "always")))
+        #expect(local.thisMachine(l0IsThisMachine: true) == local)
+    }
+
+    @Test func modulesAndRequiredPathsAreCheckedOnThisMachine() throws {
+        let root = Fixtures.temporaryDirectory()
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: root + "/sys/module/kvm_amd/parameters", withIntermediateDirectories: true)
+        #expect(fm.createFile(atPath: root + "/sys/module/kvm_amd/parameters/nested", contents: Data("1\n".utf8)))
+        #expect(fm.createFile(atPath: root + "/sys/module/kvm_amd/parameters/npt", contents: Data("N\n".utf8)))
+        try fm.createDirectory(atPath: root + "/sys/kernel/mm/present", withIntermediateDirectories: true)
+        var l0 = VMLayer(name: "L0")
+        l0.modules = [
+            KernelModule(name: "kvm_amd", parameters: ["nested": "Y", "npt": "1"]),
+            KernelModule(name: "kvm_intel", parameters: ["nested": "1"]),
+        ]
+        l0.requires = ["/sys/kernel/mm/present", "/sys/kernel/mm/gemini"]
+        let problems = QemuPlatform.hostLayerProblems(l0, configuration: "g", root: root)
+        #expect(problems.count == 3, "\(problems)")
+        #expect(
+            problems.contains {
+                $0.hasPrefix("configurations.g.layers.L0.modules.kvm_amd.npt: is N on this machine, the configuration needs 1")
+                    && $0.hasSuffix("run: modprobe -r kvm_amd && modprobe kvm_amd nested=Y npt=1")
+            }, "Y and 1 are the same; N is not 1")
+        #expect(problems.contains { $0.hasPrefix("configurations.g.layers.L0.modules.kvm_intel: not loaded on this machine") })
+        #expect(problems.contains { $0 == "configurations.g.layers.L0.requires: this machine (L0) has no /sys/kernel/mm/gemini" })
+    }
+
+    @Test func vcpuThreadsAreFoundByName() throws {
+        let proc = Fixtures.temporaryDirectory()
+        for (tid, name) in [(700, "qemu-system-x86"), (702, "CPU 1/KVM"), (701, "CPU 0/KVM"), (703, "IO mon_iothread")] {
+            try FileManager.default.createDirectory(atPath: "\(proc)/700/task/\(tid)", withIntermediateDirectories: true)
+            #expect(FileManager.default.createFile(atPath: "\(proc)/700/task/\(tid)/comm", contents: Data((name + "\n").utf8)))
+        }
+        #expect(GuestCounters.vcpuThreads(of: 700, proc: proc) == [701, 702])
+        #expect(GuestCounters.vcpuThreads(of: 999, proc: proc).isEmpty)
     }
 }

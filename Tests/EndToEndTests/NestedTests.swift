@@ -74,7 +74,10 @@ extension MachineSuite {
                     #expect(metrics["anon_huge_bytes"] as? Double == 0, "THP never in L1")
                     #expect(metrics["L1.qemu_anon_huge_bytes"] is Double, "AnonHugePages of L1's QEMU (in L0)")
                     #expect(metrics["L0.fmfi"] is Double && metrics["L1.fmfi"] is Double)
-                    #expect(metrics.keys.contains("dtlb_load_misses") && metrics["dtlb_load_misses"] is NSNull)
+                    // Counted from this machine on L0's vCPU threads (guest-only events), named as
+                    // for local runs; no PMU here, so no value.
+                    #expect(metrics.keys.contains("tlb_misses") && metrics["tlb_misses"] is NSNull)
+                    #expect(metrics.keys.contains("cycles") && metrics["cycles"] is NSNull)
                     // Pinning read back from each vCPU thread's affinity.
                     #expect(provenance["L0.vcpu0.cpus"] == "1" && provenance["L0.vcpu1.cpus"] == "0", "\(provenance)")
                     #expect(provenance["L1.vcpu0.cpus"] == "1", "\(provenance)")
