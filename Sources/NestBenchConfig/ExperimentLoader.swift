@@ -354,6 +354,7 @@ public enum ExperimentLoader {
                 node, at: path,
                 allowed: [
                     "method", "target_fmfi", "order", "slack", "free", "hold", "mlock", "tolerance", "sysctl", "timeout",
+                    "layer",
                 ])
         else {
             return nil
@@ -376,6 +377,14 @@ public enum ExperimentLoader {
             case "mlock": if let m = r.bool(f.value, at: f.path) { spec.mlock = m }
             case "tolerance": if let t = r.double(f.value, at: f.path, range: 0...1) { spec.tolerance = t }
             case "timeout": if let t = r.seconds(f.value, at: f.path) { spec.timeoutSeconds = t }
+            case "layer":
+                if let l = r.string(f.value, at: f.path) {
+                    if l == "host" || l.wholeMatch(of: /L[0-9]+/) != nil {
+                        spec.layer = l
+                    } else {
+                        r.problem(f.path, f.value, "must be host or a layer name such as L2, got \"\(l)\"")
+                    }
+                }
             default:
                 if let map = r.stringMap(f.value, at: f.path) {
                     for key in map.keys where key.contains("/") {

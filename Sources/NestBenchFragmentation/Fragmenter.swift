@@ -47,29 +47,114 @@ public struct FragmenterEvent: Sendable, Hashable {
     }
 }
 
-/// Fragmentation held on this machine by a running nb-fragment; release it with `release()`.
+/// A running fragmenter, wherever it runs.
+public struct FragmenterChild: Sendable {
+    public var pid: Int32
+    public var hasExited: @Sendable () -> Bool
+    /// Sends a signal to the fragmenter's process group.
+    public var signal: @Sendable (Int32) async -> Void
+    /// Waits for its end: the exit status (nil after a signal) and a description.
+    public var wait: @Sendable () async -> (exitStatus: Int32?, description: String)
+    /// Called once it is gone (e.g. to forget it in the journal).
+    public var forget: @Sendable () -> Void
+
+    public init(
+        pid: Int32, hasExited: @escaping @Sendable () -> Bool, signal: @escaping @Sendable (Int32) async -> Void,
+        wait: @escaping @Sendable () async -> (exitStatus: Int32?, description: String),
+        forget: @escaping @Sendable () -> Void = {}
+    ) {
+        self.pid = pid
+        self.hasExited = hasExited
+        self.signal = signal
+        self.wait = wait
+        self.forget = forget
+    }
+}
+
+/// Where a fragmenter runs and how its memory is read: this machine (`thisMachine`), or a guest
+/// layer through its agent (the orchestrator builds that one). Paths are this machine's; a guest
+/// place translates them to its share.
+public struct FragmenterPlace: Sendable {
+    /// "this machine", "L2" …: used in messages, and as the metrics' prefix for a guest layer.
+    public var name: String
+    /// Starts `program arguments` in `directory` with stdout and stderr to the given files.
+    public var start:
+        @Sendable (_ program: String, _ arguments: [String], _ directory: String, _ stdout: String, _ stderr: String)
+            async throws(FragmentationError) -> FragmenterChild
+    /// FMFI(order) over the movable zones of that kernel, read now.
+    public var fmfi: @Sendable (_ order: Int) async -> Double?
+    /// Which zones that FMFI covers.
+    public var zones: @Sendable () async -> String
+
+    public init(
+        name: String,
+        start:
+            @escaping @Sendable (String, [String], String, String, String) async throws(FragmentationError) ->
+            FragmenterChild,
+        fmfi: @escaping @Sendable (Int) async -> Double?, zones: @escaping @Sendable () async -> String
+    ) {
+        self.name = name
+        self.start = start
+        self.fmfi = fmfi
+        self.zones = zones
+    }
+
+    /// This machine: a child in its own process group, journaled so that the next nestbench kills
+    /// it after a kill -9 (it also watches its parent).
+    public static func thisMachine(journal: KnobJournal) -> FragmenterPlace {
+        FragmenterPlace(
+            name: "this machine",
+            start: { program, arguments, directory, stdout, stderr throws(FragmentationError) in
+                let spec = ProcessSpec(
+                    program: program, arguments: arguments, environment: ["PATH": "/usr/bin:/bin"],
+                    workingDirectory: directory, stdoutPath: stdout, stderrPath: stderr)
+                let child: RunningProcess
+                do {
+                    child = try ProcessRunner.start(spec)
+                    try journal.recordProcessGroup(child.pid)
+                    try child.release()
+                } catch let error as ProcessError {
+                    throw FragmentationError("cannot start the fragmenter: \(error)")
+                } catch {
+                    throw FragmentationError("cannot record the fragmenter in \(journal.path): \(error)")
+                }
+                return FragmenterChild(
+                    pid: child.pid, hasExited: { child.hasExited },
+                    signal: { sig in if sig == SIGKILL { child.kill() } else if !child.hasExited { kill(child.pid, sig) } },
+                    wait: {
+                        let outcome = await child.wait()
+                        return (outcome.exitStatus, outcome.describe(timeout: nil))
+                    },
+                    forget: { try? journal.forgetProcessGroup(child.pid) })
+            },
+            fmfi: { order in try? Buddyinfo.live().machineFMFI(order: order) },
+            zones: { (try? Buddyinfo.live().machineZonesDescription) ?? "movable zones" })
+    }
+}
+
+/// Fragmentation held by a running nb-fragment; release it with `release()`.
 public final class FragmentationSession: Sendable {
     public let spec: FragmentationSpec
     public let ready: FragmenterEvent
     /// FMFI at the spec's order over the movable zones, read by NestBench when the target was reported reached.
     public let fmfiAtReady: Double
-    let child: RunningProcess
-    /// The fragmenter's pid (its process group id too).
+    let child: FragmenterChild
+    public let place: FragmenterPlace
+    /// The fragmenter's pid (its process group id too), in its place.
     public var pid: Int32 { child.pid }
     let reader: LogTail
-    let journal: KnobJournal
     let logPath: String
 
     init(
-        spec: FragmentationSpec, ready: FragmenterEvent, fmfiAtReady: Double, child: RunningProcess, reader: LogTail,
-        journal: KnobJournal, logPath: String
+        spec: FragmentationSpec, ready: FragmenterEvent, fmfiAtReady: Double, child: FragmenterChild,
+        place: FragmenterPlace, reader: LogTail, logPath: String
     ) {
         self.spec = spec
         self.ready = ready
         self.fmfiAtReady = fmfiAtReady
         self.child = child
+        self.place = place
         self.reader = reader
-        self.journal = journal
         self.logPath = logPath
     }
 
@@ -78,16 +163,16 @@ public final class FragmentationSession: Sendable {
 
     /// Stops the fragmenter (SIGTERM, then SIGKILL after 10 s), which gives all its memory back.
     @discardableResult
-    public func release() async -> ProcessOutcome {
-        if !child.hasExited { kill(child.pid, SIGTERM) }
+    public func release() async -> (exitStatus: Int32?, description: String) {
+        if !child.hasExited() { await child.signal(SIGTERM) }
         let deadline = ContinuousClock.now + .seconds(10)
-        while !child.hasExited && ContinuousClock.now < deadline {
+        while !child.hasExited() && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        if !child.hasExited { child.kill() }
+        if !child.hasExited() { await child.signal(SIGKILL) }
         let outcome = await child.wait()
         reader.stop()
-        try? journal.forgetProcessGroup(child.pid)
+        child.forget()
         return outcome
     }
 
@@ -95,10 +180,10 @@ public final class FragmentationSession: Sendable {
     /// before `release()`; `release()` is then called here.
     public func finish() async -> (metrics: [Metric], samples: [TimelineSample], provenance: [String: String]) {
         let order = spec.order
-        let after = (try? Buddyinfo.live().machineFMFI(order: order))
+        let after = await place.fmfi(order)
         let holds = reader.events.filter { $0.kind == "hold" }
         let outcome = await release()
-        let released = (try? Buddyinfo.live().machineFMFI(order: order))
+        let released = await place.fmfi(order)
         var during = holds.compactMap { $0.double("fmfi") }
         during.append(fmfiAtReady)
         if let after { during.append(after) }
@@ -118,7 +203,7 @@ public final class FragmentationSession: Sendable {
             }
             return Metric(name: name, value: value, unit: unit, polarity: .neutral, source: "fragmenter", detail: detail)
         }
-        let zones = (try? Buddyinfo.live().machineZonesDescription) ?? "movable zones"
+        let zones = await place.zones()
         var metrics = [
             m("fmfi_before", fmfiAtReady, "index", "FMFI(\(order)) over \(zones) when the workload started"),
             m("fmfi_after", after, "index", "FMFI(\(order)) over \(zones) when the workload ended, before release"),
@@ -138,7 +223,7 @@ public final class FragmentationSession: Sendable {
         metrics.append(
             Metric(
                 name: "fragmenter_exit", value: Double(outcome.exitStatus ?? -1), unit: "status", polarity: .neutral,
-                source: "fragmenter", detail: outcome.describe(timeout: nil)))
+                source: "fragmenter", detail: outcome.description))
         let samples = holds.compactMap { e in e.double("fmfi").map { TimelineSample(tMillis: e.tMillis, name: "fmfi", value: $0) }
         }
         var provenance = [
@@ -147,7 +232,7 @@ public final class FragmentationSession: Sendable {
             "fragmentation.drift": drifted ? "left the band during the run" : "stayed in the band",
             "fragmentation.free": spec.freeBytes.map { Units.formatBytes(Double($0)) } ?? "all",
             "fragmentation.keepers": reader.events.first { $0.kind == "keepers" }?.fields["mode"] ?? "?",
-            "fragmentation.log": logPath,
+            "fragmentation.log": logPath, "fragmentation.place": place.name,
         ]
         if ready.fields["reached"] == "0" { provenance["fragmentation.reached"] = "no" }
         return (metrics, samples, provenance)
@@ -181,8 +266,10 @@ public struct Fragmenter: Sendable {
     /// Fragments memory; returns once the fragmenter reports `ready` (holding, when `spec.hold`).
     /// `onEvent` sees every protocol line as it arrives (progress display).
     public func start(
-        _ spec: FragmentationSpec, directory: String, onEvent: @escaping @Sendable (FragmenterEvent) -> Void = { _ in }
+        _ spec: FragmentationSpec, directory: String, place: FragmenterPlace? = nil,
+        onEvent: @escaping @Sendable (FragmenterEvent) -> Void = { _ in }
     ) async throws(FragmentationError) -> FragmentationSession {
+        let place = place ?? .thisMachine(journal: journal)
         let binary: String
         do {
             binary = try await harness.program("fragment/nb-fragment.c", name: "nb-fragment")
@@ -196,49 +283,39 @@ public struct Fragmenter: Sendable {
         }
         let log = directory + "/fragmenter.log"
         let err = directory + "/fragmenter.stderr"
-        let spec2 = ProcessSpec(
-            program: binary, arguments: Self.arguments(for: spec), environment: ["PATH": "/usr/bin:/bin"],
-            workingDirectory: directory, stdoutPath: log, stderrPath: err)
-        let child: RunningProcess
-        do {
-            child = try ProcessRunner.start(spec2)
-            try journal.recordProcessGroup(child.pid)
-            try child.release()
-        } catch let error as ProcessError {
-            throw FragmentationError("cannot start the fragmenter: \(error)")
-        } catch {
-            throw FragmentationError("cannot record the fragmenter in \(journal.path): \(error)")
-        }
+        let child = try await place.start(binary, Self.arguments(for: spec), directory, log, err)
         logger.info(
-            "fragmenter started", metadata: ["fragmenter.pid": "\(child.pid)", "fragmenter.target": "\(spec.targetFMFI)"])
+            "fragmenter started",
+            metadata: [
+                "fragmenter.pid": "\(child.pid)", "fragmenter.target": "\(spec.targetFMFI)", "fragmenter.place": "\(place.name)",
+            ])
         let reader = LogTail(path: log, onEvent: onEvent)
         reader.start()
         let deadline = ContinuousClock.now + .seconds(spec.timeoutSeconds)
         while true {
             if let ready = reader.events.first(where: { $0.kind == "ready" }) {
-                let fmfi = (try? Buddyinfo.live().machineFMFI(order: spec.order)) ?? ready.double("fmfi") ?? .nan
-                let session = FragmentationSession(
-                    spec: spec, ready: ready, fmfiAtReady: fmfi, child: child, reader: reader, journal: journal, logPath: log)
-                return session
+                let fmfi = await place.fmfi(spec.order) ?? ready.double("fmfi") ?? .nan
+                return FragmentationSession(
+                    spec: spec, ready: ready, fmfiAtReady: fmfi, child: child, place: place, reader: reader, logPath: log)
             }
             let failure: String?
             if let error = reader.events.first(where: { $0.kind == "error" }) {
                 failure = "the fragmenter failed: \(error.fields["message"] ?? "")"
-            } else if child.hasExited {
+            } else if child.hasExited() {
                 let outcome = await child.wait()
                 let tail = MetricLines.tail(of: err, lines: 3) ?? ""
-                failure = "the fragmenter exited before reaching its target (\(outcome.describe(timeout: nil))) \(tail)"
+                failure = "the fragmenter exited before reaching its target (\(outcome.description)) \(tail)"
             } else if ContinuousClock.now > deadline {
                 failure = "the fragmenter did not reach FMFI \(spec.targetFMFI) within \(Int(spec.timeoutSeconds))s (timeout)"
             } else {
                 failure = nil
             }
             if let failure {
-                child.kill()
+                await child.signal(SIGKILL)
                 _ = await child.wait()
                 reader.stop()
-                try? journal.forgetProcessGroup(child.pid)
-                throw FragmentationError(failure + " (log: \(log))")
+                child.forget()
+                throw FragmentationError(failure + " (in \(place.name); log: \(log))")
             }
             try? await Task.sleep(for: .milliseconds(100))
         }

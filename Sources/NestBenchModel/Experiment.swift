@@ -265,6 +265,10 @@ public struct FragmentationSpec: Codable, Sendable, Hashable {
     public var sysctl: [String: String]
     /// How long reaching the target may take.
     public var timeoutSeconds: Double
+    /// Whose memory is fragmented in a `qemu` stack: a layer name (`L0`, `L1`, `L2`) or `host`
+    /// (this machine); nil = the layer the workload runs in. A `local` configuration has only
+    /// the host.
+    public var layer: String?
 
     /// vm.compaction_proactiveness=0 and vm.compact_unevictable_allowed=0: neither proactive
     /// compaction nor compaction of mlocked pages undoes the holes during the run.
@@ -273,8 +277,9 @@ public struct FragmentationSpec: Codable, Sendable, Hashable {
     public init(
         method: Method = .anonHoles, targetFMFI: Double, order: Int = 9,
         slackBytes: UInt64 = 1 << 30, freeBytes: UInt64? = nil, hold: Bool = true, mlock: Bool = true, tolerance: Double = 0.05,
-        sysctl: [String: String] = FragmentationSpec.pinnedCompaction, timeoutSeconds: Double = 300
+        sysctl: [String: String] = FragmentationSpec.pinnedCompaction, timeoutSeconds: Double = 300, layer: String? = nil
     ) {
+        self.layer = layer
         self.method = method
         self.targetFMFI = targetFMFI
         self.order = order

@@ -262,72 +262,28 @@ public final class Orchestrator: Sendable {
         provenance["run_directory"] = directory
 
         if configuration.platform == .qemu {
-            if condition.fragmentation != nil || condition.compact {
-                return try store(
-                    WorkloadResult(
-                        status: .unavailable,
-                        reason:
-                            "condition \(condition.name): fragmentation and compaction inside VM layers are not supported yet (host-side only)"
-                    ))
-            }
             return try await executeInStack(
-                planned, configuration: configuration, workload: workload, adapter: adapter,
+                planned, configuration: configuration, workload: workload, condition: condition, adapter: adapter,
                 experimentRunID: experimentRunID, options: options, provenance: provenance, started: started,
                 perf: (experiment.collectors ?? CollectorSettings()).perf)
         }
+        if let layer = condition.fragmentation?.layer, layer != "host" {
+            return try store(
+                WorkloadResult(
+                    status: .unavailable,
+                    reason:
+                        "condition \(condition.name): fragmentation.layer \(layer) names a VM layer; configuration \(configuration.name) runs on this machine (platform local)"
+                ))
+        }
         // The condition: a compacted start, then fragmentation injected after the configuration,
         // held during the workload.
-        var conditionMetrics: [Metric] = []
-        if condition.compact {
-            let order = condition.fragmentation?.order ?? 9
-            let before = try? Buddyinfo.live().machineFMFI(order: order)
-            do {
-                try MemoryActions.dropCachesAndCompact()
-            } catch {
-                return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
-            }
-            for (name, value) in [
-                ("fmfi_before_compaction", before), ("fmfi_after_compaction", try? Buddyinfo.live().machineFMFI(order: order)),
-            ] {
-                conditionMetrics.append(
-                    value.map {
-                        Metric(
-                            name: name, value: $0, unit: "index", polarity: .neutral, source: "condition",
-                            detail: "FMFI(\(order)) over the movable zones around drop_caches + compact_memory")
-                    }
-                        ?? Metric.unavailable(
-                            name, unit: "index", polarity: .neutral, source: "condition",
-                            reason: "unavailable: cannot read /proc/buddyinfo"))
-            }
+        let prepared: PreparedCondition
+        do {
+            prepared = try await prepareOnThisMachine(condition, configuration: configuration, directory: directory)
+        } catch {
+            return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
         }
-        var fragmentation: FragmentationSession?
-        if let spec = condition.fragmentation {
-            func applyCondition() throws {
-                for (path, value) in try platform.apply(spec.knobs, owner: "condition \(condition.name)") {
-                    provenance["knob:\(path)"] = value
-                }
-            }
-            try applyCondition()
-            // The fragmenter tops up the slack with huge pages (they take big free blocks, never a
-            // hole); under a THP-never configuration THP is madvise while it fills, then put back.
-            let thpEnabled = "/sys/kernel/mm/transparent_hugepage/enabled"
-            let raiseTHP = spec.method == .anonHoles && KnobWriter.read(thpEnabled) == "never"
-            if raiseTHP {
-                try platform.apply(
-                    [Knob(path: thpEnabled, value: "madvise")], owner: "condition \(condition.name) (fragmenter fill)")
-                provenance["fragmentation.thp_during_fill"] = "madvise (the configuration's never restored before the workload)"
-            }
-            do {
-                fragmentation = try await Fragmenter(harness: harness, journal: platform.journal, logger: logger)
-                    .start(spec, directory: directory)
-            } catch {
-                return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
-            }
-            if raiseTHP {
-                for (path, value) in try platform.activate(onThisMachine(configuration)) { provenance["knob:\(path)"] = value }
-                try applyCondition()
-            }
-        }
+        provenance.merge(prepared.provenance) { $1 }
 
         let samplesBox = SampleBox()
         let context = WorkloadContext(
@@ -357,8 +313,8 @@ public final class Orchestrator: Sendable {
                 return child
             })
         var result = await adapter.run(workload, context: context)
-        result.metrics += conditionMetrics
-        if let fragmentation {
+        result.metrics += prepared.metrics
+        if let fragmentation = prepared.fragmentation {
             let (metrics, samples, extra) = await fragmentation.finish()
             result.metrics += metrics
             samplesBox.append(samples)
@@ -373,18 +329,19 @@ extension Orchestrator {
     /// for the following runs of the configuration). A stack that fails to boot or dies is a
     /// failed run with the reason; the experiment goes on and the next run boots it afresh.
     func executeInStack(
-        _ planned: PlannedRun, configuration: Configuration, workload: WorkloadSpec, adapter: any WorkloadAdapter,
-        experimentRunID: String, options: RunOptions, provenance initial: [String: String], started: Date,
-        perf: PerfSettings
+        _ planned: PlannedRun, configuration: Configuration, workload: WorkloadSpec, condition: Condition,
+        adapter: any WorkloadAdapter, experimentRunID: String, options: RunOptions, provenance initial: [String: String],
+        started: Date, perf: PerfSettings
     ) async throws -> RunRecord {
         var provenance = initial
         let artifacts = "\(options.resultsDirectory)/artifacts/\(experimentRunID)"
+        var samples: [TimelineSample] = []
         func store(_ result: WorkloadResult) throws -> RunRecord {
             let record = RunRecord(
                 experimentRunID: experimentRunID, planned: planned, status: result.status, reason: result.reason,
                 startedAt: started, endedAt: Date(), invocations: result.invocations, exitStatus: result.exitStatus,
                 signal: result.signal, metrics: result.metrics, provenance: provenance, outputTail: result.outputTail)
-            try self.store.record(record, samples: [])
+            try self.store.record(record, samples: samples.map { ($0.tMillis, $0.name, $0.value) })
             return record
         }
         guard let vmPlatform else { throw OrchestratorError("the qemu platform is not set up") }
@@ -412,6 +369,18 @@ extension Orchestrator {
                     workingDirectory: layer.parent.map { stack.layers[$0].name } ?? "host", cpus: []))
         }
         let targets = stack.workloadLayers.map { stack.layers[$0] }
+        // The condition, in the layer it names (default: where the workload runs).
+        let prepared: PreparedCondition
+        do {
+            prepared = try await prepareInStack(
+                condition, stack: stack, workloadLayer: targets.first?.name ?? "L1", configuration: configuration,
+                runTag: "\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)",
+                artifacts: absolute(artifacts))
+        } catch {
+            if !stack.alive { vmPlatform.discard(configuration.name) }
+            return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
+        }
+        provenance.merge(prepared.provenance) { $1 }
         let counters = GuestCounters(stack: stack, settings: perf)
         let results = await withTaskGroup(of: (Int, WorkloadResult).self) { group in
             for (i, layer) in targets.enumerated() {
@@ -440,6 +409,21 @@ extension Orchestrator {
             provenance["run_directory" + (i == 0 ? "" : ".\(layer.name)")] =
                 "\(layer.agent.spool)/runs/\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
         }
+        // Counters stop, the fragmenter releases its memory and the condition's knobs go back,
+        // whatever the workload's outcome.
+        var conditionMetrics = counters.finish() + prepared.metrics
+        if let fragmentation = prepared.fragmentation {
+            let (metrics, fragmentSamples, extra) = await fragmentation.finish()
+            conditionMetrics += metrics
+            samples += fragmentSamples
+            provenance.merge(extra) { $1 }
+        }
+        if stack.alive, let failures = await prepared.restore(), !failures.isEmpty {
+            // The stack keeps a knob the next run does not expect: boot it afresh next time.
+            logger.warning("condition knobs not restored in the stack", metadata: ["failures": "\(failures)"])
+            provenance["condition.restore"] = failures.joined(separator: "; ")
+            vmPlatform.discard(configuration.name)
+        }
         guard var result = results.first else {
             return try store(WorkloadResult(status: .failed, reason: "the stack has no guest to run the workload in"))
         }
@@ -463,9 +447,9 @@ extension Orchestrator {
             result.reason = (result.reason.map { $0 + "; " } ?? "") + "the stack died during the run"
             return try store(result)
         }
+        result.metrics += conditionMetrics
         let (layerMetrics, layerProvenance) = await QemuPlatform.layerState(stack)
         result.metrics += layerMetrics
-        result.metrics += counters.finish()
         provenance.merge(layerProvenance) { $1 }
         if result.status != .ok && result.reason?.contains("did not answer") == true {
             vmPlatform.discard(configuration.name)

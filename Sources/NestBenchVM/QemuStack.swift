@@ -534,7 +534,7 @@ public struct StackBooter: Sendable {
 
 extension QemuStack {
     /// Why the stack is dead, if an outer QEMU exited.
-    @Sendable func deadReason() -> String? {
+    @Sendable public func deadReason() -> String? {
         exitReason.map { "\($0) (see the console logs in \(directory))" }
     }
 }

@@ -175,6 +175,25 @@ struct FragmentationConditionTests {
         let d = try #require(
             try ExperimentLoader.parse(valid, file: "exp.yaml", catalog: FakeCatalog()).conditions[1].fragmentation)
         #expect(d.mlock && d.hold && d.order == 9 && d.sysctl == FragmentationSpec.pinnedCompaction)
+        #expect(d.layer == nil, "default: the layer the workload runs in")
+    }
+
+    @Test func layerIsHostOrALayerName() throws {
+        func load(_ layer: String) throws(ConfigError) -> FragmentationSpec? {
+            let yaml = valid.replacingOccurrences(
+                of: "fragmented: {fragmentation: {target_fmfi: 0.9}}",
+                with: "fragmented: {fragmentation: {target_fmfi: 0.9, layer: \(layer)}}")
+            return try ExperimentLoader.parse(yaml, file: "exp.yaml", catalog: FakeCatalog()).conditions[1].fragmentation
+        }
+        #expect(try load("L2")?.layer == "L2")
+        #expect(try load("host")?.layer == "host")
+        do {
+            _ = try load("guest")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.problems.map(\.keyPath) == ["conditions.fragmented.fragmentation.layer"])
+            #expect(error.problems.first?.message.contains("must be host or a layer name such as L2") == true)
+        }
     }
 
     @Test func targetOutOfRangeAndUnknownKey() throws {

@@ -101,6 +101,55 @@ extension MachineSuite {
             #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
         }
 
+        /// A fragmented condition in a guest layer: nb-fragment runs in L1 through its agent (the
+        /// same binary, seen through the shared root), reaches the target there, holds it while the
+        /// micro runs in L1, then releases; the condition's sysctls are set in L1, not here.
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        func fragmentationInAGuestLayer() throws {
+            let dir = CLI.temporaryDirectory()
+            let proactivenessHere = try String(contentsOfFile: "/proc/sys/vm/compaction_proactiveness", encoding: .utf8)
+            let yaml = """
+                name: e2e-nested-frag
+                baseline: guest
+                seed: 9
+                configurations:
+                  guest:
+                    platform: qemu
+                    layers:
+                      \(Nested.layer0())
+                      L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 768MiB, pinning: [1], thp: {enabled: never}, boot_timeout: 480s}
+                workloads:
+                  - {name: random-access, suite: micro, label: micro, params: {size: 16MiB, ops: 100000}, cpus: [0], timeout: 120s}
+                conditions:
+                  fragmented: {fragmentation: {target_fmfi: 0.5, layer: L1, slack: 96MiB, timeout: 300s}}
+                repetitions: {min: 2, max: 2}
+                """
+            CLI.write(yaml, to: dir + "/e.yaml")
+            let r = try CLI.run(
+                ["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            #expect(r.status == 0, "\(r.stderr.suffix(3000))")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            let runs = try #require(json["runs"] as? [[String: Any]])
+            #expect(runs.count == 2)
+            for run in runs {
+                let metrics = run["metrics"] as? [String: Any] ?? [:]
+                let provenance = run["provenance"] as? [String: String] ?? [:]
+                #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
+                #expect(provenance["condition.layer"] == "L1" && provenance["fragmentation.place"] == "L1", "\(provenance)")
+                let before = try #require(metrics["fmfi_before"] as? Double, "\(metrics.keys.sorted())")
+                #expect(abs(before - 0.5) <= 0.05 || before > 0.5, "L1's FMFI(9) when the workload started: \(before)")
+                #expect(metrics["fmfi_in_band"] as? Double == 1, "\(before)")
+                #expect(metrics["fragmenter_exit"] as? Double == 0, "released cleanly in L1")
+                #expect(metrics["fmfi_after_compaction"] is Double, "compacted in L1 first")
+                #expect(provenance["L1.knob:/proc/sys/vm/compaction_proactiveness"] == "0", "\(provenance)")
+                #expect(provenance["L1.thp_enabled"] == "never", "THP back to the configuration's never after the fill")
+                #expect((metrics["ops_per_sec"] as? Double ?? 0) > 0)
+            }
+            let here = try String(contentsOfFile: "/proc/sys/vm/compaction_proactiveness", encoding: .utf8)
+            #expect(here == proactivenessHere, "this machine's sysctl untouched by a guest condition")
+            #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
+        }
+
         /// Gemini configurations on stock Debian kernels stop at preflight, naming the missing
         /// path, before any VM of the experiment is booted and before anything is stored.
         @Test(.timeLimit(.minutes(5)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
