@@ -511,6 +511,12 @@ int main(int argc, char **argv) {
          * readings, so aim a little above the target */
         size_t block = PAGE << order;
         size_t since = 0, step = 0;
+        /* Re-measure FMFI every `every` blocks: 64 on a big machine, down to every block on a small
+         * guest, where 64 blocks are a large share of its memory and the loop would overshoot. */
+        size_t nblocks = groups > 0 ? groups : (size_t)(held / block);
+        size_t every = nblocks / 256;
+        if (every < 1) every = 1;
+        if (every > 64) every = 64;
         int enough = 0;
         f = fmfi(order, &free_bytes);
         if (groups > 0) {
@@ -525,14 +531,14 @@ int main(int argc, char **argv) {
                 } else if (next_huge < nchunks) {
                     release_chunk(&chunks[next_huge++]); /* whole huge pages: free blocks of the target order */
                     released = 0;                         /* release_chunk counted them */
-                    since += 31;
+                    since += every / 2; /* a whole chunk of huge pages: half a measuring interval */
                 } else {
                     released = release_pages(group_start[g], group_start[g + 1]);
                     g++;
                 }
                 held -= released;
-                if (++since >= 64 || (want_free > 0 && free_bytes + (uint64_t)since * block >= want_free)) {
-                    since = 0; /* re-measure every 64 blocks, and often when close to --free */
+                if (++since >= every || (want_free > 0 && free_bytes + (uint64_t)since * block >= want_free)) {
+                    since = 0; /* re-measure every `every` blocks, and often when close to --free */
                     f = fmfi(order, &free_bytes);
                 }
                 if (++step % 2048 == 0) emit("progress phase=fragment fmfi=%.4f held=%" PRIu64 " free=%" PRIu64, f, held, free_bytes);
@@ -558,7 +564,7 @@ int main(int argc, char **argv) {
                     }
                     c->kept -= released;
                     held -= released;
-                    if (++since >= 64 || (want_free > 0 && free_bytes + (uint64_t)since * block >= want_free)) {
+                    if (++since >= every || (want_free > 0 && free_bytes + (uint64_t)since * block >= want_free)) {
                         since = 0;
                         f = fmfi(order, &free_bytes);
                     }
