@@ -345,8 +345,10 @@ public enum Comparator {
         return result
     }
 
-    /// The metric headlines use for a workload: the experiment's choice, else the suite's.
+    /// The metric headlines use for a workload: the experiment's choice, else the suite's; for a
+    /// colocated group, its first member's, under that member's label.
     public static func primaryMetric(for workload: WorkloadSpec, settings: AnalysisSettings) -> String {
+        if let first = workload.colocated?.first { return "\(first.label)." + primaryMetric(for: first, settings: settings) }
         if let m = settings.primaryMetric { return m }
         switch workload.suite {
         case "tailbench": return "sojourn_p99_ms"

@@ -16,7 +16,9 @@ public struct FigureSpec: Sendable {
     /// Metric names whose unavailability explains an empty figure.
     public var matches: @Sendable (String) -> Bool
 
-    static let throughputNames = ["roi_throughput", "throughput", "requests_per_sec", "achieved_qps", "qps", "ops_per_sec"]
+    static let throughputNames = [
+        "roi_throughput", "throughput_rps", "throughput", "requests_per_sec", "achieved_qps", "qps", "ops_per_sec",
+    ]
 
     /// A TLB-miss counter, not a proxy: proxies (software events, tracepoints) are named `perf.*`.
     static func isTLBCounter(_ name: String) -> Bool {
@@ -31,7 +33,7 @@ public struct FigureSpec: Sendable {
     public static let paper: [FigureSpec] = [
         FigureSpec(
             id: "fig11", title: "Fig. 11 — normalized throughput",
-            measure: "throughput (roi_throughput, throughput or ops_per_sec)", role: "main",
+            measure: "throughput (roi_throughput, throughput_rps or ops_per_sec)", role: "main",
             pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
         FigureSpec(
             id: "fig12", title: "Fig. 12 — normalized TLB misses",
@@ -149,14 +151,21 @@ public enum HTMLReport {
         var chosen: [String: String] = [:]
         for w in workloads {
             let available = Array(Set(report.comparisons.filter { $0.workload == w.label }.map(\.metric)))
-            guard let metric = spec.pick(available) else { continue }
-            chosen[w.label] = metric
-            for c in report.comparisons where c.workload == w.label && c.metric == metric {
-                guard let r = c.ratio, r.isFinite else { continue }
-                byCondition[c.condition, default: []].append(
-                    Bar(
-                        group: w.label, configuration: c.configuration, ratio: r, ci: c.ratioCI, comparison: c,
-                        note: "\(c.metric): \(c.verdict), p \(num(c.pValue, "%.4f")), n \(c.n)/\(c.nBaseline)"))
+            // A colocated group: one bar group per member, from its label-prefixed metrics.
+            let groups: [(group: String, prefix: String)] =
+                w.members.map { $0.map { ("\(w.label)/\($0)", "\($0).") } } ?? [(w.label, "")]
+            for (group, prefix) in groups {
+                let own = available.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+                guard let picked = spec.pick(own) else { continue }
+                let metric = prefix + picked
+                chosen[group] = metric
+                for c in report.comparisons where c.workload == w.label && c.metric == metric {
+                    guard let r = c.ratio, r.isFinite else { continue }
+                    byCondition[c.condition, default: []].append(
+                        Bar(
+                            group: group, configuration: c.configuration, ratio: r, ci: c.ratioCI, comparison: c,
+                            note: "\(c.metric): \(c.verdict), p \(num(c.pValue, "%.4f")), n \(c.n)/\(c.nBaseline)"))
+                }
             }
         }
         // Geometric mean across workloads per configuration, with its CI, beside the workloads.

@@ -41,11 +41,13 @@ public struct ReportWorkload: Codable, Sendable, Hashable {
     /// `main`, `colocated` (label names a pair "a+b": Fig. 14) or `overhead` (xapian, ferret: Fig. 16).
     public var role: String
     public var cpus: [Int]
+    /// A colocated group's members (their labels prefix the group's metrics: `silo.throughput`).
+    public var members: [String]?
 
-    /// The paper's grouping: colocated pairs are labeled "a+b" (each guest's workload "a+b/a"),
-    /// the overhead workloads are Tailbench xapian and PARSEC ferret; everything else is main.
+    /// The paper's grouping: colocated groups (`colocate:`, or a label naming a pair "a+b"), the
+    /// overhead workloads are Tailbench xapian and PARSEC ferret; everything else is main.
     public static func role(of w: WorkloadSpec) -> String {
-        if w.label.contains("+") { return "colocated" }
+        if w.colocated != nil || w.label.contains("+") { return "colocated" }
         if ["xapian", "ferret"].contains(w.name) { return "overhead" }
         return "main"
     }
@@ -155,7 +157,9 @@ public struct Report: Codable, Sendable {
         self.proxies = proxies
         description = record.experiment.description
         workloads = record.experiment.workloads.map {
-            ReportWorkload(label: $0.label, suite: $0.suite, name: $0.name, role: ReportWorkload.role(of: $0), cpus: $0.cpus)
+            ReportWorkload(
+                label: $0.label, suite: $0.suite, name: $0.name, role: ReportWorkload.role(of: $0), cpus: $0.cpus,
+                members: $0.colocated?.map(\.label))
         }
         conditions = record.experiment.conditions.map(\.name)
         configurations = record.experiment.configurations.map(\.name)

@@ -268,42 +268,82 @@ public enum ExperimentLoader {
         var labels: Set<String> = []
         for (index, item) in items.enumerated() {
             let itemPath = "\(path)[\(index)]"
-            guard
-                let fields = r.mapping(
-                    item, at: itemPath,
-                    allowed: ["name", "suite", "label", "params", "cpus", "timeout", "env"])
-            else { continue }
-            var byKey: [String: (Node, String)] = [:]
-            for f in fields { byKey[f.key] = (f.value, f.path) }
-            guard let (nameNode, namePath) = byKey["name"] else {
-                r.problem(itemPath, item, "missing required key \"name\"")
-                continue
-            }
-            guard let (suiteNode, suitePath) = byKey["suite"] else {
-                r.problem(itemPath, item, "missing required key \"suite\"")
-                continue
-            }
-            guard let name = r.string(nameNode, at: namePath), let suite = r.string(suiteNode, at: suitePath) else {
-                continue
-            }
-            var spec = WorkloadSpec(suite: suite, name: name)
-            if let (n, p) = byKey["label"], let label = r.string(n, at: p) { spec.label = label }
-            if let (n, p) = byKey["params"], let params = r.stringMap(n, at: p) { spec.params = params }
-            if let (n, p) = byKey["env"], let env = r.stringMap(n, at: p) { spec.environment = env }
-            if let (n, p) = byKey["timeout"], let t = r.seconds(n, at: p) { spec.timeoutSeconds = t }
-            if let (n, p) = byKey["cpus"] { spec.cpus = readCPUs(n, at: p, r) }
+            guard let spec = readWorkload(item, at: itemPath, r, catalog: catalog, group: true) else { continue }
             if !labels.insert(spec.label).inserted {
                 r.problem(itemPath, item, "two workloads are labeled \"\(spec.label)\": give each a distinct label")
-            }
-            if let catalog {
-                for problem in catalog.problems(for: spec) {
-                    let (n, p) = byKey[problem.key.split(separator: ".").first.map(String.init) ?? ""] ?? (item, itemPath)
-                    r.problem(problem.key.contains(".") ? "\(itemPath).\(problem.key)" : p, n, problem.message)
-                }
             }
             result.append(spec)
         }
         return result
+    }
+
+    /// One workload, or (with `group`) a colocated group: `{label: a+b, colocate: [{…}, {…}]}`,
+    /// whose members run together, each in its own innermost guest.
+    static func readWorkload(_ item: Node, at itemPath: String, _ r: YAMLReader, catalog: (any WorkloadCatalog)?, group: Bool)
+        -> WorkloadSpec?
+    {
+        let keys: Set<String> = ["name", "suite", "label", "params", "cpus", "timeout", "env"]
+        guard let fields = r.mapping(item, at: itemPath, allowed: group ? keys.union(["colocate"]) : keys) else {
+            return nil
+        }
+        var byKey: [String: (Node, String)] = [:]
+        for f in fields { byKey[f.key] = (f.value, f.path) }
+        if let (membersNode, membersPath) = byKey["colocate"] {
+            for key in ["name", "suite", "params", "cpus", "timeout", "env"] where byKey[key] != nil {
+                r.problem(
+                    byKey[key]!.1, byKey[key]!.0, "a colocated group takes only label and colocate; give \(key) to its members")
+            }
+            guard let items = r.sequence(membersNode, at: membersPath) else { return nil }
+            var members: [WorkloadSpec] = []
+            for (index, memberNode) in items.enumerated() {
+                if let member = readWorkload(memberNode, at: "\(membersPath)[\(index)]", r, catalog: catalog, group: false) {
+                    members.append(member)
+                }
+            }
+            guard items.count >= 2 else {
+                r.problem(membersPath, membersNode, "colocate needs at least two workloads")
+                return nil
+            }
+            // Members named alike get -1, -2 … unless labeled.
+            for (name, count) in Dictionary(members.map { ($0.label, 1) }, uniquingKeysWith: +) where count > 1 {
+                var n = 0
+                for i in members.indices where members[i].label == name {
+                    n += 1
+                    members[i].label = "\(name)-\(n)"
+                }
+            }
+            var spec = WorkloadSpec(
+                label: members.map(\.label).joined(separator: "+"), suite: "colocated",
+                name: members.map(\.name).joined(separator: "+"))
+            spec.colocated = members
+            spec.timeoutSeconds = members.map(\.timeoutSeconds).max() ?? spec.timeoutSeconds
+            if let (n, p) = byKey["label"], let label = r.string(n, at: p) { spec.label = label }
+            return spec
+        }
+        guard let (nameNode, namePath) = byKey["name"] else {
+            r.problem(itemPath, item, "missing required key \"name\"" + (group ? " (or colocate)" : ""))
+            return nil
+        }
+        guard let (suiteNode, suitePath) = byKey["suite"] else {
+            r.problem(itemPath, item, "missing required key \"suite\"")
+            return nil
+        }
+        guard let name = r.string(nameNode, at: namePath), let suite = r.string(suiteNode, at: suitePath) else {
+            return nil
+        }
+        var spec = WorkloadSpec(suite: suite, name: name)
+        if let (n, p) = byKey["label"], let label = r.string(n, at: p) { spec.label = label }
+        if let (n, p) = byKey["params"], let params = r.stringMap(n, at: p) { spec.params = params }
+        if let (n, p) = byKey["env"], let env = r.stringMap(n, at: p) { spec.environment = env }
+        if let (n, p) = byKey["timeout"], let t = r.seconds(n, at: p) { spec.timeoutSeconds = t }
+        if let (n, p) = byKey["cpus"] { spec.cpus = readCPUs(n, at: p, r) }
+        if let catalog {
+            for problem in catalog.problems(for: spec) {
+                let (n, p) = byKey[problem.key.split(separator: ".").first.map(String.init) ?? ""] ?? (item, itemPath)
+                r.problem(problem.key.contains(".") ? "\(itemPath).\(problem.key)" : p, n, problem.message)
+            }
+        }
+        return spec
     }
 
     /// CPUs as a list `[0, 1]` or a cpulist string `"0-3,6"`.
@@ -379,7 +419,7 @@ public enum ExperimentLoader {
             case "timeout": if let t = r.seconds(f.value, at: f.path) { spec.timeoutSeconds = t }
             case "layer":
                 if let l = r.string(f.value, at: f.path) {
-                    if l == "host" || l.wholeMatch(of: /L[0-9]+/) != nil {
+                    if l == "host" || l.wholeMatch(of: /L[0-9]+(\.[0-9]+)?/) != nil {
                         spec.layer = l
                     } else {
                         r.problem(f.path, f.value, "must be host or a layer name such as L2, got \"\(l)\"")

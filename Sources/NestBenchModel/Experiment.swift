@@ -88,6 +88,30 @@ public struct Configuration: Codable, Sendable, Hashable {
         return copy
     }
 
+    /// The stack for `n` colocated workloads: its innermost layer as `n` guests that share its
+    /// vCPUs, memory and pinning evenly (the paper: one L2 of 32 vCPUs/100 GB, or two of
+    /// 16/50 GB); itself when that layer already has `n` instances; nil for another number of
+    /// instances or a configuration that is not a stack. The copy's name keys its own stack.
+    public func colocating(_ n: Int) -> Configuration? {
+        guard platform == .qemu, layers.count >= 2, var last = layers.last else { return nil }
+        if last.instances == n { return self }
+        guard last.instances == 1, n >= 2 else { return nil }
+        let each = max(1, last.vcpus / n)
+        if !last.pinning.isEmpty {
+            // Guest k's vCPU j runs where vCPU k·each + j of the single guest ran.
+            let pins = last.pinning
+            last.instancePinning = (0..<n).map { k in (0..<each).map { j in pins[(k * each + j) % pins.count] } }
+        }
+        last.vcpus = each
+        last.pinning = last.instancePinning?.first ?? []
+        last.memoryBytes = (last.memoryBytes / UInt64(n)) & ~((1 << 20) - 1)
+        last.instances = n
+        var copy = self
+        copy.layers[copy.layers.count - 1] = last
+        copy.name = "\(name)-\(n)guests"
+        return copy
+    }
+
     enum CodingKeys: String, CodingKey { case name, platform, host, layers, description }
 
     public init(from decoder: any Decoder) throws {
@@ -210,6 +234,9 @@ public struct WorkloadSpec: Codable, Sendable, Hashable {
     /// Wall-clock limit of one run; the whole process group is killed after it.
     public var timeoutSeconds: Double
     public var environment: [String: String]
+    /// A colocated group (suite `colocated`): these workloads start together, each in its own
+    /// innermost guest of the stack (Fig. 14 of the paper); nil for a single workload.
+    public var colocated: [WorkloadSpec]?
 
     public init(
         label: String? = nil, suite: String, name: String, params: [String: String] = [:],

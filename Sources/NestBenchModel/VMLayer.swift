@@ -55,6 +55,9 @@ public struct VMLayer: Codable, Sendable, Hashable {
     public var bootRetries: Int
     /// Copies of this (innermost) layer in its parent, each running the workload at the same time.
     public var instances: Int
+    /// Per instance, vCPU → CPU of the layer below, when instances differ (a colocated split);
+    /// nil: every instance uses `pinning`.
+    public var instancePinning: [[Int]]?
 
     public init(
         name: String, kernel: String? = nil, initrd: String? = nil, modulesDirectory: String? = nil,

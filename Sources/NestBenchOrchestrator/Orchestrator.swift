@@ -245,12 +245,26 @@ public final class Orchestrator: Sendable {
         provenance["platform"] = configuration.platform.rawValue
         if !workload.cpus.isEmpty { provenance["pinning"] = CPUList.format(workload.cpus) }
 
-        guard let adapter = registry.adapter(for: workload.suite) else {
-            return try store(WorkloadResult(status: .unavailable, reason: "no adapter for suite \(workload.suite)"))
+        // The workloads of the run with their adapters: one, or the members of a colocated group.
+        var members: [(WorkloadSpec, any WorkloadAdapter)] = []
+        for member in workload.colocated ?? [workload] {
+            guard let adapter = registry.adapter(for: member.suite) else {
+                return try store(WorkloadResult(status: .unavailable, reason: "no adapter for suite \(member.suite)"))
+            }
+            if let reason = adapter.unavailableReason(for: member) {
+                return try store(WorkloadResult(status: .unavailable, reason: reason))
+            }
+            members.append((member, adapter))
         }
-        if let reason = adapter.unavailableReason(for: workload) {
-            return try store(WorkloadResult(status: .unavailable, reason: reason))
+        if workload.colocated != nil && configuration.platform != .qemu {
+            return try store(
+                WorkloadResult(
+                    status: .unavailable,
+                    reason:
+                        "\(workload.label): colocated workloads run in separate guests of a stack; configuration \(configuration.name) is not a qemu configuration"
+                ))
         }
+        let adapter = members[0].1
         let directory =
             "\(options.resultsDirectory)/artifacts/\(experimentRunID)/"
             + "\(planned.sequence)-\(planned.configuration)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
@@ -263,9 +277,9 @@ public final class Orchestrator: Sendable {
 
         if configuration.platform == .qemu {
             return try await executeInStack(
-                planned, configuration: configuration, workload: workload, condition: condition, adapter: adapter,
-                experimentRunID: experimentRunID, options: options, provenance: provenance, started: started,
-                perf: (experiment.collectors ?? CollectorSettings()).perf)
+                planned, configuration: configuration, members: members, colocated: workload.colocated != nil,
+                condition: condition, experimentRunID: experimentRunID, options: options, provenance: provenance,
+                started: started, perf: (experiment.collectors ?? CollectorSettings()).perf)
         }
         if let layer = condition.fragmentation?.layer, layer != "host" {
             return try store(
@@ -329,9 +343,9 @@ extension Orchestrator {
     /// for the following runs of the configuration). A stack that fails to boot or dies is a
     /// failed run with the reason; the experiment goes on and the next run boots it afresh.
     func executeInStack(
-        _ planned: PlannedRun, configuration: Configuration, workload: WorkloadSpec, condition: Condition,
-        adapter: any WorkloadAdapter, experimentRunID: String, options: RunOptions, provenance initial: [String: String],
-        started: Date, perf: PerfSettings
+        _ planned: PlannedRun, configuration requested: Configuration, members: [(WorkloadSpec, any WorkloadAdapter)],
+        colocated: Bool, condition: Condition, experimentRunID: String, options: RunOptions,
+        provenance initial: [String: String], started: Date, perf: PerfSettings
     ) async throws -> RunRecord {
         var provenance = initial
         let artifacts = "\(options.resultsDirectory)/artifacts/\(experimentRunID)"
@@ -345,6 +359,16 @@ extension Orchestrator {
             return record
         }
         guard let vmPlatform else { throw OrchestratorError("the qemu platform is not set up") }
+        // A colocated group runs in a stack whose innermost layer is one guest per member.
+        guard let configuration = colocated ? requested.colocating(members.count) : requested else {
+            return try store(
+                WorkloadResult(
+                    status: .unavailable,
+                    reason:
+                        "\(planned.workload): configuration \(requested.name)'s innermost layer has instances: \(requested.layers.last?.instances ?? 0); \(members.count) colocated workloads need 1 (split evenly) or \(members.count)"
+                ))
+        }
+        if colocated { provenance["colocation"] = "\(members.count) guests: " + members.map(\.0.label).joined(separator: ", ") }
         if case .emulated(let reason) = vmPlatform.virtualization {
             provenance["virtualization"] = "emulated host (\(reason)): functional only"
         }
@@ -398,6 +422,7 @@ extension Orchestrator {
                             throw ProcessError(
                                 program: spec.program, message: "helper processes in guests are not supported yet", errno: nil)
                         })
+                    let (workload, adapter) = colocated ? members[i] : members[0]
                     return (i, await adapter.run(workload, context: context))
                 }
             }
@@ -427,14 +452,29 @@ extension Orchestrator {
         guard var result = results.first else {
             return try store(WorkloadResult(status: .failed, reason: "the stack has no guest to run the workload in"))
         }
-        // Colocated instances: their metrics under their layer's name; any failure fails the run.
-        for (i, other) in results.enumerated().dropFirst() {
-            let name = targets[i].name
+        if colocated && results.count != members.count {
+            return try store(
+                WorkloadResult(
+                    status: .failed,
+                    reason: "\(members.count) colocated workloads but \(results.count) innermost guests in the stack"))
+        }
+        // Colocated group: every member's metrics under its label. Copies of one workload
+        // (`instances:`): the first as it is, the others under their layer's name. Any failure
+        // fails the run.
+        if colocated {
+            result.metrics = []
+            result.status = .ok
+            result.reason = nil
+        }
+        for (i, other) in results.enumerated() where colocated || i > 0 {
+            let name = colocated ? members[i].0.label : targets[i].name
             result.metrics += other.metrics.map { m in
                 var m = m
                 m.name = "\(name).\(m.name)"
+                m.detail = "\(targets[i].name): " + (m.detail ?? "")
                 return m
             }
+            if i > 0 { result.invocations += other.invocations }
             if other.status != .ok && result.status == .ok {
                 result.status = other.status
                 result.reason = "\(name): \(other.reason ?? other.status.rawValue)"

@@ -270,6 +270,10 @@ public struct StackBooter: Sendable {
                 for instance in 0..<(isInnermost ? layer.instances : 1) {
                     let name = layer.instances > 1 ? "\(layer.name).\(instance)" : layer.name
                     let hostsNext = !isInnermost
+                    var layer = layer
+                    if let perInstance = layer.instancePinning, instance < perInstance.count {
+                        layer.pinning = perInstance[instance]
+                    }
                     let index = try await bootWithRetries(
                         layer, name: name, prepared: prepared[layer.name]!, stack: stack, parent: parentIndex,
                         parentShare: parentShare, hostsNext: hostsNext,

@@ -212,6 +212,63 @@ struct FragmentationConditionTests {
     }
 }
 
+@Suite("Colocated workloads")
+struct ColocationLoaderTests {
+    func load(_ workloads: String) throws(ConfigError) -> Experiment {
+        let yaml = valid.replacingOccurrences(
+            of: "  - {name: random-access, suite: micro, params: {size: 1GiB}, cpus: \"0-1\", timeout: 2m}", with: workloads)
+        return try ExperimentLoader.parse(yaml, file: "exp.yaml", catalog: FakeCatalog())
+    }
+
+    @Test func membersAreWorkloadsAndAlikeOnesAreNumbered() throws {
+        let e = try load(
+            """
+              - {colocate: [{name: random-access, suite: micro, timeout: 1m}, {name: random-access, suite: micro, timeout: 3m, cpus: [1]}]}
+              - {label: pair, colocate: [{name: random-access, suite: micro, label: a}, {name: random-access, suite: micro, label: b}]}
+            """)
+        #expect(e.workloads.map(\.label) == ["random-access-1+random-access-2", "pair"])
+        let first = try #require(e.workloads[0].colocated)
+        #expect(first.map(\.label) == ["random-access-1", "random-access-2"] && first[1].cpus == [1])
+        #expect(e.workloads[0].timeoutSeconds == 180, "the group waits for its longest member")
+        #expect(e.workloads[1].colocated?.map(\.label) == ["a", "b"])
+    }
+
+    @Test func badGroupsAreNamed() {
+        do {
+            _ = try load(
+                """
+                  - {colocate: [{name: random-access, suite: micro}]}
+                  - {suite: micro, colocate: [{name: nope, suite: micro}, {name: random-access, suite: micro}]}
+                """)
+            Issue.record("expected errors")
+        } catch {
+            let paths = Set(error.problems.map(\.keyPath))
+            #expect(paths.contains("workloads[0].colocate"), "\(error.problems)")
+            #expect(paths.contains("workloads[1].suite"), "only label and colocate at group level")
+            #expect(paths.contains("workloads[1].colocate[0].name"), "members validated like workloads")
+        }
+    }
+
+    @Test func stackSplitsTheInnermostLayerEvenly() throws {
+        let l2 = VMLayer(name: "L2", vcpus: 4, memoryBytes: 3 << 30, pinning: [4, 5, 6, 7])
+        let c = Configuration(name: "vanilla", platform: .qemu, layers: [VMLayer(name: "L0"), VMLayer(name: "L1"), l2])
+        let two = try #require(c.colocating(2))
+        let last = try #require(two.layers.last)
+        #expect(last.instances == 2 && last.vcpus == 2 && last.memoryBytes == 1536 << 20)
+        #expect(last.instancePinning == [[4, 5], [6, 7]])
+        #expect(two.name == "vanilla-2guests", "its own stack")
+        var already = c
+        already.layers[2].instances = 2
+        #expect(already.colocating(2) == already)
+        #expect(already.colocating(3) == nil)
+        #expect(Configuration(name: "l").colocating(2) == nil, "a local configuration has no guests to split")
+        let one = try #require(
+            Configuration(name: "s", platform: .qemu, layers: [VMLayer(name: "L0"), VMLayer(name: "L1", vcpus: 1, pinning: [1])])
+                .colocating(2))
+        #expect(one.layers[1].vcpus == 1 && one.layers[1].instancePinning == [[1], [1]], "one vCPU each, on the same CPU")
+    }
+}
+
 @Suite("Experiment files: collectors")
 struct CollectorSettingsLoaderTests {
     func load(_ section: String) throws(ConfigError) -> Experiment {

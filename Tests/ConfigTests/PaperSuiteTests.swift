@@ -49,8 +49,13 @@ struct PaperSuiteTests {
             Set(parsec.map(\.name)) == [
                 "canneal", "facesim", "raytrace", "streamcluster", "dedup", "x264", "splash2x.fft", "ferret",
             ])
-        let pairs = Set(e.workloads.filter { $0.label.contains("+") }.map { String($0.label.split(separator: "/")[0]) })
-        #expect(pairs == ["img-dnn+img-dnn", "img-dnn+silo", "moses+silo"])
+        let pairs = e.workloads.filter { $0.colocated != nil }
+        #expect(pairs.map(\.label) == ["img-dnn+img-dnn", "img-dnn+silo", "moses+silo"])
+        #expect(
+            pairs.map { $0.colocated?.map(\.label) ?? [] } == [
+                ["img-dnn-1", "img-dnn-2"], ["img-dnn", "silo"], ["moses", "silo"],
+            ])
+        #expect(pairs.allSatisfy { $0.colocated?.allSatisfy { $0.suite == "tailbench" } == true })
         #expect(e.conditions.map(\.name) == ["clean", "fragmented"])
         #expect(e.conditions[1].fragmentation?.targetFMFI == 0.9)
         #expect(e.repetitions.min == 5 && e.repetitions.max == 10)

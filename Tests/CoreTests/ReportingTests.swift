@@ -227,6 +227,38 @@ struct ReportFormatTests {
         #expect(html.contains("/bin/nb-micro --ops 10"), "command lines")
         #expect(!html.contains("<script") && !html.contains("http://") || !html.contains("src=\"http"))
     }
+
+    /// A colocated group's run carries each member's metrics under its label; Fig. 14 draws one
+    /// bar group per member ("a+b/a"), and the main figures leave the group out.
+    @Test func colocatedMembersAreDrawnInFig14() {
+        let members = [
+            WorkloadSpec(label: "img-dnn", suite: "tailbench", name: "img-dnn"),
+            WorkloadSpec(label: "silo", suite: "tailbench", name: "silo"),
+        ]
+        var group = WorkloadSpec(label: "img-dnn+silo", suite: "colocated", name: "img-dnn+silo")
+        group.colocated = members
+        let e = Synthetic.experiment(configurations: ["vanilla", "xgemini"], workloads: [group])
+        var runs: [RunRecord] = []
+        for (i, (config, base)) in [
+            ("vanilla", 100.0), ("xgemini", 120.0), ("vanilla", 101.0), ("xgemini", 121.0), ("vanilla", 99.0), ("xgemini", 119.0),
+        ].enumerated() {
+            var r = Synthetic.run("c", i, config, workload: "img-dnn+silo", ops: base, rep: i / 2 + 1)
+            r.metrics = [
+                Metric(name: "img-dnn.throughput_rps", value: base, unit: "req/s", polarity: .higherIsBetter, source: "workload"),
+                Metric(
+                    name: "silo.throughput_rps", value: base * 2, unit: "req/s", polarity: .higherIsBetter, source: "workload"),
+            ]
+            runs.append(r)
+        }
+        let report = Report(record: Synthetic.record("c", e, plan: runs.map(\.planned), at: Date()), runs: runs)
+        #expect(report.workloads.first?.role == "colocated" && report.workloads.first?.members == ["img-dnn", "silo"])
+        let (bars, chosen) = HTMLReport.bars(FigureSpec.paper.first { $0.id == "fig14" }!, report)
+        #expect(Set(bars["clean"]?.map(\.group) ?? []) == ["img-dnn+silo/img-dnn", "img-dnn+silo/silo", "geomean"])
+        #expect(chosen == ["img-dnn+silo/img-dnn": "img-dnn.throughput_rps", "img-dnn+silo/silo": "silo.throughput_rps"])
+        let silo = bars["clean"]?.first { $0.group == "img-dnn+silo/silo" }
+        #expect(abs((silo?.ratio ?? 0) - 1.2) < 0.01, "\(String(describing: silo?.ratio))")
+        #expect((HTMLReport.bars(FigureSpec.paper[0], report).byCondition).isEmpty, "Fig. 11 has no main workloads here")
+    }
 }
 
 /// Renders a report in headless Chromium (Debian package `chromium`) and checks the SVG in the

@@ -150,6 +150,50 @@ extension MachineSuite {
             #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
         }
 
+        /// A colocated pair runs in two innermost guests started together, which share the single
+        /// guest's memory and pinning; each member's metrics come back under its label.
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        func colocatedPairRunsInTwoGuests() throws {
+            let dir = CLI.temporaryDirectory()
+            let micro = "{name: random-access, suite: micro, params: {size: 16MiB, ops: 100000}, timeout: 120s}"
+            let yaml = """
+                name: e2e-colocated
+                baseline: guest
+                seed: 11
+                configurations:
+                  guest:
+                    platform: qemu
+                    layers:
+                      \(Nested.layer0())
+                      L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 1GiB, pinning: [1], boot_timeout: 480s}
+                workloads:
+                  - {label: pair, colocate: [\(micro), \(micro)]}
+                repetitions: {min: 2, max: 2}
+                """
+            CLI.write(yaml, to: dir + "/e.yaml")
+            let r = try CLI.run(
+                ["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            #expect(r.status == 0, "\(r.stderr.suffix(3000))")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            let runs = try #require(json["runs"] as? [[String: Any]])
+            #expect(runs.count == 2)
+            for run in runs {
+                let metrics = run["metrics"] as? [String: Any] ?? [:]
+                let provenance = run["provenance"] as? [String: String] ?? [:]
+                #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
+                for member in ["random-access-1", "random-access-2"] {
+                    #expect((metrics["\(member).ops_per_sec"] as? Double ?? 0) > 0, "\(metrics.keys.sorted())")
+                }
+                #expect(metrics["ops_per_sec"] == nil, "no unlabeled member metrics")
+                #expect(provenance["colocation"] == "2 guests: random-access-1, random-access-2")
+                #expect(provenance["L1.0.vcpu0.cpus"] == "1" && provenance["L1.1.vcpu0.cpus"] == "1", "\(provenance)")
+                let invocations = run["invocations"] as? [[String]] ?? []
+                let guests = invocations.filter { $0.first == "qemu-system-x86_64" && $0.contains("kvm") }
+                #expect(guests.count == 2 && guests.allSatisfy { $0.contains("512M") }, "two guests of half the memory")
+            }
+            #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
+        }
+
         /// Gemini configurations on stock Debian kernels stop at preflight, naming the missing
         /// path, before any VM of the experiment is booted and before anything is stored.
         @Test(.timeLimit(.minutes(5)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
