@@ -101,6 +101,8 @@ public final class MemoryMonitor: RunCollector {
         func started() {
             running.store(true, ordering: .relaxed)
             let thread = Thread { [self] in
+                // Sample from CPUs the workload is not pinned to, where there are any.
+                Affinity.avoid(cpusOf: pid)
                 while stop.wait(timeout: .now() + .milliseconds(interval)) == .timedOut {
                     record(sources.read(pid: pid, order: order), at: elapsedMillis, includeProcess: true)
                 }

@@ -41,7 +41,7 @@ struct GuestCondition {
         if !originals.contains(where: { $0.path == knob.path }) {
             let (status, text) = try await layer.agent.output(["cat", knob.path], failure: stack.deadReason)
             guard status == 0 else { throw VMError("\(layer.name) has no \(knob.path)") }
-            originals.append((knob.path, Self.selected(text)))
+            originals.append((knob.path, KernelFile.selectedValue(text)))
         }
         return try await write(knob.value, to: knob.path)
     }
@@ -52,7 +52,7 @@ struct GuestCondition {
         w.value = value
         let r = try await layer.agent.send(w, timeout: 60, failure: stack.deadReason)
         if let error = r.error { throw VMError("\(layer.name): writing \(path): \(error)") }
-        return Self.selected(r.fields["value"] ?? "")
+        return KernelFile.selectedValue(r.fields["value"] ?? "")
     }
 
     /// Puts back every knob `apply` changed, newest first.
@@ -73,15 +73,6 @@ struct GuestCondition {
         _ = try await layer.agent.output(["sync"], failure: stack.deadReason)
         _ = try await write("3", to: "/proc/sys/vm/drop_caches")
         _ = try await write("1", to: "/proc/sys/vm/compact_memory")
-    }
-
-    /// `[always] madvise never` → `always`; other values as they are.
-    static func selected(_ text: String) -> String {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let open = trimmed.firstIndex(of: "["), let close = trimmed[open...].firstIndex(of: "]") {
-            return String(trimmed[trimmed.index(after: open)..<close])
-        }
-        return trimmed
     }
 
     /// Where nb-fragment runs in this layer: spawned by its agent (its process group is signalled
@@ -244,7 +235,7 @@ extension Orchestrator {
             for knob in spec.knobs { prepared.provenance["\(layer.name).knob:\(knob.path)"] = try await guest.apply(knob) }
             let thpEnabled = Knob(path: "/sys/kernel/mm/transparent_hugepage/enabled", value: "madvise")
             let (_, current) = try await layer.agent.output(["cat", thpEnabled.path], failure: failure)
-            let raiseTHP = spec.method == .anonHoles && GuestCondition.selected(current) == "never"
+            let raiseTHP = spec.method == .anonHoles && KernelFile.selectedValue(current) == "never"
             if raiseTHP {
                 _ = try await guest.apply(thpEnabled)
                 prepared.provenance["fragmentation.thp_during_fill"] =

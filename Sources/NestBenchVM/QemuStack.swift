@@ -1,6 +1,7 @@
 import CProcess
 import Foundation
 import Logging
+import NestBenchCollectors
 import NestBenchModel
 import NestBenchProcess
 
@@ -435,7 +436,7 @@ public struct StackBooter: Sendable {
                 w.path = knob.path
                 w.value = knob.value
                 let r = try await agent.send(w, timeout: 60, failure: stack.deadReason)
-                let back = Self.selected(r.fields["value"] ?? "")
+                let back = KernelFile.selectedValue(r.fields["value"] ?? "")
                 if back != knob.value {
                     throw VMError("\(knob.path): wrote \"\(knob.value)\" but the kernel reports \"\(back)\"")
                 }
@@ -468,14 +469,6 @@ public struct StackBooter: Sendable {
             BootedLayer(
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release))
-    }
-
-    static func selected(_ text: String) -> String {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let open = trimmed.firstIndex(of: "["), let close = trimmed[open...].firstIndex(of: "]") {
-            return String(trimmed[trimmed.index(after: open)..<close])
-        }
-        return trimmed
     }
 
     /// The paths of `paths` that do not exist in the guest (one `stat` for all).

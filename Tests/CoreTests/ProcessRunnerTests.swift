@@ -1,10 +1,34 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import NestBenchProcess
 
 @Suite("Process runner", .serialized)
 struct ProcessRunnerTests {
+    /// A sampler thread moves off the CPUs of the process it watches (the monitor does so).
+    @Test(.timeLimit(.minutes(1)), .enabled(if: (Affinity.of(0)?.count ?? 0) >= 2, "needs two CPUs"))
+    func samplerAvoidsTheWorkloadsCPUs() async throws {
+        let child = try ProcessRunner.start(ProcessSpec(program: "/bin/sleep", arguments: ["5"], cpus: [0]))
+        try child.release()
+        defer {
+            child.kill()
+            _ = child.waitBlocking()
+        }
+        #expect(Affinity.of(child.pid) == [0])
+        let mine = try #require(Affinity.of(0))
+        let box = Mutex<([Int]?, [Int]?)>((nil, nil))
+        let thread = Thread {
+            let moved = Affinity.avoid(cpusOf: child.pid)
+            box.withLock { $0 = (moved, Affinity.of(0)) }
+        }
+        thread.start()
+        for _ in 0..<100 where box.withLock({ $0.1 == nil }) { try await Task.sleep(for: .milliseconds(10)) }
+        let (moved, now) = box.withLock { $0 }
+        #expect(moved == mine.filter { $0 != 0 } && now == moved, "\(String(describing: moved)) \(String(describing: now))")
+        #expect(Affinity.of(0) == mine, "only the sampler thread moved")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func exitStatusAndOutput() async throws {
         let dir = Fixtures.temporaryDirectory()

@@ -21,6 +21,18 @@ enum Nested {
         }
     }
 
+    /// `nestbench run` of `yaml` (written to DIR/e.yaml) with JSON output: the stored runs, after
+    /// checking the exit status and their number.
+    static func run(_ yaml: String, in dir: String, runs count: Int) throws -> [[String: Any]] {
+        CLI.write(yaml, to: dir + "/e.yaml")
+        let r = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+        #expect(r.status == 0, "\(r.stderr.suffix(3000))")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let runs = try #require(json["runs"] as? [[String: Any]])
+        #expect(runs.count == count)
+        return runs
+    }
+
     static func layer0(_ extra: String = "") -> String {
         "L0: {kernel: \(kernel), vcpus: 2, memory: 2GiB, pinning: [1, 0], modules: {kvm_amd: {nested: 1, npt: 1}}, boot_timeout: 300s\(extra)}"
     }
@@ -124,14 +136,7 @@ extension MachineSuite {
                   fragmented: {fragmentation: {target_fmfi: 0.5, layer: L1, slack: 64MiB, timeout: 300s}}
                 repetitions: {min: 2, max: 2}
                 """
-            CLI.write(yaml, to: dir + "/e.yaml")
-            let r = try CLI.run(
-                ["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
-            #expect(r.status == 0, "\(r.stderr.suffix(3000))")
-            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-            let runs = try #require(json["runs"] as? [[String: Any]])
-            #expect(runs.count == 2)
-            for run in runs {
+            for run in try Nested.run(yaml, in: dir, runs: 2) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
                 let provenance = run["provenance"] as? [String: String] ?? [:]
                 #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
@@ -170,14 +175,7 @@ extension MachineSuite {
                   - {label: pair, colocate: [\(micro), \(micro)]}
                 repetitions: {min: 2, max: 2}
                 """
-            CLI.write(yaml, to: dir + "/e.yaml")
-            let r = try CLI.run(
-                ["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
-            #expect(r.status == 0, "\(r.stderr.suffix(3000))")
-            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-            let runs = try #require(json["runs"] as? [[String: Any]])
-            #expect(runs.count == 2)
-            for run in runs {
+            for run in try Nested.run(yaml, in: dir, runs: 2) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
                 let provenance = run["provenance"] as? [String: String] ?? [:]
                 #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
