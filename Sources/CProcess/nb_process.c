@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static void child_fail(int fd, int step) {
@@ -83,7 +84,15 @@ int nb_spawn(const nb_spawn_spec *spec, pid_t *pid_out, int *gate_out, int *stat
             do { n = read(gate[0], &byte, 1); } while (n < 0 && errno == EINTR);
             if (n != 1) { errno = ECANCELED; child_fail(status[1], 7); }
         }
-        execve(spec->path, spec->argv, spec->envp);
+        /* ETXTBSY: a program written just now (the compiled harness, a script) can still be open
+         * for writing in another thread's child between its fork and its exec (that child holds
+         * the fd until it execs): wait a little and try again, as Go's os/exec does. */
+        for (int tries = 0;; tries++) {
+            execve(spec->path, spec->argv, spec->envp);
+            if (errno != ETXTBSY || tries >= 100) break;
+            struct timespec pause = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
         child_fail(status[1], 6);
     }
     /* Parent. Set the group here too: whichever runs first wins the race, both are fine. */

@@ -96,6 +96,27 @@ public struct KernelModule: Codable, Sendable, Hashable {
         self.parameters = parameters
     }
 
+    /// `kvm_vendor`: the KVM module of the layer's own CPU vendor, so that one configuration
+    /// serves Intel and AMD testbeds (and the emulated host, which is AMD).
+    public static let vendorKVM = "kvm_vendor"
+
+    /// This module for a layer whose CPU reports `cpuVendor` (/proc/cpuinfo `vendor_id`):
+    /// `kvm_vendor` becomes kvm_intel (GenuineIntel) or kvm_amd (AuthenticAMD, HygonGenuine),
+    /// its `tdp` parameter (two-dimensional paging) `ept` or `npt`; nil for another vendor.
+    /// Other modules are returned as they are.
+    public func resolved(cpuVendor: String) -> KernelModule? {
+        guard name == Self.vendorKVM else { return self }
+        let (module, tdp): (String, String)
+        switch cpuVendor {
+        case "GenuineIntel": (module, tdp) = ("kvm_intel", "ept")
+        case "AuthenticAMD", "HygonGenuine": (module, tdp) = ("kvm_amd", "npt")
+        default: return nil
+        }
+        var parameters = parameters
+        if let value = parameters.removeValue(forKey: "tdp") { parameters[tdp] = value }
+        return KernelModule(name: module, parameters: parameters)
+    }
+
     /// `modprobe` arguments after the program name.
     public var modprobeArguments: [String] {
         [name] + parameters.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }

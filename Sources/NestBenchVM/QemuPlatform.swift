@@ -146,7 +146,8 @@ public final class QemuPlatform: @unchecked Sendable {
             let agent = stack.layers[0].agent
             for use in uses {
                 do {
-                    for module in use.layer.modules {
+                    let modules = try await StackBooter.resolve(use.layer.modules, agent: agent, failure: { nil })
+                    for module in modules {
                         let (status, _) = try await agent.output(["modprobe"] + module.modprobeArguments)
                         if status != 0 {
                             problems.append(
@@ -155,7 +156,7 @@ public final class QemuPlatform: @unchecked Sendable {
                         }
                     }
                     let paths =
-                        use.layer.requires + use.layer.settings.knobs.map(\.path) + use.layer.modules.flatMap(\.parameterPaths)
+                        use.layer.requires + use.layer.settings.knobs.map(\.path) + modules.flatMap(\.parameterPaths)
                     for path in try await StackBooter.missingPaths(paths, agent: agent, failure: { nil }) {
                         problems.append(
                             "configurations.\(use.configuration).layers.\(use.layer.name): kernel \(use.layer.kernel ?? "?") has no \(path) (required by this configuration)"
@@ -172,10 +173,16 @@ public final class QemuPlatform: @unchecked Sendable {
     /// L0 as this machine (hardware virtualization): every module it names must be loaded here
     /// with the parameters it asks for (NestBench does not reload the host's KVM modules), and
     /// every required path must exist. `root` is where /sys lives (tests point it elsewhere).
-    static func hostLayerProblems(_ layer: VMLayer, configuration: String, root: String = "") -> [String] {
+    static func hostLayerProblems(
+        _ layer: VMLayer, configuration: String, root: String = "", cpuVendor: String = CPUIdentity.local().vendor
+    ) -> [String] {
         var problems: [String] = []
         let at = "configurations.\(configuration).layers.\(layer.name)"
-        for module in layer.modules {
+        for named in layer.modules {
+            guard let module = named.resolved(cpuVendor: cpuVendor) else {
+                problems.append("\(at).modules.\(named.name): no KVM module for this machine's CPU vendor \(cpuVendor)")
+                continue
+            }
             let sysName = module.name.replacingOccurrences(of: "-", with: "_")
             let reload = "modprobe -r \(module.name) && modprobe " + module.modprobeArguments.joined(separator: " ")
             guard FileManager.default.fileExists(atPath: root + "/sys/module/\(sysName)") else {

@@ -421,7 +421,8 @@ public struct StackBooter: Sendable {
         // Configure: modules, knobs, required paths, nested virtualization.
         var knobs: [String: String] = ["boot_seconds": String(format: "%.1f", bootSeconds)]
         do {
-            for module in layer.modules {
+            let modules = try await Self.resolve(layer.modules, agent: agent, failure: stack.deadReason)
+            for module in modules {
                 // Under emulation a module load can take minutes: allow the layer's boot timeout.
                 let (status, _) = try await agent.output(
                     ["modprobe"] + module.modprobeArguments, timeout: layer.bootTimeoutSeconds, failure: stack.deadReason)
@@ -443,7 +444,7 @@ public struct StackBooter: Sendable {
                 knobs[knob.path] = back
             }
             let missing = try await Self.missingPaths(
-                layer.requires + layer.modules.flatMap(\.parameterPaths), agent: agent, failure: stack.deadReason)
+                layer.requires + modules.flatMap(\.parameterPaths), agent: agent, failure: stack.deadReason)
             if let first = missing.first {
                 throw VMError(
                     "this kernel (\(release)) has no \(first)\(missing.count > 1 ? " (and \(missing.count - 1) more)" : "")")
@@ -452,7 +453,7 @@ public struct StackBooter: Sendable {
                 let (status, _) = try await agent.output(["test", "-c", "/dev/kvm"], failure: stack.deadReason)
                 if status != 0 {
                     throw VMError(
-                        "nested virtualization is not available (no /dev/kvm): load kvm_amd with nested=1 here and in the layer below"
+                        "nested virtualization is not available (no /dev/kvm): load kvm_vendor (kvm_amd or kvm_intel) with nested=1 here and in the layer below"
                     )
                 }
             }
@@ -469,6 +470,21 @@ public struct StackBooter: Sendable {
             BootedLayer(
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release))
+    }
+
+    /// The modules as the guest's CPU vendor needs them (`kvm_vendor` → kvm_intel or kvm_amd).
+    static func resolve(_ modules: [KernelModule], agent: GuestAgent, failure: @escaping @Sendable () -> String?)
+        async throws(VMError) -> [KernelModule]
+    {
+        guard modules.contains(where: { $0.name == KernelModule.vendorKVM }) else { return modules }
+        let (_, cpuinfo) = try await agent.output(["head", "-n", "40", "/proc/cpuinfo"], failure: failure)
+        let vendor = CPUIdentity.parse(cpuinfo).vendor
+        return try modules.map { module throws(VMError) in
+            guard let m = module.resolved(cpuVendor: vendor) else {
+                throw VMError("\(KernelModule.vendorKVM): no KVM module for CPU vendor \(vendor) in \(agent.name)")
+            }
+            return m
+        }
     }
 
     /// The paths of `paths` that do not exist in the guest (one `stat` for all).

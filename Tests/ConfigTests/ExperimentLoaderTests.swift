@@ -353,7 +353,7 @@ struct QemuConfigurationTests {
         #expect(vanilla.layers[2].settings.thp.enabled == "never")
         #expect(vanilla.layers[1].pinning == [1] && vanilla.layers[1].vcpus == 1)
         #expect(vanilla.layers[2].pinning == [0] && vanilla.layers[2].memoryBytes == 768 << 20)
-        #expect(vanilla.layers[0].modules == [KernelModule(name: "kvm_amd", parameters: ["nested": "1", "npt": "1"])])
+        #expect(vanilla.layers[0].modules == [KernelModule(name: "kvm_vendor", parameters: ["nested": "1", "tdp": "1"])])
         let stock = try #require(e.configuration(named: "stock-thp"))
         #expect(stock.layers.allSatisfy { $0.settings.knobs.isEmpty })
     }

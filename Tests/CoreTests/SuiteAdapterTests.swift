@@ -304,7 +304,7 @@ enum SuitePaths {
         let spec = WorkloadSpec(suite: "parsec", name: "streamcluster", timeoutSeconds: 30)
         let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run3"))
         #expect(result.status == .failed)
-        #expect(result.signal == SIGSEGV)
+        #expect(result.signal == SIGSEGV, "\(result.reason ?? "")")
         #expect(result.reason?.contains("signal 11") == true && result.reason?.contains("no ROI time") == true)
     }
 

@@ -282,6 +282,31 @@ struct HostLayerTests {
         #expect(problems.contains { $0 == "configurations.g.layers.L0.requires: this machine (L0) has no /sys/kernel/mm/gemini" })
     }
 
+    @Test func vendorKVMResolvesPerCPU() throws {
+        let m = KernelModule(name: "kvm_vendor", parameters: ["nested": "1", "tdp": "1"])
+        #expect(
+            m.resolved(cpuVendor: "GenuineIntel") == KernelModule(name: "kvm_intel", parameters: ["nested": "1", "ept": "1"]))
+        #expect(m.resolved(cpuVendor: "AuthenticAMD") == KernelModule(name: "kvm_amd", parameters: ["nested": "1", "npt": "1"]))
+        #expect(m.resolved(cpuVendor: "CentaurHauls") == nil)
+        let plain = KernelModule(name: "kvm_amd", parameters: ["nested": "1"])
+        #expect(plain.resolved(cpuVendor: "GenuineIntel") == plain, "a module named directly stays as it is")
+        // On this machine as L0: checked as the vendor's module.
+        let root = Fixtures.temporaryDirectory()
+        try FileManager.default.createDirectory(
+            atPath: root + "/sys/module/kvm_intel/parameters", withIntermediateDirectories: true)
+        #expect(
+            FileManager.default.createFile(atPath: root + "/sys/module/kvm_intel/parameters/nested", contents: Data("Y\n".utf8)))
+        #expect(FileManager.default.createFile(atPath: root + "/sys/module/kvm_intel/parameters/ept", contents: Data("Y\n".utf8)))
+        var l0 = VMLayer(name: "L0")
+        l0.modules = [m]
+        #expect(QemuPlatform.hostLayerProblems(l0, configuration: "v", root: root, cpuVendor: "GenuineIntel").isEmpty)
+        #expect(
+            QemuPlatform.hostLayerProblems(l0, configuration: "v", root: root, cpuVendor: "AuthenticAMD")
+                == [
+                    "configurations.v.layers.L0.modules.kvm_amd: not loaded on this machine (L0 is this machine); run: modprobe -r kvm_amd && modprobe kvm_amd nested=1 npt=1"
+                ])
+    }
+
     @Test func vcpuThreadsAreFoundByName() throws {
         let proc = Fixtures.temporaryDirectory()
         for (tid, name) in [(700, "qemu-system-x86"), (702, "CPU 1/KVM"), (701, "CPU 0/KVM"), (703, "IO mon_iothread")] {
