@@ -31,7 +31,7 @@ harness:
 demo: build
 	$(BIN) run Suites/quickstart.yaml
 
-# The micro on clean vs fragmented memory (FMFI(9) ≈ 0.9); takes about 10 minutes on 24 GiB.
+# The micro on clean vs fragmented memory (FMFI(9) ≈ 0.9); 5–10 repetitions, about 7 minutes on 24 GiB.
 demo-fragmented: build
 	$(BIN) run Suites/quickstart-fragmented.yaml
 
