@@ -21,19 +21,22 @@ struct GuestCondition {
         self.stack = stack
     }
 
-    /// The layer's FMFI(order) over its movable zones, read now.
-    static func fmfi(_ agent: GuestAgent, order: Int, failure: @escaping @Sendable () -> String?) async -> Double? {
+    /// The layer's /proc/buddyinfo, read now.
+    static func buddyinfo(_ agent: GuestAgent, failure: @escaping @Sendable () -> String?) async -> Buddyinfo? {
         guard let (status, text) = try? await agent.output(["cat", "/proc/buddyinfo"], failure: failure), status == 0 else {
             return nil
         }
-        return try? Buddyinfo.parse(text, path: "\(agent.name):/proc/buddyinfo").machineFMFI(order: order)
+        return try? Buddyinfo.parse(text, path: "\(agent.name):/proc/buddyinfo")
+    }
+
+    /// The layer's FMFI(order) over its movable zones, read now.
+    static func fmfi(_ agent: GuestAgent, order: Int, failure: @escaping @Sendable () -> String?) async -> Double? {
+        await buddyinfo(agent, failure: failure)?.machineFMFI(order: order)
     }
 
     static func zones(_ agent: GuestAgent, failure: @escaping @Sendable () -> String?) async -> String {
-        guard let (_, text) = try? await agent.output(["cat", "/proc/buddyinfo"], failure: failure),
-            let info = try? Buddyinfo.parse(text, path: "\(agent.name):/proc/buddyinfo")
-        else { return "\(agent.name)'s movable zones" }
-        return "\(agent.name) " + info.machineZonesDescription
+        await buddyinfo(agent, failure: failure).map { "\(agent.name) " + $0.machineZonesDescription }
+            ?? "\(agent.name)'s movable zones"
     }
 
     /// Writes a knob in the layer, keeping its original value (the first time) for `restore()`.
@@ -47,12 +50,7 @@ struct GuestCondition {
     }
 
     private func write(_ value: String, to path: String) async throws(VMError) -> String {
-        var w = AgentRequest(verb: .write)
-        w.path = path
-        w.value = value
-        let r = try await layer.agent.send(w, timeout: 60, failure: stack.deadReason)
-        if let error = r.error { throw VMError("\(layer.name): writing \(path): \(error)") }
-        return KernelFile.selectedValue(r.fields["value"] ?? "")
+        try await layer.agent.write(value, to: path, failure: stack.deadReason)
     }
 
     /// Puts back every knob `apply` changed, newest first.

@@ -1,4 +1,5 @@
 import Foundation
+import NestBenchCollectors
 import NestBenchModel
 
 /// A request to the guest agent (Harness/guest/nb-agent.c): see that file for the protocol.
@@ -158,6 +159,18 @@ public final class GuestAgent: Sendable {
         throw VMError(
             "\(name): the guest agent did not answer \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s"
         )
+    }
+
+    /// Writes `value` to the kernel file `path` in the guest; returns what the file reads back
+    /// (the selected value of a `[bracketed]` choice).
+    public func write(_ value: String, to path: String, failure: @Sendable () -> String? = { nil })
+        async throws(VMError) -> String
+    {
+        var w = AgentRequest(verb: .write)
+        w.path = path
+        w.value = value
+        let r = try await send(w, timeout: 60, failure: failure)
+        return KernelFile.selectedValue(r.fields["value"] ?? "")
     }
 
     /// Runs a command in the guest and returns its exit status and stdout.

@@ -433,11 +433,7 @@ public struct StackBooter: Sendable {
                 }
             }
             for knob in layer.settings.knobs {
-                var w = AgentRequest(verb: .write)
-                w.path = knob.path
-                w.value = knob.value
-                let r = try await agent.send(w, timeout: 60, failure: stack.deadReason)
-                let back = KernelFile.selectedValue(r.fields["value"] ?? "")
+                let back = try await agent.write(knob.value, to: knob.path, failure: stack.deadReason)
                 if back != knob.value {
                     throw VMError("\(knob.path): wrote \"\(knob.value)\" but the kernel reports \"\(back)\"")
                 }
