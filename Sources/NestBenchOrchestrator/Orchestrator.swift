@@ -393,18 +393,23 @@ extension Orchestrator {
                     workingDirectory: layer.parent.map { stack.layers[$0].name } ?? "host", cpus: []))
         }
         let targets = stack.workloadLayers.map { stack.layers[$0] }
-        // The condition, in the layer it names (default: where the workload runs).
-        let prepared: PreparedCondition
+        // The condition, in the layer it names (default: where the workload runs); with several
+        // innermost guests, in each, its metrics under the guest's member label (or layer name).
+        let prepared: [(prefix: String, condition: PreparedCondition)]
         do {
             prepared = try await prepareInStack(
-                condition, stack: stack, workloadLayer: targets.first?.name ?? "L1", configuration: configuration,
+                condition, stack: stack,
+                workloadLayers: targets.enumerated().map { i, t in (t.name, colocated ? members[i].0.label : t.name) },
+                configuration: configuration,
                 runTag: "\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)",
                 artifacts: absolute(artifacts))
         } catch {
             if !stack.alive { vmPlatform.discard(configuration.name) }
             return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
         }
-        provenance.merge(prepared.provenance) { $1 }
+        for (prefix, p) in prepared {
+            for (key, value) in p.provenance { provenance[PreparedCondition.prefixed(key, prefix)] = value }
+        }
         let counters = GuestCounters(stack: stack, settings: perf)
         let results = await withTaskGroup(of: (Int, WorkloadResult).self) { group in
             for (i, layer) in targets.enumerated() {
@@ -436,17 +441,31 @@ extension Orchestrator {
         }
         // Counters stop, the fragmenter releases its memory and the condition's knobs go back,
         // whatever the workload's outcome.
-        var conditionMetrics = counters.finish() + prepared.metrics
-        if let fragmentation = prepared.fragmentation {
-            let (metrics, fragmentSamples, extra) = await fragmentation.finish()
-            conditionMetrics += metrics
-            samples += fragmentSamples
-            provenance.merge(extra) { $1 }
+        var conditionMetrics = counters.finish()
+        var restoreFailures: [String] = []
+        for (prefix, p) in prepared {
+            var metrics = p.metrics
+            if let fragmentation = p.fragmentation {
+                let (fragmentMetrics, fragmentSamples, extra) = await fragmentation.finish()
+                metrics += fragmentMetrics
+                samples += fragmentSamples.map { s in
+                    var s = s
+                    s.name = PreparedCondition.prefixed(s.name, prefix)
+                    return s
+                }
+                for (key, value) in extra { provenance[PreparedCondition.prefixed(key, prefix)] = value }
+            }
+            conditionMetrics += metrics.map { m in
+                var m = m
+                m.name = PreparedCondition.prefixed(m.name, prefix)
+                return m
+            }
+            if stack.alive, let failures = await p.restore() { restoreFailures += failures }
         }
-        if stack.alive, let failures = await prepared.restore(), !failures.isEmpty {
+        if !restoreFailures.isEmpty {
             // The stack keeps a knob the next run does not expect: boot it afresh next time.
-            logger.warning("condition knobs not restored in the stack", metadata: ["failures": "\(failures)"])
-            provenance["condition.restore"] = failures.joined(separator: "; ")
+            logger.warning("condition knobs not restored in the stack", metadata: ["failures": "\(restoreFailures)"])
+            provenance["condition.restore"] = restoreFailures.joined(separator: "; ")
             vmPlatform.discard(configuration.name)
         }
         guard var result = results.first else {

@@ -140,6 +140,9 @@ struct PreparedCondition {
         return await guest.restore()
     }
 
+    /// `prefix.name`, or `name` when the prefix is empty.
+    static func prefixed(_ name: String, _ prefix: String) -> String { prefix.isEmpty ? name : "\(prefix).\(name)" }
+
     /// FMFI around drop_caches + compact_memory.
     static func compactionMetrics(before: Double?, after: Double?, order: Int, in place: String) -> [Metric] {
         [("fmfi_before_compaction", before), ("fmfi_after_compaction", after)].map { name, value in
@@ -198,14 +201,49 @@ extension Orchestrator {
     }
 
     /// The condition of a run in a stack, in the layer it names (`fragmentation.layer`; default:
-    /// `workloadLayer`, where the workload runs). `host`, and L0 when L0 is this machine, are
-    /// this machine.
+    /// the guests the workload runs in). `host`, and L0 when L0 is this machine, are this machine;
+    /// a name of the innermost layer split into several guests (`L2` for `L2.0`, `L2.1`) means
+    /// each of them. Returns each place's preparation with the prefix of its metrics (empty for
+    /// a single place; else the guest's entry of `workloadLayers`, a member label or its name).
     func prepareInStack(
-        _ condition: Condition, stack: QemuStack, workloadLayer: String, configuration: Configuration, runTag: String,
+        _ condition: Condition, stack: QemuStack, workloadLayers: [(layer: String, prefix: String)],
+        configuration: Configuration, runTag: String, artifacts: String
+    ) async throws -> [(prefix: String, condition: PreparedCondition)] {
+        guard condition.fragmentation != nil || condition.compact else { return [] }
+        let names: [String]
+        if let named = condition.fragmentation?.layer {
+            let split = stack.layers.map(\.name).filter { $0.hasPrefix(named + ".") }
+            names = stack.layers.contains { $0.name == named } || split.isEmpty ? [named] : split
+        } else {
+            names = workloadLayers.map(\.layer)
+        }
+        var done: [(prefix: String, condition: PreparedCondition)] = []
+        do {
+            for name in names {
+                let prefix = names.count == 1 ? "" : workloadLayers.first { $0.layer == name }?.prefix ?? name
+                done.append(
+                    (
+                        prefix,
+                        try await prepare(
+                            condition, stack: stack, layerName: name, configuration: configuration,
+                            runTag: names.count == 1 ? runTag : "\(runTag)-\(name)", artifacts: artifacts)
+                    ))
+            }
+        } catch {
+            for (_, p) in done {
+                if let session = p.fragmentation { await session.release() }
+                _ = await p.restore()
+            }
+            throw error
+        }
+        return done
+    }
+
+    /// The condition in one place of a stack.
+    func prepare(
+        _ condition: Condition, stack: QemuStack, layerName name: String, configuration: Configuration, runTag: String,
         artifacts: String
     ) async throws -> PreparedCondition {
-        guard condition.fragmentation != nil || condition.compact else { return PreparedCondition() }
-        let name = condition.fragmentation?.layer ?? workloadLayer
         guard let layer = stack.layers.first(where: { $0.name == name }) else {
             guard name == "host" || name == "L0" else {
                 throw OrchestratorError(
@@ -243,6 +281,7 @@ extension Orchestrator {
             prepared.fragmentation = try await Fragmenter(harness: harness, journal: platform.journal, logger: logger)
                 .start(spec, directory: "\(layer.agent.spool)/runs/\(runTag)-fragment", place: guest.place)
             if raiseTHP { _ = try await guest.apply(Knob(path: thpEnabled.path, value: "never")) }
+            prepared.guest = guest
         } catch {
             if let session = prepared.fragmentation { await session.release() }
             _ = await guest.restore()

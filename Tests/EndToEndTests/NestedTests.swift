@@ -156,7 +156,8 @@ extension MachineSuite {
         }
 
         /// A colocated pair runs in two innermost guests started together, which share the single
-        /// guest's memory and pinning; each member's metrics come back under its label.
+        /// guest's memory and pinning; each member's metrics come back under its label. A
+        /// fragmented condition fragments each of the two guests, its metrics under the member's label.
         @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
         func colocatedPairRunsInTwoGuests() throws {
             let dir = CLI.temporaryDirectory()
@@ -173,12 +174,22 @@ extension MachineSuite {
                       L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 1GiB, pinning: [1], boot_timeout: 480s}
                 workloads:
                   - {label: pair, colocate: [\(micro), \(micro)]}
+                conditions:
+                  clean: {compact: false}
+                  fragmented: {fragmentation: {target_fmfi: 0.5, slack: 48MiB, timeout: 300s}}
                 repetitions: {min: 2, max: 2}
                 """
-            for run in try Nested.run(yaml, in: dir, runs: 2) {
+            for run in try Nested.run(yaml, in: dir, runs: 4) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
                 let provenance = run["provenance"] as? [String: String] ?? [:]
                 #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
+                if run["condition"] as? String == "fragmented" {
+                    for (member, guest) in [("random-access-1", "L1.0"), ("random-access-2", "L1.1")] {
+                        #expect(provenance["\(member).condition.layer"] == guest, "\(provenance)")
+                        #expect(metrics["\(member).fmfi_before"] is Double, "\(metrics.keys.sorted())")
+                        #expect(metrics["\(member).fragmenter_exit"] as? Double == 0)
+                    }
+                }
                 for member in ["random-access-1", "random-access-2"] {
                     #expect((metrics["\(member).ops_per_sec"] as? Double ?? 0) > 0, "\(metrics.keys.sorted())")
                 }
