@@ -80,24 +80,41 @@ public enum AdaptiveRepetitions {
         return done
     }
 
-    /// The primary-metric comparison of each non-baseline cell that has one.
-    static func primaryComparisons(experiment: Experiment, comparisons: [Comparison]) -> [Cell: Comparison] {
-        var result: [Cell: Comparison] = [:]
+    /// Every primary-metric comparison with the cell it judges and the cell it is judged
+    /// against: the baseline configuration's under the same condition, or — for a condition
+    /// comparison (`versus`) — the same configuration under the baseline condition.
+    static func primaryPairs(experiment: Experiment, comparisons: [Comparison]) -> [(cell: Cell, base: Cell, c: Comparison)] {
+        var result: [(cell: Cell, base: Cell, c: Comparison)] = []
         for workload in experiment.workloads {
             let metric = Comparator.primaryMetric(for: workload, settings: experiment.analysis)
             for c in comparisons where c.workload == workload.label && c.metric == metric {
-                result[Cell(configuration: c.configuration, workload: c.workload, condition: c.condition)] = c
+                let cell = Cell(configuration: c.configuration, workload: c.workload, condition: c.condition)
+                var base = Cell(configuration: experiment.baseline, workload: c.workload, condition: c.condition)
+                if c.versus != nil, let condition = experiment.analysis.baselineCondition {
+                    base = Cell(configuration: c.configuration, workload: c.workload, condition: condition)
+                }
+                result.append((cell, base, c))
             }
         }
         return result
     }
 
-    /// Cells (with their baseline cells) that get one more block.
+    /// The primary-metric comparison of each non-baseline cell that has one: against the
+    /// baseline configuration where there is one, else its condition comparison.
+    static func primaryComparisons(experiment: Experiment, comparisons: [Comparison]) -> [Cell: Comparison] {
+        var result: [Cell: Comparison] = [:]
+        for (cell, _, c) in primaryPairs(experiment: experiment, comparisons: comparisons)
+        where result[cell] == nil || result[cell]?.versus != nil {
+            result[cell] = c
+        }
+        return result
+    }
+
+    /// Cells (with the cells they are judged against) that get one more block.
     public static func cellsNeedingMore(experiment: Experiment, plan: [PlannedRun], comparisons: [Comparison]) -> Set<Cell> {
         let done = plannedRepetitions(plan)
         var cells: Set<Cell> = []
-        for (cell, c) in primaryComparisons(experiment: experiment, comparisons: comparisons) {
-            let base = Cell(configuration: experiment.baseline, workload: cell.workload, condition: cell.condition)
+        for (cell, base, c) in primaryPairs(experiment: experiment, comparisons: comparisons) {
             guard (done[cell] ?? 0) < experiment.repetitions.max, (done[base] ?? 0) < experiment.repetitions.max else {
                 continue
             }

@@ -166,6 +166,29 @@ struct RepetitionReasonTests {
         #expect(try status(["base": [100], "cand": [150]], max: 5).reason == .tooFewRuns)
     }
 
+    /// A condition comparison (fragmented vs clean in one configuration) that is too wide adds
+    /// blocks to both of its cells, as a configuration comparison does.
+    @Test func conditionComparisonsRepeatTheirBaselineConditionToo() {
+        var e = Synthetic.experiment(
+            configurations: ["only"], conditions: ["clean", "fragmented"],
+            repetitions: RepetitionPolicy(min: 3, max: 6, targetRelativeCI: 0.02))
+        e.analysis.baselineCondition = "clean"
+        var runs: [RunRecord] = []
+        for (i, (condition, ops)) in [
+            ("clean", 100.0), ("fragmented", 60.0), ("clean", 130.0), ("fragmented", 80.0), ("clean", 90.0), ("fragmented", 50.0),
+        ].enumerated() {
+            runs.append(Synthetic.run("x", i, "only", condition: condition, ops: ops, rep: i / 2 + 1))
+        }
+        let comparisons = Comparator.comparisons(experiment: e, runs: runs)
+        #expect(comparisons.contains { $0.versus == "only/clean" && $0.metric == "ops_per_sec" })
+        let more = AdaptiveRepetitions.cellsNeedingMore(experiment: e, plan: runs.map(\.planned), comparisons: comparisons)
+        #expect(
+            more == [
+                Cell(configuration: "only", workload: "random-access", condition: "fragmented"),
+                Cell(configuration: "only", workload: "random-access", condition: "clean"),
+            ])
+    }
+
     @Test func orchestratorAndReportUseTheSameRule() {
         let e = Synthetic.experiment(repetitions: RepetitionPolicy(min: 3, max: 5, targetRelativeCI: 0.02))
         let runs = Synthetic.runs("x", ["base": [100, 130, 80], "cand": [150, 110, 170]])
