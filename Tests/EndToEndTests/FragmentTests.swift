@@ -46,9 +46,14 @@ extension MachineSuite {
             #expect(r.stderr.contains("keepers mode=pagemap"))
         }
 
-        @Test(.timeLimit(.minutes(1)))
+        /// After a kill -9 no fragmenter survives, and the compaction sysctls `fragment` pinned are
+        /// put back by the next invocation (`restore`) from the journal.
+        @Test(.timeLimit(.minutes(1)), .enabled(if: getuid() == 0, "pins compaction sysctls: needs root"))
         func killNineLeavesNoFragmenter() async throws {
             let dir = CLI.temporaryDirectory()
+            let sysctls = ["/proc/sys/vm/compaction_proactiveness", "/proc/sys/vm/compact_unevictable_allowed"]
+            func read() -> [String] { sysctls.map { (try? String(contentsOfFile: $0, encoding: .utf8)) ?? "?" } }
+            let before = read()
             // Target 0 is reached at once: the fragmenter goes straight to holding.
             let (p, _, _) = try CLI.start(["fragment", "--target", "0", "--hold"], state: dir + "/state")
             let deadline = ContinuousClock.now + .seconds(30)
@@ -65,6 +70,9 @@ extension MachineSuite {
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(fragmenterPIDs().isEmpty, "fragmenter survived kill -9 of nestbench: \(fragmenterPIDs())")
+            let restore = try CLI.run(["restore"], state: dir + "/state")
+            #expect(restore.status == 0, "\(restore.stderr)")
+            #expect(read() == before, "the pinned sysctls are restored from the journal")
         }
 
         @Test(.timeLimit(.minutes(1)))
