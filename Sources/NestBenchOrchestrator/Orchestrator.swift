@@ -393,6 +393,13 @@ extension Orchestrator {
                     workingDirectory: layer.parent.map { stack.layers[$0].name } ?? "host", cpus: []))
         }
         let targets = stack.workloadLayers.map { stack.layers[$0] }
+        // Member i runs in guest i: checked before anything indexes members by guest.
+        if colocated && targets.count != members.count {
+            return try store(
+                WorkloadResult(
+                    status: .failed,
+                    reason: "\(members.count) colocated workloads but \(targets.count) innermost guests in the stack"))
+        }
         // The condition, in the layer it names (default: where the workload runs); with several
         // innermost guests, in each, its metrics under the guest's member label (or layer name).
         let prepared: [(prefix: String, condition: PreparedCondition)]
@@ -470,12 +477,6 @@ extension Orchestrator {
         }
         guard var result = results.first else {
             return try store(WorkloadResult(status: .failed, reason: "the stack has no guest to run the workload in"))
-        }
-        if colocated && results.count != members.count {
-            return try store(
-                WorkloadResult(
-                    status: .failed,
-                    reason: "\(members.count) colocated workloads but \(results.count) innermost guests in the stack"))
         }
         // Colocated group: every member's metrics under its label. Copies of one workload
         // (`instances:`): the first as it is, the others under their layer's name. Any failure
