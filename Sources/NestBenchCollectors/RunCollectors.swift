@@ -38,22 +38,26 @@ public struct UsageCollector: RunCollector {
     struct Session: CollectorSession {
         func started() {}
         func finish(_ o: ProcessOutcome) -> (metrics: [Metric], samples: [TimelineSample]) {
-            let m = [
-                Metric(
-                    name: "wall_seconds", value: o.wallSeconds, unit: "s", polarity: .lowerIsBetter, source: "timing",
-                    detail: "exec to exit, monotonic clock"),
-                Metric(name: "user_seconds", value: o.usage.userSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
-                Metric(
-                    name: "system_seconds", value: o.usage.systemSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
-                Metric(
-                    name: "minor_faults", value: Double(o.usage.minorFaults), unit: "faults", polarity: .lowerIsBetter,
-                    source: "rusage"),
-                Metric(
-                    name: "max_rss_bytes", value: Double(o.usage.maxRSSKiB) * 1024, unit: "bytes", polarity: .neutral,
-                    source: "rusage"),
-            ]
-            return (m, [])
+            (UsageCollector.metrics(o), [])
         }
+    }
+
+    /// Wall time and rusage of a process that ended.
+    public static func metrics(_ o: ProcessOutcome) -> [Metric] {
+        [
+            Metric(
+                name: "wall_seconds", value: o.wallSeconds, unit: "s", polarity: .lowerIsBetter, source: "timing",
+                detail: "exec to exit, monotonic clock"),
+            Metric(name: "user_seconds", value: o.usage.userSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
+            Metric(
+                name: "system_seconds", value: o.usage.systemSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
+            Metric(
+                name: "minor_faults", value: Double(o.usage.minorFaults), unit: "faults", polarity: .lowerIsBetter,
+                source: "rusage"),
+            Metric(
+                name: "max_rss_bytes", value: Double(o.usage.maxRSSKiB) * 1024, unit: "bytes", polarity: .neutral,
+                source: "rusage"),
+        ]
     }
 }
 
@@ -83,13 +87,17 @@ public struct VmstatCollector: RunCollector {
                     ], []
                 )
             }
-            let delta = THPCounters.delta(before: before, after: THPCounters.pick(KeyValueFile.vmstat(text)))
-            let metrics = delta.keys.sorted().map { name in
-                Metric(
-                    name: "vmstat.\(name)", value: Double(delta[name]!), unit: "events", polarity: .neutral,
-                    source: "vmstat", detail: "machine-wide delta over the run")
-            }
-            return (metrics, [])
+            return (VmstatCollector.metrics(before: before, after: THPCounters.pick(KeyValueFile.vmstat(text))), [])
+        }
+    }
+
+    /// `vmstat.<counter>`: after − before of the THP and compaction counters.
+    public static func metrics(before: [String: Int64], after: [String: Int64], in place: String = "") -> [Metric] {
+        let delta = THPCounters.delta(before: THPCounters.pick(before), after: THPCounters.pick(after))
+        return delta.keys.sorted().map { name in
+            Metric(
+                name: "vmstat.\(name)", value: Double(delta[name]!), unit: "events", polarity: .neutral,
+                source: "vmstat", detail: "machine-wide delta over the run" + (place.isEmpty ? "" : " in \(place)"))
         }
     }
 }
