@@ -324,8 +324,7 @@ static void do_run(struct request *r) {
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
     double term_at = 0;
-    /* Wakes at once when the child exits; else every monitor period (or 200 ms for the timeout). */
-    long tick_ms = r->monitor > 0 ? r->monitor : 200;
+    /* Wakes at once when the child exits; else at the next sample or after 200 ms (the timeout). */
     double next_sample = r->monitor > 0 ? r->monitor / 1000.0 : -1;
     for (;;) {
         pid_t w = wait4(pid, &status, WNOHANG, &ru);
@@ -342,7 +341,7 @@ static void do_run(struct request *r) {
         } else if (timed_out && t > term_at + 2) {
             kill(-pid, SIGKILL);
         }
-        double wait_s = tick_ms / 1000.0;
+        double wait_s = 0.2;
         if (next_sample > 0 && next_sample - t < wait_s) wait_s = next_sample - t > 0 ? next_sample - t : 0.001;
         struct timespec tick = {(time_t)wait_s, (long)((wait_s - (time_t)wait_s) * 1e9)};
         sigtimedwait(&chld, NULL, &tick);
