@@ -179,7 +179,7 @@ extension MachineSuite {
         /// (±1 per 10 s) in both — the monitor runs where the workload runs (in L1, its agent).
         /// Loopback Tailbench (the fake app) runs in L1 too: its server a helper started through
         /// L1's agent, found listening in L1's /proc/net/tcp, stopped after the client.
-        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, Nested.requirement))
         func monitorEverySecondHereAndInL1() throws {
             let dir = CLI.temporaryDirectory()
             let tailbench = dir + "/tailbench"
