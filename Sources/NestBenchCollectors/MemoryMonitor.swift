@@ -174,10 +174,13 @@ public struct MonitorTimeline: Sendable {
                     name: "monitor.anon_huge.min", value: min, unit: "bytes", polarity: .neutral, source: source,
                     detail: "min of " + what))
         } else {
-            metrics.append(
-                .unavailable(
-                    "anon_huge_bytes_max", unit: "bytes", polarity: .neutral, source: source,
-                    reason: "unavailable: the process ended before the first sample (\(interval) ms)"))
+            // The same names whatever the run's length.
+            for name in ["anon_huge_bytes_max", "monitor.anon_huge.min"] {
+                metrics.append(
+                    .unavailable(
+                        name, unit: "bytes", polarity: .neutral, source: source,
+                        reason: "unavailable: the process ended before the first sample (\(interval) ms)"))
+            }
         }
         return metrics
     }

@@ -206,11 +206,11 @@ extension MachineSuite {
                       \(Nested.layer0())
                       L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 768MiB, pinning: [1], boot_timeout: 480s}
                 workloads:
-                  - {name: random-access, suite: micro, label: micro, params: {size: 16MiB, ops: 20000000}, cpus: [0], timeout: 300s}
+                  - {name: random-access, suite: micro, label: micro, params: {size: 16MiB, ops: 30000000}, cpus: [0], timeout: 300s}
                   - {name: masstree, suite: tailbench, label: tb, params: {mode: loopback, requests: 300, root: \(tailbench)}, timeout: 300s}
-                repetitions: {min: 1, max: 1}
+                repetitions: {min: 2, max: 2}
                 """
-            for run in try Nested.run(yaml, in: dir, runs: 4) {
+            for run in try Nested.run(yaml, in: dir, runs: 8) {
                 #expect(run["status"] as? String == "ok", "\(run["configuration"] ?? ""): \(run["reason"] ?? "")")
                 if run["workload"] as? String == "tb" {
                     let metrics = run["metrics"] as? [String: Any] ?? [:]
@@ -218,13 +218,14 @@ extension MachineSuite {
                 }
             }
             let exported = try Nested.exported(dir)
-            let here = try #require(exported.first { $0.configuration == "here" && $0.workload == "micro" })
-            let guest = try #require(exported.first { $0.configuration == "guest" && $0.workload == "micro" })
+            let micro = exported.filter { $0.workload == "micro" }
+            let here = try #require(micro.first { $0.configuration == "here" })
+            let guest = try #require(micro.first { $0.configuration == "guest" })
             #expect(
                 here.names == guest.names,
                 "here only: \(here.names.subtracting(guest.names)), L1 only: \(guest.names.subtracting(here.names))")
             #expect(here.names.contains("monitor.mem_free.max") && here.names.contains("anon_huge_bytes_max"))
-            for run in [here, guest] {
+            for run in micro {
                 let wall = try #require(run.wall)
                 let n = run.samples.filter { $0.name == "mem_free_bytes" }.count
                 // Before the start, one per second while it runs, after its end.
@@ -300,7 +301,7 @@ extension MachineSuite {
                   fragmented: {fragmentation: {target_fmfi: 0.5, slack: 48MiB, timeout: 300s}}
                 repetitions: {min: 2, max: 2}
                 """
-            for run in try Nested.run(yaml, in: dir, runs: 4) {
+            for run in try Nested.run(yaml, in: dir, runs: 8) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
                 let provenance = run["provenance"] as? [String: String] ?? [:]
                 #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
