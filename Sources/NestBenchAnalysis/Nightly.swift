@@ -118,7 +118,10 @@ public struct NightlySettings: Sendable {
 /// new run against them.
 public enum Nightly {
     /// Groups stored rows into series, one point per experiment run (ordered by start time).
-    public static func series(_ rows: [HistoryRow]) -> [HistorySeries] {
+    ///
+    /// Each series is summarized per run by the center its metric's declaration gives in
+    /// `experiment` (the arithmetic mean for undeclared metrics).
+    public static func series(_ rows: [HistoryRow], experiment: Experiment? = nil) -> [HistorySeries] {
         struct Acc {
             var unit: String
             var polarity: Polarity
@@ -136,7 +139,8 @@ public enum Nightly {
         }
         return acc.keys.sorted().map { key in
             let a = acc[key]!
-            var center = Comparator.center(metric: key.metric, unit: a.unit)
+            let declared = experiment?.declaration(of: key.metric, workload: key.workload)?.center ?? .amean
+            var center = CenterStatistic(declared)
             let all = a.runs.values.flatMap(\.values)
             if center == .harmonicMean && !all.allSatisfy({ $0 > 0 }) { center = .mean }
             let points = a.runs.map { id, run in

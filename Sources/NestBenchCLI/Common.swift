@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NestBenchModel
 import NestBenchStore
+import NestBenchWorkloads
 
 /// Exit codes, as ordo-one/benchmark documents them so CI scripts carry over.
 public enum ExitCodes {
@@ -85,4 +87,17 @@ struct CommandFailure: Error, CustomStringConvertible {
     var code: Int32
     var message: String
     var description: String { message }
+}
+
+extension ExperimentRunRecord {
+    /// The record with metric declarations for every workload and the collectors. Runs stored
+    /// since declarations exist carry their own; for older stores they are derived here, at load,
+    /// from today's adapters and suite files (same suite and app), so the analysis never guesses
+    /// from names. A workload whose suite file is missing here stays undeclared: the report says so.
+    func declared(registry: WorkloadRegistry = .standard()) -> ExperimentRunRecord {
+        guard !experiment.hasMetricDeclarations else { return self }
+        var r = self
+        r.experiment = registry.declaring(experiment)
+        return r
+    }
 }
