@@ -116,6 +116,10 @@ let package = Package(
                 "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig",
             ],
             exclude: ["Transcripts"]),
+        // The commands run in process (parse + run, stdout/stderr captured): no binary, no machine state.
+        .testTarget(
+            name: "CommandTests",
+            dependencies: ["NestBenchCLI", "NestBenchStore", "NestBenchModel", "NestBenchAnalysis"]),
         .testTarget(name: "EndToEndTests", dependencies: []),
     ],
     swiftLanguageModes: [.v6]

@@ -69,15 +69,39 @@ enum LoggingBootstrap {
 
 /// Writes to stderr (progress, messages); stdout carries results only.
 enum Console {
+    /// Where one in-process run of a command writes instead of the real stdout/stderr (tests).
+    final class Capture: @unchecked Sendable {
+        private let lock = NSLock()
+        private var outText = ""
+        private var errText = ""
+
+        init() {}
+
+        var stdout: String { lock.withLock { outText } }
+        var stderr: String { lock.withLock { errText } }
+
+        func write(_ text: String, error: Bool) {
+            lock.withLock {
+                if error { errText += text } else { outText += text }
+            }
+        }
+    }
+
+    /// Set for the duration of an in-process run (`Console.$capture.withValue(…)`).
+    @TaskLocal static var capture: Capture?
+
     static func error(_ text: String) {
+        if let capture { return capture.write(text + "\n", error: true) }
         FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 
     static func status(_ text: String) {
+        if let capture { return capture.write(text, error: true) }
         FileHandle.standardError.write(Data(text.utf8))
     }
 
     static func out(_ text: String) {
+        if let capture { return capture.write(text, error: false) }
         FileHandle.standardOutput.write(Data(text.utf8))
     }
 }
