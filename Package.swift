@@ -120,7 +120,9 @@ let package = Package(
         .testTarget(
             name: "CommandTests",
             dependencies: ["NestBenchCLI", "NestBenchStore", "NestBenchModel", "NestBenchAnalysis"]),
-        .testTarget(name: "EndToEndTests", dependencies: []),
+        // Runs the built binary; depending on the executable makes `swift build --build-tests` and
+        // `swift test` (re)build it first. The tests refuse a binary older than the sources.
+        .testTarget(name: "EndToEndTests", dependencies: ["nestbench"]),
     ],
     swiftLanguageModes: [.v6]
 )
