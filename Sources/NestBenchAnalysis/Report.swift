@@ -362,12 +362,13 @@ public enum ReportRenderer {
             out += "\n"
         }
         if !report.geomeans.isEmpty {
-            out += "\n\(heading)geometric mean of ratios across workloads\n"
+            out += "\n\(heading)geometric mean of ratios across workloads (one per primary metric)\n"
             for g in report.geomeans {
                 let ci = g.ci.map { String(format: " [%.3f, %.3f]", $0[0], $0[1]) } ?? " (one workload: no CI)"
                 let each = g.workloads.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value))" }
                 out +=
-                    "- \(g.configuration) / \(g.condition) / \(g.metric): \(String(format: "%.3f", g.geomean))\(ci); "
+                    "- \(g.configuration) / \(g.condition) / \(g.metric) (\(g.polarity == .neutral ? "neutral" : g.polarity.rawValue + " is better")): "
+                    + "\(String(format: "%.3f", g.geomean))\(ci); "
                     + each.joined(separator: ", ") + "\n"
             }
         }
