@@ -150,6 +150,26 @@ struct CommandTests {
         #expect(bad.stderr.contains(dir + "/bad.yaml:2:"), "\(bad.stderr)")
     }
 
+    /// export → import into another store → list; importing again is a no-op; nightly without
+    /// history says so with exit 5.
+    @Test func exportImportListAndNightly() async throws {
+        let results = try InProcess.store()
+        let exported = await InProcess.run(["export", "latest", "--results", results])
+        #expect(exported.status == 0, "\(exported.stderr)")
+        let file = InProcess.temporaryDirectory() + "/run.json"
+        try exported.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+        let other = InProcess.temporaryDirectory()
+        let imported = await InProcess.run(["import", file, "--results", other])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let again = await InProcess.run(["import", file, "--results", other])
+        #expect(again.status == 0 && again.stdout.contains("already present: r1"), "\(again.stdout)")
+        let list = await InProcess.run(["list", "--results", other])
+        #expect(list.status == 0 && list.stdout.hasPrefix("r1\tcmd\t"), "\(list.stdout)")
+        let nightly = await InProcess.run(["nightly", "latest", "--results", other])
+        #expect(nightly.status == ExitCodes.baselineNotFound, "\(nightly.stdout)\(nightly.stderr)")
+        #expect(nightly.stderr.contains("no earlier stored runs of experiment \"cmd\""))
+    }
+
     @Test func fmfiOfAFixture() async throws {
         let buddyinfo = InProcess.packageRoot + "/../shared/fixtures/procfs/idle/buddyinfo"
         try #require(FileManager.default.fileExists(atPath: buddyinfo), "shared fixtures beside the checkout")
