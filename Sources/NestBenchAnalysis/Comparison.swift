@@ -1,6 +1,7 @@
 import Foundation
 import NestBenchModel
 import NestBenchStats
+import OrderedCollections
 
 /// One metric of one (workload, condition, configuration) against the baseline configuration.
 public struct Comparison: Codable, Sendable, Hashable {
@@ -339,17 +340,16 @@ public enum Comparator {
 
     /// Metrics that some run reported as unavailable, one entry per (cell, metric, reason).
     public static func unavailable(_ runs: [RunRecord]) -> [UnavailableMetric] {
-        var seen: Set<UnavailableMetric> = []
-        var result: [UnavailableMetric] = []
+        var result: OrderedSet<UnavailableMetric> = []
         for run in runs {
             for m in run.metrics where m.value == nil {
-                let entry = UnavailableMetric(
-                    workload: run.planned.workload, condition: run.planned.condition,
-                    configuration: run.planned.configuration, metric: m.name, reason: m.unavailable ?? "unavailable")
-                if seen.insert(entry).inserted { result.append(entry) }
+                result.append(
+                    UnavailableMetric(
+                        workload: run.planned.workload, condition: run.planned.condition,
+                        configuration: run.planned.configuration, metric: m.name, reason: m.unavailable ?? "unavailable"))
             }
         }
-        return result
+        return Array(result)
     }
 
     /// The metric headlines use for a workload: the experiment's `analysis.primary_metric`, else

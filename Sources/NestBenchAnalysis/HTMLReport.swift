@@ -234,16 +234,14 @@ public enum HTMLReport {
             return h
         }
         if byCondition.isEmpty {
-            var why: [String] = []
+            var why: OrderedSet<String> = []
             for u in report.unavailable
             where workloads.contains(where: { $0.label == u.workload && spec.fed(by: u.metric, of: $0) }) {
-                let line = "\(u.metric): \(u.reason)"
-                if !why.contains(line) { why.append(line) }
+                why.append("\(u.metric): \(u.reason)")
             }
             let failed = report.runs.filter { r in r.status != "ok" && workloads.contains { $0.label == r.workload } }
             for r in failed.prefix(5) {
-                let line = "\(r.configuration)/\(r.workload)/\(r.condition) rep \(r.repetition): \(r.status): \(r.reason ?? "")"
-                if !why.contains(line) { why.append(line) }
+                why.append("\(r.configuration)/\(r.workload)/\(r.condition) rep \(r.repetition): \(r.status): \(r.reason ?? "")")
             }
             h +=
                 "<p class=\"absent\" data-figure=\"\(spec.id)\">Not drawn: no \(esc(spec.measure)) was measured for "
