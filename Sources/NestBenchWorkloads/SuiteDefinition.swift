@@ -157,11 +157,14 @@ public struct SuiteDefinition: Sendable, Hashable, Decodable {
     /// What the apps' metrics are (unit, polarity, center, role, paper figures); an app's own
     /// `metrics:` replace entries of the same name. Exactly one primary per app.
     public var metrics: [MetricDeclaration]
+    /// Which adapter runs the apps of a suite added through YAML (`tailbench` or `parsec`); nil
+    /// for tailbench.yaml and parsec.yaml themselves.
+    public var runner: String?
     /// The file it was read from.
     public var file: String = ""
 
     enum CodingKeys: String, CodingKey {
-        case suite, parameters, inputs, apps, metrics
+        case suite, parameters, inputs, apps, metrics, runner
         case rootEnv = "root_env"
         case dataEnv = "data_env"
     }
@@ -305,6 +308,24 @@ public struct SuiteLocator: Sendable {
             }
         }
         return nil
+    }
+
+    /// Suite files besides tailbench.yaml and parsec.yaml: `<name>.yaml` files of the directory
+    /// whose top level has `runner:` (name → runner), in name order. Other YAML files there
+    /// (experiments) have no `runner:` and are skipped.
+    public func additionalSuites() -> [(name: String, runner: String)] {
+        guard let directory, let files = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        var result: [(name: String, runner: String)] = []
+        for file in files.sorted() where file.hasSuffix(".yaml") {
+            let name = String(file.dropLast(5))
+            guard name != "tailbench", name != "parsec",
+                let data = FileManager.default.contents(atPath: "\(directory)/\(file)"),
+                let node = try? Yams.compose(yaml: String(decoding: data, as: UTF8.self)),
+                let runner = node.mapping?["runner"]?.string
+            else { continue }
+            result.append((name, runner))
+        }
+        return result
     }
 
     /// Loads `<directory>/<suite>.yaml`.

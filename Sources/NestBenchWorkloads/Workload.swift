@@ -94,9 +94,19 @@ public struct WorkloadRegistry: WorkloadCatalog, MetricDeclaring {
     public static func standard(
         harness: HarnessLocator = HarnessLocator(), suites: SuiteLocator = SuiteLocator()
     ) -> WorkloadRegistry {
-        WorkloadRegistry(adapters: [
+        var adapters: [any WorkloadAdapter] = [
             MicroAdapter(harness: harness), TailbenchAdapter(locator: suites), ParsecAdapter(locator: suites),
-        ])
+        ]
+        // Further suites added through a YAML file only: `Suites/<name>.yaml` with `runner: tailbench`
+        // or `runner: parsec` runs its apps as that suite's adapter does, with its own metric declarations.
+        for (name, runner) in suites.additionalSuites() {
+            switch runner {
+            case "tailbench": adapters.append(TailbenchAdapter(suite: name, locator: suites))
+            case "parsec": adapters.append(ParsecAdapter(suite: name, locator: suites))
+            default: break
+            }
+        }
+        return WorkloadRegistry(adapters: adapters)
     }
 
     public func adapter(for suite: String) -> (any WorkloadAdapter)? {

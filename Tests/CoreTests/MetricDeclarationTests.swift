@@ -77,9 +77,11 @@ struct MetricDeclarationTests {
 /// analysis knows these metric names.
 @Suite("A suite added through YAML")
 struct YAMLSuiteTests {
-    /// A Tailbench-style suite of two made-up apps whose metrics no Swift code names.
+    /// A new suite (`fakebench`, run as Tailbench apps are) of two made-up apps whose metrics no
+    /// Swift code names.
     static let suiteYAML = """
-        suite: tailbench
+        suite: fakebench
+        runner: tailbench
         root_env: FAKE_TAILBENCH_ROOT
         parameters:
           mode: {default: integrated, choices: [integrated, loopback]}
@@ -105,14 +107,20 @@ struct YAMLSuiteTests {
           old: {host: {thp: {enabled: never}}}
           new: {host: {thp: {enabled: always}}}
         workloads:
-          - {name: frobnicator, suite: tailbench}
-          - {name: blorper, suite: tailbench}
+          - {name: frobnicator, suite: fakebench}
+          - {name: blorper, suite: fakebench}
         """
 
+    /// A suites directory holding the checkout's suite files, an experiment file (no `runner:`, not
+    /// a suite) and the new suite `fakebench.yaml`; the standard registry finds it by itself.
     func load() throws -> Experiment {
         let dir = Fixtures.temporaryDirectory()
-        try Self.suiteYAML.write(toFile: dir + "/tailbench.yaml", atomically: true, encoding: .utf8)
-        let registry = WorkloadRegistry(adapters: [TailbenchAdapter(locator: SuiteLocator(directory: dir), environment: [:])])
+        for file in ["tailbench.yaml", "parsec.yaml", "quickstart.yaml"] {
+            try FileManager.default.copyItem(atPath: CLIPaths.packageRoot + "/Suites/" + file, toPath: dir + "/" + file)
+        }
+        try Self.suiteYAML.write(toFile: dir + "/fakebench.yaml", atomically: true, encoding: .utf8)
+        let registry = WorkloadRegistry.standard(suites: SuiteLocator(directory: dir))
+        #expect(registry.adapters.map(\.suite) == ["micro", "tailbench", "parsec", "fakebench"])
         return try ExperimentLoader.parse(Self.experimentYAML, file: "fake.yaml", catalog: registry, environment: [:])
     }
 
