@@ -179,7 +179,9 @@ public final class MemoryMonitor: RunCollector {
 /// The collectors a run attaches, from the experiment's `collectors:` settings.
 public enum StandardCollectors {
     public static func make(_ settings: CollectorSettings = CollectorSettings()) -> [any RunCollector] {
-        var list: [any RunCollector] = [UsageCollector(), VmstatCollector(), PerfCollector(settings: settings.perf)]
+        var list: [any RunCollector] = [
+            UsageCollector(), VmstatCollector(), PerfCollector(settings: settings.perf), AlignmentCollector(),
+        ]
         if let interval = settings.monitor.intervalMillis {
             list.append(MemoryMonitor(intervalMillis: interval, order: settings.monitor.order))
         } else {

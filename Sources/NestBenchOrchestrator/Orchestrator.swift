@@ -303,6 +303,8 @@ public final class Orchestrator: Sendable {
         let context = WorkloadContext(
             runDirectory: directory, logger: logger,
             launchMeasured: { spec throws(ProcessError) in
+                var spec = spec
+                spec.environment.merge(collectors.environment) { $1 }
                 let child = try ProcessRunner.start(spec)
                 let sessions = collectors.map { $0.attach(pid: child.pid) }
                 do throws(ProcessError) {
