@@ -1,4 +1,5 @@
 import Foundation
+import NestBenchAnalysis
 import NestBenchModel
 import NestBenchProcess
 import NestBenchWorkloads
@@ -344,4 +345,93 @@ struct AlignmentCollectorTests {
 /// `always [madvise] never` → `madvise`.
 enum KernelFileSelected {
     static func value(_ text: String) -> String { KernelFile.selectedValue(text) }
+}
+
+@Suite("Alignment figure")
+struct AlignmentFigureTests {
+    func report(withAlignment: Bool) -> Report {
+        let e = Synthetic.experiment(configurations: ["thp-never", "thp-always"])
+        let runs = Synthetic.runs("q", ["thp-never": [100, 102, 98, 101], "thp-always": [140, 143, 139, 141]]).map { r in
+            var r = r
+            r.planned.workload = "random-4g"
+            if withAlignment {
+                let v = r.planned.configuration == "thp-always" ? 0.97 : 0.0
+                r.metrics.append(
+                    Metric(name: "align.huge.host", value: v, unit: "fraction", polarity: .higherIsBetter, source: "pagemap"))
+            }
+            return r
+        }
+        let e2 = Experiment(
+            name: "quickstart", baseline: "thp-never", configurations: e.configurations,
+            workloads: [WorkloadSpec(label: "random-4g", suite: "micro", name: "random-access", cpus: [1])],
+            repetitions: e.repetitions, analysis: e.analysis)
+        return Report(record: Synthetic.record("q", e2, plan: runs.map(\.planned), at: Date()), runs: runs)
+    }
+
+    @Test func drawsAbsoluteFractionsPerConfiguration() {
+        let html = HTMLReport.render(report(withAlignment: true))
+        #expect(html.contains("id=\"alignment\""))
+        #expect(html.contains("0.970 (n=4)"), "thp-always's mean fraction")
+        #expect(html.contains("0.000 (n=4)"), "the baseline's, drawn though its ratio is undefined")
+        #expect(html.contains("width=\"388\""), "0.97 of the 400-pixel axis")
+        #expect(html.contains("data-figure=\"alignment-layers\""), "says the per-layer bars are missing")
+    }
+
+    @Test func saysWhyWhenNothingWasProbed() {
+        let html = HTMLReport.render(report(withAlignment: false))
+        #expect(html.contains("data-figure=\"alignment\""))
+        #expect(!html.contains("(n=4)</text>"))
+    }
+}
+
+@Suite("Alignment across layers (pure)")
+struct CrossLayerTests {
+    @Test func parsesGpa2hva() {
+        let ok = QEMUMonitorText.gpa2hva("Host virtual address for 0x200000 (pc.ram) is 0x7fb2a8000000\r\n")
+        #expect(ok?.block == "pc.ram" && ok?.hva == 0x7fb2_a800_0000)
+        #expect(QEMUMonitorText.gpa2hva("Memory at address 0xffffffff0 is not RAM") == nil)
+        #expect(QEMUMonitorText.gpa2hva("") == nil)
+    }
+
+    func region(_ va: UInt64, _ kind: RegionKind, _ phys: UInt64? = nil) -> RegionMapping {
+        RegionMapping(
+            virtualStart: va, kind: kind, hugeKind: kind == .huge ? .thp : nil, physicalStart: phys,
+            presentPages: kind == .notPresent ? 0 : 512)
+    }
+
+    @Test func followsHugeRegionsDownAndStopsAtTheFirstBaseLayer() throws {
+        let mb2: UInt64 = 2 << 20
+        // L2: four huge regions at guest-physical 0, 2, 4, 6 MiB, one base, one absent.
+        let guest = [
+            region(0x10_0000_0000, .huge, 0), region(0x10_0020_0000, .huge, mb2), region(0x10_0040_0000, .huge, 2 * mb2),
+            region(0x10_0060_0000, .huge, 3 * mb2), region(0x10_0080_0000, .base), region(0x10_00a0_0000, .notPresent),
+        ]
+        // L1's QEMU maps L2 RAM at 0x7f0000000000 (+ gpa); 6 MiB is off by 4 KiB (unaligned → not backed).
+        let l1 = LowerLayer(
+            name: "L1", translate: { $0 == 3 * mb2 ? 0x7f00_0000_0000 + $0 + 4096 : 0x7f00_0000_0000 + $0 },
+            regions: [
+                region(0x7f00_0000_0000, .huge, 100 * mb2), region(0x7f00_0020_0000, .huge, 101 * mb2),
+                region(0x7f00_0040_0000, .base),
+            ])
+        // L0's QEMU maps L1 RAM at 0x7e0000000000; only 100 × 2 MiB is huge there.
+        let l0 = LowerLayer(
+            name: "L0", translate: { 0x7e00_0000_0000 + $0 },
+            regions: [region(0x7e00_0000_0000 + 100 * mb2, .huge, 5 * mb2), region(0x7e00_0000_0000 + 101 * mb2, .base)])
+        let r = CrossLayer.follow(guest: guest, guestLayer: "L2", below: [l1, l0])
+        #expect(r.present == 5 && r.guestHuge == 4)
+        #expect(r.backed == [2, 1])
+        #expect(r.wellAligned == 1)
+        let m = Dictionary(uniqueKeysWithValues: CrossLayer.metrics(r, when: "at the end").map { ($0.name, $0) })
+        #expect(m["align.huge.L2"]?.value == 0.8)
+        #expect(m["align.backed.L1"]?.value == 0.5)
+        #expect(m["align.backed.L0"]?.value == 0.25)
+        #expect(m["align.well_aligned"]?.value == 0.2)
+        #expect(m["align.misaligned.guest_huge"]?.value == 0.6)
+    }
+
+    @Test func nothingPresentIsUnavailable() {
+        let r = CrossLayer.follow(guest: [region(0, .notPresent)], guestLayer: "L1", below: [])
+        let m = CrossLayer.metrics(r, when: "x")
+        #expect(m.allSatisfy { $0.value == nil && $0.unavailable != nil })
+    }
 }
