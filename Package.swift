@@ -39,11 +39,14 @@ let package = Package(
                 "CProcess", "NestBenchModel", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        // Cross-layer huge-page alignment: /proc/PID/maps + pagemap + kpageflags → per-2 MiB-region verdicts (pure parsing apart from the I/O).
+        .target(name: "NestBenchAlignment", dependencies: ["NestBenchModel"]),
         // Collectors: procfs parsers (buddyinfo/FMFI, vmstat, smaps), perf counters, machine description.
         .target(
             name: "NestBenchCollectors",
             dependencies: [
-                "CPerfmon", "NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log"),
+                "CPerfmon", "NestBenchModel", "NestBenchProcess", "NestBenchAlignment",
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // Places where work runs (this machine; providers for other platforms), knobs with a crash-safe journal.
         .target(
@@ -98,7 +101,7 @@ let package = Package(
             dependencies: [
                 "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
                 "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchFragmentation", "NestBenchVM",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "NestBenchAlignment", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The executable: a stub that calls the root command.
@@ -108,7 +111,7 @@ let package = Package(
             name: "nestbench-bench",
             dependencies: [
                 "NestBenchModel", "NestBenchStats", "NestBenchCollectors", "NestBenchWorkloads", "NestBenchStore",
-                "NestBenchAnalysis", "NestBenchProcess", "NestBenchFragmentation", "NestBenchPlatforms",
+                "NestBenchAnalysis", "NestBenchProcess", "NestBenchFragmentation", "NestBenchPlatforms", "NestBenchAlignment",
             ]),
 
         .testTarget(name: "StatsTests", dependencies: ["NestBenchStats"]),
@@ -118,7 +121,7 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
-                "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig",
+                "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig", "NestBenchAlignment",
             ],
             exclude: ["Transcripts"]),
         // The commands run in process (parse + run, stdout/stderr captured): no binary, no machine state.

@@ -14,6 +14,9 @@
  * Output, one line each, for the NestBench runner:
  *   metric NAME VALUE UNIT POLARITY        POLARITY is higher, lower or neutral
  *   info NAME VALUE
+ * With NB_PHASE_STOP=1 in the environment, random and sequential stop themselves (SIGSTOP) right
+ * after the measured phase, with the buffer still mapped, until the runner's alignment probe has
+ * read their page tables and sent SIGCONT (the stop is outside the timed loop).
  * Exit status 0 on success, 2 on bad arguments, 1 on a system failure (with a message on stderr).
  */
 #define _GNU_SOURCE
@@ -23,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -178,6 +182,9 @@ int main(int argc, char **argv) {
         }
     }
     double t = now_seconds() - t1;
+    const char *phase_stop = getenv("NB_PHASE_STOP");
+    int stopped = phase_stop != NULL && strcmp(phase_stop, "1") == 0;
+    if (stopped) raise(SIGSTOP);
     for (uint64_t i = 0; i < words; i += 4096 / 8) acc += buf[i];
     long long huge = anon_huge_bytes();
 
@@ -187,5 +194,6 @@ int main(int argc, char **argv) {
     if (huge >= 0) printf("metric anon_huge_bytes %lld bytes neutral\n", huge);
     printf("info buffer_bytes %" PRIu64 "\n", size);
     printf("info checksum %" PRIu64 "\n", acc);
+    if (stopped) printf("info phase_stop 1\n");
     return 0;
 }

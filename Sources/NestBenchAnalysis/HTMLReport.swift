@@ -160,6 +160,7 @@ public enum HTMLReport {
             + "value that was not measured.</p>\n"
 
         for spec in figures { h += figure(spec, report) }
+        h += AlignmentFigure.section(report)
         h += tables(report)
         h += "</body></html>\n"
         return h

@@ -9,7 +9,7 @@ public struct NestBenchCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, ReportCommand.self, ListCommand.self, RestoreCommand.self, FragmentCommand.self,
             FMFICommand.self, DoctorCommand.self, EventsCommand.self, LatsCommand.self, RoiCommand.self,
-            FetchCommand.self, SuitesCommand.self,
+            FetchCommand.self, SuitesCommand.self, AlignCommand.self,
             CompareCommand.self, HistoryCommand.self, NightlyCommand.self, ExportCommand.self, ImportCommand.self,
         ])
 

@@ -212,7 +212,9 @@ public struct MonitorTimeline: Sendable {
 /// The collectors a run attaches, from the experiment's `collectors:` settings.
 public enum StandardCollectors {
     public static func make(_ settings: CollectorSettings = CollectorSettings()) -> [any RunCollector] {
-        var list: [any RunCollector] = [UsageCollector(), VmstatCollector(), PerfCollector(settings: settings.perf)]
+        var list: [any RunCollector] = [
+            UsageCollector(), VmstatCollector(), PerfCollector(settings: settings.perf), AlignmentCollector(),
+        ]
         // `monitor.interval: off` turns every sampler off (no timeline, no anon_huge_bytes_max).
         if let interval = settings.monitor.intervalMillis {
             list.append(MemoryMonitor(intervalMillis: interval, order: settings.monitor.order))

@@ -5,7 +5,7 @@ import NestBenchModel
 /// VM stacks. Stored with every experiment (`Experiment.collectorMetrics`), so the analysis never
 /// interprets a metric's name. Exact names first; patterns (`*`) cover families.
 public enum CollectorMetricDeclarations {
-    public static let standard: [MetricDeclaration] = usage + perf + vmstat + monitor + fragmentation + layers
+    public static let standard: [MetricDeclaration] = usage + perf + vmstat + monitor + fragmentation + layers + alignment
 
     /// `UsageCollector` (wait4 rusage, monotonic wall clock).
     public static let usage: [MetricDeclaration] = [
@@ -61,5 +61,20 @@ public enum CollectorMetricDeclarations {
         MetricDeclaration("*.anon_huge_bytes", unit: "bytes", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("*.hugetlb_used_pages", unit: "pages", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("*.fmfi", unit: "ratio", polarity: .neutral, role: .diagnostic),
+    ]
+
+    /// `AlignmentCollector` (NestBenchAlignment): fractions of the workload's 2 MiB regions.
+    public static let alignment: [MetricDeclaration] = [
+        MetricDeclaration(
+            "align.well_aligned", unit: "fraction", polarity: .higherIsBetter, role: .secondary,
+            description: "present 2 MiB regions mapped by one huge page at every layer"),
+        MetricDeclaration(
+            "align.huge.*", unit: "fraction", polarity: .higherIsBetter, role: .secondary,
+            description: "present 2 MiB regions of the workload mapped by one huge page at that layer"),
+        MetricDeclaration("align.backed.*", unit: "fraction", polarity: .higherIsBetter, role: .diagnostic),
+        MetricDeclaration("align.misaligned.*", unit: "fraction", polarity: .lowerIsBetter, role: .diagnostic),
+        MetricDeclaration("align.regions", unit: "regions", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("align.not_present", unit: "regions", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("align.probe_seconds", unit: "s", polarity: .neutral, role: .diagnostic),
     ]
 }

@@ -20,6 +20,20 @@ public struct TimelineSample: Sendable, Hashable {
 /// after it exits.
 public protocol RunCollector: Sendable {
     func attach(pid: Int32) -> any CollectorSession
+    /// Variables the measured process needs for this collector (e.g. `NB_PHASE_STOP` for the
+    /// alignment probe's end-of-phase hook); merged into its environment before it starts.
+    var environment: [String: String] { get }
+}
+
+extension RunCollector {
+    public var environment: [String: String] { [:] }
+}
+
+extension Array where Element == any RunCollector {
+    /// The environment every collector asks for, merged.
+    public var environment: [String: String] {
+        reduce(into: [:]) { all, c in all.merge(c.environment) { $1 } }
+    }
 }
 
 public protocol CollectorSession: Sendable {

@@ -193,6 +193,9 @@ public struct LocalPlace: Place {
     }
 
     public func launchMeasured(_ spec: ProcessSpec) async throws(ProcessError) -> MeasuredRun {
+        // The collectors' hooks in the workload (e.g. the alignment probe's NB_PHASE_STOP).
+        var spec = spec
+        spec.environment.merge(collectors.environment) { $1 }
         let child = try ProcessRunner.start(spec)
         let sessions = collectors.map { $0.attach(pid: child.pid) }
         do throws(ProcessError) {

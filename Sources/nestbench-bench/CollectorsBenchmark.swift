@@ -24,10 +24,12 @@ enum CollectorsBenchmark {
             (WorkloadSpec(suite: "micro", name: "compute", params: ["ops": "200000000"]), 100),
         ]
         for (spec, pairs) in workloads {
-            let process = ProcessSpec(
-                program: binary, arguments: MicroAdapter.arguments(for: spec), environment: ["PATH": "/usr/bin:/bin"],
-                workingDirectory: dir, cpus: [0], stdoutPath: dir + "/out", timeoutSeconds: 120)
             try await perturbation(of: spec.name, pairs: pairs) { on in
+                // With the collectors on, the micro also gets their environment (the alignment probe's end-of-phase stop).
+                let process = ProcessSpec(
+                    program: binary, arguments: MicroAdapter.arguments(for: spec),
+                    environment: ["PATH": "/usr/bin:/bin"].merging(on ? collectors.environment : [:]) { $1 },
+                    workingDirectory: dir, cpus: [0], stdoutPath: dir + "/out", timeoutSeconds: 120)
                 let child = try ProcessRunner.start(process)
                 let sessions = on ? collectors.map { $0.attach(pid: child.pid) } : []
                 try child.release()
