@@ -130,6 +130,13 @@ public struct MetricValues: Sendable {
     /// Whether the groups are VM boots (the runs recorded `vm_boot`) rather than single runs.
     public var groupsAreBoots: Bool = false
 
+    public init(values: [Double], groups: [String], sample: Metric, groupsAreBoots: Bool = false) {
+        self.values = values
+        self.groups = groups
+        self.sample = sample
+        self.groupsAreBoots = groupsAreBoots
+    }
+
     /// Distinct VM boots, nil when the runs recorded none.
     public var boots: Int? { groupsAreBoots ? Set(groups).count : nil }
 

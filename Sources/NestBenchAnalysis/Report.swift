@@ -191,6 +191,13 @@ public struct Report: Codable, Sendable {
                     + outOfBand.map { "#\($0.planned.sequence)" }.joined(separator: ", ")
                     + " (see their fmfi_before)")
         }
+        let logged = runs.filter { $0.provenance["kernel_log"] != nil }
+        if !logged.isEmpty {
+            notes.append(
+                "the kernel log reported an oops/BUG/WARNING/OOM kill/hung task/RCU stall/KVM error during "
+                    + "\(logged.count) run(s): "
+                    + logged.map { "#\($0.planned.sequence) (\($0.provenance["kernel_log"] ?? ""))" }.joined(separator: "; "))
+        }
         let drifted = runs.filter { $0.provenance["fragmentation.drift"] == "left the band during the run" }
         if !drifted.isEmpty {
             notes.append(

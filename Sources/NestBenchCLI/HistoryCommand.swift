@@ -46,7 +46,7 @@ struct HistoryCommand: AsyncParsableCommand {
         }
         switch format {
         case "json":
-            Console.out(CompareCommand.json(series))
+            Console.out(try CompareCommand.json(series))
         case "csv":
             var out = "workload,condition,configuration,metric,unit,center,run_id,started_at,tags,value,n\n"
             for s in series {
@@ -133,7 +133,7 @@ struct NightlyCommand: AsyncParsableCommand {
             }
         }
         if format == "json" {
-            Console.out(CompareCommand.json(checks))
+            Console.out(try CompareCommand.json(checks))
         } else {
             var out = "nightly check of \(record.id) (\(record.experiment.name)) against its history\n"
             for c in checks where c.verdict != "reported" || global.verbose > 0 {

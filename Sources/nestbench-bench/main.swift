@@ -10,6 +10,7 @@ enum Benchmarks {
         ("collectors", CollectorsBenchmark.run),
         ("lats", LatsBenchmark.run),
         ("analysis-10k-runs", AnalysisBenchmark.run),
+        ("validity", ValidityBenchmark.run),
     ]
 }
 
