@@ -124,7 +124,7 @@ public enum NoiseSources {
         let irq = processes.contains("irqbalance")
         result.append(
             NoiseSource(
-                name: "irqbalance", state: irq ? "running" : "off", present: irq, knobs: [], controlled: false,
+                name: "irqbalance", state: irq ? "running" : "off", present: true, knobs: [], controlled: false,
                 fix: irq ? "stop irqbalance while measuring (systemctl stop irqbalance)" : ""))
         return result
     }
