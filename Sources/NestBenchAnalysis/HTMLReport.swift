@@ -361,7 +361,15 @@ public enum HTMLReport {
             var w = ""
             let clipped = hi > yMax
             w += "<line class=\"\(cls)\" x1=\"\(cx)\" x2=\"\(cx)\" y1=\"\(y(lo))\" y2=\"\(y(hi))\" stroke=\"#111\"\(style)/>"
-            w += "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(lo))\" y2=\"\(y(lo))\" stroke=\"#111\"/>"
+            if lo < 0 {
+                // Below the axis (a Fieller bound can be negative): a down arrow and the bound's value.
+                let yb = top + plotH
+                w +=
+                    "<path class=\"clipped\" d=\"M\(cx - 4) \(yb - 6) L\(cx) \(yb) L\(cx + 4) \(yb - 6)\" fill=\"none\" stroke=\"#b00\"/>"
+                    + "<text class=\"clipped-label\" x=\"\(cx + 5)\" y=\"\(yb - 3)\" font-size=\"9\" fill=\"#b00\">\(String(format: "%.3g", lo))</text>"
+            } else {
+                w += "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(lo))\" y2=\"\(y(lo))\" stroke=\"#111\"/>"
+            }
             if clipped {
                 // Clipped at the top: an arrowhead and the bound's value.
                 w +=

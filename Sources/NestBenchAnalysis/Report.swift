@@ -381,7 +381,6 @@ public enum ReportRenderer {
     /// One line per workload × condition × configuration: the primary metric's ratio, CI and
     /// verdict, runs and boots per side, TLB misses and the alignment rate where measured.
     public static func verdictLines(_ report: Report) -> [String] {
-        let percent = Report.confidencePercent(report.alpha)
         func ciText(_ c: Comparison) -> String {
             if let ci = c.ratioCI { return String(format: "[%.3f, %.3f]", ci[0], ci[1]) }
             if let ci = c.ratioCILogT ?? c.ratioCIBootstrap {
@@ -421,12 +420,13 @@ public enum ReportRenderer {
                 }
             }
         }
-        if !lines.isEmpty {
-            lines.insert(
-                "ratio to \(report.baseline), \(percent)% CI, verdict (\(report.alpha == 0.05 ? "α 0.05" : "α \(report.alpha)")):",
-                at: 0)
-        }
         return lines
+    }
+
+    /// The heading of the verdict lines: what the numbers are.
+    static func verdictHeading(_ report: Report) -> String {
+        "verdicts: primary metric's ratio to \(report.baseline), \(Report.confidencePercent(report.alpha))% CI, "
+            + "verdict at α = \(report.alpha)"
     }
 
     /// The geometric means of the primary metric's ratios across workloads.
@@ -454,7 +454,7 @@ public enum ReportRenderer {
         if let warning = report.machine.extra["warning"] { out += "WARNING: \(warning)\n\n" }
         let verdicts = verdictLines(report)
         if !verdicts.isEmpty {
-            out += "\(heading)verdicts\n" + verdicts.map { "- " + $0 }.joined(separator: "\n") + "\n"
+            out += "\(heading)\(verdictHeading(report))\n" + verdicts.map { "- " + $0 }.joined(separator: "\n") + "\n"
         }
         out += geomeanSection(report, heading: heading)
         if !allMetrics {
