@@ -268,9 +268,10 @@ public enum HTMLReport {
     static func intervalNotes(_ bars: [Bar]) -> String {
         var notes: [String] = []
         for b in bars where b.ci == nil {
-            let what = b.comparison.map { c in
-                c.n < 2 || c.nBaseline < 2 ? "no CI (\(c.n)/\(c.nBaseline) runs)" : "primary CI unbounded"
-            } ?? "no CI"
+            let what =
+                b.comparison.map { c in
+                    c.n < 2 || c.nBaseline < 2 ? "no CI (\(c.n)/\(c.nBaseline) runs)" : "primary CI unbounded"
+                } ?? "no CI"
             let alt = fallbackInterval(b).map { " — \($0.method) interval \(ci($0.ci)) drawn dotted" } ?? ""
             notes.append("\(b.group)/\(b.configuration): \(what)\(alt)")
         }
@@ -292,7 +293,8 @@ public enum HTMLReport {
                 line += "ours: geometric mean \(num(ours.ratio)) \(ci(ours.ci)); "
                 if let c = ours.ci {
                     let inside = r.ratio >= c[0] && r.ratio <= c[1]
-                    line += inside ? "<b>the paper's value lies inside our CI</b>" : "<b>the paper's value lies outside our CI</b>"
+                    line +=
+                        inside ? "<b>the paper's value lies inside our CI</b>" : "<b>the paper's value lies outside our CI</b>"
                 } else {
                     line += "our geometric mean has no CI (fewer than 2 workloads): no inside/outside verdict"
                 }
@@ -368,7 +370,8 @@ public enum HTMLReport {
                     "<path class=\"clipped\" d=\"M\(cx - 4) \(yb - 6) L\(cx) \(yb) L\(cx + 4) \(yb - 6)\" fill=\"none\" stroke=\"#b00\"/>"
                     + "<text class=\"clipped-label\" x=\"\(cx + 5)\" y=\"\(yb - 3)\" font-size=\"9\" fill=\"#b00\">\(String(format: "%.3g", lo))</text>"
             } else {
-                w += "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(lo))\" y2=\"\(y(lo))\" stroke=\"#111\"/>"
+                w +=
+                    "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(lo))\" y2=\"\(y(lo))\" stroke=\"#111\"/>"
             }
             if clipped {
                 // Clipped at the top: an arrowhead and the bound's value.
@@ -376,7 +379,8 @@ public enum HTMLReport {
                     "<path class=\"clipped\" d=\"M\(cx - 4) \(top + 6) L\(cx) \(top) L\(cx + 4) \(top + 6)\" fill=\"none\" stroke=\"#b00\"/>"
                     + "<text class=\"clipped-label\" x=\"\(cx + 5)\" y=\"\(top + 8)\" font-size=\"9\" fill=\"#b00\">\(String(format: "%.3g", hi))</text>"
             } else {
-                w += "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(hi))\" y2=\"\(y(hi))\" stroke=\"#111\"/>"
+                w +=
+                    "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(hi))\" y2=\"\(y(hi))\" stroke=\"#111\"/>"
             }
             return w + "\n"
         }

@@ -158,9 +158,11 @@ public struct Report: Codable, Sendable {
         geomeans = Comparator.geomeans(experiment: record.experiment, comparisons: comparisons)
         unavailable = Comparator.unavailable(runs)
         var proxies: [String: String] = [:]
-        for run in runs { for m in run.metrics where !m.name.contains("fault") {
+        for run in runs {
+            for m in run.metrics where !m.name.contains("fault") {
                 if let p = m.proxyFor, proxies[m.name] == nil { proxies[m.name] = p }
-            } }
+            }
+        }
         self.proxies = proxies
         description = record.experiment.description
         workloads = record.experiment.workloads.map {
@@ -191,6 +193,7 @@ public struct Report: Codable, Sendable {
                     + outOfBand.map { "#\($0.planned.sequence)" }.joined(separator: ", ")
                     + " (see their fmfi_before)")
         }
+        notes += Self.pagingNotes(runs)
         let logged = runs.filter { $0.provenance["kernel_log"] != nil }
         if !logged.isEmpty {
             notes.append(
@@ -224,6 +227,27 @@ public struct Report: Codable, Sendable {
     /// "95" for α = 0.05, "99" for 0.01, "99.5" for 0.005.
     public static func confidencePercent(_ alpha: Double) -> String {
         String(format: "%g", ((1 - alpha) * 1000).rounded() / 10)
+    }
+
+    /// Which paging mode each KVM layer ran (EPT/NPT read back at boot; this machine's too).
+    static func pagingNotes(_ runs: [RunRecord]) -> [String] {
+        var modes: [String: Set<String>] = [:]
+        for run in runs {
+            for (key, value) in run.provenance {
+                if key == "paging.host" {
+                    modes["this machine", default: []].insert(value)
+                } else if key.hasSuffix(".knob:paging") {
+                    let layer = String(key.dropLast(".knob:paging".count))
+                    modes["\(run.planned.configuration) \(layer)", default: []].insert(value)
+                }
+            }
+        }
+        guard !modes.isEmpty else { return [] }
+        return [
+            "paging mode of each KVM layer (nested paging read back): "
+                + modes.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.sorted().joined(separator: "/"))" }
+                .joined(separator: "; ")
+        ]
     }
 
     /// What the CIs of stack runs cover: boot-to-boot variance only with two boots per side.

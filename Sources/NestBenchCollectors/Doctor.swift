@@ -45,7 +45,10 @@ public struct DoctorEnvironment: Sendable {
 /// What this machine can measure and run.
 public enum Doctor {
     public static func checks(_ env: DoctorEnvironment = DoctorEnvironment()) -> [DoctorCheck] {
-        [pmu(), paranoid(env), kvm(env), paging(env), thp(env), khugepaged(env), hugetlb(env), debugfs(env), qemu(env), root(env)]
+        [
+            pmu(), paranoid(env), kvm(env), paging(env), thp(env), khugepaged(env), hugetlb(env), debugfs(env), qemu(env),
+            root(env),
+        ]
             + noise(files: NoiseSources.readThisMachine().files, processes: NoiseSources.readThisMachine().processes)
             + [kernelLog()]
     }
@@ -75,7 +78,9 @@ public enum Doctor {
         var files: [String: String] = [:]
         for module in ["kvm_intel", "kvm_amd"] {
             let path = "\(env.sysModule)/\(module)/parameters/\(module == "kvm_intel" ? "ept" : "npt")"
-            if let t = KernelFile.read(path) { files["/sys/module/\(module)/parameters/\(module == "kvm_intel" ? "ept" : "npt")"] = t }
+            if let t = KernelFile.read(path) {
+                files["/sys/module/\(module)/parameters/\(module == "kvm_intel" ? "ept" : "npt")"] = t
+            }
         }
         guard let mode = NestedPaging.mode(files: files) else {
             return DoctorCheck(

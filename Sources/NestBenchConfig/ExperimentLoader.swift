@@ -174,8 +174,10 @@ public enum ExperimentLoader {
                     if let (n, p) = by["ratio"] { ratio = r.double(n, at: p, range: 0.000001...1_000_000) }
                     if let (n, p) = by["change"], let text = r.string(n, at: p) {
                         let t = text.trimmingCharacters(in: .whitespaces)
-                        if t.hasSuffix("%"), let v = Double(t.dropLast().replacingOccurrences(of: "+", with: "")
-                            .replacingOccurrences(of: "−", with: "-"))
+                        if t.hasSuffix("%"),
+                            let v = Double(
+                                t.dropLast().replacingOccurrences(of: "+", with: "")
+                                    .replacingOccurrences(of: "−", with: "-"))
                         {
                             ratio = 1 + v / 100
                         } else {

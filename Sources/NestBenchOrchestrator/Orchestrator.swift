@@ -218,7 +218,8 @@ public final class Orchestrator: Sendable {
                 let kernelLog = KernelLogWatch()
                 var run = try await execute(
                     planned, experiment: experiment, experimentRunID: id, options: options, collectors: collectors)
-                run = try afterRun(run, kernelLog: kernelLog, consoleOffsets: &consoleOffsets, environment: experiment.environment)
+                run = try afterRun(
+                    run, kernelLog: kernelLog, consoleOffsets: &consoleOffsets, environment: experiment.environment)
                 durations.append((ContinuousClock.now - runStart).seconds)
                 progress(
                     Progress(
@@ -291,8 +292,9 @@ public final class Orchestrator: Sendable {
             }
         }
         let machine = NoiseSources.readThisMachine()
-        for (k, v) in NoiseSources.provenance(NoiseSources.assess(
-            files: machine.files, processes: machine.processes, settings: environment))
+        for (k, v) in NoiseSources.provenance(
+            NoiseSources.assess(
+                files: machine.files, processes: machine.processes, settings: environment))
         {
             run.provenance[k] = v
         }

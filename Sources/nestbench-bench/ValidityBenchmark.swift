@@ -89,7 +89,8 @@ enum ValidityBenchmark {
         let rate = Double(flagged) / Double(experiments)
         print(
             String(
-                format: "A/A false-positive rate: %d of %d experiments flagged different = %.1f%% (Wilson 95%% CI [%.1f%%, %.1f%%]); "
+                format:
+                    "A/A false-positive rate: %d of %d experiments flagged different = %.1f%% (Wilson 95%% CI [%.1f%%, %.1f%%]); "
                     + "reference: nominal α = 5.0%%; goal ≤ 5%%: %@", flagged, experiments, rate * 100, lo * 100, hi * 100,
                 rate <= 0.05 ? "met" : (lo > 0.05 ? "NOT met (the CI is above 5%)" : "not met by the point estimate")))
         print("A/A verdicts: " + verdicts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))

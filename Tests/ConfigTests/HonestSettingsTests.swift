@@ -20,16 +20,17 @@ struct HonestSettingsTests {
     }
 
     @Test func bootsReferenceAndEnvironmentLoad() throws {
-        let yaml = valid.replacingOccurrences(of: "target_ci: 0.05}", with: "target_ci: 0.05, boots: 3}") + """
+        let yaml =
+            valid.replacingOccurrences(of: "target_ci: 0.05}", with: "target_ci: 0.05, boots: 3}") + """
 
-            reference:
-              source: "paper §5"
-              values:
-                - {figure: fig11, configuration: always, condition: clean, change: +16.5%, label: throughput}
-                - {figure: fig12, configuration: always, change: −35.0%}
-                - {figure: fig16, configuration: always, ratio: 1.04}
-            environment: {aslr: off, ksm: on, governor: performance, kernel_log: fail}
-            """
+                reference:
+                  source: "paper §5"
+                  values:
+                    - {figure: fig11, configuration: always, condition: clean, change: +16.5%, label: throughput}
+                    - {figure: fig12, configuration: always, change: −35.0%}
+                    - {figure: fig16, configuration: always, ratio: 1.04}
+                environment: {aslr: off, ksm: on, governor: performance, kernel_log: fail}
+                """
         let e = try parse(yaml)
         #expect(e.repetitions.boots == 3 && e.repetitions.stackBoots == 3)
         let values = try #require(e.reference?.values)
@@ -44,13 +45,14 @@ struct HonestSettingsTests {
     }
 
     @Test func badValuesNameTheirKeys() {
-        let yaml = valid.replacingOccurrences(of: "target_ci: 0.05}", with: "target_ci: 0.05, boots: 4}") + """
+        let yaml =
+            valid.replacingOccurrences(of: "target_ci: 0.05}", with: "target_ci: 0.05, boots: 4}") + """
 
-            reference:
-              values:
-                - {figure: fig11, configuration: nope, change: "16.5"}
-            environment: {aslr: maybe, kernel_log: panic}
-            """
+                reference:
+                  values:
+                    - {figure: fig11, configuration: nope, change: "16.5"}
+                environment: {aslr: maybe, kernel_log: panic}
+                """
         let p = problems(yaml).map { "\($0.keyPath): \($0.message)" }
         #expect(p.contains { $0.hasPrefix("repetitions.boots") && $0.contains("larger than min (3)") }, "\(p)")
         #expect(p.contains { $0.hasPrefix("reference") && $0.contains("\"source\"") }, "\(p)")

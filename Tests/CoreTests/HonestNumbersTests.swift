@@ -1,8 +1,9 @@
 import Foundation
-@testable import NestBenchAnalysis
 import NestBenchCollectors
 import NestBenchModel
 import Testing
+
+@testable import NestBenchAnalysis
 
 @Suite("honest numbers: boots, degenerate cells, verdict lines, figures, noise sources, kernel log")
 struct HonestNumbersTests {
@@ -152,7 +153,8 @@ struct HonestNumbersTests {
 
     @Test func referenceValuesAreDrawnBesideOurGeometricMean() {
         let reference = ReferenceSet(
-            source: "paper §5", values: [ReferenceValue(figure: "fig11", configuration: "cand", ratio: 1.165, label: "throughput")])
+            source: "paper §5",
+            values: [ReferenceValue(figure: "fig11", configuration: "cand", ratio: 1.165, label: "throughput")])
         let report = Self.emptyReport(reference: reference)
         let bars = [
             Self.bar("a", "cand", 1.1, ci: [1.0, 1.2]), Self.bar("b", "cand", 1.2, ci: [1.1, 1.3]),
