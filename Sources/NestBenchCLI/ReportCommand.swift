@@ -14,19 +14,13 @@ struct ReportCommand: AsyncParsableCommand {
     var run: String = "latest"
 
     @Option(help: "table, markdown, json or csv.")
-    var format: String = "table"
+    var format: ReportFormat = .table
 
     @Flag(help: "Show every metric's comparison in the table/markdown report (JSON, CSV and HTML always have them).")
     var allMetrics = false
 
     @Option(help: "Also write a self-contained HTML report (Figs. 11–16 as inline SVG, tables, provenance) to this file.")
     var html: String?
-
-    func validate() throws {
-        guard ReportFormat(rawValue: format) != nil else {
-            throw ValidationError("--format must be one of: \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-    }
 
     func run() async throws {
         _ = global.makeLogger()
@@ -41,7 +35,7 @@ struct ReportCommand: AsyncParsableCommand {
                 code: ExitCodes.baselineNotFound,
                 message: "no run \"\(run)\" in \(resultsOptions.databasePath) (nestbench list shows the stored runs)")
         }
-        let report = Report(record: record, runs: try store.runs(of: id))
+        let report = Report(record: record.declared(), runs: try store.runs(of: id))
         if let html {
             guard FileManager.default.createFile(atPath: html, contents: Data(HTMLReport.render(report).utf8)) else {
                 throw CommandFailure(code: ExitCodes.error, message: "\(html): cannot write the HTML report")
@@ -49,7 +43,7 @@ struct ReportCommand: AsyncParsableCommand {
             Console.error("nestbench: wrote \(html)")
         }
         do {
-            Console.out(try ReportRenderer.render(report, as: ReportFormat(rawValue: format)!, allMetrics: allMetrics))
+            Console.out(try ReportRenderer.render(report, as: format, allMetrics: allMetrics))
         } catch {
             throw CommandFailure(code: ExitCodes.error, message: error.description)
         }

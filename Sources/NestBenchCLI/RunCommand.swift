@@ -41,15 +41,12 @@ struct RunCommand: AsyncParsableCommand {
     var dryRun = false
 
     @Option(help: "Report format on stdout: table, markdown, json, csv.")
-    var format: String = "table"
+    var format: ReportFormat = .table
 
     @Flag(help: "Show every metric's comparison in the table/markdown report (JSON, CSV and HTML always have them).")
     var allMetrics = false
 
     func validate() throws {
-        guard ReportFormat(rawValue: format) != nil else {
-            throw ValidationError("--format must be one of: \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         for tag in tags where !tag.contains("=") {
             throw ValidationError("--tag takes key=value, found \"\(tag)\"")
         }
@@ -155,9 +152,9 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: "run \(id) vanished from the store")
         }
         let runs = try store.runs(of: id)
-        let report = Report(record: record, runs: runs)
+        let report = Report(record: record.declared(), runs: runs)
         do {
-            Console.out(try ReportRenderer.render(report, as: ReportFormat(rawValue: format)!, allMetrics: allMetrics))
+            Console.out(try ReportRenderer.render(report, as: format, allMetrics: allMetrics))
         } catch {
             throw CommandFailure(code: ExitCodes.error, message: "run \(id) is stored, but \(error.description)")
         }

@@ -15,11 +15,7 @@ struct LatsCommand: AsyncParsableCommand {
     var file: String
 
     @Option(help: "text or json.")
-    var format: String = "text"
-
-    func validate() throws {
-        guard ["text", "json"].contains(format) else { throw ValidationError("--format must be text or json") }
-    }
+    var format: TextOrJSON = .text
 
     func run() async throws {
         _ = global.makeLogger()
@@ -29,7 +25,7 @@ struct LatsCommand: AsyncParsableCommand {
         } catch {
             throw CommandFailure(code: ExitCodes.error, message: error.description)
         }
-        if format == "json" {
+        if format == .json {
             func column(_ s: LatencySummary) -> String {
                 "{\"mean\": \(json(s.mean)), \"p50\": \(json(s.p50)), \"p95\": \(json(s.p95)), \"p99\": \(json(s.p99)), \"max\": \(json(s.max))}"
             }

@@ -25,6 +25,13 @@ public struct ParsecAdapter: WorkloadAdapter {
         source = SuiteSource(name: "parsec", definition: definition, locator: locator, environment: environment)
     }
 
+    /// The suite file's declarations for the app (`metrics:` of the suite, and of the app); none
+    /// when the suite file or the app is missing.
+    public func metricDeclarations(for spec: WorkloadSpec) -> [MetricDeclaration] {
+        guard let definition, let app = definition.apps[spec.name] else { return [] }
+        return definition.metrics(of: app)
+    }
+
     public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
         guard let context else { return [source.missing] }
         var problems = context.problems(for: spec)

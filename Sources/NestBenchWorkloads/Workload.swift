@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NestBenchCollectors
 import NestBenchModel
 import NestBenchProcess
 
@@ -11,18 +12,24 @@ public struct WorkloadContext: Sendable {
     /// Starts the measured process with every collector attached, waits for it, and returns
     /// how it ended with the collectors' metrics.
     public var launchMeasured: @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome
-    /// Starts a helper (e.g. a server), not measured; the adapter stops it.
-    public var startHelper: @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+    /// Starts a helper (e.g. a server) where the workload runs, not measured, in its own process
+    /// group; the adapter stops it (`await helper.stop()`).
+    public var startHelper: @Sendable (ProcessSpec) async throws(ProcessError) -> any HelperProcess
+    /// Reads a file of the kernel the workload runs on (/proc, /sys: e.g. /proc/net/tcp in a
+    /// guest); nil when it cannot be read.
+    public var readFile: @Sendable (String) async -> String?
 
     public init(
         runDirectory: String, logger: Logger,
         launchMeasured: @escaping @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome,
-        startHelper: @escaping @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+        startHelper: @escaping @Sendable (ProcessSpec) async throws(ProcessError) -> any HelperProcess,
+        readFile: @escaping @Sendable (String) async -> String? = { try? String(contentsOfFile: $0, encoding: .utf8) }
     ) {
         self.runDirectory = runDirectory
         self.logger = logger
         self.launchMeasured = launchMeasured
         self.startHelper = startHelper
+        self.readFile = readFile
     }
 }
 
@@ -71,10 +78,13 @@ public protocol WorkloadAdapter: Sendable {
     func unavailableReason(for spec: WorkloadSpec) -> String?
     /// Runs it once. A workload failing is a result, not an error.
     func run(_ spec: WorkloadSpec, context: WorkloadContext) async -> WorkloadResult
+    /// What this workload's own metrics are (exactly one primary); the collectors' are declared
+    /// by `CollectorMetricDeclarations`.
+    func metricDeclarations(for spec: WorkloadSpec) -> [MetricDeclaration]
 }
 
-/// All adapters, as the experiment loader's catalog.
-public struct WorkloadRegistry: WorkloadCatalog {
+/// All adapters, as the experiment loader's catalog and source of metric declarations.
+public struct WorkloadRegistry: WorkloadCatalog, MetricDeclaring {
     public var adapters: [any WorkloadAdapter]
 
     public init(adapters: [any WorkloadAdapter]) {
@@ -102,6 +112,30 @@ public struct WorkloadRegistry: WorkloadCatalog {
             ]
         }
         return adapter.problems(for: spec)
+    }
+
+    /// The experiment with every workload's declarations (its adapter's) and the collectors'
+    /// filled in where missing. The loader calls it, so new runs store them; readers call it on
+    /// experiments stored before declarations existed (their workloads get today's declarations
+    /// of the same suite and app: the fallback for old stores). A workload whose suite or app is
+    /// unknown keeps none: its metrics are then reported as undeclared (never a headline).
+    public func declaring(_ experiment: Experiment) -> Experiment {
+        var e = experiment
+        if e.collectorMetrics == nil { e.collectorMetrics = CollectorMetricDeclarations.standard }
+        func declare(_ w: inout WorkloadSpec) {
+            if let members = w.colocated {
+                w.colocated = members.map { m in
+                    var m = m
+                    declare(&m)
+                    return m
+                }
+            } else if w.metrics == nil, let adapter = adapter(for: w.suite) {
+                let declared = adapter.metricDeclarations(for: w)
+                if !declared.isEmpty { w.metrics = declared }
+            }
+        }
+        for i in e.workloads.indices { declare(&e.workloads[i]) }
+        return e
     }
 }
 
