@@ -43,6 +43,12 @@ public struct Comparison: Codable, Sendable, Hashable {
     public var mannWhitneyFloor: Double?
     /// The metric's declared role (`primary`, `secondary`, `diagnostic`).
     public var role: MetricRole = .diagnostic
+    /// Distinct VM boots the runs came from on each side; nil when the runs record none (local runs).
+    public var boots: Int? = nil
+    public var bootsBaseline: Int? = nil
+    /// A continuous metric (a rate or a time) with zero variance on a side: its CI is no evidence of
+    /// precision (a constant output, a coarse timer), so it never meets a CI target.
+    public var degenerate: Bool = false
 
     enum CodingKeys: String, CodingKey {
         case workload, condition, configuration, metric, unit, polarity, mean, role
@@ -60,6 +66,9 @@ public struct Comparison: Codable, Sendable, Hashable {
         case bootstrapMethod = "bootstrap_method"
         case mannWhitneyP = "mann_whitney_p"
         case mannWhitneyFloor = "mann_whitney_floor"
+        case boots
+        case bootsBaseline = "boots_baseline"
+        case degenerate
     }
 
     /// Every key is written, with null where a value does not exist, so consumers see one shape.
@@ -90,6 +99,9 @@ public struct Comparison: Codable, Sendable, Hashable {
         try c.encode(mannWhitneyP, forKey: .mannWhitneyP)
         try c.encode(mannWhitneyFloor, forKey: .mannWhitneyFloor)
         try c.encode(role, forKey: .role)
+        try c.encode(boots, forKey: .boots)
+        try c.encode(bootsBaseline, forKey: .bootsBaseline)
+        try c.encode(degenerate, forKey: .degenerate)
     }
 }
 
@@ -122,19 +134,28 @@ public struct MetricValues: Sendable {
     public var groups: [String]
     /// The first run's metric, for its unit when the declaration gives none.
     public var sample: Metric
+    /// Whether the groups are VM boots (the runs recorded `vm_boot`) rather than single runs.
+    public var groupsAreBoots: Bool = false
     /// What the metric is (polarity, center, role, figures); `.undeclared` when nobody declared it.
     public var declaration: MetricDeclaration
 
-    public init(values: [Double], groups: [String], sample: Metric, declaration: MetricDeclaration? = nil) {
+    public init(
+        values: [Double], groups: [String], sample: Metric, declaration: MetricDeclaration? = nil,
+        groupsAreBoots: Bool = false
+    ) {
         self.values = values
         self.groups = groups
         self.sample = sample
         self.declaration =
             declaration ?? .undeclared(sample.name, unit: sample.unit, polarity: sample.polarity)
+        self.groupsAreBoots = groupsAreBoots
     }
 
     /// The declared unit, else the measured one.
     public var unit: String { declaration.unit ?? sample.unit }
+
+    /// Distinct VM boots, nil when the runs recorded none.
+    public var boots: Int? { groupsAreBoots ? Set(groups).count : nil }
 
     public var grouped: [GroupedValue] { zip(values, groups).map { GroupedValue(value: $0, group: $1) } }
 }
@@ -154,6 +175,7 @@ public struct Judgement: Sendable {
     public var mannWhitneyFloor: Double?
     public var verdict: String
     public var method: String
+    public var degenerate: Bool = false
 }
 
 /// Turns stored runs into comparisons against the baseline.
@@ -170,7 +192,8 @@ public enum Comparator {
                 if result[cell]?[metric.name] == nil {
                     result[cell, default: [:]][metric.name] = MetricValues(
                         values: [], groups: [], sample: metric,
-                        declaration: experiment?.declaration(of: metric.name, workload: cell.workload))
+                        declaration: experiment?.declaration(of: metric.name, workload: cell.workload),
+                        groupsAreBoots: run.provenance[RunRecord.bootProvenanceKey] != nil)
                 }
                 result[cell]![metric.name]!.values.append(v)
                 result[cell]![metric.name]!.groups.append(group)
@@ -247,6 +270,11 @@ public enum Comparator {
                     "; with \(c.count) vs \(b.count) runs the smallest possible p is \(String(format: "%.3g", mw.floor)) ≥ α: cannot be significant"
             }
         }
+        Self.applyBootLevel(&j, candidate: candidate, baseline: baseline)
+        j.degenerate = isDegenerate(candidate: candidate, baseline: baseline, center: effective)
+        if j.degenerate {
+            j.method += "; degenerate: a side has zero variance, the CI is no evidence of precision"
+        }
         var significant = (j.p ?? 1) < settings.alpha
         if let ci = j.ci, ci[0] <= 1, ci[1] >= 1 { significant = false }
         if let ratio = j.ratio, abs(ratio - 1) < settings.minEffect { significant = false }
@@ -258,6 +286,33 @@ public enum Comparator {
             }
         }
         return j
+    }
+
+    /// Statistics at the level of VM boots: runs that share a boot are not independent. With two
+    /// or more boots per side the primary CI is the hierarchical bootstrap (boot → run); with one
+    /// boot on a side it stays the run-level interval and the method says that it covers
+    /// run-to-run noise only.
+    static func applyBootLevel(_ j: inout Judgement, candidate: MetricValues, baseline: MetricValues) {
+        guard let bc = candidate.boots, let bb = baseline.boots else { return }
+        if bc >= 2 && bb >= 2 {
+            j.ci = j.ciBootstrap
+            j.method += "; primary CI: bootstrap over VM boots (\(bc) vs \(bb) boots), runs kept with their boot"
+            if j.ci == nil { j.method += " (not computable)" }
+        } else {
+            j.method +=
+                "; \(bc) vs \(bb) VM boot(s): the CI covers run-to-run noise only, not boot-to-boot variance"
+        }
+    }
+
+    /// A continuous metric (a rate, a time, a per-run percentile) whose values on a side are all
+    /// equal: zero variance there is an artifact (a constant output, a coarse timer), not precision.
+    public static func isDegenerate(candidate: MetricValues, baseline: MetricValues, center: CenterStatistic) -> Bool {
+        let unit = candidate.unit.lowercased()
+        let continuous =
+            center != .mean || ["s", "ms", "us", "µs", "ns", "seconds"].contains(unit) || unit.hasSuffix("/s")
+        guard continuous else { return false }
+        func constant(_ v: [Double]) -> Bool { v.count >= 2 && v.allSatisfy { $0 == v[0] } }
+        return constant(candidate.values) || constant(baseline.values)
     }
 
     /// Compatibility wrapper: judges plain samples (each value its own run) by their arithmetic mean.
@@ -291,7 +346,8 @@ public enum Comparator {
             n: candidate.values.count, nBaseline: baseline.values.count, verdict: j.verdict, method: j.method,
             center: j.center == .mean ? "amean" : j.center.rawValue, ratioCILogT: j.ciLogT,
             ratioCIBootstrap: j.ciBootstrap, bootstrapMethod: j.bootstrapMethod, mannWhitneyP: j.mannWhitneyP,
-            mannWhitneyFloor: j.mannWhitneyFloor, role: candidate.declaration.role)
+            mannWhitneyFloor: j.mannWhitneyFloor, role: candidate.declaration.role, boots: candidate.boots,
+            bootsBaseline: baseline.boots, degenerate: j.degenerate)
     }
 
     /// Each configuration against the baseline configuration under the same condition; then, when

@@ -195,13 +195,14 @@ public enum HTMLReport {
         // workloads: one per metric drawn (never across different metrics).
         for (condition, bars) in byCondition {
             let metrics = Set(bars.map(\.metric)).sorted()
+            let referenced = !references(spec, report, condition: condition).isEmpty
             var extra: [Bar] = []
             for metric in metrics {
                 let same = bars.filter { $0.metric == metric }
-                guard Set(same.map(\.group)).count >= 2 else { continue }
+                guard Set(same.map(\.group)).count >= 2 || referenced else { continue }
                 for config in report.configurations where config != report.baseline {
                     let ratios = same.filter { $0.configuration == config && $0.ratio > 0 }.map(\.ratio)
-                    guard ratios.count >= 2 else { continue }
+                    guard ratios.count >= 2 || (referenced && ratios.count == 1) else { continue }
                     let g = Statistics.geometricMeanRatio(ratios)
                     extra.append(
                         Bar(
@@ -258,10 +259,14 @@ public enum HTMLReport {
                 continue
             }
             let metrics = Set(chosen.values).sorted().joined(separator: ", ")
-            h += "<figure>\n" + svg(id: "\(spec.id)-\(condition)", bars: bars, report: report)
+            let refs = references(spec, report, condition: condition)
+            h += "<figure>\n" + svg(id: "\(spec.id)-\(condition)", bars: bars, report: report, references: refs)
             h +=
                 "<figcaption>\(esc(spec.title)), condition <b>\(esc(condition))</b>: \(esc(metrics)) of each configuration "
-                + "divided by \(esc(report.baseline)); whiskers: CI of the ratio.</figcaption>\n</figure>\n"
+                + "divided by \(esc(report.baseline)); whiskers: CI of the ratio."
+                + intervalNotes(bars) + "</figcaption>\n"
+            h += referenceCaption(refs, bars: bars, report: report)
+            h += "</figure>\n"
             h += "<table class=\"figure-data\"><tr><th>workload</th><th>configuration</th><th>metric</th><th>ratio</th>"
             h += "<th>CI</th><th>log-t CI</th><th>bootstrap CI</th><th>p</th><th>n</th><th>verdict</th><th>method</th></tr>\n"
             for b in bars {
@@ -279,19 +284,92 @@ public enum HTMLReport {
         return h
     }
 
-    /// Grouped bars with CI whiskers and the baseline at 1.0.
-    static func svg(id: String, bars: [Bar], report: Report) -> String {
-        let groups = OrderedSet(bars.map(\.group))
-        let configs = OrderedSet(bars.map(\.configuration))
+    /// The experiment's reference values for a figure under a condition.
+    static func references(_ spec: FigureSpec, _ report: Report, condition: String) -> [ReferenceValue] {
+        (report.reference?.values ?? []).filter {
+            $0.figure == spec.id && ($0.condition == nil || $0.condition == condition)
+        }
+    }
+
+    /// The interval drawn for a bar when its primary CI is missing: log-t, else bootstrap.
+    static func fallbackInterval(_ b: Bar) -> (ci: [Double], method: String)? {
+        guard b.ci == nil, let c = b.comparison else { return nil }
+        if let i = c.ratioCILogT { return (i, "log-t") }
+        if let i = c.ratioCIBootstrap { return (i, "bootstrap") }
+        return nil
+    }
+
+    /// What the figure draws for bars without a bounded CI, said beside it.
+    static func intervalNotes(_ bars: [Bar]) -> String {
+        var notes: [String] = []
+        for b in bars where b.ci == nil {
+            let what =
+                b.comparison.map { c in
+                    c.n < 2 || c.nBaseline < 2 ? "no CI (\(c.n)/\(c.nBaseline) runs)" : "primary CI unbounded"
+                } ?? "no CI"
+            let alt = fallbackInterval(b).map { " — \($0.method) interval \(ci($0.ci)) drawn dotted" } ?? ""
+            notes.append("\(b.group)/\(b.configuration): \(what)\(alt)")
+        }
+        guard !notes.isEmpty else { return "" }
+        return " Open whiskers with ∞: " + esc(notes.joined(separator: "; ")) + "."
+    }
+
+    /// One line per reference value: the paper's value beside our geometric mean and its CI.
+    static func referenceCaption(_ refs: [ReferenceValue], bars: [Bar], report: Report) -> String {
+        guard !refs.isEmpty else { return "" }
+        var h = "<ul class=\"references\">\n"
+        for r in refs {
+            let ours = bars.first { $0.group.hasPrefix("geomean") && $0.configuration == r.configuration }
+            let what = r.label.map { "\(esc($0)) " } ?? ""
+            var line =
+                "<li class=\"reference\" data-configuration=\"\(esc(r.configuration))\">\(esc(report.reference?.source ?? "reference")): "
+                + "\(esc(r.configuration)) \(what)(ratio \(num(r.ratio))) — "
+            if let ours {
+                line += "ours: geometric mean \(num(ours.ratio)) \(ci(ours.ci)); "
+                if let c = ours.ci {
+                    let inside = r.ratio >= c[0] && r.ratio <= c[1]
+                    line +=
+                        inside ? "<b>the paper's value lies inside our CI</b>" : "<b>the paper's value lies outside our CI</b>"
+                } else {
+                    line += "our geometric mean has no CI (fewer than 2 workloads): no inside/outside verdict"
+                }
+            } else {
+                line += "<span class=\"absent\">not measured in this run</span>"
+            }
+            h += line + "</li>\n"
+        }
+        return h + "</ul>\n"
+    }
+
+    /// Grouped bars with CI whiskers and the baseline at 1.0. The y axis is set by the bars and
+    /// their finite CIs; a CI bound far above the bars (more than 3× the tallest bar) is clipped at
+    /// the top and marked with an arrow and its value. A bar without a bounded CI gets an open
+    /// whisker (dashed, to the top, ∞) and, where one exists, the log-t or bootstrap interval
+    /// dotted beside it. Reference values are diamonds beside the geometric-mean bar.
+    static func svg(id: String, bars: [Bar], report: Report, references: [ReferenceValue] = []) -> String {
+        var groups: [String] = []
+        for b in bars where !groups.contains(b.group) { groups.append(b.group) }
+        var configs: [String] = []
+        for b in bars where !configs.contains(b.configuration) { configs.append(b.configuration) }
         let width = 760.0
-        let height = 320.0
-        let left = 56.0
+        let height = 340.0
         let right = 150.0
-        let top = 16.0
-        let bottom = 64.0
+        let top = 22.0
+        let plotWGuess = width - 60 - right
+        // Rotated group labels extend left of their group's centre: keep the first one inside.
+        let labels = groups.map { $0.count > 18 ? String($0.prefix(17)) + "…" : $0 }
+        let longest = Double(labels.map(\.count).max() ?? 0) * 6.2
+        let firstCentre = plotWGuess / Double(max(groups.count, 1)) / 2
+        let left = max(56.0, longest * cos(Double.pi / 6) - firstCentre + 8)
+        let bottom = max(64.0, longest * sin(Double.pi / 6) + 26)
         let plotW = width - left - right
         let plotH = height - top - bottom
-        let top1 = bars.map { max($0.ratio, $0.ci?[1] ?? 0) }.max() ?? 1
+        let tallest = max(1.0, bars.map(\.ratio).max() ?? 1, references.map(\.ratio).max() ?? 0)
+        // Finite CI bounds count for the axis unless far above the bars (then they are clipped).
+        let limit = tallest * 3
+        let finiteTops = bars.flatMap { b in [b.ci?[1], fallbackInterval(b)?.ci[1]].compactMap { $0 } }
+            .filter { $0.isFinite && $0 <= limit }
+        let top1 = max(tallest, finiteTops.max() ?? 0)
         let yMax = max(1.2, top1 * 1.1)
         let steps = [0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
         let step = steps.first { yMax / $0 <= 8 } ?? yMax / 8
@@ -306,15 +384,41 @@ public enum HTMLReport {
         while t <= yMax + 1e-9 {
             s +=
                 "<line class=\"grid\" x1=\"\(left)\" x2=\"\(left + plotW)\" y1=\"\(y(t))\" y2=\"\(y(t))\" stroke=\"#eee\"/>"
-                + "<text x=\"\(left - 6)\" y=\"\(y(t) + 4)\" font-size=\"11\" text-anchor=\"end\">\(String(format: "%g", t))</text>\n"
+                + "<text class=\"tick\" x=\"\(left - 6)\" y=\"\(y(t) + 4)\" font-size=\"11\" text-anchor=\"end\">\(String(format: "%g", t))</text>\n"
             t += step
         }
         s += "<line class=\"axis\" x1=\"\(left)\" x2=\"\(left)\" y1=\"\(top)\" y2=\"\(top + plotH)\" stroke=\"#333\"/>\n"
         s +=
             "<line class=\"axis\" x1=\"\(left)\" x2=\"\(left + plotW)\" y1=\"\(top + plotH)\" y2=\"\(top + plotH)\" stroke=\"#333\"/>\n"
         s +=
-            "<text x=\"14\" y=\"\(top + plotH / 2)\" font-size=\"11\" transform=\"rotate(-90 14 \(top + plotH / 2))\" "
+            "<text x=\"12\" y=\"\(top + plotH / 2)\" font-size=\"11\" transform=\"rotate(-90 12 \(top + plotH / 2))\" "
             + "text-anchor=\"middle\">ratio to \(esc(report.baseline))</text>\n"
+        func whisker(_ cx: Double, _ lo: Double, _ hi: Double, dash: String?, cls: String) -> String {
+            let style = dash.map { " stroke-dasharray=\"\($0)\"" } ?? ""
+            var w = ""
+            let clipped = hi > yMax
+            w += "<line class=\"\(cls)\" x1=\"\(cx)\" x2=\"\(cx)\" y1=\"\(y(lo))\" y2=\"\(y(hi))\" stroke=\"#111\"\(style)/>"
+            if lo < 0 {
+                // Below the axis (a Fieller bound can be negative): a down arrow and the bound's value.
+                let yb = top + plotH
+                w +=
+                    "<path class=\"clipped\" d=\"M\(cx - 4) \(yb - 6) L\(cx) \(yb) L\(cx + 4) \(yb - 6)\" fill=\"none\" stroke=\"#b00\"/>"
+                    + "<text class=\"clipped-label\" x=\"\(cx + 5)\" y=\"\(yb - 3)\" font-size=\"9\" fill=\"#b00\">\(String(format: "%.3g", lo))</text>"
+            } else {
+                w +=
+                    "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(lo))\" y2=\"\(y(lo))\" stroke=\"#111\"/>"
+            }
+            if clipped {
+                // Clipped at the top: an arrowhead and the bound's value.
+                w +=
+                    "<path class=\"clipped\" d=\"M\(cx - 4) \(top + 6) L\(cx) \(top) L\(cx + 4) \(top + 6)\" fill=\"none\" stroke=\"#b00\"/>"
+                    + "<text class=\"clipped-label\" x=\"\(cx + 5)\" y=\"\(top + 8)\" font-size=\"9\" fill=\"#b00\">\(String(format: "%.3g", hi))</text>"
+            } else {
+                w +=
+                    "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(y(hi))\" y2=\"\(y(hi))\" stroke=\"#111\"/>"
+            }
+            return w + "\n"
+        }
         for (gi, group) in groups.enumerated() {
             let gx = left + groupW * Double(gi)
             let inner = barW * Double(configs.count)
@@ -329,17 +433,31 @@ public enum HTMLReport {
                     "<rect class=\"bar\" data-group=\"\(esc(b.group))\" data-configuration=\"\(esc(b.configuration))\" "
                     + "data-ratio=\"\(b.ratio)\" x=\"\(x + 1)\" y=\"\(yTop)\" width=\"\(barW - 2)\" "
                     + "height=\"\(max(0, top + plotH - yTop))\" fill=\"\(color)\"><title>\(esc(title))</title></rect>\n"
+                let cx = x + barW / 2
                 if let c = b.ci {
-                    let cx = x + barW / 2
-                    let (ylo, yhi) = (y(c[0]), y(c[1]))
-                    s += "<line class=\"whisker\" x1=\"\(cx)\" x2=\"\(cx)\" y1=\"\(ylo)\" y2=\"\(yhi)\" stroke=\"#111\"/>"
+                    s += whisker(cx, c[0], c[1], dash: nil, cls: "whisker")
+                } else if b.comparison != nil {
+                    // No bounded CI: an open whisker to the top with ∞, and the fallback interval dotted beside.
                     s +=
-                        "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(ylo)\" y2=\"\(ylo)\" stroke=\"#111\"/>"
-                    s +=
-                        "<line class=\"whisker-cap\" x1=\"\(cx - 4)\" x2=\"\(cx + 4)\" y1=\"\(yhi)\" y2=\"\(yhi)\" stroke=\"#111\"/>\n"
+                        "<line class=\"whisker-open\" x1=\"\(cx)\" x2=\"\(cx)\" y1=\"\(yTop)\" y2=\"\(top)\" stroke=\"#b00\" stroke-dasharray=\"3 3\"/>"
+                        + "<text class=\"unbounded\" x=\"\(cx)\" y=\"\(top - 6)\" font-size=\"12\" text-anchor=\"middle\" fill=\"#b00\">∞</text>\n"
+                    if let (alt, _) = fallbackInterval(b) {
+                        s += whisker(cx + min(8, barW / 3), alt[0], alt[1], dash: "1 2", cls: "whisker-fallback")
+                    }
                 }
             }
-            let label = group.count > 18 ? String(group.prefix(17)) + "…" : group
+            if group.hasPrefix("geomean") {
+                for r in references {
+                    guard let ci = configs.firstIndex(of: r.configuration) else { continue }
+                    let cx = x0 + barW * Double(ci) + barW / 2
+                    let ry = y(r.ratio)
+                    s +=
+                        "<path class=\"reference\" data-configuration=\"\(esc(r.configuration))\" data-ratio=\"\(r.ratio)\" "
+                        + "d=\"M\(cx) \(ry - 6) L\(cx + 6) \(ry) L\(cx) \(ry + 6) L\(cx - 6) \(ry) Z\" fill=\"#fff\" stroke=\"#000\" "
+                        + "stroke-width=\"1.5\"><title>\(esc("reference \(num(r.ratio)) (\(r.label ?? "")) — \(report.reference?.source ?? "")"))</title></path>\n"
+                }
+            }
+            let label = labels[gi]
             let lx = gx + groupW / 2
             let ly = top + plotH + 14
             s +=
@@ -355,6 +473,19 @@ public enum HTMLReport {
                 "<rect class=\"legend\" x=\"\(left + plotW + 12)\" y=\"\(ly - 9)\" width=\"10\" height=\"10\" "
                 + "fill=\"\(palette[ci % palette.count])\"/><text x=\"\(left + plotW + 26)\" y=\"\(ly)\" font-size=\"11\">"
                 + "\(esc(config))</text>\n"
+        }
+        var ly = top + 14 + Double(configs.count) * 16 + 6
+        if !references.isEmpty {
+            s +=
+                "<path d=\"M\(left + plotW + 17) \(ly - 10) L\(left + plotW + 22) \(ly - 5) L\(left + plotW + 17) \(ly) "
+                + "L\(left + plotW + 12) \(ly - 5) Z\" fill=\"#fff\" stroke=\"#000\"/><text x=\"\(left + plotW + 26)\" "
+                + "y=\"\(ly - 1)\" font-size=\"11\">paper (reference)</text>\n"
+            ly += 16
+        }
+        if bars.contains(where: { $0.ci == nil && $0.comparison != nil }) {
+            s +=
+                "<text x=\"\(left + plotW + 12)\" y=\"\(ly)\" font-size=\"11\" fill=\"#b00\">∞ no bounded CI;</text>"
+                + "<text x=\"\(left + plotW + 12)\" y=\"\(ly + 13)\" font-size=\"11\" fill=\"#b00\">dotted: log-t/bootstrap</text>\n"
         }
         s += "</svg>\n"
         return s

@@ -14,6 +14,9 @@ public struct RepetitionStatus: Codable, Sendable, Hashable {
         case stoppedEarly = "stopped-early"
         /// Completed with a wide CI below the maximum: adaptive repetitions were off (--fixed-repetitions).
         case adaptiveOff = "adaptive-off"
+        /// A continuous primary metric with zero variance on a side: its CI says nothing, so the
+        /// cell repeated to the maximum (or stopped earlier for another reason) without meeting a target.
+        case degenerate = "degenerate"
     }
 
     public var workload: String
@@ -118,7 +121,7 @@ public enum AdaptiveRepetitions {
             guard (done[cell] ?? 0) < experiment.repetitions.max, (done[base] ?? 0) < experiment.repetitions.max else {
                 continue
             }
-            let wide = relativeHalfWidth(c).map { $0 > experiment.repetitions.targetRelativeCI } ?? true
+            let wide = c.degenerate || (relativeHalfWidth(c).map { $0 > experiment.repetitions.targetRelativeCI } ?? true)
             if wide {
                 cells.insert(cell)
                 cells.insert(base)
@@ -153,6 +156,15 @@ public enum AdaptiveRepetitions {
                 reason = .tooFewRuns
                 explanation =
                     "\(n) vs \(nb) successful runs with \(metric) (need 2 per side for a CI) after \(reps)/\(baseReps) repetitions"
+            } else if c?.degenerate == true {
+                reason = .degenerate
+                explanation =
+                    "\(metric) has zero variance on a side (\(n) vs \(nb) runs): the CI "
+                    + (half.map { "±\(percent($0))" } ?? "") + " is no evidence of precision; "
+                    + (atMax
+                        ? "repeated to the maximum of \(policy.max)"
+                        : "stopped after \(reps) of at most \(policy.max) repetitions (\(experimentStatus.rawValue)"
+                            + (experimentStatus == .completed ? ", adaptive repetitions off)" : ")"))
             } else if let half, half <= policy.targetRelativeCI {
                 reason = .ciTargetMet
                 explanation =

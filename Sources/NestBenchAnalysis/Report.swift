@@ -135,6 +135,8 @@ public struct Report: Codable, Sendable {
     public var provenance: [ConfigurationProvenance]
     public var metricProvenance: [MetricProvenance]
     public var alpha: Double
+    /// Published values to compare with (the experiment's `reference:`); nil when it has none.
+    public var reference: ReferenceSet? = nil
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
@@ -144,7 +146,7 @@ public struct Report: Codable, Sendable {
         case machine, tags, runs, comparisons, geomeans, unavailable, proxies, notes
         case description, workloads, conditions, configurations, repetitions, provenance
         case metricProvenance = "metric_provenance"
-        case alpha
+        case alpha, reference
     }
 
     public init(record: ExperimentRunRecord, runs: [RunRecord]) {
@@ -169,13 +171,18 @@ public struct Report: Codable, Sendable {
         geomeans = Comparator.geomeans(experiment: record.experiment, comparisons: comparisons)
         unavailable = Comparator.unavailable(runs)
         var proxies: [String: String] = [:]
-        for run in runs { for m in run.metrics { if let p = m.proxyFor, proxies[m.name] == nil { proxies[m.name] = p } } }
+        for run in runs {
+            for m in run.metrics where !m.name.contains("fault") {
+                if let p = m.proxyFor, proxies[m.name] == nil { proxies[m.name] = p }
+            }
+        }
         self.proxies = proxies
         description = record.experiment.description
         workloads = record.experiment.workloads.map { ReportWorkload($0, in: record.experiment) }
         conditions = record.experiment.conditions.map(\.name)
         configurations = record.experiment.configurations.map(\.name)
         alpha = record.experiment.analysis.alpha
+        reference = record.experiment.reference
         repetitions = AdaptiveRepetitions.status(
             experiment: record.experiment, plan: record.plan, comparisons: comparisons, experimentStatus: record.status)
         (provenance, metricProvenance) = Self.provenance(of: runs, configurations: configurations)
@@ -198,6 +205,14 @@ public struct Report: Codable, Sendable {
                     + outOfBand.map { "#\($0.planned.sequence)" }.joined(separator: ", ")
                     + " (see their fmfi_before)")
         }
+        notes += Self.pagingNotes(runs)
+        let logged = runs.filter { $0.provenance["kernel_log"] != nil }
+        if !logged.isEmpty {
+            notes.append(
+                "the kernel log reported an oops/BUG/WARNING/OOM kill/hung task/RCU stall/KVM error during "
+                    + "\(logged.count) run(s): "
+                    + logged.map { "#\($0.planned.sequence) (\($0.provenance["kernel_log"] ?? ""))" }.joined(separator: "; "))
+        }
         let drifted = runs.filter { $0.provenance["fragmentation.drift"] == "left the band during the run" }
         if !drifted.isEmpty {
             notes.append(
@@ -210,14 +225,57 @@ public struct Report: Codable, Sendable {
         }
         notes.append(
             "verdicts: Welch's t-test at α = \(record.experiment.analysis.alpha), "
-                + "a change smaller than \(record.experiment.analysis.minEffect * 100)% is 'same'; ratio CIs by Fieller's theorem"
+                + "a change smaller than \(record.experiment.analysis.minEffect * 100)% is 'same'; "
+                + "\(Self.confidencePercent(record.experiment.analysis.alpha))% ratio CIs by Fieller's theorem"
         )
+        notes += Self.bootNotes(comparisons)
         notes.append(
             "each metric is summarized as its workload or collector declares: rates by the harmonic mean (Welch and Fieller "
                 + "on reciprocals), times and counts by the arithmetic mean, per-run percentiles (p99) by the median of runs "
                 + "with Mann–Whitney U and a bootstrap CI (the run is the unit; percentiles are never averaged); log-t and "
                 + "bootstrap CIs are given beside; geometric means are taken per declared primary metric, never across metrics")
         self.notes = notes
+    }
+
+    /// "95" for α = 0.05, "99" for 0.01, "99.5" for 0.005.
+    public static func confidencePercent(_ alpha: Double) -> String {
+        String(format: "%g", ((1 - alpha) * 1000).rounded() / 10)
+    }
+
+    /// Which paging mode each KVM layer ran (EPT/NPT read back at boot; this machine's too).
+    static func pagingNotes(_ runs: [RunRecord]) -> [String] {
+        var modes: [String: Set<String>] = [:]
+        for run in runs {
+            for (key, value) in run.provenance {
+                if key == "paging.host" {
+                    modes["this machine", default: []].insert(value)
+                } else if key.hasSuffix(".knob:paging") {
+                    let layer = String(key.dropLast(".knob:paging".count))
+                    modes["\(run.planned.configuration) \(layer)", default: []].insert(value)
+                }
+            }
+        }
+        guard !modes.isEmpty else { return [] }
+        return [
+            "paging mode of each KVM layer (nested paging read back): "
+                + modes.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.sorted().joined(separator: "/"))" }
+                .joined(separator: "; ")
+        ]
+    }
+
+    /// What the CIs of stack runs cover: boot-to-boot variance only with two boots per side.
+    static func bootNotes(_ comparisons: [Comparison]) -> [String] {
+        let booted = comparisons.filter { $0.boots != nil && $0.bootsBaseline != nil }
+        guard !booted.isEmpty else { return [] }
+        let single = booted.filter { ($0.boots ?? 0) < 2 || ($0.bootsBaseline ?? 0) < 2 }
+        if single.isEmpty {
+            return ["stack runs: every cell has ≥ 2 VM boots per side; primary CIs are the bootstrap over boots (boot → run)"]
+        }
+        let cells = Set(single.map { "\($0.configuration)/\($0.workload)/\($0.condition)" }).sorted()
+        return [
+            "stack runs with one VM boot on a side (\(cells.joined(separator: ", "))): their CIs cover run-to-run noise "
+                + "only, not boot-to-boot variance (set repetitions.boots ≥ 2)"
+        ]
     }
 
     /// Distinct provenance values and command lines per configuration, and metric details.
@@ -261,6 +319,13 @@ public struct Report: Codable, Sendable {
     }
 }
 
+/// A report that could not be rendered.
+public struct ReportError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
 /// Output formats of `nestbench report`.
 public enum ReportFormat: String, CaseIterable, Sendable {
     case table, markdown, json, csv
@@ -268,23 +333,31 @@ public enum ReportFormat: String, CaseIterable, Sendable {
 
 /// Renders reports. Pure: returns text, never prints.
 public enum ReportRenderer {
-    public static func render(_ report: Report, as format: ReportFormat) -> String {
+    /// The report as text. Table and markdown lead with one verdict line per cell and the
+    /// geometric means; the full metric table only with `allMetrics`. JSON and CSV always carry
+    /// every comparison. Throws when the report cannot be encoded (JSON).
+    public static func render(_ report: Report, as format: ReportFormat, allMetrics: Bool = false) throws(ReportError)
+        -> String
+    {
         switch format {
-        case .json: return json(report)
+        case .json: return try json(report)
         case .csv: return csv(report)
-        case .table: return text(report, markdown: false)
-        case .markdown: return text(report, markdown: true)
+        case .table: return text(report, markdown: false, allMetrics: allMetrics)
+        case .markdown: return text(report, markdown: true, allMetrics: allMetrics)
         }
     }
 
-    public static func json(_ report: Report) -> String {
+    public static func json(_ report: Report) throws(ReportError) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         encoder.nonConformingFloatEncodingStrategy = .convertToString(
             positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let data = (try? encoder.encode(report)) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self) + "\n"
+        do {
+            return String(decoding: try encoder.encode(report), as: UTF8.self) + "\n"
+        } catch {
+            throw ReportError("could not encode report \(report.runID) as JSON: \(error)")
+        }
     }
 
     /// One row per comparison.
@@ -323,7 +396,86 @@ public enum ReportRenderer {
         var verdict: String
     }
 
-    static func text(_ report: Report, markdown: Bool) -> String {
+    /// Metrics shown beside the primary one on a verdict line where measured: TLB misses and the
+    /// huge-page alignment rate.
+    static func sideMetrics(_ available: [String], prefix: String) -> [String] {
+        var result: [String] = []
+        if available.contains(prefix + "tlb_misses") { result.append(prefix + "tlb_misses") }
+        if let a = available.first(where: {
+            $0.hasPrefix(prefix) && ($0.contains("alignment_rate") || $0.contains("aligned_rate"))
+        }) {
+            result.append(a)
+        }
+        return result
+    }
+
+    /// One line per workload × condition × configuration: the primary metric's ratio, CI and
+    /// verdict, runs and boots per side, TLB misses and the alignment rate where measured.
+    public static func verdictLines(_ report: Report) -> [String] {
+        func ciText(_ c: Comparison) -> String {
+            if let ci = c.ratioCI { return String(format: "[%.3f, %.3f]", ci[0], ci[1]) }
+            if let ci = c.ratioCILogT ?? c.ratioCIBootstrap {
+                return String(format: "CI unbounded (log-t/bootstrap [%.3f, %.3f])", ci[0], ci[1])
+            }
+            return "no CI"
+        }
+        var lines: [String] = []
+        for w in report.workloads {
+            guard let primary = w.primaryMetric else { continue }
+            let prefix = primary.contains(".") && w.members != nil ? String(primary.prefix { $0 != "." }) + "." : ""
+            for condition in report.conditions {
+                for configuration in report.configurations where configuration != report.baseline {
+                    let cell = report.comparisons.filter {
+                        $0.workload == w.label && $0.condition == condition && $0.configuration == configuration
+                            && $0.versus == nil
+                    }
+                    var line = "\(w.label) / \(condition) / \(configuration): "
+                    guard let c = cell.first(where: { $0.metric == primary }) else {
+                        let why =
+                            report.unavailable.first { $0.workload == w.label && $0.metric == primary }?.reason
+                            ?? "no successful runs on both sides"
+                        lines.append(line + "\(primary) not compared: \(why)")
+                        continue
+                    }
+                    line +=
+                        "\(primary) \(c.ratio.map { String(format: "%.3f", $0) } ?? "n/a") \(ciText(c)) \(c.verdict.uppercased())"
+                    var sample = "n \(c.n)/\(c.nBaseline) runs"
+                    if let b = c.boots, let bb = c.bootsBaseline { sample += ", \(b)/\(bb) boots" }
+                    if c.degenerate { sample += ", degenerate: zero variance" }
+                    line += " (\(sample))"
+                    for side in sideMetrics(cell.map(\.metric), prefix: prefix) {
+                        guard let s = cell.first(where: { $0.metric == side }) else { continue }
+                        line += "; \(side) \(s.ratio.map { String(format: "%.3f", $0) } ?? "n/a") \(ciText(s)) \(s.verdict)"
+                    }
+                    lines.append(line)
+                }
+            }
+        }
+        return lines
+    }
+
+    /// The heading of the verdict lines: what the numbers are.
+    static func verdictHeading(_ report: Report) -> String {
+        "verdicts: primary metric's ratio to \(report.baseline), \(Report.confidencePercent(report.alpha))% CI, "
+            + "verdict at α = \(report.alpha)"
+    }
+
+    /// The geometric means of the primary metric's ratios across workloads.
+    static func geomeanSection(_ report: Report, heading: String) -> String {
+        guard !report.geomeans.isEmpty else { return "" }
+        var out = "\n\(heading)geometric mean of ratios across workloads (one per primary metric)\n"
+        for g in report.geomeans {
+            let ci = g.ci.map { String(format: " [%.3f, %.3f]", $0[0], $0[1]) } ?? " (one workload: no CI)"
+            let each = g.workloads.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value))" }
+            out +=
+                "- \(g.configuration) / \(g.condition) / \(g.metric) (\(g.polarity == .neutral ? "neutral" : g.polarity.rawValue + " is better")): "
+                + "\(String(format: "%.3f", g.geomean))\(ci); "
+                + each.joined(separator: ", ") + "\n"
+        }
+        return out
+    }
+
+    static func text(_ report: Report, markdown: Bool, allMetrics: Bool = false) -> String {
         var out = ""
         let heading = markdown ? "## " : ""
         let style: TextTableStyle.Type = markdown ? Style.pipe : Style.simple
@@ -332,6 +484,15 @@ public enum ReportRenderer {
             "baseline: \(report.baseline); machine: \(report.machine.cpuModel), \(report.machine.cores) cores, "
             + "kernel \(report.machine.kernel); seed \(report.seed)\n\n"
         if let warning = report.machine.extra["warning"] { out += "WARNING: \(warning)\n\n" }
+        let verdicts = verdictLines(report)
+        if !verdicts.isEmpty {
+            out += "\(heading)\(verdictHeading(report))\n" + verdicts.map { "- " + $0 }.joined(separator: "\n") + "\n"
+        }
+        out += geomeanSection(report, heading: heading)
+        if !allMetrics {
+            let hidden = Set(report.comparisons.map(\.metric)).count
+            if hidden > 0 { out += "\n(\(hidden) metrics compared in all: --all-metrics shows the full table)\n" }
+        }
         // Metrics that are zero on both sides say nothing; JSON and CSV keep them.
         let rows = report.comparisons.filter { $0.mean != 0 || $0.baselineMean != 0 }.map { c in
             Row(
@@ -346,31 +507,22 @@ public enum ReportRenderer {
                 n: "\(c.n)/\(c.nBaseline)", verdict: c.verdict)
         }
         if rows.isEmpty {
-            out += "no comparisons: no configuration other than the baseline has successful runs\n"
-        } else {
+            out += "\nno comparisons: no configuration other than the baseline has successful runs\n"
+        } else if allMetrics {
+            out += "\n\(heading)all metrics\n"
             let table = TextTable<Row> { r in
                 [
                     Column(title: "workload", value: r.workload), Column(title: "condition", value: r.condition),
                     Column(title: "metric", value: r.metric), Column(title: "configuration", value: r.configuration),
                     Column(title: "mean ± sd", value: r.mean), Column(title: "baseline", value: r.baseline),
-                    Column(title: "ratio", value: r.ratio), Column(title: "95% CI", value: r.ci),
+                    Column(title: "ratio", value: r.ratio),
+                    Column(title: "\(Report.confidencePercent(report.alpha))% CI", value: r.ci),
                     Column(title: "p", value: r.p), Column(title: "n", value: r.n),
                     Column(title: "verdict", value: r.verdict),
                 ]
             }
             out += table.string(for: rows, style: style) ?? ""
             out += "\n"
-        }
-        if !report.geomeans.isEmpty {
-            out += "\n\(heading)geometric mean of ratios across workloads (one per primary metric)\n"
-            for g in report.geomeans {
-                let ci = g.ci.map { String(format: " [%.3f, %.3f]", $0[0], $0[1]) } ?? " (one workload: no CI)"
-                let each = g.workloads.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value))" }
-                out +=
-                    "- \(g.configuration) / \(g.condition) / \(g.metric) (\(g.polarity == .neutral ? "neutral" : g.polarity.rawValue + " is better")): "
-                    + "\(String(format: "%.3f", g.geomean))\(ci); "
-                    + each.joined(separator: ", ") + "\n"
-            }
         }
         if !report.unavailable.isEmpty {
             out += "\n\(heading)unavailable metrics\n"

@@ -154,20 +154,25 @@ struct CompareCommand: AsyncParsableCommand {
             baseline: baseRuns, candidate: candRuns, baselineLabel: "\(baseRecord.id):\(baseConfig)",
             candidateLabel: "\(candRecord.id):\(candConfig)", thresholds: thresholds, primary: primary,
             alpha: candRecord.experiment.analysis.alpha, experiment: candRecord.experiment)
-        Console.out(format == .json ? Self.json(result) : Self.table(result))
+        Console.out(format == .json ? try Self.json(result) : Self.table(result))
         let code = result.outcome.exitCode(failOnImprovement: thresholdOptions.failOnImprovement)
         if code != ExitCodes.ok {
             throw CommandFailure(code: code, message: "")
         }
     }
 
-    static func json<T: Encodable>(_ value: T) -> String {
+    /// Pretty JSON; an encoding failure is an error (exit 1), never an empty object.
+    static func json<T: Encodable>(_ value: T) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         encoder.nonConformingFloatEncodingStrategy = .convertToString(
             positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
+        do {
+            return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: "could not encode the result as JSON: \(error)")
+        }
     }
 
     static func table(_ r: ABComparison) -> String {

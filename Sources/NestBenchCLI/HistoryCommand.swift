@@ -45,7 +45,7 @@ struct HistoryCommand: AsyncParsableCommand {
         }
         switch format {
         case .json:
-            Console.out(CompareCommand.json(series))
+            Console.out(try CompareCommand.json(series))
         case .csv:
             let header = [
                 "workload", "condition", "configuration", "metric", "unit", "center", "run_id", "started_at", "tags", "value",
@@ -135,7 +135,7 @@ struct NightlyCommand: AsyncParsableCommand {
             }
         }
         if format == .json {
-            Console.out(CompareCommand.json(checks))
+            Console.out(try CompareCommand.json(checks))
         } else {
             var out = "nightly check of \(record.id) (\(record.experiment.name)) against its history\n"
             for c in checks where c.verdict != "reported" || global.verbose > 0 {

@@ -16,6 +16,9 @@ struct ReportCommand: AsyncParsableCommand {
     @Option(help: "table, markdown, json or csv.")
     var format: ReportFormat = .table
 
+    @Flag(help: "Show every metric's comparison in the table/markdown report (JSON, CSV and HTML always have them).")
+    var allMetrics = false
+
     @Option(help: "Also write a self-contained HTML report (Figs. 11–16 as inline SVG, tables, provenance) to this file.")
     var html: String?
 
@@ -39,7 +42,11 @@ struct ReportCommand: AsyncParsableCommand {
             }
             Console.error("nestbench: wrote \(html)")
         }
-        Console.out(ReportRenderer.render(report, as: format))
+        do {
+            Console.out(try ReportRenderer.render(report, as: format, allMetrics: allMetrics))
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: error.description)
+        }
     }
 }
 

@@ -43,6 +43,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Report format on stdout: table, markdown, json, csv.")
     var format: ReportFormat = .table
 
+    @Flag(help: "Show every metric's comparison in the table/markdown report (JSON, CSV and HTML always have them).")
+    var allMetrics = false
+
     func validate() throws {
         for tag in tags where !tag.contains("=") {
             throw ValidationError("--tag takes key=value, found \"\(tag)\"")
@@ -65,11 +68,24 @@ struct RunCommand: AsyncParsableCommand {
         }
 
         if dryRun {
-            var generator = SeededGenerator(seed: seed ?? loaded.experiment.seed ?? 1)
+            // The seed the real run would use: --seed, else the file's, else a fresh one, printed so
+            // `run --seed N` reproduces exactly this order.
+            let chosen = Orchestrator.seed(option: seed, experiment: loaded.experiment)
+            var generator = SeededGenerator(seed: chosen)
             let plan = Planner.initialPlan(for: loaded.experiment, generator: &generator)
+            let source = seed != nil ? "--seed" : loaded.experiment.seed != nil ? "the file's seed" : "drawn now"
+            Console.out("seed \(chosen) (\(source)); `nestbench run \(file) --seed \(chosen)` runs this order\n")
+            Console.out(Self.bootCost(loaded.experiment))
+            let stacks = Set(loaded.experiment.configurations.filter { $0.platform == .qemu }.map(\.name))
             for p in plan {
-                Console.out("\(p.sequence)\t\(p.configuration)\t\(p.workload)\t\(p.condition)\trep \(p.repetition)\n")
+                let boot =
+                    stacks.contains(p.configuration)
+                    ? "\tboot \(loaded.experiment.repetitions.bootIndex(repetition: p.repetition) + 1)" : ""
+                Console.out("\(p.sequence)\t\(p.configuration)\t\(p.workload)\t\(p.condition)\trep \(p.repetition)\(boot)\n")
             }
+            Console.out(
+                "then adaptive blocks (cells with a wide CI, up to \(loaded.experiment.repetitions.max) repetitions) "
+                    + "drawn from the same seed\n")
             let problems = LocalPlatform.preflight(loaded.experiment.configurations)
             for problem in problems { Console.error("preflight: \(problem)") }
             if !problems.isEmpty { throw CommandFailure(code: ExitCodes.error, message: "") }
@@ -137,7 +153,11 @@ struct RunCommand: AsyncParsableCommand {
         }
         let runs = try store.runs(of: id)
         let report = Report(record: record.declared(), runs: runs)
-        Console.out(ReportRenderer.render(report, as: format))
+        do {
+            Console.out(try ReportRenderer.render(report, as: format, allMetrics: allMetrics))
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: "run \(id) is stored, but \(error.description)")
+        }
         Console.error("nestbench: stored as run \(id) in \(resultsOptions.databasePath)")
         if runs.contains(where: { $0.status == .failed }) {
             throw CommandFailure(code: ExitCodes.workloadFailed, message: "some runs failed (see the report)")
@@ -161,6 +181,17 @@ struct RunCommand: AsyncParsableCommand {
         return QemuPlatform(booter: booter, logger: logger)
     }
 
+    /// What the reboot policy costs: boots per stack configuration and their count.
+    static func bootCost(_ experiment: Experiment) -> String {
+        let stacks = experiment.configurations.filter { $0.platform == .qemu }
+        guard !stacks.isEmpty else { return "" }
+        let b = experiment.repetitions.stackBoots
+        let layers = stacks.map(\.layers.count).max() ?? 0
+        return
+            "reboots: \(b) boot(s) per stack configuration × \(stacks.count) configurations = \(b * stacks.count) stack boots "
+            + "(a \(layers)-layer stack takes minutes to boot: ~4 min for 3 layers on an emulated host; set repetitions.boots)\n"
+    }
+
     static func duration(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
         return s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
@@ -179,7 +210,9 @@ final class SignalTrap: @unchecked Sendable {
             source.setEventHandler {
                 Console.error("\nnestbench: interrupted by signal \(sig): stopping workloads and restoring the machine")
                 CleanupRegistry.shared.runAll()
-                exit(128 + sig)
+                let failures = RestoreFailures.all
+                for f in failures { Console.error("nestbench: restoring the machine failed: \(f)") }
+                exit(failures.isEmpty ? 128 + sig : ExitCodes.error)
             }
             source.resume()
             trap.sources.append(source)

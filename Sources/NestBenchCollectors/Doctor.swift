@@ -45,7 +45,65 @@ public struct DoctorEnvironment: Sendable {
 /// What this machine can measure and run.
 public enum Doctor {
     public static func checks(_ env: DoctorEnvironment = DoctorEnvironment()) -> [DoctorCheck] {
-        [pmu(), paranoid(env), kvm(env), thp(env), khugepaged(env), hugetlb(env), debugfs(env), qemu(env), root(env)]
+        [
+            pmu(), paranoid(env), kvm(env), paging(env), thp(env), khugepaged(env), hugetlb(env), debugfs(env), qemu(env),
+            root(env),
+        ]
+            + noise(files: NoiseSources.readThisMachine().files, processes: NoiseSources.readThisMachine().processes)
+            + [kernelLog()]
+    }
+
+    /// One line per noise source (ASLR, NUMA balancing, KSM, governor, boost, irqbalance) with its
+    /// state: `limited` with the fixing line when it is in its noisy state. Experiments control
+    /// ASLR, NUMA balancing, governor and boost by default (`environment:`); KSM only when they say.
+    public static func noise(files: [String: String], processes: [String]) -> [DoctorCheck] {
+        NoiseSources.assess(files: files, processes: processes, settings: EnvironmentSettings(ksm: "leave")).map { s in
+            guard s.present else {
+                return DoctorCheck(name: s.name, status: .info, value: s.state, reason: "nothing to control on this machine")
+            }
+            let noisy = !["off", "performance"].contains(s.state)
+            guard noisy else {
+                return DoctorCheck(name: s.name, status: .ok, value: s.state, reason: "quiet state")
+            }
+            let byDefault =
+                s.name == "ksm" || s.name == "irqbalance"
+                ? "uncontrolled noise source unless the experiment sets it"
+                : "uncontrolled outside experiments (they set it by default; environment: \(s.name): leave keeps it)"
+            return DoctorCheck(name: s.name, status: .limited, value: s.state, reason: "\(byDefault); fix: \(s.fix)")
+        }
+    }
+
+    /// Nested paging (EPT/NPT) of this machine's KVM module.
+    static func paging(_ env: DoctorEnvironment) -> DoctorCheck {
+        var files: [String: String] = [:]
+        for module in ["kvm_intel", "kvm_amd"] {
+            let path = "\(env.sysModule)/\(module)/parameters/\(module == "kvm_intel" ? "ept" : "npt")"
+            if let t = KernelFile.read(path) {
+                files["/sys/module/\(module)/parameters/\(module == "kvm_intel" ? "ept" : "npt")"] = t
+            }
+        }
+        guard let mode = NestedPaging.mode(files: files) else {
+            return DoctorCheck(
+                name: "paging", status: .info, value: "no kvm_intel/kvm_amd module",
+                reason: "no hardware nested paging to check here (stacks' guest layers are checked in their preflight)")
+        }
+        let on = mode.hasSuffix(" on")
+        return DoctorCheck(
+            name: "paging", status: on ? .ok : .limited, value: mode,
+            reason: on ? "two-dimensional paging for guests" : "guests run on shadow paging: reload the module with ept=1/npt=1")
+    }
+
+    /// Whether runs can read the kernel log (/dev/kmsg) to catch oopses, OOM kills, hung tasks.
+    static func kernelLog() -> DoctorCheck {
+        let watch = KernelLogWatch()
+        if let why = watch.unavailableReason {
+            return DoctorCheck(
+                name: "kernel_log", status: .limited, value: "unreadable",
+                reason: "\(why): runs cannot be checked for oops/BUG/WARNING/OOM kills (run as root)")
+        }
+        return DoctorCheck(
+            name: "kernel_log", status: .ok, value: "/dev/kmsg readable",
+            reason: "each run is checked for oops/BUG/WARNING/OOM-kill/hung-task/KVM errors (environment.kernel_log: mark|fail)")
     }
 
     static func pmu() -> DoctorCheck {

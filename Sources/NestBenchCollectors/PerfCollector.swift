@@ -28,10 +28,12 @@ public struct PerfPlan: Sendable {
 
 /// Builds `PerfPlan`s from the experiment's `collectors.perf` settings and this machine.
 public enum PerfPlanner {
-    /// Proxies: kernel software events and a tracepoint, labeled with what they stand in for.
-    public static let proxies: [(metric: String, event: String, unit: String, proxyFor: String)] = [
-        ("perf.page_faults", "perf::PERF_COUNT_SW_PAGE_FAULTS", "faults", "tlb_misses"),
-        ("perf.minor_faults", "perf::PERF_COUNT_SW_PAGE_FAULTS_MIN", "faults", "tlb_misses"),
+    /// Kernel software events and a tracepoint, labeled with what they stand in for where they do
+    /// (task-clock for cycles). Page faults are page faults: they stand in for nothing (a fault is
+    /// not a TLB miss), so they carry no `proxyFor`.
+    public static let proxies: [(metric: String, event: String, unit: String, proxyFor: String?)] = [
+        ("perf.page_faults", "perf::PERF_COUNT_SW_PAGE_FAULTS", "faults", nil),
+        ("perf.minor_faults", "perf::PERF_COUNT_SW_PAGE_FAULTS_MIN", "faults", nil),
         ("perf.task_clock", "perf::PERF_COUNT_SW_TASK_CLOCK", "ns", "cycles"),
     ]
     public static let tracepointProxy = (metric: "perf.tlb_flush", tracepoint: "tlb:tlb_flush", proxyFor: "tlb_misses")

@@ -16,7 +16,7 @@ public struct LoadedExperiment: Sendable {
 public enum ExperimentLoader {
     static let topKeys: Set<String> = [
         "name", "description", "baseline", "seed", "configurations", "workloads", "conditions",
-        "repetitions", "analysis", "collectors",
+        "repetitions", "analysis", "collectors", "reference", "environment",
     ]
 
     /// Loads `path`; every problem in the file is reported at once in the thrown error.
@@ -111,6 +111,8 @@ public enum ExperimentLoader {
             fields["analysis"].map { readAnalysis($0.0, at: $0.1, r, conditionNames: conditions.map(\.name)) }
             ?? AnalysisSettings()
         let collectors = fields["collectors"].map { readCollectors($0.0, at: $0.1, r) }
+        let reference = fields["reference"].flatMap { readReference($0.0, at: $0.1, r) }
+        let environment = fields["environment"].map { readEnvironment($0.0, at: $0.1, r) }
 
         var baseline: String?
         if let (node, path) = required("baseline"), let b = r.string(node, at: path) {
@@ -128,11 +130,122 @@ public enum ExperimentLoader {
         if let (node, path) = fields["workloads"], workloads.isEmpty, case .sequence = node {
             r.problem(path, node, "at least one workload is required")
         }
+        if let reference, let (node, path) = fields["reference"] {
+            for (i, v) in reference.values.enumerated() {
+                if !configurations.isEmpty, !configurations.contains(where: { $0.name == v.configuration }) {
+                    r.problem(
+                        "\(path).values[\(i)].configuration", node,
+                        "\"\(v.configuration)\" is not a configuration of this experiment")
+                }
+                if let c = v.condition, !conditions.contains(where: { $0.name == c }) {
+                    r.problem("\(path).values[\(i)].condition", node, "\"\(c)\" is not a condition of this experiment")
+                }
+            }
+        }
         guard let name, let baseline else { return nil }
-        return Experiment(
+        var experiment = Experiment(
             name: name, description: description, baseline: baseline, seed: seed,
             configurations: configurations, workloads: workloads, conditions: conditions,
             repetitions: repetitions, analysis: analysis, collectors: collectors)
+        experiment.reference = reference
+        experiment.environment = environment
+        return experiment
+    }
+
+    /// `reference: {source: "…", values: [{figure: fig11, configuration: xgemini, condition: clean,
+    /// change: +16.5% | ratio: 1.165, label: "…"}]}`.
+    static func readReference(_ node: Node, at path: String, _ r: YAMLReader) -> ReferenceSet? {
+        guard let fields = r.mapping(node, at: path, allowed: ["source", "values"]) else { return nil }
+        var source: String?
+        var values: [ReferenceValue] = []
+        for f in fields {
+            switch f.key {
+            case "source": source = r.string(f.value, at: f.path)
+            default:
+                guard let items = r.sequence(f.value, at: f.path) else { continue }
+                for (i, item) in items.enumerated() {
+                    let at = "\(f.path)[\(i)]"
+                    guard
+                        let entries = r.mapping(
+                            item, at: at, allowed: ["figure", "configuration", "condition", "change", "ratio", "label"])
+                    else { continue }
+                    var by: [String: (Node, String)] = [:]
+                    for e in entries { by[e.key] = (e.value, e.path) }
+                    let figure = by["figure"].flatMap { r.string($0.0, at: $0.1) }
+                    let configuration = by["configuration"].flatMap { r.string($0.0, at: $0.1) }
+                    var ratio: Double?
+                    if let (n, p) = by["ratio"] { ratio = r.double(n, at: p, range: 0.000001...1_000_000) }
+                    if let (n, p) = by["change"], let text = r.string(n, at: p) {
+                        let t = text.trimmingCharacters(in: .whitespaces)
+                        if t.hasSuffix("%"),
+                            let v = Double(
+                                t.dropLast().replacingOccurrences(of: "+", with: "")
+                                    .replacingOccurrences(of: "−", with: "-"))
+                        {
+                            ratio = 1 + v / 100
+                        } else {
+                            r.problem(p, n, "change must be a percentage such as +16.5% or -35.0%, got \"\(text)\"")
+                        }
+                    }
+                    if figure == nil { r.problem(at, item, "missing required key \"figure\"") }
+                    if configuration == nil { r.problem(at, item, "missing required key \"configuration\"") }
+                    if ratio == nil, by["ratio"] == nil, by["change"] == nil {
+                        r.problem(at, item, "give the published value as change: +16.5% or ratio: 1.165")
+                    }
+                    guard let figure, let configuration, let ratio else { continue }
+                    values.append(
+                        ReferenceValue(
+                            figure: figure, configuration: configuration,
+                            condition: by["condition"].flatMap { r.string($0.0, at: $0.1) }, ratio: ratio,
+                            label: by["label"].flatMap { r.string($0.0, at: $0.1) }))
+                }
+            }
+        }
+        guard let source else {
+            r.problem(path, node, "missing required key \"source\" (where the reference values come from)")
+            return nil
+        }
+        return ReferenceSet(source: source, values: values)
+    }
+
+    /// `environment: {aslr: off, numa_balancing: off, ksm: leave, governor: performance, boost: off,
+    /// kernel_log: mark}`.
+    static func readEnvironment(_ node: Node, at path: String, _ r: YAMLReader) -> EnvironmentSettings {
+        var settings = EnvironmentSettings()
+        guard let fields = r.mapping(node, at: path, allowed: Set(EnvironmentSettings.names)) else { return settings }
+        for f in fields {
+            guard let raw = r.string(f.value, at: f.path) else { continue }
+            // YAML 1.1 reads off/on as booleans; Yams gives them back as "false"/"true" strings or the literal.
+            let v: String
+            switch raw.lowercased() {
+            case "false", "no", "0": v = "off"
+            case "true", "yes", "1": v = "on"
+            default: v = raw
+            }
+            let onOff = ["off", "on", "leave"]
+            switch f.key {
+            case "kernel_log":
+                guard ["mark", "fail"].contains(v) else {
+                    r.problem(f.path, f.value, "kernel_log must be mark or fail, got \"\(raw)\"")
+                    continue
+                }
+                settings.kernelLog = v
+            case "governor":
+                settings.governor = v
+            default:
+                guard onOff.contains(v) else {
+                    r.problem(f.path, f.value, "\(f.key) must be off, on or leave, got \"\(raw)\"")
+                    continue
+                }
+                switch f.key {
+                case "aslr": settings.aslr = v
+                case "numa_balancing": settings.numaBalancing = v
+                case "ksm": settings.ksm = v
+                default: settings.boost = v
+                }
+            }
+        }
+        return settings
     }
 
     static func readConfigurations(_ node: Node, at path: String, _ r: YAMLReader) -> [Configuration]? {
@@ -443,12 +556,13 @@ public enum ExperimentLoader {
 
     static func readRepetitions(_ node: Node, at path: String, _ r: YAMLReader) -> RepetitionPolicy {
         var policy = RepetitionPolicy()
-        guard let fields = r.mapping(node, at: path, allowed: ["min", "max", "target_ci"]) else { return policy }
+        guard let fields = r.mapping(node, at: path, allowed: ["min", "max", "target_ci", "boots"]) else { return policy }
         var maxNode: Node?
         var explicitMax = false
         for f in fields {
             switch f.key {
             case "min": if let v = r.int(f.value, at: f.path, range: 2...1000) { policy.min = v }
+            case "boots": if let v = r.int(f.value, at: f.path, range: 1...1000) { policy.boots = v }
             case "max":
                 maxNode = f.value
                 if let v = r.int(f.value, at: f.path, range: 2...1000) {
@@ -461,6 +575,9 @@ public enum ExperimentLoader {
         if !explicitMax { policy.max = Swift.max(policy.max, policy.min) }
         if policy.max < policy.min {
             r.problem("\(path).max", maxNode ?? node, "max (\(policy.max)) is smaller than min (\(policy.min))")
+        }
+        if let b = policy.boots, b > policy.min, let f = fields.first(where: { $0.key == "boots" }) {
+            r.problem(f.path, f.value, "boots (\(b)) is larger than min (\(policy.min)): each boot holds at least one block")
         }
         return policy
     }

@@ -14,6 +14,11 @@ public struct Experiment: Codable, Sendable, Hashable {
     public var analysis: AnalysisSettings
     /// What the collectors measure; nil = the defaults (`CollectorSettings()`).
     public var collectors: CollectorSettings?
+    /// Published values to draw beside ours (e.g. the xGemini paper's §5 headlines); nil = none.
+    public var reference: ReferenceSet? = nil
+    /// Noise sources this machine is put into for the run (ASLR, NUMA balancing, KSM, governor,
+    /// boost); nil = the defaults (`EnvironmentSettings()`).
+    public var environment: EnvironmentSettings? = nil
     /// What the collectors' metrics are (perf, usage, vmstat, monitor, fragmenter …), resolved when
     /// the experiment is loaded and stored with it; nil in experiments stored before declarations.
     public var collectorMetrics: [MetricDeclaration]?
@@ -340,6 +345,26 @@ public struct RepetitionPolicy: Codable, Sendable, Hashable {
     /// Stop adding repetitions to a cell once its ratio CI half-width, relative to the ratio,
     /// is below this (e.g. 0.02 = ±2%).
     public var targetRelativeCI: Double
+    /// VM boots per configuration of a `qemu` stack (`repetitions.boots`); nil = the default
+    /// (`defaultStackBoots`). Local configurations have no boot to repeat.
+    public var boots: Int? = nil
+
+    /// Boots per stack configuration when the file does not say: two, so boot-to-boot variance
+    /// is in the CI (the hierarchical bootstrap needs two boots per side).
+    public static let defaultStackBoots = 2
+
+    /// Boots a stack configuration gets: the file's value, else the default, never more than
+    /// `min` (each boot holds at least one block).
+    public var stackBoots: Int { Swift.max(1, Swift.min(boots ?? Self.defaultStackBoots, min)) }
+
+    /// Which boot (0-based) of its configuration's stack a repetition (1-based) runs in: the
+    /// `min` initial blocks are split into `stackBoots` contiguous spans in the interleaved order;
+    /// adaptive follow-up blocks run in the last boot.
+    public func bootIndex(repetition: Int) -> Int {
+        let b = stackBoots
+        guard b > 1 else { return 0 }
+        return Swift.min(b - 1, Swift.max(0, repetition - 1) * b / Swift.max(min, 1))
+    }
 
     public init(min: Int = 5, max: Int = 10, targetRelativeCI: Double = 0.02) {
         self.min = min

@@ -61,6 +61,10 @@ public final class Orchestrator: Sendable {
     /// The platforms by kind: `local` (this machine) and any other registered provider.
     public let providers: [PlatformKind: any PlaceProvider]
     let logger: Logger
+    /// Which boot each stack configuration is in (the reboot policy).
+    let bootPlan = BootPlan()
+    /// This run's environment knobs (set at preflight).
+    let environmentKnobs = EnvironmentKnobs()
 
     public init(
         registry: WorkloadRegistry, platform: LocalPlatform, store: Store,
@@ -97,10 +101,38 @@ public final class Orchestrator: Sendable {
         return f.string(from: date) + "-" + String(format: "%04x", UInt16.random(in: 0...UInt16.max))
     }
 
+    /// The seed of a run's order: `--seed`, else the file's, else a fresh random one (recorded).
+    public static func seed(option: UInt64?, experiment: Experiment) -> UInt64 {
+        option ?? experiment.seed ?? UInt64.random(in: 1...UInt64.max)
+    }
+
     /// A configuration as the local platform applies it: with hardware virtualization a stack's
     /// L0 is this machine, and its settings are this machine's knobs.
+    /// The experiment's `environment:` knobs (ASLR, NUMA balancing, KSM, governor, boost) are
+    /// set under every configuration's own knobs (a configuration that sets one itself wins).
     func onThisMachine(_ configuration: Configuration) -> Configuration {
-        providers[configuration.platform]?.thisMachine(configuration) ?? configuration
+        var c = providers[configuration.platform]?.thisMachine(configuration) ?? configuration
+        var env = LayerSettings()
+        let own = Set(c.host.knobs.map(\.path))
+        for knob in environmentKnobs.knobs where !own.contains(knob.path) { env.sysfs[knob.path] = knob.value }
+        c.host = env.overridden(by: c.host)
+        return c
+    }
+
+    /// The knobs that put this machine into the experiment's environment: explicit settings
+    /// always (preflight fails when they cannot be written), defaults only where writable (a
+    /// non-root run leaves them, and the run's provenance says "uncontrolled").
+    public static func environmentKnobs(_ settings: EnvironmentSettings?, isRoot: Bool = getuid() == 0) -> [Knob] {
+        let machine = NoiseSources.readThisMachine()
+        let sources = NoiseSources.assess(files: machine.files, processes: machine.processes, settings: settings)
+        var knobs: [Knob] = []
+        for source in sources where source.controlled {
+            let explicit = settings?.isExplicit(source.name) ?? false
+            for knob in source.knobs where explicit || (isRoot && FileManager.default.isWritableFile(atPath: knob.path)) {
+                knobs.append(knob)
+            }
+        }
+        return knobs
     }
 
     /// Every platform's VMs and helpers are gone.
@@ -110,6 +142,7 @@ public final class Orchestrator: Sendable {
 
     /// Checks that the experiment can run here without changing anything.
     public func preflight(_ experiment: Experiment) throws(OrchestratorError) {
+        environmentKnobs.set(Self.environmentKnobs(experiment.environment))
         var problems = LocalPlatform.preflight(experiment.configurations.map(onThisMachine))
         let isRoot = getuid() == 0
         for condition in experiment.conditions {
@@ -152,9 +185,10 @@ public final class Orchestrator: Sendable {
             )
             if !problems.isEmpty { throw OrchestratorError(problems.joined(separator: "\n")) }
         }
-        let seed = options.seed ?? experiment.seed ?? UInt64.random(in: 1...UInt64.max)
+        let seed = Self.seed(option: options.seed, experiment: experiment)
         var generator = SeededGenerator(seed: seed)
         var plan = Planner.initialPlan(for: experiment, generator: &generator)
+        bootPlan.reset(policy: experiment.repetitions)
         let record = ExperimentRunRecord(
             id: id, experiment: experiment, filePath: loaded.path, contentHash: loaded.contentHash,
             content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: machine,
@@ -164,9 +198,13 @@ public final class Orchestrator: Sendable {
 
         let store = self.store
         let platform = self.platform
+        let logger = self.logger
         let cleanup = CleanupRegistry.shared.register { [self] in
             teardownPlatforms()
-            try? platform.restoreAll()
+            do { try platform.restoreAll() } catch {
+                logger.critical("restoring the machine failed", metadata: ["error": "\(error)"])
+                RestoreFailures.record("\(error)")
+            }
             try? store.finish(id, status: .interrupted)
         }
         defer { CleanupRegistry.shared.unregister(cleanup) }
@@ -175,6 +213,7 @@ public final class Orchestrator: Sendable {
         let start = ContinuousClock.now
         var durations: [Double] = []
         var index = 0
+        var consoleOffsets: [String: UInt64] = [:]
         var finalStatus: ExperimentRunRecord.Status = .completed
         do {
             while index < plan.count {
@@ -183,8 +222,11 @@ public final class Orchestrator: Sendable {
                 let eta = durations.isEmpty ? nil : Statistics.mean(durations) * Double(plan.count - index)
                 progress(Progress(index: index, total: plan.count, planned: planned, elapsedSeconds: elapsed, etaSeconds: eta))
                 let runStart = ContinuousClock.now
-                let run = try await execute(
+                let kernelLog = KernelLogWatch()
+                var run = try await execute(
                     planned, experiment: experiment, experimentRunID: id, options: options, collectors: collectors)
+                run = try afterRun(
+                    run, kernelLog: kernelLog, consoleOffsets: &consoleOffsets, environment: experiment.environment)
                 durations.append((ContinuousClock.now - runStart).seconds)
                 progress(
                     Progress(
@@ -203,7 +245,12 @@ public final class Orchestrator: Sendable {
         } catch {
             finalStatus = .failed
             teardownPlatforms()
-            try? platform.restoreAll()
+            do { try platform.restoreAll() } catch let restoreError {
+                logger.critical("restoring the machine failed", metadata: ["error": "\(restoreError)"])
+                RestoreFailures.record("\(restoreError)")
+                try? store.finish(id, status: finalStatus)
+                throw OrchestratorError("\(error); and restoring the machine failed: \(restoreError)")
+            }
             try? store.finish(id, status: finalStatus)
             throw error
         }
@@ -211,6 +258,58 @@ public final class Orchestrator: Sendable {
         try platform.restoreAll()
         try store.finish(id, status: finalStatus)
         return id
+    }
+
+    /// After each run: the kernel log of this machine since the run started and of every VM layer
+    /// (its console log since the last scan) — an oops, BUG, WARNING, OOM kill, hung task, RCU
+    /// stall or KVM error marks the run (`kernel_log` in its provenance) or fails it
+    /// (`environment.kernel_log: fail`) —; the noise sources' state and this machine's paging mode.
+    func afterRun(
+        _ run: RunRecord, kernelLog: KernelLogWatch, consoleOffsets: inout [String: UInt64],
+        environment: EnvironmentSettings?
+    ) throws -> RunRecord {
+        var run = run
+        var findings: [(layer: String, finding: KernelLog.Finding)] = []
+        if let why = kernelLog.unavailableReason {
+            run.provenance["kernel_log.host"] = "unavailable: \(why)"
+        } else {
+            let text = kernelLog.drain().joined(separator: "\n")
+            findings += KernelLog.findings(in: text).map { ("host", $0) }
+            run.provenance["kernel_log.host"] = "scanned"
+        }
+        for (key, path) in run.provenance where key.hasSuffix(".console") {
+            let layer = String(key.dropLast(".console".count))
+            guard let handle = FileHandle(forReadingAtPath: path) else { continue }
+            defer { try? handle.close() }
+            let from = consoleOffsets[path] ?? 0
+            try? handle.seek(toOffset: from)
+            let data = (try? handle.readToEnd()) ?? Data()
+            consoleOffsets[path] = from + UInt64(data.count)
+            findings += KernelLog.findings(in: String(decoding: data, as: UTF8.self)).map { (layer, $0) }
+            run.provenance["kernel_log.\(layer)"] = from == 0 ? "scanned (console since boot)" : "scanned"
+        }
+        if !findings.isEmpty {
+            let summary = findings.map { "\($0.layer): \($0.finding.kind): \($0.finding.line)" }.joined(separator: " | ")
+            run.provenance["kernel_log"] = summary
+            logger.warning(
+                "kernel log during the run", metadata: ["run.sequence": "\(run.planned.sequence)", "findings": "\(summary)"])
+            if environment?.kernelLogFails == true, run.status == .ok {
+                run.status = .failed
+                run.reason = "kernel log during the run (environment.kernel_log: fail): \(summary)"
+            }
+        }
+        let machine = NoiseSources.readThisMachine()
+        for (k, v) in NoiseSources.provenance(
+            NoiseSources.assess(
+                files: machine.files, processes: machine.processes, settings: environment))
+        {
+            run.provenance[k] = v
+        }
+        var pagingFiles: [String: String] = [:]
+        for p in NestedPaging.files { if let t = KernelFile.read(p) { pagingFiles[p] = t } }
+        if let mode = NestedPaging.mode(files: pagingFiles) { run.provenance["paging.host"] = mode }
+        try store.amend(run)
+        return run
     }
 
     /// Cells whose primary-metric ratio CI is wider than the target get one more interleaved block
@@ -299,10 +398,19 @@ public final class Orchestrator: Sendable {
                 WorkloadResult(
                     status: .unavailable, reason: "the \(configuration.platform.rawValue) platform is not set up"))
         }
+        // Reboot policy: a stack configuration's repetitions are spread over `repetitions.boots`
+        // boots in the interleaved order; a run whose boot is not the current one boots afresh.
+        let stacked = configuration.platform == .qemu
+        let bootIndex = bootPlan.wanted(planned)
+        if stacked && bootPlan.needsReboot(configuration.name, index: bootIndex) { provider.discard(configuration) }
         let placement: any Placement
         do {
             placement = try await provider.open(
                 configuration, host: host, collectors: experiment.collectors ?? CollectorSettings(), artifacts: artifacts)
+            if stacked {
+                bootPlan.booted(configuration.name, index: bootIndex)
+                provenance["vm_boot.index"] = String(bootIndex + 1)
+            }
         } catch {
             provenance["stack_directory"] = artifacts + "/vm"
             logger.error("placement failed", metadata: ["configuration": "\(configuration.name)", "error": "\(error)"])
@@ -485,4 +593,36 @@ final class SampleBox: @unchecked Sendable {
         defer { lock.unlock() }
         return items
     }
+}
+
+/// The reboot policy's state: which boot (0-based) each stack configuration is in.
+final class BootPlan: @unchecked Sendable {
+    private let lock = NSLock()
+    private var policy = RepetitionPolicy()
+    private var current: [String: Int] = [:]
+
+    func reset(policy: RepetitionPolicy) {
+        lock.withLock {
+            self.policy = policy
+            current = [:]
+        }
+    }
+
+    /// The boot a planned run belongs in.
+    func wanted(_ planned: PlannedRun) -> Int { lock.withLock { policy.bootIndex(repetition: planned.repetition) } }
+
+    /// Whether the configuration's booted stack is an earlier boot than `index`.
+    func needsReboot(_ configuration: String, index: Int) -> Bool {
+        lock.withLock { current[configuration].map { $0 != index } ?? false }
+    }
+
+    func booted(_ configuration: String, index: Int) { lock.withLock { current[configuration] = index } }
+}
+
+/// The environment knobs of the experiment being run.
+final class EnvironmentKnobs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: [Knob] = []
+    func set(_ knobs: [Knob]) { lock.withLock { value = knobs } }
+    var knobs: [Knob] { lock.withLock { value } }
 }

@@ -135,3 +135,15 @@ public final class LocalPlatform: @unchecked Sendable {
         return !originals.isEmpty
     }
 }
+
+/// Restore failures of cleanup paths that cannot throw (signal handlers, error paths that rethrow
+/// the first error): recorded here so the command reports them and exits non-zero.
+public enum RestoreFailures {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var messages: [String] = []
+
+    public static func record(_ message: String) { lock.withLock { messages.append(message) } }
+
+    /// Every failure recorded so far in this process.
+    public static var all: [String] { lock.withLock { messages } }
+}

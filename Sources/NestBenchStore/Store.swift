@@ -179,6 +179,24 @@ public final class Store: Sendable {
         }
     }
 
+    /// Updates a stored run's status, reason and provenance (what is learned after it ended: the
+    /// kernel log, the environment's state). Metrics and samples stay as measured.
+    public func amend(_ run: RunRecord) throws(StoreError) {
+        try wrap("amending run \(run.planned.sequence)") {
+            try db.write { db in
+                try db.execute(
+                    sql: """
+                        UPDATE run SET status = ?, reason = ?, provenance_json = ?
+                        WHERE experiment_runId = ? AND sequence = ?
+                        """,
+                    arguments: [
+                        run.status.rawValue, run.reason, try Self.encoder.encode(run.provenance), run.experimentRunID,
+                        run.planned.sequence,
+                    ])
+            }
+        }
+    }
+
     /// Inserts one run with its metrics and samples; returns the run's row id.
     static func insert(
         _ run: RunRecord, samples: [(tMillis: Int64, name: String, value: Double)], db: Database

@@ -368,7 +368,9 @@ struct StackPlacement: Placement {
     }
 
     var provenance: [String: String] {
-        var p: [String: String] = ["stack_directory": stack.directory]
+        // The boot runs happened in (its directory is unique per boot): runs sharing it are
+        // resampled together by the hierarchical bootstrap (boot → run).
+        var p: [String: String] = ["stack_directory": stack.directory, RunRecord.bootProvenanceKey: stack.directory]
         if case .emulated(let reason) = virtualization { p["virtualization"] = "emulated host (\(reason)): functional only" }
         for layer in stack.layers {
             p["\(layer.name).console"] = layer.consoleLog

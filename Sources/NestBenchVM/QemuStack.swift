@@ -451,6 +451,7 @@ public struct StackBooter: Sendable {
                         "nested virtualization is not available (no /dev/kvm): load kvm_vendor (kvm_amd or kvm_intel) with nested=1 here and in the layer below"
                     )
                 }
+                knobs["paging"] = try await Self.pagingMode(modules, agent: agent, failure: stack.deadReason)
             }
         } catch {
             await kill(process, in: stack)
@@ -465,6 +466,26 @@ public struct StackBooter: Sendable {
             BootedLayer(
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release))
+    }
+
+    /// The paging mode this layer's KVM runs its guests with (EPT/NPT read back, `NestedPaging`);
+    /// an error when the configuration asked for nested paging (npt/ept = 1) and it is off.
+    static func pagingMode(_ modules: [KernelModule], agent: GuestAgent, failure: @escaping @Sendable () -> String?)
+        async throws(VMError) -> String
+    {
+        var files: [String: String] = [:]
+        for path in NestedPaging.files {
+            let (status, text) = try await agent.output(["cat", path], failure: failure)
+            if status == 0 { files[path] = text }
+        }
+        guard let mode = NestedPaging.mode(files: files) else { return "unknown (no kvm_intel/kvm_amd parameters)" }
+        let asked = modules.contains { m in
+            ["npt", "ept"].contains { ["1", "Y", "y"].contains(m.parameters[$0] ?? "") }
+        }
+        if asked && mode.contains(" off") {
+            throw VMError("nested paging was asked for (npt/ept=1) but this layer's KVM reports \(mode)")
+        }
+        return mode
     }
 
     /// The modules as the guest's CPU vendor needs them (`kvm_vendor` → kvm_intel or kvm_amd).

@@ -11,6 +11,7 @@ enum Benchmarks {
         ("lats", LatsBenchmark.run),
         ("analysis-10k-runs", AnalysisBenchmark.run),
         ("alignment", AlignmentBenchmark.run),
+        ("validity", ValidityBenchmark.run),
     ]
 }
 

@@ -58,6 +58,12 @@ struct PaperSuiteTests {
         #expect(pairs.allSatisfy { $0.colocated?.allSatisfy { $0.suite == "tailbench" } == true })
         #expect(e.conditions.map(\.name) == ["clean", "fragmented"])
         #expect(e.conditions[1].fragmentation?.targetFMFI == 0.9)
+        // The paper's §5 headlines, drawn beside our geometric means.
+        let reference = e.reference?.values ?? []
+        #expect(e.reference?.source.contains("§5") == true)
+        #expect(reference.contains { $0.figure == "fig11" && $0.condition == "clean" && abs($0.ratio - 1.165) < 1e-9 })
+        #expect(reference.contains { $0.figure == "fig12" && $0.condition == "fragmented" && abs($0.ratio - 0.462) < 1e-9 })
+        #expect(reference.allSatisfy { $0.configuration == "xgemini" })
         #expect(e.repetitions.min == 5 && e.repetitions.max == 10)
     }
 }

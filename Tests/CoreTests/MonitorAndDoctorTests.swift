@@ -122,7 +122,8 @@ struct DoctorTests {
         let checks = Doctor.checks()
         #expect(
             checks.map(\.name) == [
-                "pmu", "perf_event_paranoid", "kvm", "thp", "khugepaged", "hugetlb", "debugfs", "qemu", "root",
+                "pmu", "perf_event_paranoid", "kvm", "paging", "thp", "khugepaged", "hugetlb", "debugfs", "qemu", "root",
+                "aslr", "numa_balancing", "ksm", "governor", "boost", "irqbalance", "kernel_log",
             ])
         #expect(checks.allSatisfy { !$0.reason.isEmpty && !$0.value.isEmpty })
     }

@@ -245,7 +245,7 @@ struct ReportFormatTests {
     }
 
     @Test func jsonKeepsTheSkeletonShapeAndAddsFields() throws {
-        let json = ReportRenderer.render(quickstartLike(), as: .json)
+        let json = try ReportRenderer.render(quickstartLike(), as: .json)
         let o = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         for key in ["run_id", "experiment", "baseline", "runs", "comparisons", "repetitions", "provenance", "workloads"] {
             #expect(o[key] != nil, "\(key)")

@@ -79,7 +79,7 @@ struct StoreAndAnalysisTests {
         let runs =
             [100.0, 101, 99].enumerated().map { run("j", $0.offset * 2, "base", $0.element) }
             + [150.0, 151, 149].enumerated().map { run("j", $0.offset * 2 + 1, "cand", $0.element) }
-        let json = ReportRenderer.render(Report(record: rec, runs: runs), as: .json)
+        let json = try ReportRenderer.render(Report(record: rec, runs: runs), as: .json)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         for key in ["run_id", "experiment", "baseline", "runs", "comparisons"] { #expect(object[key] != nil, "\(key)") }
         let run0 = try #require((object["runs"] as? [[String: Any]])?.first)
@@ -96,7 +96,7 @@ struct StoreAndAnalysisTests {
         }
         #expect(c["verdict"] as? String == "better")
         #expect((c["ratio_ci"] as? [Double])?.count == 2)
-        let table = ReportRenderer.render(Report(record: rec, runs: runs), as: .table)
+        let table = try ReportRenderer.render(Report(record: rec, runs: runs), as: .table)
         #expect(table.contains("dtlb_load_walks: unavailable: no PMU"))
     }
 }

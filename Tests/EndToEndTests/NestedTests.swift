@@ -160,6 +160,20 @@ extension MachineSuite {
                     #expect(log.contains("simulating a hung guest"), "console log kept: \(console)")
                 }
             }
+            // The reboot policy (default 2 boots): rep 1 in the first boot, rep 2 in a fresh one,
+            // each run naming its boot; each layer's console log and this machine's kernel log scanned.
+            let guestRuns = runs.filter { $0["configuration"] as? String == "guest" }
+            let boots = guestRuns.compactMap { ($0["provenance"] as? [String: String])?["vm_boot"] }
+            #expect(boots.count == 2 && Set(boots).count == 2, "two boots: \(boots)")
+            for run in guestRuns {
+                let p = run["provenance"] as? [String: String] ?? [:]
+                #expect(p["vm_boot.index"] == String(run["repetition"] as? Int ?? 0), "\(p)")
+                #expect(p["kernel_log.L1"]?.hasPrefix("scanned") == true && p["kernel_log.host"] != nil, "\(p)")
+                #expect(p["L0.knob:paging"] == "npt on", "L0 (hosting L1) runs it with nested paging: \(p)")
+            }
+            #expect(
+                (json["notes"] as? [String] ?? []).contains { $0.contains("guest L0: npt on") }, "the report says the paging mode"
+            )
             // monitor.interval: off is off everywhere: no timeline on this machine or in L1, and
             // the same metric names in both places.
             let exported = try Nested.exported(dir).filter { $0.configuration != "hung" }
@@ -208,7 +222,7 @@ extension MachineSuite {
                 workloads:
                   - {name: random-access, suite: micro, label: micro, params: {size: 16MiB, ops: 30000000}, cpus: [0], timeout: 300s}
                   - {name: masstree, suite: tailbench, label: tb, params: {mode: loopback, requests: 300, root: \(tailbench)}, timeout: 300s}
-                repetitions: {min: 2, max: 2}
+                repetitions: {min: 2, max: 2, boots: 1}
                 """
             for run in try Nested.run(yaml, in: dir, runs: 8) {
                 #expect(run["status"] as? String == "ok", "\(run["configuration"] ?? ""): \(run["reason"] ?? "")")
@@ -256,7 +270,7 @@ extension MachineSuite {
                   - {name: random-access, suite: micro, label: micro, params: {size: 16MiB, ops: 100000}, cpus: [0], timeout: 120s}
                 conditions:
                   fragmented: {fragmentation: {target_fmfi: 0.5, layer: L1, slack: 64MiB, timeout: 300s}}
-                repetitions: {min: 2, max: 2}
+                repetitions: {min: 2, max: 2, boots: 1}
                 """
             for run in try Nested.run(yaml, in: dir, runs: 2) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
@@ -299,7 +313,7 @@ extension MachineSuite {
                 conditions:
                   clean: {compact: false}
                   fragmented: {fragmentation: {target_fmfi: 0.5, slack: 48MiB, timeout: 300s}}
-                repetitions: {min: 2, max: 2}
+                repetitions: {min: 2, max: 2, boots: 1}
                 """
             for run in try Nested.run(yaml, in: dir, runs: 4) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
