@@ -150,7 +150,7 @@ public final class Orchestrator: Sendable {
         let record = ExperimentRunRecord(
             id: id, experiment: experiment, filePath: loaded.path, contentHash: loaded.contentHash,
             content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: machine,
-            tags: options.tags)
+            tags: RunTagging.initial(machine: machine, experiment: experiment, user: options.tags))
         try store.begin(record)
         logger.notice("experiment run started", metadata: ["run.id": "\(id)", "run.seed": "\(seed)", "runs": "\(plan.count)"])
 
@@ -202,6 +202,9 @@ public final class Orchestrator: Sendable {
         }
         vmPlatform?.teardownAll()
         try platform.restoreAll()
+        if let tags = try store.experimentRun(id)?.tags {
+            try store.setTags(id, RunTags.compact(tags, configurations: experiment.configurations.map(\.name)))
+        }
         try store.finish(id, status: finalStatus)
         return id
     }
@@ -381,6 +384,11 @@ extension Orchestrator {
             return try store(WorkloadResult(status: .failed, reason: "VM boot failed: \(error.description)"))
         }
         provenance["stack_directory"] = stack.directory
+        try self.store.addTags(
+            experimentRunID,
+            RunTags.yielding(
+                RunTagging.stack(stack, configuration: planned.configuration, emulated: vmPlatform.virtualization.isEmulated),
+                to: options.tags))
         var invocations: [Invocation] = []
         for layer in stack.layers {
             provenance["\(layer.name).console"] = layer.consoleLog
