@@ -276,8 +276,8 @@ public enum HistoryPage {
             "<line class=\"axis\" x1=\"\(coordinate(left))\" x2=\"\(coordinate(width - right))\" y1=\"\(coordinate(height - bottom))\" y2=\"\(coordinate(height - bottom))\"/>\n"
         // The last stable segment's band, from its first run to the latest.
         if let (bl, bh) = band, let start = p.segmentStartIndex, let mean = p.latest?.segmentMean {
-            let x0 = x(start) - (n > 1 ? step / 3 : 10)
-            let x1 = x(n - 1) + (n > 1 ? step / 3 : 10)
+            let x0 = Swift.max(left + 1, x(start) - (n > 1 ? step / 3 : 10))
+            let x1 = Swift.min(width - 1, x(n - 1) + (n > 1 ? step / 3 : 10))
             s +=
                 "<rect class=\"band\" x=\"\(coordinate(x0))\" y=\"\(coordinate(y(bh)))\" width=\"\(coordinate(x1 - x0))\" "
                 + "height=\"\(coordinate(Swift.max(1, y(bl) - y(bh))))\"><title>last stable segment: \(num(mean)) ± \(num(bh - mean)) "
@@ -294,7 +294,7 @@ public enum HistoryPage {
             let anchor = cx > width * 0.75 ? "end" : "start"
             s +=
                 "<text class=\"changelabel\" x=\"\(coordinate(cx + (anchor == "end" ? -3 : 3)))\" y=\"\(coordinate(top - 6))\" text-anchor=\"\(anchor)\" "
-                + "dominant-baseline=\"hanging\">\(percent(c.forwardChange)) at \(esc(shortRun(c.runID)))</text>\n"
+                + "dominant-baseline=\"hanging\">\(percent(c.forwardChange)) at \(esc(date(p.points[c.index].startedAt)))</text>\n"
         }
         // The series, whiskers, points.
         if n > 1 {
@@ -317,10 +317,24 @@ public enum HistoryPage {
                 + "cy=\"\(coordinate(y(point.value)))\" r=\"\(latest ? 4.5 : 3)\"><title>\(esc(point.runID)) \(esc(date(point.startedAt))): "
                 + "\(num(point.value))\(ci) n=\(point.n)\(tags.isEmpty ? "" : "\n" + esc(tags))</title></circle>\n"
         }
-        // X labels: first and last run (dates), more when there is room.
-        let labelEvery = Swift.max(1, Int((Double(n) / 5).rounded(.up)))
-        for i in p.points.indices where i == 0 || i == n - 1 || (i % labelEvery == 0 && n - 1 - i >= labelEvery / 2 + 1) {
-            let anchor = n == 1 ? "middle" : i == 0 ? "start" : i == n - 1 ? "end" : "middle"
+        // X labels: the runs' dates, first and last always, others where there is room.
+        let labelWidth = 92.0
+        func anchor(_ i: Int) -> String { n == 1 ? "middle" : i == 0 ? "start" : i == n - 1 ? "end" : "middle" }
+        func extent(_ i: Int) -> (Double, Double) {
+            switch anchor(i) {
+            case "start": return (x(i), x(i) + labelWidth)
+            case "end": return (x(i) - labelWidth, x(i))
+            default: return (x(i) - labelWidth / 2, x(i) + labelWidth / 2)
+            }
+        }
+        var labelled: [Int] = []
+        for i in p.points.indices {
+            if let previous = labelled.last, extent(i).0 < extent(previous).1 + 8 { continue }
+            if i != n - 1, n > 1, extent(n - 1).0 < extent(i).1 + 8 { continue }
+            labelled.append(i)
+        }
+        for i in labelled {
+            let anchor = anchor(i)
             s +=
                 "<text x=\"\(coordinate(x(i)))\" y=\"\(coordinate(height - bottom + 12))\" text-anchor=\"\(anchor)\">"
                 + "\(esc(date(p.points[i].startedAt)))</text>"
@@ -328,15 +342,6 @@ public enum HistoryPage {
         s += "\n<text x=\"\(coordinate(left))\" y=\"\(coordinate(height - 4))\">\(n) runs, oldest to newest</text>\n"
         s += "</svg>\n"
         return s
-    }
-
-    /// The distinctive end of a run id (`20261121-235901-3fa2` → `11-21 23:59 3fa2`).
-    static func shortRun(_ id: String) -> String {
-        let parts = id.split(separator: "-")
-        guard parts.count == 3, parts[0].count == 8, parts[1].count == 6 else { return id }
-        let d = parts[0]
-        let t = parts[1]
-        return "\(d.dropFirst(4).prefix(2))-\(d.suffix(2)) \(t.prefix(2)):\(t.dropFirst(2).prefix(2)) \(parts[2])"
     }
 }
 
