@@ -165,7 +165,7 @@ public enum HistoryPage {
             .point{fill:#37474f} .point.latest{stroke:#000;stroke-width:1}
             .point.latest.regression{fill:#c62828} .point.latest.improvement{fill:#2e7d32}
             .changepoint{stroke:#e65100;stroke-width:1.5;stroke-dasharray:5 3} text.changelabel{fill:#e65100;font-weight:600}
-            ul.changes{margin:4px 0 0 16px;padding:0;font-size:12px} .detail{font-size:12px;color:#333;margin-top:4px}
+            ul.changes{margin:4px 0 0 16px;padding:0;font-size:12px;overflow-wrap:anywhere} .detail{font-size:12px;color:#333;margin-top:4px;overflow-wrap:anywhere}
             </style></head><body>
             <h1>NestBench history: \(esc(experiment))</h1>
 

@@ -116,7 +116,7 @@ struct HistoryCommand: AsyncParsableCommand {
                         + (group.map { " [\($0)]" } ?? "") + "\n"
                     for p in s.points {
                         out +=
-                            "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  \(RunTags.describe(p.tags))\n"
+                            "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  \(RunTags.describe(p.tags.filter { !RunTags.isVerbose($0.key) }))\n"
                     }
                 }
             }

@@ -72,6 +72,13 @@ public enum RunTags {
         filters.allSatisfy { tags[$0.key] == $0.value }
     }
 
+    /// Automatic tags too long for a one-line listing (command lines, the full commit); `report`
+    /// and `history` show them.
+    public static func isVerbose(_ key: String) -> Bool {
+        let name = key.lastIndex(of: scopeSeparator).map { String(key[..<$0]) } ?? key
+        return name.hasSuffix(".cmdline") || name == "nestbench.commit"
+    }
+
     /// `k=v,k2=v2`, sorted by key.
     public static func describe(_ tags: [String: String]) -> String {
         tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")

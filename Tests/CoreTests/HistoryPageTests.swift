@@ -70,6 +70,12 @@ struct HistoryPageTests {
         #expect(cand.changes.first?.changedTags["kernel"] == ["6.1.0", "6.2.0"])
         #expect(cand.changes.first?.changedTags["L1.kernel"] == ["guest-6.1.0", "guest-6.2.0"], "scoped tag resolved")
         #expect(cand.latest?.verdict == "same", "the newest night is at the new level")
+        // nightly's own line names what changed at the change point, not every tag.
+        let line = Nightly.line(try #require(cand.latest))
+        #expect(
+            line.contains(
+                "change point at \(ids[StepHistory.step]) (L1.kernel: guest-6.1.0 → guest-6.2.0, kernel: 6.1.0 → 6.2.0)"),
+            "\(line)")
         #expect(cand.segmentStartIndex == StepHistory.step)
         let base = try #require(panels.first { $0.key.configuration == "base" })
         #expect(base.changes.isEmpty && base.latest?.verdict == "same")
@@ -164,6 +170,8 @@ struct RunTagsTests {
         #expect(RunTags.yielding(tags, to: ["kernel": "mine"]) == ["commit": "abc", "L1.kernel@gemini": "4.19"])
         #expect(RunTags.parseFilters(["kernel=6.1", "a=b=c"]).filters.map(\.value) == ["6.1", "b=c"])
         #expect(RunTags.parseFilters(["kernel"]).bad == "kernel")
+        #expect(RunTags.isVerbose("L1.cmdline@vanilla") && RunTags.isVerbose("nestbench.commit"))
+        #expect(!RunTags.isVerbose("L1.kernel@vanilla") && !RunTags.isVerbose("nestbench.version"))
     }
 
     @Test func stackTagsNameEveryLayer() {

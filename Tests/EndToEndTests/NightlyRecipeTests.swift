@@ -125,5 +125,20 @@ struct NightlyRecipeTests {
         #expect(byKernel.status == 2, "\(byKernel.stdout)\(byKernel.stderr)")
         #expect(byKernel.stdout.contains("kernel=\(kernel) (") && byKernel.stdout.contains("kernel=\(kernel)-next ("))
         #expect(byKernel.stdout.contains("regression  masstree / clean / sojourn_p99_ms"))
+
+        // Two more nights at the new level: the page now marks the change point at night 5.
+        for night in 6...7 {
+            let (status, stderr) = try Self.night(dir, tags: ["--tag", "night=\(night)"])
+            #expect(status == 0, "night \(night) at the new level: \(stderr)")
+        }
+        let fifth = try #require(record["id"] as? String)
+        let after = Self.read(dir + "/publish/history.html")
+        #expect(after.components(separatedBy: "<line class=\"changepoint\"").count - 1 == 1)
+        #expect(after.contains("<line class=\"changepoint\" data-index=\"4\" data-run=\"\(fifth)\""), "at night 5")
+        #expect(after.contains("Change point +10.0%") && after.contains("night: 4 → 5"))
+        let artifacts = CLI.packageRoot + "/.build/test-artifacts"
+        try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
+        _ = try MachineSuite.AnalysisCLITests.chromium(
+            ["--screenshot=\(artifacts)/history-recipe.png", "--window-size=1200,800", "file://" + dir + "/publish/history.html"])
     }
 }
