@@ -1,7 +1,6 @@
 import Foundation
 import NestBenchCollectors
 import NestBenchModel
-import NestBenchVM
 
 /// The automatic tags of an experiment run (`AutomaticTags`), from this machine and the stacks it boots.
 enum RunTagging {
@@ -14,23 +13,29 @@ enum RunTagging {
         return RunTags.yielding(tags, to: user).merging(user) { $1 }
     }
 
-    /// A booted stack's layers: kernel release and command line of each (L0 is this machine with
-    /// hardware virtualization), QEMU's version.
-    static func stack(_ stack: QemuStack, configuration: String, emulated: Bool) -> [String: String] {
+    /// A booted stack's layers, from what its placement records (`L1.kernel`, `L1.cmdline`,
+    /// `qemu_version`): kernel release and command line of each, QEMU's version. A first layer
+    /// without its own entry is this machine (L0 with hardware virtualization).
+    static func stack(_ provenance: [String: String], configuration: Configuration, named name: String) -> [String: String] {
+        let layerNames = configuration.layers.map(\.name)
+        var booted: [String] = []
+        for key in provenance.keys where key.hasSuffix(".kernel") {
+            let layer = String(key.dropLast(".kernel".count))
+            if layerNames.contains(where: { layer == $0 || layer.hasPrefix($0 + ".") }) { booted.append(layer) }
+        }
         var layers: [AutomaticTags.Layer] = []
-        if !emulated, let l0 = stack.configuration.layers.first {
+        if let first = layerNames.first, !booted.contains(where: { $0 == first || $0.hasPrefix(first + ".") }) {
             let here = MachineProbe.describe()
             layers.append(
                 AutomaticTags.Layer(
-                    name: l0.name, kernel: here.kernel.isEmpty ? nil : here.kernel, commandLine: here.extra["kernel.cmdline"]))
+                    name: first, kernel: here.kernel.isEmpty ? nil : here.kernel, commandLine: here.extra["kernel.cmdline"]))
         }
-        for layer in stack.layers {
+        for layer in booted.sorted() {
+            let release = provenance["\(layer).kernel"]
             layers.append(
                 AutomaticTags.Layer(
-                    name: layer.name, kernel: layer.kernelRelease == "?" ? nil : layer.kernelRelease,
-                    commandLine: layer.commandLine))
+                    name: layer, kernel: release == "?" ? nil : release, commandLine: provenance["\(layer).cmdline"]))
         }
-        return AutomaticTags.stack(
-            configuration: configuration, layers: layers, qemuVersion: stack.layers.compactMap(\.qemuVersion).first)
+        return AutomaticTags.stack(configuration: name, layers: layers, qemuVersion: provenance["qemu_version"])
     }
 }
