@@ -1,10 +1,11 @@
 import Foundation
+import NestBenchCollectors
 import NestBenchModel
-import NestBenchOrchestrator
 import NestBenchStats
 import Testing
 
 @testable import NestBenchAnalysis
+@testable import NestBenchOrchestrator
 @testable import NestBenchStore
 
 /// A synthetic nightly history: `base` flat, `cand` flat then 10% slower from night 6 on (the
@@ -172,6 +173,27 @@ struct RunTagsTests {
         #expect(RunTags.parseFilters(["kernel"]).bad == "kernel")
         #expect(RunTags.isVerbose("L1.cmdline@vanilla") && RunTags.isVerbose("nestbench.commit"))
         #expect(!RunTags.isVerbose("L1.kernel@vanilla") && !RunTags.isVerbose("nestbench.version"))
+    }
+
+    /// The orchestrator's tags of a stack run, from what the placement records.
+    @Test func stackTagsFromThePlacementsProvenance() {
+        let stack = Configuration(
+            name: "vanilla", platform: .qemu,
+            layers: [VMLayer(name: "L0"), VMLayer(name: "L1"), VMLayer(name: "L2", instances: 2)])
+        let emulated = [
+            "L0.kernel": "6.1.0", "L0.cmdline": "console=ttyS0", "L1.kernel": "6.1.0", "L1.knob:/sys/x": "1",
+            "L2.0.kernel": "6.18.0", "L2.1.kernel": "6.18.0", "qemu_version": "7.2.22", "stack_directory": "/tmp/s",
+        ]
+        let tags = RunTagging.stack(emulated, configuration: stack, named: "vanilla")
+        #expect(tags["L0.cmdline@vanilla"] == "console=ttyS0" && tags["L2.1.kernel@vanilla"] == "6.18.0")
+        #expect(tags["qemu@vanilla"] == "7.2.22")
+        #expect(tags["kernel@vanilla"] == "L0 6.1.0, L1 6.1.0, L2.0 6.18.0, L2.1 6.18.0")
+        // With hardware virtualization L0 is this machine: its kernel is the one this machine runs.
+        var hardware = emulated
+        hardware["L0.kernel"] = nil
+        hardware["L0.cmdline"] = nil
+        let here = MachineProbe.describe().kernel
+        #expect(RunTagging.stack(hardware, configuration: stack, named: "vanilla")["L0.kernel@vanilla"] == here)
     }
 
     @Test func stackTagsNameEveryLayer() {
