@@ -55,9 +55,10 @@ public struct HistoryPanel: Codable, Sendable {
 
 /// `nestbench history --html`: a self-contained page of time series (inline SVG, no scripts).
 public enum HistoryPage {
-    /// The metric a workload's panel shows: the one primary-metric selection of the analysis.
-    public static func primaryMetric(of workload: WorkloadSpec, in experiment: Experiment) -> String {
-        Comparator.primaryMetric(for: workload, settings: experiment.analysis)
+    /// The metric a workload's panel shows: the one primary-metric selection of the analysis
+    /// (nil when the workload declares none).
+    public static func primaryMetric(of workload: WorkloadSpec, in experiment: Experiment) -> String? {
+        Comparator.primaryMetric(for: workload, in: experiment)
     }
 
     /// Splits rows by the value of tag `by` (rows without it in their own group), in value order.
@@ -71,7 +72,8 @@ public enum HistoryPage {
     /// The panels of the page. `primary`: workload label → its primary metric; series of other
     /// metrics are not drawn.
     public static func panels(
-        _ rows: [HistoryRow], primary: [String: String], settings: NightlySettings, groupBy: String? = nil
+        _ rows: [HistoryRow], primary: [String: String], settings: NightlySettings, groupBy: String? = nil,
+        experiment: Experiment? = nil
     ) -> [HistoryPanel] {
         var panels: [HistoryPanel] = []
         for (group, groupRows) in grouped(rows.filter { primary[$0.cell.workload] == $0.metric }, by: groupBy) {
@@ -82,7 +84,7 @@ public enum HistoryPage {
                     metric: r.metric)
                 values[key, default: [:]][r.experimentRunID, default: []].append(r.value)
             }
-            for s in Nightly.series(groupRows) {
+            for s in Nightly.series(groupRows, experiment: experiment) {
                 let statistic: CenterStatistic =
                     s.center == "hmean" ? .harmonicMean : s.center == "median" ? .median : .mean
                 let points = s.points.map { p in

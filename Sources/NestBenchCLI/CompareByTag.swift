@@ -42,7 +42,7 @@ extension CompareCommand {
             for id in side.baselineRuns + side.candidateRuns {
                 guard let record = records[id] else { continue }
                 for w in record.experiment.workloads {
-                    primary.insert(HistoryPage.primaryMetric(of: w, in: record.experiment))
+                    if let m = HistoryPage.primaryMetric(of: w, in: record.experiment) { primary.insert(m) }
                 }
                 let runs = try store.runs(of: id).filter { $0.planned.configuration == side.configuration }
                 if side.baselineRuns.contains(id) { base += runs } else { cand += runs }
@@ -58,7 +58,7 @@ extension CompareCommand {
             }
             results.append(result)
         }
-        if format == "json" {
+        if format == .json {
             Console.out(Self.json(results))
         } else {
             Console.out(results.map(Self.table).joined(separator: "\n"))

@@ -30,7 +30,7 @@ struct HistoryCommand: AsyncParsableCommand {
     @Option(help: "One series per value of this tag (e.g. kernel, L2.kernel, testbed).") var by: String?
 
     @Option(help: "table, json or csv.")
-    var format: String = "table"
+    var format: TableJSONOrCSV = .table
     @Option(help: "Write the history page (HTML) to this file.") var html: String?
 
     @Option(help: "Page: E-divisive window length, as nightly.") var window: Int = 50
@@ -40,7 +40,6 @@ struct HistoryCommand: AsyncParsableCommand {
     @Option(help: "Page: fewest points of the last stable segment the gate needs, as nightly.") var minHistory: Int = 3
 
     func validate() throws {
-        guard ["table", "json", "csv"].contains(format) else { throw ValidationError("--format must be table, json or csv") }
         if let bad = RunTags.parseFilters(tags).bad { throw ValidationError("--tag takes key=value, found \"\(bad)\"") }
         guard window >= 4 else { throw ValidationError("--window must be at least 4") }
         guard p > 0 && p < 1 else { throw ValidationError("--p must be in (0, 1)") }
@@ -50,7 +49,10 @@ struct HistoryCommand: AsyncParsableCommand {
         _ = global.makeLogger()
         let access = StoreAccess(options: resultsOptions)
         let store = try access.store()
-        let name = try experiment ?? access.record("latest", in: store).experiment.name
+        let latest = try access.record("latest", in: store)
+        let name = experiment ?? latest.experiment.name
+        // The centers of the latest run of this experiment (its declarations).
+        let declaring = latest.experiment.name == name ? latest.experiment : nil
         let filters = RunTags.parseFilters(tags).filters
         let rows = try store.history(experiment: name).filter { r in
             RunTags.matches(r.tags, filters) && (workload == nil || r.cell.workload == workload)
@@ -71,7 +73,7 @@ struct HistoryCommand: AsyncParsableCommand {
                 detector: ChangePointDetector(windowLength: window, maxPValue: p, minMagnitude: minimum),
                 thresholds: ThresholdSet(defaultRelative: minimum), gatePValue: p, minSegment: minHistory)
             let primary = try Self.primaryMetrics(experiment: name, workloads: Set(rows.map(\.cell.workload)), store: store)
-            let panels = HistoryPage.panels(rows, primary: primary, settings: settings, groupBy: by)
+            let panels = HistoryPage.panels(rows, primary: primary, settings: settings, groupBy: by, experiment: declaring)
             let page = HistoryPage.render(panels, experiment: name, filters: filters, groupBy: by, settings: settings)
             guard FileManager.default.createFile(atPath: html, contents: Data(page.utf8)) else {
                 throw CommandFailure(code: ExitCodes.error, message: "\(html): cannot write the history page")
@@ -79,10 +81,10 @@ struct HistoryCommand: AsyncParsableCommand {
             Console.error("nestbench: history page of \(name) (\(panels.count) series) written to \(html)")
             return
         }
-        let groups = HistoryPage.grouped(rows, by: by).map { ($0.group, Nightly.series($0.rows)) }
+        let groups = HistoryPage.grouped(rows, by: by).map { ($0.group, Nightly.series($0.rows, experiment: declaring)) }
         let f = ISO8601DateFormatter()
         switch format {
-        case "json":
+        case .json:
             if by == nil {
                 Console.out(CompareCommand.json(groups[0].1))
             } else {
@@ -92,22 +94,24 @@ struct HistoryCommand: AsyncParsableCommand {
                 }
                 Console.out(CompareCommand.json(groups.map { Group(group: $0.0 ?? "", series: $0.1) }))
             }
-        case "csv":
-            var out =
-                (by == nil ? "" : "group,")
-                + "workload,condition,configuration,metric,unit,center,run_id,started_at,tags,value,n\n"
-            for (group, series) in groups {
-                for s in series {
-                    for p in s.points {
-                        out +=
-                            (group.map { "\"\($0)\"," } ?? "")
-                            + "\(s.key.workload),\(s.key.condition),\(s.key.configuration),\(s.key.metric),\(s.unit),\(s.center),"
-                            + "\(p.runID),\(f.string(from: p.startedAt)),\"\(RunTags.describe(p.tags))\",\(p.value),\(p.n)\n"
+        case .csv:
+            let header =
+                (by == nil ? [] : ["group"]) + [
+                    "workload", "condition", "configuration", "metric", "unit", "center", "run_id", "started_at", "tags",
+                    "value", "n",
+                ]
+            let lines = groups.flatMap { group, series in
+                series.flatMap { s in
+                    s.points.map { p in
+                        (group.map { [$0] } ?? []) + [
+                            s.key.workload, s.key.condition, s.key.configuration, s.key.metric, s.unit, s.center, p.runID,
+                            f.string(from: p.startedAt), RunTags.describe(p.tags), String(p.value), String(p.n),
+                        ]
                     }
                 }
             }
-            Console.out(out)
-        default:
+            Console.out(CSVText.render(header: header, rows: lines))
+        case .table:
             var out = ""
             for (group, series) in groups {
                 for s in series {
@@ -116,7 +120,8 @@ struct HistoryCommand: AsyncParsableCommand {
                         + (group.map { " [\($0)]" } ?? "") + "\n"
                     for p in s.points {
                         out +=
-                            "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  \(RunTags.describe(p.tags.filter { !RunTags.isVerbose($0.key) }))\n"
+                            "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  "
+                            + "\(RunTags.describe(p.tags.filter { !RunTags.isVerbose($0.key) }))\n"
                     }
                 }
             }
@@ -125,15 +130,17 @@ struct HistoryCommand: AsyncParsableCommand {
     }
 
     /// Workload label → its primary metric, from the newest stored definition of the experiment
-    /// that has the workload.
+    /// that has the workload (workloads that declare none are not drawn).
     static func primaryMetrics(experiment: String, workloads: Set<String>, store: Store) throws -> [String: String] {
         var result: [String: String] = [:]
+        var seen: Set<String> = []
         for summary in try store.list() where summary.experiment == experiment {
             guard let record = try store.experimentRun(summary.id) else { continue }
-            for w in record.experiment.workloads where workloads.contains(w.label) && result[w.label] == nil {
+            for w in record.experiment.workloads where workloads.contains(w.label) && !seen.contains(w.label) {
+                seen.insert(w.label)
                 result[w.label] = HistoryPage.primaryMetric(of: w, in: record.experiment)
             }
-            if result.count == workloads.count { break }
+            if seen.count == workloads.count { break }
         }
         return result
     }
@@ -164,12 +171,11 @@ struct NightlyCommand: AsyncParsableCommand {
     var minChange: String = "5%"
     @Option(help: "Fewest points of the last stable segment the gate needs.") var minHistory: Int = 3
     @Option(help: "Write a JUnit XML file (one testcase per cell, failures for regressions).") var junit: String?
-    @Option(help: "table or json.") var format: String = "table"
+    @Option(help: "table or json.") var format: TableOrJSON = .table
 
     func validate() throws {
         guard window >= 4 else { throw ValidationError("--window must be at least 4") }
         guard p > 0 && p < 1 else { throw ValidationError("--p must be in (0, 1)") }
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
     }
 
     func run() async throws {
@@ -199,7 +205,7 @@ struct NightlyCommand: AsyncParsableCommand {
                 throw CommandFailure(code: ExitCodes.error, message: "\(junit): cannot write the JUnit file")
             }
         }
-        if format == "json" {
+        if format == .json {
             Console.out(CompareCommand.json(checks))
         } else {
             var out = "nightly check of \(record.id) (\(record.experiment.name)) against its history\n"
@@ -215,9 +221,8 @@ struct NightlyCommand: AsyncParsableCommand {
 
     /// The checks of one run: the history of its experiment up to it.
     static func check(record: ExperimentRunRecord, store: Store, settings: NightlySettings) throws -> [NightlyCheck] {
-        let series = Nightly.series(try store.history(experiment: record.experiment.name))
-        let primary = Set(
-            record.experiment.workloads.map { Comparator.primaryMetric(for: $0, settings: record.experiment.analysis) })
+        let series = Nightly.series(try store.history(experiment: record.experiment.name), experiment: record.experiment)
+        let primary = Set(record.experiment.workloads.compactMap { Comparator.primaryMetric(for: $0, in: record.experiment) })
         return Nightly.check(series, runID: record.id, primary: primary, settings: settings)
     }
 }

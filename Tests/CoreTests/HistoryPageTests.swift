@@ -49,7 +49,8 @@ enum StepHistory {
 
     static func panels(_ rows: [HistoryRow], groupBy: String? = nil) -> [HistoryPanel] {
         let e = Synthetic.experiment(name: "nightly", configurations: ["base", "cand", "late"])
-        let primary = Dictionary(uniqueKeysWithValues: e.workloads.map { ($0.label, HistoryPage.primaryMetric(of: $0, in: e)) })
+        let primary = Dictionary(
+            uniqueKeysWithValues: e.workloads.compactMap { w in HistoryPage.primaryMetric(of: w, in: e).map { (w.label, $0) } })
         return HistoryPage.panels(rows, primary: primary, settings: NightlySettings(), groupBy: groupBy)
     }
 }
