@@ -95,11 +95,15 @@ let package = Package(
                 "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchStore", "NestBenchAnalysis",
                 "NestBenchFragmentation", "NestBenchVM", .product(name: "Logging", package: "swift-log"),
             ]),
+        // Builds GitInfo.swift (the commit NestBench is built from) before every build.
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
+        // The commit and version of this build, for `--version` and the runs' automatic tags.
+        .target(name: "NestBenchBuildInfo", plugins: ["BuildInfoPlugin"]),
         // The commands: the only module that imports ArgumentParser and writes to stdout.
         .target(
             name: "NestBenchCLI",
             dependencies: [
-                "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
+                "NestBenchBuildInfo", "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
                 "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchFragmentation", "NestBenchVM",
                 "NestBenchAlignment", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

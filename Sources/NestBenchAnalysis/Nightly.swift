@@ -53,6 +53,8 @@ public struct HistoryChangePoint: Codable, Sendable, Hashable {
     public var tags: [String: String]
     public var forwardChange: Double
     public var pValue: Double
+    /// The tags whose value differs from the run before: what changed there (`kernel: [a, b]`).
+    public var changedTags: [String: [String]] = [:]
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
@@ -60,6 +62,7 @@ public struct HistoryChangePoint: Codable, Sendable, Hashable {
         case tags
         case forwardChange = "forward_change"
         case pValue = "p_value"
+        case changedTags = "changed_tags"
     }
 }
 
@@ -167,7 +170,8 @@ public enum Nightly {
             let found = settings.detector.detect(upto.map(\.value)).map { p in
                 HistoryChangePoint(
                     runID: upto[p.index].runID, startedAt: upto[p.index].startedAt, tags: upto[p.index].tags,
-                    forwardChange: p.forwardChange, pValue: p.pValue)
+                    forwardChange: p.forwardChange, pValue: p.pValue,
+                    changedTags: HistoryPage.changed(upto[p.index - 1].tags, upto[p.index].tags))
             }
             let before = settings.detector.detect(history.map(\.value))
             let start = before.last?.index ?? 0
@@ -258,8 +262,10 @@ public enum Nightly {
             s += " (last stable segment has \(c.segmentN) points)"
         }
         for p in c.changePoints {
-            let tags = p.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-            s += "; change point at \(p.runID)\(tags.isEmpty ? "" : " (\(tags))") \(percent(p.forwardChange))"
+            // What changed there, not every tag (automatic tags include whole command lines).
+            let changed = p.changedTags.keys.sorted().filter { !RunTags.isVerbose($0) }
+                .map { "\($0): \(p.changedTags[$0]![0]) → \(p.changedTags[$0]![1])" }.joined(separator: ", ")
+            s += "; change point at \(p.runID)\(changed.isEmpty ? "" : " (\(changed))") \(percent(p.forwardChange))"
         }
         return s
     }

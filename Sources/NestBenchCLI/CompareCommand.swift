@@ -85,8 +85,20 @@ struct CompareCommand: AsyncParsableCommand {
     @OptionGroup var resultsOptions: ResultsOptions
     @OptionGroup var thresholdOptions: ThresholdOptions
 
-    @Argument(help: "One run (compare two of its configurations) or two runs: BASELINE_RUN CANDIDATE_RUN.")
-    var runs: [String]
+    @Argument(
+        help:
+            "One run (compare two of its configurations) or two runs: BASELINE_RUN CANDIDATE_RUN; with --by, the experiment (default: the latest run's)."
+    )
+    var runs: [String] = []
+
+    @Option(help: "Compare the runs of two values of this tag per configuration (kernel, L2.kernel, commit, …).")
+    var by: String?
+
+    @Option(name: .customLong("a"), help: "With --by: the baseline value (default: the second most recent).")
+    var valueA: String?
+
+    @Option(name: .customLong("b"), help: "With --by: the candidate value (default: the most recent).")
+    var valueB: String?
 
     @Option(help: "Baseline configuration (default: the experiment's baseline).")
     var baseline: String?
@@ -98,7 +110,15 @@ struct CompareCommand: AsyncParsableCommand {
     var format: TableOrJSON = .table
 
     func validate() throws {
-        guard (1...2).contains(runs.count) else { throw ValidationError("give one run id or two") }
+        if by != nil {
+            guard runs.count <= 1 else { throw ValidationError("with --by, give at most the experiment's name") }
+            guard baseline == nil && candidate == nil else {
+                throw ValidationError("--by compares each configuration with itself: drop --baseline/--candidate")
+            }
+        } else {
+            guard (1...2).contains(runs.count) else { throw ValidationError("give one run id or two") }
+            guard valueA == nil && valueB == nil else { throw ValidationError("--a and --b go with --by TAG") }
+        }
     }
 
     func run() async throws {
@@ -106,6 +126,10 @@ struct CompareCommand: AsyncParsableCommand {
         let thresholds = try thresholdOptions.thresholdSet()
         let access = StoreAccess(options: resultsOptions)
         let store = try access.store()
+        if let by {
+            try compareByTag(by, thresholds: thresholds, access: access, store: store)
+            return
+        }
         let baseRecord = try access.record(runs[0], in: store)
         let candRecord = runs.count == 2 ? try access.record(runs[1], in: store) : baseRecord
         let baseConfig = baseline ?? baseRecord.experiment.baseline

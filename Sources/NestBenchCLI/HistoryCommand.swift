@@ -8,7 +8,12 @@ import NestBenchStore
 struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "history",
-        abstract: "Stored results over time per (workload, configuration, condition, metric), with each run's tags.")
+        abstract: "Stored results over time per (workload, configuration, condition, metric), with each run's tags.",
+        discussion: """
+            --html FILE writes one self-contained page (inline SVG, no scripts): per workload × configuration \
+            × condition, the primary metric's time series with each run's CI, the change points nightly finds, \
+            the last stable segment's band and the latest run's verdict, regressions first.
+            """)
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
@@ -20,9 +25,25 @@ struct HistoryCommand: AsyncParsableCommand {
     @Option(help: "Only this configuration.") var configuration: String?
     @Option(help: "Only this condition.") var condition: String?
     @Option(help: "Only this metric.") var metric: String?
+    @Option(name: .customLong("tag"), help: "Only runs with this tag, key=value (automatic or --tag'ed); repeatable.")
+    var tags: [String] = []
+    @Option(help: "One series per value of this tag (e.g. kernel, L2.kernel, testbed).") var by: String?
 
     @Option(help: "table, json or csv.")
     var format: TableJSONOrCSV = .table
+    @Option(help: "Write the history page (HTML) to this file.") var html: String?
+
+    @Option(help: "Page: E-divisive window length, as nightly.") var window: Int = 50
+    @Option(help: "Page: maximum p-value of a change point and of the gate, as nightly.") var p: Double = 0.001
+    @Option(help: "Page: minimum relative change of a change point and the gate's threshold, as nightly.")
+    var minChange: String = "5%"
+    @Option(help: "Page: fewest points of the last stable segment the gate needs, as nightly.") var minHistory: Int = 3
+
+    func validate() throws {
+        if let bad = RunTags.parseFilters(tags).bad { throw ValidationError("--tag takes key=value, found \"\(bad)\"") }
+        guard window >= 4 else { throw ValidationError("--window must be at least 4") }
+        guard p > 0 && p < 1 else { throw ValidationError("--p must be in (0, 1)") }
+    }
 
     func run() async throws {
         _ = global.makeLogger()
@@ -32,46 +53,96 @@ struct HistoryCommand: AsyncParsableCommand {
         let name = experiment ?? latest.experiment.name
         // The centers of the latest run of this experiment (its declarations).
         let declaring = latest.experiment.name == name ? latest.experiment : nil
-        let series = Nightly.series(try store.history(experiment: name), experiment: declaring).filter { s in
-            (workload == nil || s.key.workload == workload) && (configuration == nil || s.key.configuration == configuration)
-                && (condition == nil || s.key.condition == condition) && (metric == nil || s.key.metric == metric)
+        let filters = RunTags.parseFilters(tags).filters
+        let rows = try store.history(experiment: name).filter { r in
+            RunTags.matches(r.tags, filters) && (workload == nil || r.cell.workload == workload)
+                && (configuration == nil || r.cell.configuration == configuration)
+                && (condition == nil || r.cell.condition == condition) && (metric == nil || r.metric == metric)
         }
-        guard !series.isEmpty else {
+        guard !rows.isEmpty else {
             throw CommandFailure(code: ExitCodes.baselineNotFound, message: "no stored results for experiment \"\(name)\" match")
         }
-        let f = ISO8601DateFormatter()
-        func tags(_ t: [String: String]) -> String {
-            t.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        if let html {
+            let minimum: Double
+            do {
+                minimum = try ThresholdSet.parse(minChange, source: "--min-change").1.relative
+            } catch {
+                throw CommandFailure(code: ExitCodes.error, message: error.description)
+            }
+            let settings = NightlySettings(
+                detector: ChangePointDetector(windowLength: window, maxPValue: p, minMagnitude: minimum),
+                thresholds: ThresholdSet(defaultRelative: minimum), gatePValue: p, minSegment: minHistory)
+            let primary = try Self.primaryMetrics(experiment: name, workloads: Set(rows.map(\.cell.workload)), store: store)
+            let panels = HistoryPage.panels(rows, primary: primary, settings: settings, groupBy: by, experiment: declaring)
+            let page = HistoryPage.render(panels, experiment: name, filters: filters, groupBy: by, settings: settings)
+            guard FileManager.default.createFile(atPath: html, contents: Data(page.utf8)) else {
+                throw CommandFailure(code: ExitCodes.error, message: "\(html): cannot write the history page")
+            }
+            Console.error("nestbench: history page of \(name) (\(panels.count) series) written to \(html)")
+            return
         }
+        let groups = HistoryPage.grouped(rows, by: by).map { ($0.group, Nightly.series($0.rows, experiment: declaring)) }
+        let f = ISO8601DateFormatter()
         switch format {
         case .json:
-            Console.out(try CompareCommand.json(series))
+            if by == nil {
+                Console.out(try CompareCommand.json(groups[0].1))
+            } else {
+                struct Group: Encodable {
+                    var group: String
+                    var series: [HistorySeries]
+                }
+                Console.out(try CompareCommand.json(groups.map { Group(group: $0.0 ?? "", series: $0.1) }))
+            }
         case .csv:
-            let header = [
-                "workload", "condition", "configuration", "metric", "unit", "center", "run_id", "started_at", "tags", "value",
-                "n",
-            ]
-            let rows = series.flatMap { s in
-                s.points.map { p in
-                    [
-                        s.key.workload, s.key.condition, s.key.configuration, s.key.metric, s.unit, s.center, p.runID,
-                        f.string(from: p.startedAt), tags(p.tags), String(p.value), String(p.n),
-                    ]
+            let header =
+                (by == nil ? [] : ["group"]) + [
+                    "workload", "condition", "configuration", "metric", "unit", "center", "run_id", "started_at", "tags",
+                    "value", "n",
+                ]
+            let lines = groups.flatMap { group, series in
+                series.flatMap { s in
+                    s.points.map { p in
+                        (group.map { [$0] } ?? []) + [
+                            s.key.workload, s.key.condition, s.key.configuration, s.key.metric, s.unit, s.center, p.runID,
+                            f.string(from: p.startedAt), RunTags.describe(p.tags), String(p.value), String(p.n),
+                        ]
+                    }
                 }
             }
-            Console.out(CSVText.render(header: header, rows: rows))
+            Console.out(CSVText.render(header: header, rows: lines))
         case .table:
             var out = ""
-            for s in series {
-                out +=
-                    "\(s.key.workload) / \(s.key.condition) / \(s.key.configuration) / \(s.key.metric) [\(s.unit), \(s.center) of runs]\n"
-                for p in s.points {
+            for (group, series) in groups {
+                for s in series {
                     out +=
-                        "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  \(tags(p.tags))\n"
+                        "\(s.key.workload) / \(s.key.condition) / \(s.key.configuration) / \(s.key.metric) [\(s.unit), \(s.center) of runs]"
+                        + (group.map { " [\($0)]" } ?? "") + "\n"
+                    for p in s.points {
+                        out +=
+                            "  \(f.string(from: p.startedAt))  \(p.runID)  \(String(format: "%.6g", p.value))  n=\(p.n)  "
+                            + "\(RunTags.describe(p.tags.filter { !RunTags.isVerbose($0.key) }))\n"
+                    }
                 }
             }
             Console.out(out)
         }
+    }
+
+    /// Workload label → its primary metric, from the newest stored definition of the experiment
+    /// that has the workload (workloads that declare none are not drawn).
+    static func primaryMetrics(experiment: String, workloads: Set<String>, store: Store) throws -> [String: String] {
+        var result: [String: String] = [:]
+        var seen: Set<String> = []
+        for summary in try store.list() where summary.experiment == experiment {
+            guard let record = try store.experimentRun(summary.id) else { continue }
+            for w in record.experiment.workloads where workloads.contains(w.label) && !seen.contains(w.label) {
+                seen.insert(w.label)
+                result[w.label] = HistoryPage.primaryMetric(of: w, in: record.experiment)
+            }
+            if seen.count == workloads.count { break }
+        }
+        return result
     }
 }
 

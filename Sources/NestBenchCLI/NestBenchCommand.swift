@@ -1,11 +1,13 @@
 import ArgumentParser
 import Foundation
+import NestBenchBuildInfo
 
 /// `nestbench`: reproduce and extend huge-page / TLB evaluations in (nested) virtualized systems.
 public struct NestBenchCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "nestbench",
         abstract: "Measure huge-page / TLB techniques on this machine and in nested VM stacks.",
+        version: "nestbench \(BuildInfo.version) (commit \(BuildInfo.commit))",
         subcommands: [
             RunCommand.self, ReportCommand.self, ListCommand.self, RestoreCommand.self, FragmentCommand.self,
             FMFICommand.self, DoctorCommand.self, EventsCommand.self, LatsCommand.self, RoiCommand.self,

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NestBenchAnalysis
+import NestBenchModel
 import NestBenchStore
 
 struct ReportCommand: AsyncParsableCommand {
@@ -65,7 +66,7 @@ struct ListCommand: AsyncParsableCommand {
         }
         let f = ISO8601DateFormatter()
         for s in try resultsOptions.openStore().list() {
-            let tags = s.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            let tags = RunTags.describe(s.tags.filter { !RunTags.isVerbose($0.key) })
             Console.out("\(s.id)\t\(s.experiment)\t\(f.string(from: s.startedAt))\t\(s.status)\t\(s.runs) runs\t\(tags)\n")
         }
     }

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import NestBenchAnalysis
+import NestBenchBuildInfo
 import NestBenchConfig
 import NestBenchModel
 import NestBenchOrchestrator
@@ -47,8 +48,8 @@ struct RunCommand: AsyncParsableCommand {
     var allMetrics = false
 
     func validate() throws {
-        for tag in tags where !tag.contains("=") {
-            throw ValidationError("--tag takes key=value, found \"\(tag)\"")
+        for tag in tags where !tag.contains("=") || tag.split(separator: "=", maxSplits: 1)[0].contains(RunTags.scopeSeparator) {
+            throw ValidationError("--tag takes key=value with no \"@\" in the key, found \"\(tag)\"")
         }
     }
 
@@ -61,7 +62,8 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             throw CommandFailure(code: ExitCodes.error, message: error.description)
         }
-        var parsedTags: [String: String] = [:]
+        // NestBench's own version and commit are automatic tags (a --tag of the same name wins).
+        var parsedTags: [String: String] = BuildInfo.tags
         for tag in tags {
             let parts = tag.split(separator: "=", maxSplits: 1)
             parsedTags[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""

@@ -193,7 +193,8 @@ public struct ExperimentRunRecord: Codable, Sendable, Hashable {
     public var finishedAt: Date?
     public var status: Status
     public var machine: MachineDescription
-    /// User tags: commit, kernel id, patch name …
+    /// Tags: the user's (commit, patch series …) and the automatic ones (`AutomaticTags`), some
+    /// scoped to a configuration (`RunTags`).
     public var tags: [String: String]
 
     public init(

@@ -192,7 +192,7 @@ public final class Orchestrator: Sendable {
         let record = ExperimentRunRecord(
             id: id, experiment: experiment, filePath: loaded.path, contentHash: loaded.contentHash,
             content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: machine,
-            tags: options.tags)
+            tags: RunTagging.initial(machine: machine, experiment: experiment, user: options.tags))
         try store.begin(record)
         logger.notice("experiment run started", metadata: ["run.id": "\(id)", "run.seed": "\(seed)", "runs": "\(plan.count)"])
 
@@ -256,6 +256,9 @@ public final class Orchestrator: Sendable {
         }
         teardownPlatforms()
         try platform.restoreAll()
+        if let tags = try store.experimentRun(id)?.tags {
+            try store.setTags(id, RunTags.compact(tags, configurations: experiment.configurations.map(\.name)))
+        }
         try store.finish(id, status: finalStatus)
         return id
     }
@@ -418,6 +421,13 @@ public final class Orchestrator: Sendable {
             return try store(WorkloadResult(status: .failed, reason: error.description))
         }
         provenance.merge(placement.provenance) { $1 }
+        if configuration.platform == .qemu {
+            try self.store.addTags(
+                experimentRunID,
+                RunTags.yielding(
+                    RunTagging.stack(placement.provenance, configuration: configuration, named: planned.configuration),
+                    to: options.tags))
+        }
         let targets = placement.workloadPlaces
         // Member i runs in guest i: checked before anything indexes members by guest.
         if colocated && targets.count != members.count {

@@ -359,15 +359,43 @@ public final class Store: Sendable {
                         WHERE e.experiment = ? AND r.status = 'ok' AND m.value IS NOT NULL
                         ORDER BY e.started_at, e.id, r.sequence
                         """, arguments: [experiment])
+                // Each configuration's runs see their scoped tags (`L1.kernel@vanilla`) by plain name.
+                var resolved: [String: [String: String]] = [:]
                 while let row = try cursor.next() {
                     let id: String = row[0]
+                    let configuration: String = row[2]
+                    let key = id + "\u{0}" + configuration
+                    if resolved[key] == nil { resolved[key] = RunTags.resolve(tags[id] ?? [:], configuration: configuration) }
                     result.append(
                         HistoryRow(
-                            experimentRunID: id, startedAt: row[1], tags: tags[id] ?? [:],
+                            experimentRunID: id, startedAt: row[1], tags: resolved[key]!,
                             cell: Cell(configuration: row[2], workload: row[3], condition: row[4]), metric: row[5],
                             unit: row[6], polarity: Polarity(rawValue: row[7]) ?? .neutral, value: row[8]))
                 }
                 return result
+            }
+        }
+    }
+
+    /// Adds tags to a stored experiment run (automatic tags learnt while it runs: a stack's kernels).
+    public func addTags(_ id: String, _ added: [String: String]) throws(StoreError) {
+        guard !added.isEmpty else { return }
+        try wrap("tagging \(id)") {
+            try db.write { db in
+                guard let data = try Data.fetchOne(db, sql: "SELECT tags_json FROM experiment_run WHERE id = ?", arguments: [id])
+                else { return }
+                var tags = try JSONDecoder().decode([String: String].self, from: data)
+                tags.merge(added) { $1 }
+                try db.execute(sql: "UPDATE experiment_run SET tags_json = ? WHERE id = ?", arguments: [try json(tags), id])
+            }
+        }
+    }
+
+    /// Replaces the tags of a stored experiment run.
+    public func setTags(_ id: String, _ tags: [String: String]) throws(StoreError) {
+        try wrap("tagging \(id)") {
+            try db.write { db in
+                try db.execute(sql: "UPDATE experiment_run SET tags_json = ? WHERE id = ?", arguments: [try json(tags), id])
             }
         }
     }

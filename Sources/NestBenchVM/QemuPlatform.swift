@@ -375,6 +375,8 @@ struct StackPlacement: Placement {
         for layer in stack.layers {
             p["\(layer.name).console"] = layer.consoleLog
             p["\(layer.name).kernel"] = layer.kernelRelease
+            if let cmdline = layer.commandLine { p["\(layer.name).cmdline"] = cmdline }
+            if let version = layer.qemuVersion { p["qemu_version"] = version }
             for (vcpu, cpus) in layer.pinning { p["\(layer.name).vcpu\(vcpu).cpus"] = CPUList.format(cpus) }
             for (path, value) in layer.knobs { p["\(layer.name).knob:\(path)"] = value }
         }

@@ -83,6 +83,11 @@ public struct BootedLayer: Sendable {
     /// Index of the parent in the stack's layers; nil = this machine.
     public var parent: Int?
     public var kernelRelease: String
+    /// The kernel command line the guest booted with (its /proc/cmdline); nil when unreadable.
+    public var commandLine: String? = nil
+    /// QEMU's version from its QMP greeting (the QEMUs this machine starts; inner layers run the
+    /// same binary, from this machine's root); nil when not read.
+    public var qemuVersion: String? = nil
 }
 
 /// What went wrong booting a stack (a failed run, not a failed experiment).
@@ -334,6 +339,7 @@ public struct StackBooter: Sendable {
         let agent = GuestAgent(spool: share, name: name)
         let process: QemuProcess
         var pinning: [Int: [Int]] = [:]
+        var qemuVersion: String?
         let started = ContinuousClock.now
         logger.info("booting", metadata: ["layer": "\(name)", "console": "\(consoleHost)"])
         if let parentAgent {
@@ -384,7 +390,7 @@ public struct StackBooter: Sendable {
             process = .host(running, socketDirectory: socketDirectory)
             stack.add(process)
             do {
-                pinning = try Self.pinOnHost(socket: qmp, name: name, cpus: layer.pinning)
+                (pinning, qemuVersion) = try Self.pinOnHost(socket: qmp, name: name, cpus: layer.pinning)
             } catch {
                 await kill(process, in: stack)
                 throw BootFailure(
@@ -457,6 +463,8 @@ public struct StackBooter: Sendable {
             await kill(process, in: stack)
             throw BootFailure(layer: name, message: "\(error)", consoleLog: consoleHost)
         }
+        // What the guest kernel booted with, for the run's tags (a failure here fails nothing).
+        let commandLine = try? await agent.output(["cat", "/proc/cmdline"], failure: stack.deadReason)
         let pid: Int32
         switch process {
         case .host(let r, _): pid = r.pid
@@ -465,7 +473,9 @@ public struct StackBooter: Sendable {
         return stack.record(
             BootedLayer(
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
-                parent: parent, kernelRelease: release))
+                parent: parent, kernelRelease: release,
+                commandLine: commandLine.flatMap { $0.0 == 0 ? $0.1.trimmingCharacters(in: .whitespacesAndNewlines) : nil },
+                qemuVersion: qemuVersion))
     }
 
     /// The paging mode this layer's KVM runs its guests with (EPT/NPT read back, `NestedPaging`);
@@ -538,10 +548,10 @@ public struct StackBooter: Sendable {
         return String(decoding: data.suffix(300), as: UTF8.self).replacingOccurrences(of: "\n", with: " | ")
     }
 
-    /// QMP on this machine: handshake, vCPU threads pinned and read back, `cont`.
-    static func pinOnHost(socket: String, name: String, cpus: [Int]) throws(QMPError) -> [Int: [Int]] {
+    /// QMP on this machine: handshake (QEMU's version), vCPU threads pinned and read back, `cont`.
+    static func pinOnHost(socket: String, name: String, cpus: [Int]) throws(QMPError) -> ([Int: [Int]], String?) {
         let client = QMPClient(transport: try UnixSocketTransport(path: socket, timeout: 20), name: name)
-        try client.handshake()
+        let version = try client.handshake()
         var result: [Int: [Int]] = [:]
         for thread in try client.vcpuThreads() {
             if thread.cpuIndex < cpus.count {
@@ -555,7 +565,7 @@ public struct StackBooter: Sendable {
             result[thread.cpuIndex] = Affinity.of(thread.threadID) ?? []
         }
         _ = try client.execute("cont")
-        return result
+        return (result, version == "?" ? nil : version)
     }
 }
 

@@ -247,6 +247,20 @@ extension MachineSuite {
                 #expect(abs(n - expected) <= 1 + Int(wall / 10), "\(run.configuration): \(n) samples in \(wall) s")
             }
             #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
+            // The stack's runs are tagged without any --tag: every layer's kernel release and
+            // command line (as the guest read them), QEMU's version, the configuration's kernel.
+            let history = try CLI.run(
+                ["history", "e2e-nested", "--results", dir + "/res", "--metric", "ops_per_sec", "--format", "json"],
+                state: dir + "/state")
+            let series = try #require(try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]])
+            let tags = try #require((series.first?["points"] as? [[String: Any]])?.last?["tags"] as? [String: String])
+            let l1 = try #require(tags["L1.kernel"], "\(tags)")
+            #expect(tags["L0.kernel"] != nil && tags["L1.cmdline"]?.contains("console=ttyS0") == true, "\(tags)")
+            #expect(tags["qemu"]?.split(separator: ".").count == 3, "\(tags)")
+            #expect(tags["kernel"] == (tags["L0.kernel"] == l1 ? l1 : "L0 \(tags["L0.kernel"]!), L1 \(l1)"), "\(tags)")
+            let byKernel = try CLI.run(
+                ["compare", "--by", "L1.kernel", "e2e-nested", "--results", dir + "/res"], state: dir + "/state")
+            #expect(byKernel.status == 5 && byKernel.stderr.contains(l1), "one L1 kernel: nothing to compare")
         }
 
         /// A fragmented condition in a guest layer: nb-fragment runs in L1 through its agent (the

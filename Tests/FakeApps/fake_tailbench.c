@@ -5,7 +5,8 @@
  * (exit 2) so the tests see that every variable is set. FAKE_MODE=hang forks a child and both
  * sleep forever (the child's pid goes to hang-child.pid); FAKE_MODE=crash raises SIGSEGV.
  * lats.bin: TBENCH_MAXREQS records of (queue, service, sojourn) little-endian uint64 ns,
- * record i = (i*1000, 50000 + i, 50000 + i*1001). */
+ * record i = (i*1000, 50000 + i, 50000 + i*1001); service and sojourn times are multiplied by the
+ * number in the file FAKE_LATENCY_SCALE_FILE names, when set (a synthetic night's step). */
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdint.h>
@@ -26,10 +27,18 @@ static const char *need(const char *name) {
 }
 
 static int write_lats(long n) {
+    double scale = 1;
+    const char *scale_file = getenv("FAKE_LATENCY_SCALE_FILE");
+    if (scale_file) {
+        FILE *s = fopen(scale_file, "r");
+        if (!s || fscanf(s, "%lf", &scale) != 1) return 6;
+        fclose(s);
+    }
     FILE *f = fopen("lats.bin", "wb");
     if (!f) return 1;
     for (long i = 0; i < n; i++) {
-        uint64_t r[3] = {(uint64_t)i * 1000, 50000 + (uint64_t)i, 50000 + (uint64_t)i * 1001};
+        uint64_t r[3] = {(uint64_t)i * 1000, (uint64_t)((50000 + (double)i) * scale),
+            (uint64_t)((50000 + (double)i * 1001) * scale)};
         fwrite(r, sizeof r, 1, f);
     }
     return fclose(f) != 0;

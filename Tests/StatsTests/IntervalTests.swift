@@ -209,3 +209,28 @@ struct ChangePointTests {
         #expect(ChangePointDetector().detect([Double](repeating: 5, count: 80)).isEmpty)
     }
 }
+
+/// Confidence intervals of one sample's center. Expected values from SciPy 1.10:
+/// `m ± st.t.ppf(0.975, n-1) * x.std(ddof=1) / sqrt(n)`; hmean: the same on 1/x, inverted;
+/// median: order statistics with 2·st.binom.cdf(k-1, n, .5) ≤ 0.05.
+@Suite struct CenterIntervalTests {
+    @Test func meanIsStudentT() throws {
+        let ci = try #require(CenterStatistic.mean.interval([1, 2, 3, 4, 5]))
+        #expect(abs(ci.lower - 1.0367568385224428) < 1e-9 && abs(ci.upper - 4.963243161477557) < 1e-9)
+        #expect(CenterStatistic.mean.interval([3]) == nil)
+    }
+
+    @Test func harmonicMeanInvertsTheReciprocalsInterval() throws {
+        let ci = try #require(CenterStatistic.harmonicMean.interval([10, 12, 11, 13, 9]))
+        #expect(abs(ci.lower - 9.15331024418755) < 1e-9 && abs(ci.upper - 13.216927201008776) < 1e-9)
+        #expect(CenterStatistic.harmonicMean.interval([2, 4]) == nil, "the reciprocals' interval reaches 0")
+    }
+
+    @Test func medianUsesOrderStatistics() throws {
+        #expect(CenterStatistic.median.interval([5, 1, 4, 2, 3]) == nil, "n = 5: 2·P(X ≤ 0) = 0.0625 > 0.05")
+        let six = try #require(CenterStatistic.median.interval([6, 1, 5, 2, 4, 3]))
+        #expect(six.lower == 1 && six.upper == 6, "n = 6: 2·P(X ≤ 0) = 0.03125")
+        let ten = try #require(CenterStatistic.median.interval((1...10).map(Double.init).reversed()))
+        #expect(ten.lower == 2 && ten.upper == 9, "n = 10: 2·P(X ≤ 1) = 0.0215, 2·P(X ≤ 2) = 0.109")
+    }
+}
