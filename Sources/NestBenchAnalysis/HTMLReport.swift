@@ -17,7 +17,7 @@ public struct FigureSpec: Sendable {
     public var matches: @Sendable (String) -> Bool
 
     static let throughputNames = [
-        "roi_throughput", "throughput_rps", "throughput", "requests_per_sec", "achieved_qps", "qps", "ops_per_sec",
+        "roi_throughput", "capacity_rps", "throughput", "requests_per_sec", "achieved_qps", "ops_per_sec",
     ]
 
     /// A TLB-miss counter, not a proxy: proxies (software events, tracepoints) are named `perf.*`.
@@ -33,7 +33,9 @@ public struct FigureSpec: Sendable {
     public static let paper: [FigureSpec] = [
         FigureSpec(
             id: "fig11", title: "Fig. 11 — normalized throughput",
-            measure: "throughput (roi_throughput, throughput_rps or ops_per_sec)", role: "main",
+            measure:
+                "throughput: PARSEC roi_throughput (1 / ROI seconds), Tailbench capacity_rps (server threads / mean service time of the measured requests; not the offered TBENCH_QPS), micro ops_per_sec",
+            role: "main",
             pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
         FigureSpec(
             id: "fig12", title: "Fig. 12 — normalized TLB misses",

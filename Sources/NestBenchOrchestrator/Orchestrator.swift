@@ -235,7 +235,8 @@ public final class Orchestrator: Sendable {
             let record = RunRecord(
                 experimentRunID: experimentRunID, planned: planned, status: result.status, reason: result.reason,
                 startedAt: started, endedAt: Date(), invocations: result.invocations, exitStatus: result.exitStatus,
-                signal: result.signal, metrics: result.metrics, provenance: provenance, outputTail: result.outputTail)
+                signal: result.signal, metrics: result.metrics, provenance: provenance.merging(result.provenance) { $1 },
+                outputTail: result.outputTail)
             try self.store.record(record, samples: samples.map { ($0.tMillis, $0.name, $0.value) })
             return record
         }
@@ -354,7 +355,8 @@ extension Orchestrator {
             let record = RunRecord(
                 experimentRunID: experimentRunID, planned: planned, status: result.status, reason: result.reason,
                 startedAt: started, endedAt: Date(), invocations: result.invocations, exitStatus: result.exitStatus,
-                signal: result.signal, metrics: result.metrics, provenance: provenance, outputTail: result.outputTail)
+                signal: result.signal, metrics: result.metrics, provenance: provenance.merging(result.provenance) { $1 },
+                outputTail: result.outputTail)
             try self.store.record(record, samples: samples.map { ($0.tMillis, $0.name, $0.value) })
             return record
         }
