@@ -73,9 +73,21 @@ struct RunCommand: AsyncParsableCommand {
             for p in plan {
                 Console.out("\(p.sequence)\t\(p.configuration)\t\(p.workload)\t\(p.condition)\trep \(p.repetition)\n")
             }
+            let availability = Availability(loaded.experiment, registry: registry)
+            for line in availability.lines { Console.error("preflight: \(line)") }
+            if availability.nothingRuns {
+                throw CommandFailure(code: ExitCodes.error, message: "\(file): no cell of the experiment can run here")
+            }
             let problems = LocalPlatform.preflight(loaded.experiment.configurations)
             for problem in problems { Console.error("preflight: \(problem)") }
             if !problems.isEmpty { throw CommandFailure(code: ExitCodes.error, message: "") }
+            if !availability.unavailable.isEmpty {
+                throw CommandFailure(
+                    code: ExitCodes.workloadFailed,
+                    message:
+                        "\(availability.unavailable.count) workload(s) cannot run here; their cells would be stored as unavailable"
+                )
+            }
             return
         }
 
@@ -112,6 +124,10 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error.description)")
         }
 
+        // Some cells cannot run: said up front; the run goes on and exits 3 at the end.
+        let availability = Availability(loaded.experiment, registry: registry)
+        for line in availability.lines { Console.error("nestbench: \(line) (its cells will be stored as unavailable)") }
+
         let signals = SignalTrap.install()
         defer { signals.cancel() }
         let interactive = isatty(STDERR_FILENO) == 1
@@ -142,8 +158,9 @@ struct RunCommand: AsyncParsableCommand {
         let report = Report(record: record, runs: runs)
         Console.out(ReportRenderer.render(report, as: ReportFormat(rawValue: format)!))
         Console.error("nestbench: stored as run \(id) in \(resultsOptions.databasePath)")
-        if runs.contains(where: { $0.status == .failed }) {
-            throw CommandFailure(code: ExitCodes.workloadFailed, message: "some runs failed (see the report)")
+        if runs.contains(where: { $0.status == .failed || $0.status == .unavailable }) {
+            throw CommandFailure(
+                code: ExitCodes.workloadFailed, message: "some runs failed or could not run here (see the report)")
         }
     }
 

@@ -99,6 +99,11 @@ public final class Orchestrator: Sendable {
 
     /// Checks that the experiment can run here without changing anything.
     public func preflight(_ experiment: Experiment) throws(OrchestratorError) {
+        // Nothing to run is an error, found before any knob changes.
+        let availability = Availability(experiment, registry: registry)
+        if availability.nothingRuns {
+            throw OrchestratorError((["no cell of the experiment can run here:"] + availability.lines).joined(separator: "\n"))
+        }
         var problems = LocalPlatform.preflight(experiment.configurations.map(onThisMachine))
         let isRoot = getuid() == 0
         for condition in experiment.conditions {

@@ -61,7 +61,9 @@ public struct ParsecAdapter: WorkloadAdapter {
     /// hooks are not a shared library (a static `libhooks.a`, or no hooks build).
     static func sharedHooks(in directory: String) -> String? {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.sorted().first { $0.hasPrefix("libhooks.so") }.map { "\(directory)/\($0)" }
+        // The name the loader looks for (the SONAME libhooks.so.0), else any libhooks.so*.
+        let name = names.contains("libhooks.so.0") ? "libhooks.so.0" : names.sorted().first { $0.hasPrefix("libhooks.so") }
+        return name.map { "\(directory)/\($0)" }
     }
 
     /// The input archive (`parsec-sim`, …) that provides `size`, for fetch hints.
@@ -209,6 +211,23 @@ public struct ParsecAdapter: WorkloadAdapter {
             }
             result.reason = reason
             result.outputTail = MetricLines.tail(of: stderr) ?? MetricLines.tail(of: stdout)
+            return result
+        }
+        // A ROI printed as zero (canneal test/simdev on a 1 ms tree): the program ran fine, the
+        // ROI is below what the line can show. A warning, not a failure; no number is derived.
+        if let roi, roi.seconds == 0, let resolution = roi.resolution {
+            let why = "ROI printed as 0 s: below the printed resolution (\(resolution) s); use a larger input size"
+            result.provenance["parsec.roi_resolution_s"] = "\(resolution)"
+            result.provenance["warning.roi_resolution"] = why
+            result.metrics =
+                [
+                    Metric.unavailable("roi_seconds", unit: "s", polarity: .lowerIsBetter, source: "workload", reason: why),
+                    Metric.unavailable(
+                        "roi_throughput", unit: "1/s", polarity: .higherIsBetter, source: "workload", reason: why),
+                    Metric(
+                        name: "roi_resolution_seconds", value: resolution, unit: "s", polarity: .neutral, source: "workload",
+                        detail: "resolution of the printed ROI time (10^-decimals)"),
+                ] + measured.metrics
             return result
         }
         guard let roi, roi.succeeded, let seconds = roi.seconds else {

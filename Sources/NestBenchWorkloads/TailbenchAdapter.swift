@@ -213,7 +213,8 @@ public struct TailbenchAdapter: WorkloadAdapter {
                     status: .failed,
                     reason:
                         "the \(spec.name) server ended before its client (\(o.describe(timeout: spec.timeoutSeconds)))"
-                        + Self.lastLines(serverStderr).map { ": \($0)" }.orEmpty,
+                        + Self.lastLines(serverStderr).map { ": \($0)" }.orEmpty
+                        + Self.harnessBugHint(stderrFiles: [serverStderr, clientStderr]).map { "; \($0)" }.orEmpty,
                     metrics: measured.metrics, invocations: invocations, exitStatus: o.exitStatus, signal: o.signal,
                     outputTail: MetricLines.tail(of: serverStderr))
             }

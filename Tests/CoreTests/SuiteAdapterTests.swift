@@ -390,6 +390,18 @@ final class LaunchLog: @unchecked Sendable {
         #expect(warning.contains("0.001") && warning.contains("larger input"))
     }
 
+    /// canneal test on a tree printing 3 decimals: "0.000s" is a warning, never a 0 or a failure.
+    @Test(.timeLimit(.minutes(1)))
+    func roiPrintedAsZeroIsAWarningWithoutNumbers() async throws {
+        try await installCanneal()
+        let spec = WorkloadSpec(suite: "parsec", name: "canneal", timeoutSeconds: 30, environment: ["FAKE_ROI": "0.000"])
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run8"))
+        #expect(result.status == .ok, "\(result.reason ?? "")")
+        #expect(result.metrics.first { $0.name == "roi_throughput" }.map { $0.value == nil && $0.unavailable != nil } == true)
+        #expect(result.metrics.first { $0.name == "roi_seconds" }?.value == nil)
+        #expect(result.provenance["warning.roi_resolution"]?.contains("larger input") == true)
+    }
+
     /// parsecmgmt 3.0 appends `-c CONFIG` to $PARSECPLAT: NestBench exports only <arch>-<os>.
     @Test(.timeLimit(.minutes(1)))
     func parsecmgmtModeGetsPlatformAndConfigAsItExpects() async throws {
