@@ -5,8 +5,8 @@ import NestBenchProcess
 /// Tailbench apps (Suites/tailbench.yaml), integrated or loopback, measured from their `lats.bin`.
 ///
 /// Metrics: mean/p50/p95/p99/max of sojourn, service and queue time (ms, from lats.bin),
-/// `requests` (measured), `throughput_rps` (achieved: measured requests / wall seconds of the
-/// measured process, from exec to exit) and `offered_qps` (TBENCH_QPS as configured).
+/// `requests` (measured), `capacity_rps` (server threads / mean service time of the measured
+/// requests) and `offered_qps` (TBENCH_QPS as configured). Loopback measures the server.
 public struct TailbenchAdapter: WorkloadAdapter {
     public let suite = "tailbench"
     let source: SuiteSource
