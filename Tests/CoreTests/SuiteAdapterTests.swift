@@ -237,6 +237,22 @@ final class LaunchLog: @unchecked Sendable {
         #expect(!FileManager.default.fileExists(atPath: "/proc/net/tcp") || !Self.listening(Int(port)!))
     }
 
+    /// A server that aborts after its client finished (silo's harness does, sending to the
+    /// departed client): the measured requests are complete — ok, with a warning.
+    @Test(.timeLimit(.minutes(1)))
+    func serverAbortingAfterItsClientLeftIsAWarning() async throws {
+        try installFake()
+        let spec = WorkloadSpec(
+            suite: "tailbench", name: "masstree",
+            params: ["mode": "loopback", "requests": "100", "qps": "2000", "warmup_requests": "10"], timeoutSeconds: 30,
+            environment: ["FAKE_MODE": "server-aborts-at-end"])
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run9"))
+        #expect(result.status == .ok, "\(result.reason ?? "")")
+        #expect(result.signal == SIGABRT)
+        #expect(result.provenance["warning.server_exit"]?.contains("after its client had finished") == true)
+        #expect(result.metrics.first { $0.name == "requests" }?.value == 100)
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func serverDyingBeforeItsClientFailsTheRun() async throws {
         try installFake()

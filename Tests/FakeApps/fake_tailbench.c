@@ -18,7 +18,8 @@
  *
  * FAKE_MODE=hang: fork a child and both sleep forever (the child's pid goes to hang-child.pid);
  * FAKE_MODE=crash: raise SIGSEGV; FAKE_MODE=server-dies: the server prints an error to stderr
- * and exits 3 after FAKE_DIE_AFTER (default 5) requests. */
+ * and exits 3 after FAKE_DIE_AFTER (default 5) requests; FAKE_MODE=server-aborts-at-end: the
+ * server aborts (SIGABRT) when its client has left, as silo's server may on a send to it. */
 #include <arpa/inet.h>
 #include <math.h>
 #include <signal.h>
@@ -126,6 +127,10 @@ int main(int argc, char **argv) {
             }
             uint64_t svc = serve(service_ns);
             if (write(c, &svc, sizeof svc) != sizeof svc) break;
+        }
+        if (mode && !strcmp(mode, "server-aborts-at-end")) {
+            fprintf(stderr, "send() failed: Connection reset by peer\n");
+            abort();
         }
         fprintf(stderr, "All clients exited. Server finishing\n");
         return 0;
