@@ -233,12 +233,9 @@ public struct ParsecAdapter: WorkloadAdapter {
         guard let roi, roi.succeeded, let seconds = roi.seconds else {
             result.status = .failed
             var reason = "\(spec.name): \(roi?.failure ?? "no ROI time: the program printed nothing")"
-            // parsecmgmt exits 0 after its own errors ("[PARSEC] Error: Binary … cannot be found").
-            if let parsecError = output.split(separator: "\n").last(where: { $0.contains("[PARSEC] Error:") }) {
-                reason += "; parsecmgmt: \(parsecError.trimmingCharacters(in: .whitespaces))"
-            } else if let lastError {
-                reason += " (\(lastError))"
-            }
+            // parsecmgmt exits 0 after its own errors ("[PARSEC] Error: Binary … cannot be found"):
+            // ParsecLog names them; otherwise the program's last complaint.
+            if roi?.failure?.contains("parsecmgmt did not run") != true, let lastError { reason += " (\(lastError))" }
             result.reason = reason
             result.outputTail = MetricLines.tail(of: stdout)
             return result

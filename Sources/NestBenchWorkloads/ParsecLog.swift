@@ -44,11 +44,16 @@ public enum ParsecLog {
         var sawHooks = false
         var sawROIStart = false
         var sawROIEnd = false
+        var parsecError: String?
 
         func finish() {
             guard var r = current else { return }
             if r.seconds == nil && r.failure == nil {
-                if let crash = r.crash {
+                if let parsecError {
+                    // parsecmgmt's own error (a binary it cannot find under its PARSECPLAT, …): the
+                    // program never ran, the build is not to blame.
+                    r.failure = "no ROI time: parsecmgmt did not run the program: \(parsecError)"
+                } else if let crash = r.crash {
                     r.failure = "no ROI time: the program crashed (\(crash))"
                 } else if !sawHooks {
                     r.failure =
@@ -78,9 +83,11 @@ public enum ParsecLog {
                 sawHooks = false
                 sawROIStart = false
                 sawROIEnd = false
+                parsecError = nil
                 continue
             }
             if current == nil { current = ParsecROI() }
+            if line.hasPrefix("[PARSEC] Error:"), parsecError == nil { parsecError = line }
             if line.hasPrefix("[HOOKS]") { sawHooks = true }
             if line.hasPrefix("[HOOKS] Entering ROI") { sawROIStart = true }
             if line.hasPrefix("[HOOKS] Leaving ROI") { sawROIEnd = true }
