@@ -69,6 +69,9 @@ public struct TailbenchAdapter: WorkloadAdapter {
             return "specjbb needs a JDK: set JDK_PATH (as in Tailbench's configs.sh) or params.jdk"
         }
         for program in programs(spec, app: app, values: values) where !FileManager.default.isExecutableFile(atPath: program) {
+            if FileManager.default.fileExists(atPath: program) {
+                return "\(program): not executable (the tree lost its execute bits); fix it with `chmod +x \(program)`"
+            }
             return "\(program): not built; build it with `cd \(root)/\(app.dir) && ./build.sh` (Tailbench's build scripts)"
         }
         let required = (app.requires ?? []).map { Placeholders.expand($0, values) }

@@ -316,6 +316,9 @@ final class LaunchLog: @unchecked Sendable {
         #expect(notBuilt.contains("\(root)/img-dnn/img-dnn_integrated") && notBuilt.contains("build.sh"))
         let fake = try #require(SuitePaths.fakeTailbench)
         try SuitePaths.install(fake, at: "\(root)/img-dnn/img-dnn_integrated")
+        chmod("\(root)/img-dnn/img-dnn_integrated", 0o644)
+        #expect(a.unavailableReason(for: img)?.contains("chmod +x \(root)/img-dnn/img-dnn_integrated") == true)
+        chmod("\(root)/img-dnn/img-dnn_integrated", 0o755)
         let notFetched = try #require(a.unavailableReason(for: img))
         #expect(
             notFetched.contains("\(root)/cache/suites/tailbench/data/img-dnn")
