@@ -440,7 +440,7 @@ extension Orchestrator {
                         startHelper: { spec throws(ProcessError) in
                             throw ProcessError(
                                 program: spec.program, message: "helper processes in guests are not supported yet", errno: nil)
-                        })
+                        }, helpersSupported: false)
                     let (workload, adapter) = colocated ? members[i] : members[0]
                     return (i, await adapter.run(workload, context: context))
                 }

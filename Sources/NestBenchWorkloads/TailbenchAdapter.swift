@@ -120,6 +120,13 @@ public struct TailbenchAdapter: WorkloadAdapter {
 
         let programs = programs(spec, app: app, values: values)
         let args = (app.args.arguments(size: nil) ?? []).map { Placeholders.expand($0, values) }
+        if loopback, !runContext.helpersSupported {
+            return WorkloadResult(
+                status: .unavailable,
+                reason:
+                    "\(spec.name) loopback: its client must run beside the server, and this platform cannot start helper processes there yet (use mode integrated in guests)"
+            )
+        }
         if loopback, let port {
             let clientArgs = (app.clientArgs ?? []).map { Placeholders.expand($0, values) }
             return await runLoopback(

@@ -11,14 +11,20 @@ public struct WorkloadContext: Sendable {
     /// Starts the measured process with every collector attached, waits for it, and returns
     /// how it ended with the collectors' metrics.
     public var launchMeasured: @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome
-    /// Starts a helper (e.g. a server), not measured; the adapter stops it.
+    /// Starts a helper (e.g. a loopback client), not measured, where the measured process runs;
+    /// the adapter stops it.
     public var startHelper: @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+    /// False where `startHelper` cannot start processes beside the measured one (guests, until
+    /// helpers run there): adapters that need a helper say the run is unavailable, without starting.
+    public var helpersSupported: Bool
 
     public init(
         runDirectory: String, logger: Logger,
         launchMeasured: @escaping @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome,
-        startHelper: @escaping @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+        startHelper: @escaping @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess,
+        helpersSupported: Bool = true
     ) {
+        self.helpersSupported = helpersSupported
         self.runDirectory = runDirectory
         self.logger = logger
         self.launchMeasured = launchMeasured
