@@ -120,13 +120,6 @@ public struct TailbenchAdapter: WorkloadAdapter {
 
         let programs = programs(spec, app: app, values: values)
         let args = (app.args.arguments(size: nil) ?? []).map { Placeholders.expand($0, values) }
-        if loopback, !runContext.helpersSupported {
-            return WorkloadResult(
-                status: .unavailable,
-                reason:
-                    "\(spec.name) loopback: its client must run beside the server, and this platform cannot start helper processes there yet (use mode integrated in guests)"
-            )
-        }
         if loopback, let port {
             let clientArgs = (app.clientArgs ?? []).map { Placeholders.expand($0, values) }
             return await runLoopback(
@@ -231,7 +224,7 @@ public struct TailbenchAdapter: WorkloadAdapter {
         }
         // Wait until it listens (or ends), without connecting to it.
         let deadline = ContinuousClock.now + .seconds(Swift.min(spec.timeoutSeconds, 300))
-        while !Loopback.isListening(port: port) {
+        while !(await Loopback.isListening(port: port, read: runContext.readFile)) {
             if ended.isSet { return await serverEnded() }
             if ContinuousClock.now > deadline {
                 Loopback.killGroups(program: server.program, workingDirectory: run)
@@ -242,9 +235,9 @@ public struct TailbenchAdapter: WorkloadAdapter {
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        let clientProcess: RunningProcess
+        let clientProcess: any HelperProcess
         do {
-            clientProcess = try runContext.startHelper(clientSpec)
+            clientProcess = try await runContext.startHelper(clientSpec)
         } catch {
             Loopback.killGroups(program: server.program, workingDirectory: run)
             _ = await serverTask.value
@@ -253,21 +246,24 @@ public struct TailbenchAdapter: WorkloadAdapter {
         }
         while !clientProcess.hasExited {
             if ended.isSet {
-                clientProcess.kill()
-                _ = await clientProcess.wait()
+                await clientProcess.stop()
                 return await serverEnded()
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        let clientOutcome = await clientProcess.wait()
-        if !clientOutcome.succeeded {
+        let clientEnd = await clientProcess.ended()
+        // The client's usage where its place reports it (this machine); a guest's agent does not.
+        var clientOutcome: ProcessOutcome?
+        if let local = clientProcess as? RunningProcess { clientOutcome = await local.wait() }
+        let clientSucceeded = clientOutcome?.succeeded ?? (clientEnd.exitStatus == 0)
+        if !clientSucceeded {
             // A client killed by its server's end (SIGPIPE) may be noticed first: the server's
             // failure is the cause.
             let grace = ContinuousClock.now + .seconds(2)
             while !ended.isSet && ContinuousClock.now < grace { try? await Task.sleep(for: .milliseconds(20)) }
             if ended.isSet, case .success(let m) = await serverTask.value, !m.outcome.succeeded {
                 var result = await serverEnded()
-                result.reason = (result.reason ?? "") + "; the client: \(clientOutcome.describe(timeout: spec.timeoutSeconds))"
+                result.reason = (result.reason ?? "") + "; the client: \(clientEnd.description)"
                 return result
             }
         }
@@ -282,9 +278,9 @@ public struct TailbenchAdapter: WorkloadAdapter {
         var result = WorkloadResult(
             status: .ok, metrics: measured.metrics + Self.clientMetrics(clientOutcome), invocations: invocations,
             exitStatus: o.exitStatus, signal: o.signal)
-        if !clientOutcome.succeeded {
+        if !clientSucceeded {
             result.status = .failed
-            var reason = "\(spec.name) client: \(clientOutcome.describe(timeout: spec.timeoutSeconds))"
+            var reason = "\(spec.name) client: \(clientEnd.description)"
             reason += Self.lastLines(clientStderr).map { ": \($0)" }.orEmpty
             if let hint = Self.harnessBugHint(stderrFiles: [clientStderr, serverStderr]) { reason += "; \(hint)" }
             result.reason = reason
@@ -313,8 +309,15 @@ public struct TailbenchAdapter: WorkloadAdapter {
     }
 
     /// The client's usage (it is not the measured process): `client.` metrics.
-    static func clientMetrics(_ o: ProcessOutcome) -> [Metric] {
-        [
+    static func clientMetrics(_ outcome: ProcessOutcome?) -> [Metric] {
+        guard let o = outcome else {
+            return ["client.wall_seconds", "client.user_seconds", "client.system_seconds"].map {
+                Metric.unavailable(
+                    $0, unit: "s", polarity: .neutral, source: "rusage",
+                    reason: "unavailable: the client ran in a guest, whose agent reports no resource usage of helpers")
+            }
+        }
+        return [
             Metric(
                 name: "client.wall_seconds", value: o.wallSeconds, unit: "s", polarity: .neutral, source: "timing",
                 detail: "load generator, exec to exit"),

@@ -253,27 +253,6 @@ final class LaunchLog: @unchecked Sendable {
         #expect(result.metrics.first { $0.name == "requests" }?.value == 100)
     }
 
-    /// Where helpers cannot run beside the server (guests, for now), loopback is unavailable at
-    /// once, without starting a server.
-    @Test(.timeLimit(.minutes(1)))
-    func loopbackWithoutHelpersIsUnavailable() async throws {
-        try installFake()
-        let spec = WorkloadSpec(suite: "tailbench", name: "masstree", params: ["mode": "loopback"], timeoutSeconds: 30)
-        let run = root + "/run10"
-        let base = SuitePaths.context(runDirectory: run)
-        let launched = LaunchLog()
-        let context = WorkloadContext(
-            runDirectory: run, logger: base.logger,
-            launchMeasured: { spec throws(ProcessError) in
-                launched.append(spec.program)
-                return try await base.launchMeasured(spec)
-            }, startHelper: base.startHelper, helpersSupported: false)
-        let result = try await adapter().run(spec, context: context)
-        #expect(result.status == .unavailable)
-        #expect(result.reason?.contains("mode integrated") == true)
-        #expect(launched.programs.isEmpty)
-    }
-
     @Test(.timeLimit(.minutes(1)))
     func serverDyingBeforeItsClientFailsTheRun() async throws {
         try installFake()
