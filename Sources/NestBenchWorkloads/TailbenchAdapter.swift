@@ -253,8 +253,7 @@ public struct TailbenchAdapter: WorkloadAdapter {
         }
         let clientEnd = await clientProcess.ended()
         // The client's usage where its place reports it (this machine); a guest's agent does not.
-        var clientOutcome: ProcessOutcome?
-        if let local = clientProcess as? RunningProcess { clientOutcome = await local.wait() }
+        let clientOutcome = clientEnd.outcome
         let clientSucceeded = clientOutcome?.succeeded ?? (clientEnd.exitStatus == 0)
         if !clientSucceeded {
             // A client killed by its server's end (SIGPIPE) may be noticed first: the server's
