@@ -604,7 +604,10 @@ public enum HTMLReport {
             for r in failed {
                 h +=
                     "<li>#\(r.sequence) \(esc(r.configuration))/\(esc(r.workload))/\(esc(r.condition)) rep \(r.repetition): "
-                    + "\(esc(r.status)): \(esc(r.reason ?? ""))</li>\n"
+                    + "\(esc(r.status)): \(esc(r.reason ?? ""))"
+                let lines = ReportRun.lastLines(r.outputTail)
+                if !lines.isEmpty { h += "<pre>" + esc(lines.joined(separator: "\n")) + "</pre>" }
+                h += "</li>\n"
             }
             h += "</ul>\n"
         }

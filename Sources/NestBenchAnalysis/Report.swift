@@ -18,6 +18,13 @@ public struct ReportRun: Codable, Sendable, Hashable {
     public var provenance: [String: String] = [:]
     /// Every command line of the run (QEMU of each layer, the workload).
     public var invocations: [[String]] = []
+    /// The last output lines of a run that did not succeed (stderr of the process that failed).
+    public var outputTail: String?
+
+    enum CodingKeys: String, CodingKey {
+        case sequence, configuration, workload, condition, repetition, status, reason, metrics, provenance, invocations
+        case outputTail = "output_tail"
+    }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -31,6 +38,15 @@ public struct ReportRun: Codable, Sendable, Hashable {
         try c.encode(metrics, forKey: .metrics)
         try c.encode(provenance, forKey: .provenance)
         try c.encode(invocations, forKey: .invocations)
+        try c.encodeIfPresent(outputTail, forKey: .outputTail)
+    }
+}
+
+extension ReportRun {
+    /// The last few lines of a failed run's output, for the reports.
+    public static func lastLines(_ tail: String?, count: Int = 5) -> [String] {
+        guard let tail else { return [] }
+        return Array(tail.split(separator: "\n").map(String.init).filter { !$0.isEmpty }.suffix(count))
     }
 }
 
@@ -165,7 +181,8 @@ public struct Report: Codable, Sendable {
             return ReportRun(
                 sequence: run.planned.sequence, configuration: run.planned.configuration, workload: run.planned.workload,
                 condition: run.planned.condition, repetition: run.planned.repetition, status: run.status.rawValue,
-                reason: run.reason, metrics: metrics, provenance: run.provenance, invocations: run.invocations.map(\.argv))
+                reason: run.reason, metrics: metrics, provenance: run.provenance, invocations: run.invocations.map(\.argv),
+                outputTail: run.status == .ok ? nil : run.outputTail)
         }
         comparisons = Comparator.comparisons(experiment: record.experiment, runs: runs)
         geomeans = Comparator.geomeans(experiment: record.experiment, comparisons: comparisons)
@@ -197,6 +214,17 @@ public struct Report: Codable, Sendable {
         let failed = runs.filter { $0.status != .ok }
         if !failed.isEmpty {
             notes.append("\(failed.count) of \(runs.count) runs did not succeed; they are excluded from the statistics")
+        }
+        // Warnings adapters attached to runs (provenance `warning.*`), e.g. a ROI too short for
+        // its printed resolution: one note per distinct warning with the runs it concerns.
+        var warnings: [String: [Int]] = [:]
+        for run in runs {
+            for (key, value) in run.provenance where key.hasPrefix("warning.") {
+                warnings["\(run.planned.workload): \(value)", default: []].append(run.planned.sequence)
+            }
+        }
+        for (text, sequences) in warnings.sorted(by: { $0.key < $1.key }) {
+            notes.append("WARNING \(text) (runs " + sequences.sorted().map { "#\($0)" }.joined(separator: ", ") + ")")
         }
         let outOfBand = runs.filter { $0.provenance["fragmentation.band"] == "out" }
         if !outOfBand.isEmpty {
@@ -544,6 +572,7 @@ public enum ReportRenderer {
                 out +=
                     "- #\(r.sequence) \(r.configuration)/\(r.workload)/\(r.condition) rep \(r.repetition): "
                     + "\(r.status): \(r.reason ?? "")\n"
+                for line in ReportRun.lastLines(r.outputTail) { out += "    | \(line)\n" }
             }
         }
         if !report.notes.isEmpty {

@@ -88,9 +88,21 @@ struct RunCommand: AsyncParsableCommand {
             Console.out(
                 "then adaptive blocks (cells with a wide CI, up to \(loaded.experiment.repetitions.max) repetitions) "
                     + "drawn from the same seed\n")
+            let availability = Availability(loaded.experiment, registry: registry)
+            for line in availability.lines { Console.error("preflight: \(line)") }
+            if availability.nothingRuns {
+                throw CommandFailure(code: ExitCodes.error, message: "\(file): no cell of the experiment can run here")
+            }
             let problems = LocalPlatform.preflight(loaded.experiment.configurations)
             for problem in problems { Console.error("preflight: \(problem)") }
             if !problems.isEmpty { throw CommandFailure(code: ExitCodes.error, message: "") }
+            if !availability.unavailable.isEmpty {
+                throw CommandFailure(
+                    code: ExitCodes.workloadFailed,
+                    message:
+                        "\(availability.unavailable.count) workload(s) cannot run here; their cells would be stored as unavailable"
+                )
+            }
             return
         }
 
@@ -127,6 +139,10 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error.description)")
         }
 
+        // Some cells cannot run: said up front; the run goes on and exits 3 at the end.
+        let availability = Availability(loaded.experiment, registry: registry)
+        for line in availability.lines { Console.error("nestbench: \(line) (its cells will be stored as unavailable)") }
+
         let signals = SignalTrap.install()
         defer { signals.cancel() }
         let interactive = isatty(STDERR_FILENO) == 1
@@ -161,8 +177,9 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: "run \(id) is stored, but \(error.description)")
         }
         Console.error("nestbench: stored as run \(id) in \(resultsOptions.databasePath)")
-        if runs.contains(where: { $0.status == .failed }) {
-            throw CommandFailure(code: ExitCodes.workloadFailed, message: "some runs failed (see the report)")
+        if runs.contains(where: { $0.status == .failed || $0.status == .unavailable }) {
+            throw CommandFailure(
+                code: ExitCodes.workloadFailed, message: "some runs failed or could not run here (see the report)")
         }
     }
 

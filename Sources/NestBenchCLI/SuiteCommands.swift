@@ -105,14 +105,57 @@ struct SuitesCommand: AsyncParsableCommand {
             }
             Console.out("\(suite) (\(definition.file)):\n")
             for name in definition.apps.keys.sorted() {
-                let spec = WorkloadSpec(suite: suite, name: name)
-                if let reason = adapter.unavailableReason(for: spec) {
-                    Console.out("  \(name.padding(toLength: 14, withPad: " ", startingAt: 0)) not ready: \(reason)\n")
-                } else {
-                    Console.out("  \(name.padding(toLength: 14, withPad: " ", startingAt: 0)) ready\n")
+                let column = name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                let sizes = Self.sizes(of: definition.apps[name]!)
+                if sizes.isEmpty {
+                    let reason = adapter.unavailableReason(for: WorkloadSpec(suite: suite, name: name))
+                    Console.out("  \(column) \(reason.map { "not ready: \($0)" } ?? "ready")\n")
+                    continue
+                }
+                // Readiness per input size (PARSEC: test/simdev ship with the sources, the
+                // others need the input archives), sizes with the same reason together.
+                var ready: [String] = []
+                var notReady: [(reason: String, sizes: [String])] = []
+                for size in sizes {
+                    guard
+                        let reason = adapter.unavailableReason(
+                            for: WorkloadSpec(suite: suite, name: name, params: ["size": size]))
+                    else {
+                        ready.append(size)
+                        continue
+                    }
+                    let general = reason.replacingOccurrences(of: "input_\(size).tar", with: "input_<size>.tar")
+                    if let i = notReady.firstIndex(where: { $0.reason == general }) {
+                        notReady[i].sizes.append(size)
+                    } else {
+                        notReady.append((general, [size]))
+                    }
+                }
+                if ready.isEmpty && notReady.count == 1 {
+                    Console.out("  \(column) not ready (every size): \(notReady[0].reason)\n")
+                    continue
+                }
+                Console.out("  \(column) ready: \(ready.isEmpty ? "no size" : ready.joined(separator: ", "))\n")
+                for (reason, group) in notReady {
+                    Console.out("  \(String(repeating: " ", count: 14)) not ready: \(group.joined(separator: ", ")): \(reason)\n")
+                }
+                if suite == "parsec", !ready.isEmpty,
+                    let reason = adapter.unavailableReason(
+                        for: WorkloadSpec(suite: suite, name: name, params: ["size": ready[0], "mode": "parsecmgmt"]))
+                {
+                    Console.out("  \(String(repeating: " ", count: 14)) mode parsecmgmt not ready: \(reason)\n")
                 }
             }
         }
+    }
+}
+
+extension SuitesCommand {
+    /// An app's input sizes in PARSEC's order (none for suites without sizes).
+    static func sizes(of app: SuiteApp) -> [String] {
+        guard case .bySize(let map) = app.args else { return [] }
+        let order = ["test", "simdev", "simsmall", "simmedium", "simlarge", "native"]
+        return order.filter { map[$0] != nil } + map.keys.filter { !order.contains($0) }.sorted()
     }
 }
 

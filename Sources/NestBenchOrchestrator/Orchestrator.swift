@@ -142,6 +142,11 @@ public final class Orchestrator: Sendable {
 
     /// Checks that the experiment can run here without changing anything.
     public func preflight(_ experiment: Experiment) throws(OrchestratorError) {
+        // Nothing to run is an error, found before any knob changes.
+        let availability = Availability(experiment, registry: registry)
+        if availability.nothingRuns {
+            throw OrchestratorError((["no cell of the experiment can run here:"] + availability.lines).joined(separator: "\n"))
+        }
         environmentKnobs.set(Self.environmentKnobs(experiment.environment))
         var problems = LocalPlatform.preflight(experiment.configurations.map(onThisMachine))
         let isRoot = getuid() == 0
@@ -349,7 +354,8 @@ public final class Orchestrator: Sendable {
             let record = RunRecord(
                 experimentRunID: experimentRunID, planned: planned, status: result.status, reason: result.reason,
                 startedAt: started, endedAt: Date(), invocations: result.invocations, exitStatus: result.exitStatus,
-                signal: result.signal, metrics: result.metrics, provenance: provenance, outputTail: result.outputTail)
+                signal: result.signal, metrics: result.metrics, provenance: provenance.merging(result.provenance) { $1 },
+                outputTail: result.outputTail)
             try self.store.record(record, samples: samples.samples.map { ($0.tMillis, $0.name, $0.value) })
             return record
         }

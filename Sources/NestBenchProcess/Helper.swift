@@ -6,10 +6,13 @@ public struct HelperEnd: Sendable, Hashable {
     public var exitStatus: Int32?
     /// "exit status 0", "killed by signal 9 (Killed)", "gone with its VM: …".
     public var description: String
+    /// How it ended with its resource usage, where its place reports that (this machine).
+    public var outcome: ProcessOutcome?
 
-    public init(exitStatus: Int32?, description: String) {
+    public init(exitStatus: Int32?, description: String, outcome: ProcessOutcome? = nil) {
         self.exitStatus = exitStatus
         self.description = description
+        self.outcome = outcome
     }
 }
 
@@ -40,6 +43,7 @@ extension RunningProcess: HelperProcess {
 
     public func ended() async -> HelperEnd {
         let outcome = await wait()
-        return HelperEnd(exitStatus: outcome.exitStatus, description: outcome.describe(timeout: spec.timeoutSeconds))
+        return HelperEnd(
+            exitStatus: outcome.exitStatus, description: outcome.describe(timeout: spec.timeoutSeconds), outcome: outcome)
     }
 }

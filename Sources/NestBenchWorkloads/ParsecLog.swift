@@ -10,6 +10,16 @@ public struct ParsecROI: Sendable, Hashable {
     public var failure: String?
     /// The line where the program died, as the shell reported it ("Segmentation fault", "Aborted").
     public var crash: String?
+    /// The resolution of the printed ROI time: 10^-(decimals printed), e.g. 0.001 for `0.012s`.
+    public var resolution: Double?
+
+    /// A ROI shorter than 100 times its printed resolution (1 ms on many 3.0 trees): its ratios
+    /// are mostly rounding. Nil when it is long enough or there is no ROI time.
+    public var resolutionWarning: String? {
+        guard let seconds, let resolution, seconds < 100 * resolution else { return nil }
+        return
+            "ROI \(seconds)s is under 100× its printed resolution (\(resolution)s): ratios of it are mostly rounding; use a larger input size"
+    }
 
     public var succeeded: Bool { seconds != nil && failure == nil }
 }
@@ -34,11 +44,16 @@ public enum ParsecLog {
         var sawHooks = false
         var sawROIStart = false
         var sawROIEnd = false
+        var parsecError: String?
 
         func finish() {
             guard var r = current else { return }
             if r.seconds == nil && r.failure == nil {
-                if let crash = r.crash {
+                if let parsecError {
+                    // parsecmgmt's own error (a binary it cannot find under its PARSECPLAT, …): the
+                    // program never ran, the build is not to blame.
+                    r.failure = "no ROI time: parsecmgmt did not run the program: \(parsecError)"
+                } else if let crash = r.crash {
                     r.failure = "no ROI time: the program crashed (\(crash))"
                 } else if !sawHooks {
                     r.failure =
@@ -68,9 +83,11 @@ public enum ParsecLog {
                 sawHooks = false
                 sawROIStart = false
                 sawROIEnd = false
+                parsecError = nil
                 continue
             }
             if current == nil { current = ParsecROI() }
+            if line.hasPrefix("[PARSEC] Error:"), parsecError == nil { parsecError = line }
             if line.hasPrefix("[HOOKS]") { sawHooks = true }
             if line.hasPrefix("[HOOKS] Entering ROI") { sawROIStart = true }
             if line.hasPrefix("[HOOKS] Leaving ROI") { sawROIEnd = true }
@@ -79,6 +96,8 @@ public enum ParsecLog {
                 if value.hasSuffix("s") { value.removeLast() }
                 if let seconds = Double(value), seconds.isFinite, seconds >= 0 {
                     current?.seconds = seconds
+                    let decimals = value.split(separator: ".", maxSplits: 1).dropFirst().first?.count ?? 0
+                    current?.resolution = pow(10, -Double(decimals))
                     if seconds == 0 {
                         current?.failure =
                             "ROI time printed as \(value)s: below the printed resolution, no throughput can be derived (use a larger input)"

@@ -145,6 +145,22 @@ enum Loopback {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
+    /// Kills the process groups of this user's processes running `program` in `workingDirectory`
+    /// (a measured server whose handle the adapter does not hold, e.g. one that never listened).
+    static func killGroups(program: String, workingDirectory: String) {
+        let resolvedProgram = (program as NSString).resolvingSymlinksInPath
+        let resolvedDirectory = (workingDirectory as NSString).resolvingSymlinksInPath
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), pid != getpid(),
+                let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
+                let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
+                exe == resolvedProgram, cwd == resolvedDirectory
+            else { continue }
+            let group = getpgid(pid)
+            if group > 1 && group != getpgrp() { killpg(group, SIGKILL) } else { kill(pid, SIGKILL) }
+        }
+    }
+
     /// Whether some socket listens on TCP `port` (from /proc/net/tcp{,6}, without connecting:
     /// a probe connection would count as one of the harness server's clients).
     static func isListening(port: Int, read: @Sendable (String) async -> String?) async -> Bool {

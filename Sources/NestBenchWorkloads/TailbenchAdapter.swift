@@ -5,8 +5,8 @@ import NestBenchProcess
 /// Tailbench apps (Suites/tailbench.yaml), integrated or loopback, measured from their `lats.bin`.
 ///
 /// Metrics: mean/p50/p95/p99/max of sojourn, service and queue time (ms, from lats.bin),
-/// `requests` (measured), `throughput_rps` (achieved: measured requests / wall seconds of the
-/// measured process, from exec to exit) and `offered_qps` (TBENCH_QPS as configured).
+/// `requests` (measured), `capacity_rps` (server threads / mean service time of the measured
+/// requests) and `offered_qps` (TBENCH_QPS as configured). Loopback measures the server.
 public struct TailbenchAdapter: WorkloadAdapter {
     /// `tailbench`, or the name of a suite file that runs its apps as Tailbench's (`runner: tailbench`).
     public let suite: String
@@ -84,6 +84,9 @@ public struct TailbenchAdapter: WorkloadAdapter {
             return "specjbb needs a JDK: set JDK_PATH (as in Tailbench's configs.sh) or params.jdk"
         }
         for program in programs(spec, app: app, values: values) where !FileManager.default.isExecutableFile(atPath: program) {
+            if FileManager.default.fileExists(atPath: program) {
+                return "\(program): not executable (the tree lost its execute bits); fix it with `chmod +x \(program)`"
+            }
             return "\(program): not built; build it with `cd \(root)/\(app.dir) && ./build.sh` (Tailbench's build scripts)"
         }
         let required = (app.requires ?? []).map { Placeholders.expand($0, values) }
@@ -132,72 +135,44 @@ public struct TailbenchAdapter: WorkloadAdapter {
 
         let programs = programs(spec, app: app, values: values)
         let args = (app.args.arguments(size: nil) ?? []).map { Placeholders.expand($0, values) }
-        let clientArgs = (app.clientArgs ?? []).map { Placeholders.expand($0, values) }
-        var invocations: [Invocation] = []
-        var server: (any HelperProcess)?
         if loopback, let port {
-            let serverCPUs = CPUList.parse(values["server_cpus"] ?? "") ?? spec.cpus
-            let serverSpec = ProcessSpec(
-                program: programs[0], arguments: args, environment: environment, workingDirectory: run,
-                cpus: serverCPUs.isEmpty ? spec.cpus : serverCPUs, stdoutPath: run + "/server-stdout.txt",
-                stderrPath: run + "/server-stderr.txt", timeoutSeconds: spec.timeoutSeconds + 30)
-            invocations.append(
-                Invocation(
-                    argv: [programs[0]] + args, environment: environment, workingDirectory: run, cpus: serverSpec.cpus))
-            do {
-                server = try await runContext.startHelper(serverSpec)
-            } catch {
-                return WorkloadResult(
-                    status: .failed, reason: "starting the server: \(error.description)", invocations: invocations)
-            }
-            // Wait until it listens (or dies), without connecting to it.
-            let deadline = ContinuousClock.now + .seconds(Swift.min(spec.timeoutSeconds, 300))
-            while !(await Loopback.isListening(port: port, read: runContext.readFile)) {
-                if server!.hasExited || ContinuousClock.now > deadline {
-                    let outcome = server!.hasExited ? await server!.ended().description : "not listening in time"
-                    await server?.stop()
-                    return WorkloadResult(
-                        status: .failed,
-                        reason: "the \(spec.name) server did not start listening on 127.0.0.1:\(port) (\(outcome))",
-                        invocations: invocations, outputTail: MetricLines.tail(of: run + "/server-stderr.txt"))
-                }
-                try? await Task.sleep(for: .milliseconds(20))
-            }
+            let clientArgs = (app.clientArgs ?? []).map { Placeholders.expand($0, values) }
+            return await runLoopback(
+                spec, runContext: runContext, values: values, environment: environment, port: port,
+                server: (programs[0], args), client: (programs[1], clientArgs))
         }
-        let measuredProgram = loopback ? programs[1] : programs[0]
-        let measuredArgs = loopback ? clientArgs : args
         let stdout = run + "/stdout.txt"
         let stderr = run + "/stderr.txt"
         let process = ProcessSpec(
-            program: measuredProgram, arguments: measuredArgs, environment: environment, workingDirectory: run,
+            program: programs[0], arguments: args, environment: environment, workingDirectory: run,
             cpus: spec.cpus, stdoutPath: stdout, stderrPath: stderr, timeoutSeconds: spec.timeoutSeconds)
-        invocations.append(
-            Invocation(argv: [measuredProgram] + measuredArgs, environment: environment, workingDirectory: run, cpus: spec.cpus))
-        let launched: Result<MeasuredOutcome, ProcessError>
-        do {
-            launched = .success(try await runContext.launchMeasured(process))
-        } catch {
-            launched = .failure(error)
-        }
-        // The server never exits on its own after its client: kill its whole group.
-        await server?.stop()
+        let invocations = [
+            Invocation(argv: [programs[0]] + args, environment: environment, workingDirectory: run, cpus: spec.cpus)
+        ]
         let measured: MeasuredOutcome
-        switch launched {
-        case .success(let m): measured = m
-        case .failure(let error): return WorkloadResult(status: .failed, reason: error.description, invocations: invocations)
+        do {
+            measured = try await runContext.launchMeasured(process)
+        } catch {
+            return WorkloadResult(status: .failed, reason: error.description, invocations: invocations)
         }
         let outcome = measured.outcome
         var result = WorkloadResult(
             status: .ok, metrics: measured.metrics, invocations: invocations, exitStatus: outcome.exitStatus,
             signal: outcome.signal)
-        let who = loopback ? "\(spec.name) client" : spec.name
         if !outcome.succeeded {
             result.status = .failed
-            result.reason = "\(who): \(outcome.describe(timeout: spec.timeoutSeconds))"
+            result.reason = "\(spec.name): \(outcome.describe(timeout: spec.timeoutSeconds))"
             result.outputTail = MetricLines.tail(of: stderr)
             return result
         }
-        let lats = run + "/lats.bin"
+        return Self.finish(result, spec: spec, values: values, lats: run + "/lats.bin", stderr: stderr, who: spec.name)
+    }
+
+    /// Reads lats.bin and adds the latency and capacity metrics, or fails the run with the reason.
+    static func finish(
+        _ measured: WorkloadResult, spec: WorkloadSpec, values: [String: String], lats: String, stderr: String, who: String
+    ) -> WorkloadResult {
+        var result = measured
         let summary: LatsSummary
         do {
             summary = try LatsFile.analyze(path: lats)
@@ -207,12 +182,198 @@ public struct TailbenchAdapter: WorkloadAdapter {
             result.outputTail = MetricLines.tail(of: stderr)
             return result
         }
-        result.metrics = Self.metrics(summary, wallSeconds: outcome.wallSeconds, values: values) + measured.metrics
+        result.metrics = Self.metrics(summary, values: values) + result.metrics
         return result
     }
 
-    /// The latency and throughput metrics of one run.
-    public static func metrics(_ summary: LatsSummary, wallSeconds: Double, values: [String: String]) -> [Metric] {
+    /// Loopback: the server is the measured process (started first, collectors attached at its
+    /// gate); the client is a helper that drives it, its usage kept under `client.`. The client
+    /// writes lats.bin; the harness server exits 0 once its client has left. A server that ends
+    /// before its client fails the run with its exit status and last stderr lines.
+    func runLoopback(
+        _ spec: WorkloadSpec, runContext: WorkloadContext, values: [String: String], environment: [String: String],
+        port: Int, server: (program: String, args: [String]), client: (program: String, args: [String])
+    ) async -> WorkloadResult {
+        let run = runContext.runDirectory
+        let serverCPUs = CPUList.parse(values["server_cpus"] ?? "").flatMap { $0.isEmpty ? nil : $0 } ?? spec.cpus
+        let serverStderr = run + "/server-stderr.txt"
+        let clientStderr = run + "/client-stderr.txt"
+        let serverSpec = ProcessSpec(
+            program: server.program, arguments: server.args, environment: environment, workingDirectory: run,
+            cpus: serverCPUs, stdoutPath: run + "/server-stdout.txt", stderrPath: serverStderr,
+            timeoutSeconds: spec.timeoutSeconds)
+        let clientSpec = ProcessSpec(
+            program: client.program, arguments: client.args, environment: environment, workingDirectory: run,
+            cpus: spec.cpus, stdoutPath: run + "/client-stdout.txt", stderrPath: clientStderr,
+            timeoutSeconds: spec.timeoutSeconds)
+        let invocations = [
+            Invocation(argv: [server.program] + server.args, environment: environment, workingDirectory: run, cpus: serverCPUs),
+            Invocation(argv: [client.program] + client.args, environment: environment, workingDirectory: run, cpus: spec.cpus),
+        ]
+        let launch = runContext.launchMeasured
+        let ended = EndFlag()
+        let serverTask = Task { () -> Result<MeasuredOutcome, ProcessError> in
+            defer { ended.set() }
+            do throws(ProcessError) {
+                return .success(try await launch(serverSpec))
+            } catch {
+                return .failure(error)
+            }
+        }
+        func serverEnded() async -> WorkloadResult {
+            switch await serverTask.value {
+            case .failure(let error):
+                return WorkloadResult(
+                    status: .failed, reason: "starting the \(spec.name) server: \(error.description)", invocations: invocations)
+            case .success(let measured):
+                let o = measured.outcome
+                return WorkloadResult(
+                    status: .failed,
+                    reason:
+                        "the \(spec.name) server ended before its client (\(o.describe(timeout: spec.timeoutSeconds)))"
+                        + Self.lastLines(serverStderr).map { ": \($0)" }.orEmpty
+                        + Self.harnessBugHint(stderrFiles: [serverStderr, clientStderr]).map { "; \($0)" }.orEmpty,
+                    metrics: measured.metrics, invocations: invocations, exitStatus: o.exitStatus, signal: o.signal,
+                    outputTail: MetricLines.tail(of: serverStderr))
+            }
+        }
+        // Wait until it listens (or ends), without connecting to it.
+        let deadline = ContinuousClock.now + .seconds(Swift.min(spec.timeoutSeconds, 300))
+        while !(await Loopback.isListening(port: port, read: runContext.readFile)) {
+            if ended.isSet { return await serverEnded() }
+            if ContinuousClock.now > deadline {
+                Loopback.killGroups(program: server.program, workingDirectory: run)
+                _ = await serverTask.value
+                return WorkloadResult(
+                    status: .failed, reason: "the \(spec.name) server did not listen on 127.0.0.1:\(port) in time (killed)",
+                    invocations: invocations, outputTail: MetricLines.tail(of: serverStderr))
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let clientProcess: any HelperProcess
+        do {
+            clientProcess = try await runContext.startHelper(clientSpec)
+        } catch {
+            Loopback.killGroups(program: server.program, workingDirectory: run)
+            _ = await serverTask.value
+            return WorkloadResult(
+                status: .failed, reason: "starting the \(spec.name) client: \(error.description)", invocations: invocations)
+        }
+        while !clientProcess.hasExited {
+            if ended.isSet {
+                await clientProcess.stop()
+                return await serverEnded()
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let clientEnd = await clientProcess.ended()
+        // The client's usage where its place reports it (this machine); a guest's agent does not.
+        let clientOutcome = clientEnd.outcome
+        let clientSucceeded = clientOutcome?.succeeded ?? (clientEnd.exitStatus == 0)
+        if !clientSucceeded {
+            // A client killed by its server's end (SIGPIPE) may be noticed first: the server's
+            // failure is the cause.
+            let grace = ContinuousClock.now + .seconds(2)
+            while !ended.isSet && ContinuousClock.now < grace { try? await Task.sleep(for: .milliseconds(20)) }
+            if ended.isSet, case .success(let m) = await serverTask.value, !m.outcome.succeeded {
+                var result = await serverEnded()
+                result.reason = (result.reason ?? "") + "; the client: \(clientEnd.description)"
+                return result
+            }
+        }
+        let measured: MeasuredOutcome
+        switch await serverTask.value {
+        case .failure(let error):
+            return WorkloadResult(
+                status: .failed, reason: "starting the \(spec.name) server: \(error.description)", invocations: invocations)
+        case .success(let m): measured = m
+        }
+        let o = measured.outcome
+        var result = WorkloadResult(
+            status: .ok, metrics: measured.metrics + Self.clientMetrics(clientOutcome), invocations: invocations,
+            exitStatus: o.exitStatus, signal: o.signal)
+        if !clientSucceeded {
+            result.status = .failed
+            var reason = "\(spec.name) client: \(clientEnd.description)"
+            reason += Self.lastLines(clientStderr).map { ": \($0)" }.orEmpty
+            if let hint = Self.harnessBugHint(stderrFiles: [clientStderr, serverStderr]) { reason += "; \(hint)" }
+            result.reason = reason
+            result.outputTail = MetricLines.tail(of: clientStderr)
+            return result
+        }
+        if o.timedOut {
+            result.status = .failed
+            result.reason =
+                "the \(spec.name) server did not exit after its client left: \(o.describe(timeout: spec.timeoutSeconds))"
+            result.outputTail = MetricLines.tail(of: serverStderr)
+            return result
+        }
+        if !o.succeeded {
+            // The client got FINISH and wrote lats.bin: the measured region is complete. Tailbench's
+            // server may still answer requests in flight to the departed client and abort on the
+            // failed send (silo: "Assertion `sent == totalLen' failed"): a warning, not a failure.
+            result.provenance["loopback.server_exit"] = o.describe(timeout: spec.timeoutSeconds)
+            result.provenance["warning.server_exit"] =
+                "the \(spec.name) server ended with \(o.describe(timeout: spec.timeoutSeconds)) after its client had finished and left"
+                + Self.lastLines(serverStderr, count: 1).map { " (\($0))" }.orEmpty
+                + "; the measured requests were complete"
+        }
+        return Self.finish(
+            result, spec: spec, values: values, lats: run + "/lats.bin", stderr: clientStderr, who: "\(spec.name) client")
+    }
+
+    /// The client's usage (it is not the measured process): `client.` metrics.
+    static func clientMetrics(_ outcome: ProcessOutcome?) -> [Metric] {
+        guard let o = outcome else {
+            return ["client.wall_seconds", "client.user_seconds", "client.system_seconds"].map {
+                Metric.unavailable(
+                    $0, unit: "s", polarity: .neutral, source: "rusage",
+                    reason: "unavailable: the client ran in a guest, whose agent reports no resource usage of helpers")
+            }
+        }
+        return [
+            Metric(
+                name: "client.wall_seconds", value: o.wallSeconds, unit: "s", polarity: .neutral, source: "timing",
+                detail: "load generator, exec to exit"),
+            Metric(name: "client.user_seconds", value: o.usage.userSeconds, unit: "s", polarity: .neutral, source: "rusage"),
+            Metric(
+                name: "client.system_seconds", value: o.usage.systemSeconds, unit: "s", polarity: .neutral, source: "rusage"),
+            Metric(
+                name: "client.minor_faults", value: Double(o.usage.minorFaults), unit: "faults", polarity: .neutral,
+                source: "rusage"),
+            Metric(
+                name: "client.max_rss_bytes", value: Double(o.usage.maxRSSKiB) * 1024, unit: "bytes", polarity: .neutral,
+                source: "rusage"),
+        ]
+    }
+
+    /// The last few stderr lines, joined, for a reason.
+    static func lastLines(_ path: String, count: Int = 3) -> String? {
+        guard let tail = MetricLines.tail(of: path, lines: count + 1) else { return nil }
+        let lines = tail.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return lines.isEmpty ? nil : lines.suffix(count).joined(separator: " | ")
+    }
+
+    /// Tailbench v0.9's harness/helpers.h `recvfull` passes `len` instead of the bytes still
+    /// missing to recv(), so a split TCP read overruns the message: the server reports
+    /// "ERROR! recvd = …" and exits, the client dies of SIGPIPE. The fix is in the user's tree.
+    static func harnessBugHint(stderrFiles: [String]) -> String? {
+        for file in stderrFiles {
+            guard let text = MetricLines.tail(of: file, lines: 50), text.contains("ERROR! recvd =") else { continue }
+            return
+                "this looks like Tailbench v0.9's recvfull bug: in harness/helpers.h recvfull must call recv(fd, cur, remaining, flags) (not len); fix it in your tree, rebuild the harness and the app"
+        }
+        return nil
+    }
+
+    /// The latency and capacity metrics of one run, all from the measured requests of lats.bin
+    /// (warm-up and start-up excluded by construction).
+    ///
+    /// `capacity_rps` = server threads / mean service time: the request rate the server sustains
+    /// when busy, over the measured region only. The harness records no timestamps, so the
+    /// achieved rate over the measured region cannot be derived; `offered_qps` is the configured
+    /// TBENCH_QPS and is not an achieved rate.
+    public static func metrics(_ summary: LatsSummary, values: [String: String]) -> [Metric] {
         var metrics: [Metric] = []
         for (name, column) in [("sojourn", summary.sojourn), ("service", summary.service), ("queue", summary.queue)] {
             for (stat, value) in [
@@ -226,20 +387,39 @@ public struct TailbenchAdapter: WorkloadAdapter {
         }
         metrics.append(
             Metric(name: "requests", value: Double(summary.requests), unit: "requests", polarity: .neutral, source: "workload"))
-        if wallSeconds > 0 {
+        let threads = values["threads"].flatMap(Double.init) ?? 1
+        if summary.service.mean > 0 {
             metrics.append(
                 Metric(
-                    name: "throughput_rps", value: Double(summary.requests) / wallSeconds, unit: "req/s",
-                    polarity: .higherIsBetter, source: "timing",
+                    name: "capacity_rps", value: threads / (summary.service.mean / 1000), unit: "req/s",
+                    polarity: .higherIsBetter, source: "workload",
                     detail:
-                        "achieved QPS: measured requests / wall seconds of the measured process from exec to exit (the harness marks no ROI boundary, so start-up and warm-up are included)"
+                        "capacity: \(Int(threads)) server thread(s) / mean service time of the measured requests (lats.bin); not the achieved rate, which the harness does not record"
                 ))
+        } else {
+            metrics.append(
+                Metric.unavailable(
+                    "capacity_rps", unit: "req/s", polarity: .higherIsBetter, source: "workload",
+                    reason: "unavailable: the measured requests' mean service time is 0 ns in lats.bin"))
         }
         if let qps = values["qps"].flatMap(Double.init) {
             metrics.append(
-                Metric(name: "offered_qps", value: qps, unit: "req/s", polarity: .neutral, source: "params", detail: "TBENCH_QPS")
-            )
+                Metric(
+                    name: "offered_qps", value: qps, unit: "req/s", polarity: .neutral, source: "params",
+                    detail: "TBENCH_QPS as configured (offered load, not achieved)"))
         }
         return metrics
     }
+}
+
+extension Optional where Wrapped == String {
+    var orEmpty: String { self ?? "" }
+}
+
+/// Set once, read from polling loops.
+final class EndFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }

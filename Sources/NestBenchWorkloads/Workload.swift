@@ -53,11 +53,15 @@ public struct WorkloadResult: Sendable {
     public var exitStatus: Int32?
     public var signal: Int32?
     public var outputTail: String?
+    /// What the adapter chose on this machine (e.g. the hooks library a PARSEC binary was given);
+    /// keys `warning.*` are warnings every report shows (e.g. a ROI too short for its resolution).
+    public var provenance: [String: String]
 
     public init(
         status: RunStatus, reason: String? = nil, metrics: [Metric] = [], invocations: [Invocation] = [],
-        exitStatus: Int32? = nil, signal: Int32? = nil, outputTail: String? = nil
+        exitStatus: Int32? = nil, signal: Int32? = nil, outputTail: String? = nil, provenance: [String: String] = [:]
     ) {
+        self.provenance = provenance
         self.status = status
         self.reason = reason
         self.metrics = metrics

@@ -159,6 +159,29 @@ struct SplitMix {
 }
 
 @Suite struct ParsecLogTests {
+    /// parsecmgmt 3.0 given PARSECPLAT=amd64-linux.gcc-hooks and -c gcc-hooks looks under
+    /// inst/amd64-linux.gcc-hooks.gcc-hooks: its error is the reason, not the build's ROI line.
+    @Test func parsecmgmtErrorIsTheReason() {
+        let log = """
+            [PARSEC] Benchmarks to run:  parsec.canneal
+
+            [PARSEC] [========== Running benchmark parsec.canneal [1] ==========]
+            [PARSEC] Error: Binary '/opt/parsec-3.0/pkgs/kernels/canneal/inst/amd64-linux.gcc-hooks.gcc-hooks/bin/canneal' of package 'parsec.canneal' cannot be found.
+            """
+        let r = ParsecLog.parse(log)
+        #expect(r.count == 1 && r[0].seconds == nil)
+        #expect(r[0].failure?.contains("parsecmgmt did not run the program") == true)
+        #expect(r[0].failure?.contains("amd64-linux.gcc-hooks.gcc-hooks") == true)
+        #expect(r[0].failure?.contains("does not print it") == false)
+    }
+
+    @Test func roiResolutionIsThePrintedDecimals() {
+        let three = ParsecLog.parse("[HOOKS] Entering ROI\n[HOOKS] Leaving ROI\n[HOOKS] Total time spent in ROI: 0.035s\n")
+        #expect(three[0].resolution == 0.001 && three[0].resolutionWarning != nil)
+        let six = ParsecLog.parse("[HOOKS] Total time spent in ROI: 2.387000s\n")
+        #expect(six[0].resolution == 1e-6 && six[0].resolutionWarning == nil)
+    }
+
     @Test(.enabled(if: Fixtures.available, "needs ../shared/fixtures"))
     func streamclusterROI() throws {
         let results = ParsecLog.parse(try Fixtures.text("parsec/streamcluster-simsmall-n2.log"))

@@ -228,7 +228,7 @@ struct PaperGeomeanTests {
                                     name: p + "sojourn_p99_ms", value: 10 / f, unit: "ms", polarity: .lowerIsBetter,
                                     source: "workload"),
                                 Metric(
-                                    name: p + "throughput_rps", value: 100 * f, unit: "req/s", polarity: .higherIsBetter,
+                                    name: p + "capacity_rps", value: 100 * f, unit: "req/s", polarity: .higherIsBetter,
                                     source: "timing"),
                             ]
                         }

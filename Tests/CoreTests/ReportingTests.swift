@@ -97,7 +97,7 @@ struct CenterTests {
     /// mean, per-run percentiles and maxima by the median of runs, times and counts by the mean.
     @Test(arguments: [
         ("micro", "random-access", "ops_per_sec", MetricCenter.hmean), ("parsec", "canneal", "roi_throughput", .hmean),
-        ("tailbench", "silo", "sojourn_p99_ms", .median), ("tailbench", "silo", "throughput_rps", .hmean),
+        ("tailbench", "silo", "sojourn_p99_ms", .median), ("tailbench", "silo", "capacity_rps", .hmean),
         ("micro", "compute", "anon_huge_bytes_max", .median), ("tailbench", "silo", "sojourn_mean_ms", .amean),
         ("micro", "compute", "minor_faults", .amean), ("micro", "compute", "wall_seconds", .amean),
         ("micro", "compute", "max_rss_bytes", .amean), ("tailbench", "xapian", "sojourn_max_ms", .median),
@@ -265,6 +265,29 @@ struct ReportFormatTests {
         #expect(settings["knob:/sys/kernel/mm/transparent_hugepage/enabled"] == ["always"])
     }
 
+    /// A failed run's reason and last output lines, and a run's warning, in every report.
+    @Test func failuresAndWarningsAreInEveryReport() throws {
+        let experiment = Synthetic.experiment(configurations: ["thp-never", "thp-always"])
+        var runs = Synthetic.runs("q", ["thp-never": [100, 102], "thp-always": [140, 143]])
+        runs[0].status = .failed
+        runs[0].reason = "the masstree server ended before its client (exit status 255)"
+        runs[0].outputTail = "0: now getting\nERROR! recvd = 15312, expected = 10240\n"
+        runs[1].provenance["warning.roi_resolution"] = "ROI 0.001s is under 100× its printed resolution (0.001s)"
+        let report = Report(
+            record: Synthetic.record("q", experiment, plan: runs.map(\.planned), at: Date()), runs: runs)
+        let table = ReportRenderer.render(report, as: .table)
+        #expect(table.contains("server ended before its client") && table.contains("ERROR! recvd = 15312"))
+        #expect(table.contains("WARNING random-access: ROI 0.001s"))
+        let json = ReportRenderer.render(report, as: .json)
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let failed = try #require((o["runs"] as? [[String: Any]])?.first { $0["status"] as? String == "failed" })
+        #expect((failed["output_tail"] as? String)?.contains("ERROR! recvd") == true)
+        #expect((o["notes"] as? [String])?.contains { $0.contains("printed resolution") } == true)
+        let html = HTMLReport.render(report)
+        #expect(html.contains("ERROR! recvd = 15312") && html.contains("server ended before its client"))
+        #expect(html.contains("printed resolution"))
+    }
+
     @Test func htmlDrawsWhatWasMeasuredAndSaysWhatWasNot() {
         let html = HTMLReport.render(quickstartLike())
         #expect(html.contains("<svg class=\"figure\" id=\"fig11-clean\""))
@@ -296,9 +319,9 @@ struct ReportFormatTests {
         ].enumerated() {
             var r = Synthetic.run("c", i, config, workload: "img-dnn+silo", ops: base, rep: i / 2 + 1)
             r.metrics = [
-                Metric(name: "img-dnn.throughput_rps", value: base, unit: "req/s", polarity: .higherIsBetter, source: "workload"),
+                Metric(name: "img-dnn.capacity_rps", value: base, unit: "req/s", polarity: .higherIsBetter, source: "workload"),
                 Metric(
-                    name: "silo.throughput_rps", value: base * 2, unit: "req/s", polarity: .higherIsBetter, source: "workload"),
+                    name: "silo.capacity_rps", value: base * 2, unit: "req/s", polarity: .higherIsBetter, source: "workload"),
             ]
             runs.append(r)
         }
@@ -306,7 +329,7 @@ struct ReportFormatTests {
         #expect(report.workloads.first?.role == "colocated" && report.workloads.first?.members == ["img-dnn", "silo"])
         let (bars, chosen) = HTMLReport.bars(FigureSpec.paper.first { $0.id == "fig14" }!, report)
         #expect(Set(bars["clean"]?.map(\.group) ?? []) == ["img-dnn+silo/img-dnn", "img-dnn+silo/silo", "geomean"])
-        #expect(chosen == ["img-dnn+silo/img-dnn": "img-dnn.throughput_rps", "img-dnn+silo/silo": "silo.throughput_rps"])
+        #expect(chosen == ["img-dnn+silo/img-dnn": "img-dnn.capacity_rps", "img-dnn+silo/silo": "silo.capacity_rps"])
         let silo = bars["clean"]?.first { $0.group == "img-dnn+silo/silo" }
         #expect(abs((silo?.ratio ?? 0) - 1.2) < 0.01, "\(String(describing: silo?.ratio))")
         #expect((HTMLReport.bars(FigureSpec.paper[0], report).byCondition).isEmpty, "Fig. 11 has no main workloads here")

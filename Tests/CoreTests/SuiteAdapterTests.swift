@@ -37,10 +37,32 @@ enum SuitePaths {
         let out = NSTemporaryDirectory() + "nestbench-fake-tailbench-\(getpid())"
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["cc", "-O2", "-o", out, fakeApps + "/fake_tailbench.c"]
+        p.arguments = ["cc", "-O2", "-o", out, fakeApps + "/fake_tailbench.c", "-lm"]
         do { try p.run() } catch { return nil }
         p.waitUntilExit()
         return p.terminationStatus == 0 ? out : nil
+    }()
+
+    /// Compiles the fake hooks library (libhooks.so.0) and the fake PARSEC program linked against
+    /// it, once per test process: (library directory, program).
+    static let fakeParsec: (library: String, program: String)? = {
+        let dir = NSTemporaryDirectory() + "nestbench-fake-parsec-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        func cc(_ arguments: [String]) -> Bool {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["cc", "-O2"] + arguments
+            do { try p.run() } catch { return false }
+            p.waitUntilExit()
+            return p.terminationStatus == 0
+        }
+        guard
+            cc(["-shared", "-fPIC", "-Wl,-soname,libhooks.so.0", "-o", dir + "/libhooks.so.0", fakeApps + "/fake_hooks.c"]),
+            (try? FileManager.default.createSymbolicLink(atPath: dir + "/libhooks.so", withDestinationPath: "libhooks.so.0"))
+                != nil,
+            cc(["-o", dir + "/program", fakeApps + "/fake_parsec.c", "-L" + dir, "-lhooks"])
+        else { return nil }
+        return (dir, dir + "/program")
     }()
 
     static func install(_ source: String, at path: String) throws {
@@ -109,6 +131,14 @@ enum SuitePaths {
     }
 }
 
+/// Which programs a context launched as the measured process.
+final class LaunchLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func append(_ program: String) { lock.withLock { list.append(program) } }
+    var programs: [String] { lock.withLock { list } }
+}
+
 @Suite(.serialized) struct TailbenchAdapterTests {
     let root = Fixtures.temporaryDirectory()
 
@@ -130,44 +160,112 @@ enum SuitePaths {
     func integratedRun() async throws {
         try installFake()
         let spec = WorkloadSpec(
-            suite: "tailbench", name: "masstree", params: ["requests": "500", "qps": "250", "seed": "9"], cpus: [0],
-            timeoutSeconds: 30)
+            suite: "tailbench", name: "masstree",
+            params: ["requests": "500", "qps": "1000", "seed": "9", "warmup_requests": "50"], cpus: [0],
+            timeoutSeconds: 30, environment: ["FAKE_SERVICE_US": "200"])
         let run = root + "/run1"
         let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: run))
         #expect(result.status == .ok, "\(result.reason ?? "")")
         #expect(result.invocations.first?.cpus == [0])
         let env = try #require(result.invocations.first?.environment)
         for name in TailbenchAdapter.harnessVariables { #expect(env[name] != nil, "\(name) set") }
-        #expect(env["TBENCH_MAXREQS"] == "500" && env["TBENCH_QPS"] == "250" && env["TBENCH_RANDSEED"] == "9")
-        #expect(env["TBENCH_WARMUPREQS"] == "14000")  // masstree's run.sh default
+        #expect(env["TBENCH_MAXREQS"] == "500" && env["TBENCH_QPS"] == "1000" && env["TBENCH_RANDSEED"] == "9")
         #expect(result.invocations.first?.argv.suffix(3) == ["-j1", "mycsba", "masstree"])
         let stdout = try String(contentsOfFile: run + "/stdout.txt", encoding: .utf8)
         #expect(stdout.contains("TBENCH_NCLIENTS = 1"))
-        // Record i has sojourn 50000 + 1001·i ns: max at i = 499.
-        let maxMs = try #require(result.metrics.first { $0.name == "sojourn_max_ms" }?.value)
-        #expect(abs(maxMs - Double(50_000 + 1001 * 499) / 1e6) < 1e-12)
+        // The metrics are lats.bin's, as `nestbench lats` computes them.
+        let lats = try LatsFile.analyze(path: run + "/lats.bin")
+        #expect(result.metrics.first { $0.name == "sojourn_max_ms" }?.value == lats.sojourn.max)
         #expect(result.metrics.first { $0.name == "requests" }?.value == 500)
-        #expect(result.metrics.first { $0.name == "offered_qps" }?.value == 250)
-        #expect((result.metrics.first { $0.name == "throughput_rps" }?.value ?? 0) > 0)
+        #expect(result.metrics.first { $0.name == "offered_qps" }?.value == 1000)
+        #expect(!result.metrics.contains { $0.name == "throughput_rps" }, "no whole-process rate")
         #expect(result.metrics.contains { $0.name == "sojourn_p99_ms" })
         #expect(result.metrics.contains { $0.name == "queue_p95_ms" } && result.metrics.contains { $0.name == "service_mean_ms" })
     }
 
+    /// The fake serves each request in a known 1 ms of wall time: capacity is 1000 req/s, whatever
+    /// the offered load, and whatever the warm-up (requests/wall time of the process, the old
+    /// metric, counted the paced warm-up and gave about offered/2 here).
     @Test(.timeLimit(.minutes(1)))
-    func loopbackRunKillsTheServer() async throws {
+    func capacityIsTheKnownServiceRateWhateverTheWarmup() async throws {
+        try installFake()
+        var capacities: [Double] = []
+        for warmup in ["150", "300"] {
+            let spec = WorkloadSpec(
+                suite: "tailbench", name: "masstree",
+                params: ["requests": "300", "qps": "400", "warmup_requests": warmup], timeoutSeconds: 30,
+                environment: ["FAKE_SERVICE_US": "1000"])
+            let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/cap\(warmup)"))
+            #expect(result.status == .ok, "\(result.reason ?? "")")
+            let capacity = try #require(result.metrics.first { $0.name == "capacity_rps" }?.value)
+            #expect(abs(capacity - 1000) / 1000 < 0.05, "capacity \(capacity) req/s, fake serves 1000")
+            capacities.append(capacity)
+        }
+        #expect(abs(capacities[1] - capacities[0]) / capacities[0] < 0.05, "doubling warm-up: \(capacities)")
+    }
+
+    /// Loopback: the server is the measured process; the client's usage is kept under `client.`;
+    /// the server ends on its own after its client, as the real harness server does.
+    @Test(.timeLimit(.minutes(1)))
+    func loopbackMeasuresTheServer() async throws {
         try installFake()
         let spec = WorkloadSpec(
-            suite: "tailbench", name: "masstree", params: ["mode": "loopback", "requests": "300"], timeoutSeconds: 30)
+            suite: "tailbench", name: "masstree",
+            params: ["mode": "loopback", "requests": "300", "qps": "2000", "warmup_requests": "20"], cpus: [0],
+            timeoutSeconds: 30, environment: ["FAKE_SERVICE_US": "100"])
         let run = root + "/run2"
-        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: run))
+        let launched = LaunchLog()
+        let base = SuitePaths.context(runDirectory: run)
+        let context = WorkloadContext(
+            runDirectory: run, logger: base.logger,
+            launchMeasured: { spec throws(ProcessError) in
+                launched.append(spec.program)
+                return try await base.launchMeasured(spec)
+            }, startHelper: base.startHelper)
+        let result = try await adapter().run(spec, context: context)
         #expect(result.status == .ok, "\(result.reason ?? "")")
+        #expect(launched.programs.count == 1 && launched.programs.first?.hasSuffix("mttest_server_networked") == true)
         #expect(result.invocations.count == 2)
         let port = try #require(result.invocations.last?.environment["TBENCH_SERVER_PORT"])
         #expect(result.invocations.first?.argv.first?.hasSuffix("mttest_server_networked") == true)
         #expect(result.invocations.last?.argv.first?.hasSuffix("mttest_client_networked") == true)
         #expect(result.metrics.first { $0.name == "requests" }?.value == 300)
-        // The server was stopped after the client: nothing listens on its port any more.
+        #expect(result.metrics.contains { $0.name == "client.user_seconds" })
+        #expect(result.metrics.contains { $0.name == "capacity_rps" })
+        #expect(try String(contentsOfFile: run + "/server-stderr.txt", encoding: .utf8).contains("Server finishing"))
+        // The server is gone: nothing listens on its port any more.
         #expect(!FileManager.default.fileExists(atPath: "/proc/net/tcp") || !Self.listening(Int(port)!))
+    }
+
+    /// A server that aborts after its client finished (silo's harness does, sending to the
+    /// departed client): the measured requests are complete — ok, with a warning.
+    @Test(.timeLimit(.minutes(1)))
+    func serverAbortingAfterItsClientLeftIsAWarning() async throws {
+        try installFake()
+        let spec = WorkloadSpec(
+            suite: "tailbench", name: "masstree",
+            params: ["mode": "loopback", "requests": "100", "qps": "2000", "warmup_requests": "10"], timeoutSeconds: 30,
+            environment: ["FAKE_MODE": "server-aborts-at-end"])
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run9"))
+        #expect(result.status == .ok, "\(result.reason ?? "")")
+        #expect(result.signal == SIGABRT)
+        #expect(result.provenance["warning.server_exit"]?.contains("after its client had finished") == true)
+        #expect(result.metrics.first { $0.name == "requests" }?.value == 100)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func serverDyingBeforeItsClientFailsTheRun() async throws {
+        try installFake()
+        let spec = WorkloadSpec(
+            suite: "tailbench", name: "masstree",
+            params: ["mode": "loopback", "requests": "300", "qps": "2000", "warmup_requests": "20"], timeoutSeconds: 30,
+            environment: ["FAKE_MODE": "server-dies", "FAKE_DIE_AFTER": "10"])
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run5"))
+        #expect(result.status == .failed)
+        let reason = result.reason ?? ""
+        #expect(reason.contains("server ended before its client") && reason.contains("exit status 3"), "\(reason)")
+        #expect(reason.contains("out of memory after 10 requests"), "the server's last stderr line: \(reason)")
+        #expect(result.exitStatus == 3)
     }
 
     static func listening(_ port: Int) -> Bool {
@@ -204,6 +302,7 @@ enum SuitePaths {
         #expect(result.status == .failed)
         #expect(result.signal == SIGSEGV)
         #expect(result.metrics.isEmpty)
+        #expect(result.invocations.first?.environment["TBENCH_WARMUPREQS"] == "14000")  // masstree's run.sh default
     }
 
     @Test func missingPiecesAreExplained() throws {
@@ -217,6 +316,9 @@ enum SuitePaths {
         #expect(notBuilt.contains("\(root)/img-dnn/img-dnn_integrated") && notBuilt.contains("build.sh"))
         let fake = try #require(SuitePaths.fakeTailbench)
         try SuitePaths.install(fake, at: "\(root)/img-dnn/img-dnn_integrated")
+        chmod("\(root)/img-dnn/img-dnn_integrated", 0o644)
+        #expect(a.unavailableReason(for: img)?.contains("chmod +x \(root)/img-dnn/img-dnn_integrated") == true)
+        chmod("\(root)/img-dnn/img-dnn_integrated", 0o755)
         let notFetched = try #require(a.unavailableReason(for: img))
         #expect(
             notFetched.contains("\(root)/cache/suites/tailbench/data/img-dnn")
@@ -247,23 +349,19 @@ enum SuitePaths {
     }
 
     func binary(_ dir: String, _ exec: String) -> String { "\(root)/\(dir)/inst/amd64-linux.gcc-hooks/\(exec)" }
+    var hooksDirectory: String { "\(root)/pkgs/libs/hooks/inst/amd64-linux.gcc-hooks/lib" }
 
-    /// A fake canneal: needs its input unpacked in the working directory, prints the hooks lines.
-    @Test(.timeLimit(.minutes(1)))
-    func runsLikeParsecmgmtAndParsesROI() async throws {
-        try SuitePaths.script(
-            """
-            #!/bin/sh
-            echo "PARSEC Benchmark Suite Version 3.0-beta-20120904"
-            echo "[HOOKS] PARSEC Hooks Version 1.2"
-            [ -f "$4" ] || { echo "missing $4" >&2; exit 1; }
-            echo "$@" > args.txt
-            echo "$PARSECDIR $PARSECPLAT" > env.txt
-            echo "[HOOKS] Entering ROI"
-            echo "[HOOKS] Leaving ROI"
-            echo "[HOOKS] Total time spent in ROI: 0.250000s"
-            echo "[HOOKS] Terminating"
-            """, at: binary("pkgs/kernels/canneal", "bin/canneal"))
+    /// The fake hooks library where a gcc-hooks build installs it.
+    func installHooks() throws {
+        let fake = try #require(SuitePaths.fakeParsec, "cc must build the fake hooks library")
+        try SuitePaths.install(fake.library + "/libhooks.so.0", at: hooksDirectory + "/libhooks.so.0")
+    }
+
+    /// A fake canneal linked against the shared hooks library, with its simsmall input archive.
+    func installCanneal() async throws {
+        let fake = try #require(SuitePaths.fakeParsec, "cc must build the fake PARSEC program")
+        try installHooks()
+        try SuitePaths.install(fake.program, at: binary("pkgs/kernels/canneal", "bin/canneal"))
         let inputDir = root + "/pkgs/kernels/canneal/inputs"
         try FileManager.default.createDirectory(atPath: inputDir + "/src", withIntermediateDirectories: true)
         try "netlist".write(toFile: inputDir + "/src/100000.nets", atomically: true, encoding: .utf8)
@@ -273,7 +371,16 @@ enum SuitePaths {
                 arguments: ["-c", "-f", inputDir + "/input_simsmall.tar", "-C", inputDir + "/src", "100000.nets"],
                 environment: ["PATH": "/usr/bin:/bin"], timeoutSeconds: 30))
         #expect(tar.succeeded)
-        let spec = WorkloadSpec(suite: "parsec", name: "canneal", params: ["threads": "3"], cpus: [0], timeoutSeconds: 30)
+    }
+
+    /// Direct mode runs the binary as parsecmgmt would; a gcc-hooks binary needs its shared
+    /// hooks library (without it the loader exits 127), which the run gets and records.
+    @Test(.timeLimit(.minutes(1)))
+    func runsLikeParsecmgmtAndParsesROI() async throws {
+        try await installCanneal()
+        let spec = WorkloadSpec(
+            suite: "parsec", name: "canneal", params: ["threads": "3"], cpus: [0], timeoutSeconds: 30,
+            environment: ["FAKE_INPUT_ARG": "4"])
         let run = root + "/run1"
         let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: run))
         #expect(result.status == .ok, "\(result.reason ?? "")")
@@ -281,12 +388,73 @@ enum SuitePaths {
         #expect(try String(contentsOfFile: run + "/env.txt", encoding: .utf8) == "\(root) amd64-linux.gcc-hooks\n")
         #expect(result.metrics.first { $0.name == "roi_seconds" }?.value == 0.25)
         #expect(result.metrics.first { $0.name == "roi_throughput" }?.value == 4)
+        #expect(result.metrics.first { $0.name == "roi_resolution_seconds" }?.value == 1e-6)
         #expect(result.invocations.first?.cpus == [0])
+        #expect(result.invocations.first?.environment["LD_LIBRARY_PATH"]?.hasPrefix(hooksDirectory) == true)
+        #expect(result.provenance["parsec.hooks_library"] == hooksDirectory + "/libhooks.so.0")
+        #expect(result.provenance["warning.roi_resolution"] == nil)
         #expect(result.exitStatus == 0)
+    }
+
+    /// A ROI under 100× its printed resolution is a warning (the run stays ok).
+    @Test(.timeLimit(.minutes(1)))
+    func shortROIIsFlaggedForItsResolution() async throws {
+        try await installCanneal()
+        let spec = WorkloadSpec(
+            suite: "parsec", name: "canneal", timeoutSeconds: 30, environment: ["FAKE_ROI": "0.012"])
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run6"))
+        #expect(result.status == .ok, "\(result.reason ?? "")")
+        #expect(result.metrics.first { $0.name == "roi_resolution_seconds" }?.value == 0.001)
+        let warning = try #require(result.provenance["warning.roi_resolution"])
+        #expect(warning.contains("0.001") && warning.contains("larger input"))
+    }
+
+    /// canneal test on a tree printing 3 decimals: "0.000s" is a warning, never a 0 or a failure.
+    @Test(.timeLimit(.minutes(1)))
+    func roiPrintedAsZeroIsAWarningWithoutNumbers() async throws {
+        try await installCanneal()
+        let spec = WorkloadSpec(suite: "parsec", name: "canneal", timeoutSeconds: 30, environment: ["FAKE_ROI": "0.000"])
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run8"))
+        #expect(result.status == .ok, "\(result.reason ?? "")")
+        #expect(result.metrics.first { $0.name == "roi_throughput" }.map { $0.value == nil && $0.unavailable != nil } == true)
+        #expect(result.metrics.first { $0.name == "roi_seconds" }?.value == nil)
+        #expect(result.provenance["warning.roi_resolution"]?.contains("larger input") == true)
+    }
+
+    /// parsecmgmt 3.0 appends `-c CONFIG` to $PARSECPLAT: NestBench exports only <arch>-<os>.
+    @Test(.timeLimit(.minutes(1)))
+    func parsecmgmtModeGetsPlatformAndConfigAsItExpects() async throws {
+        try await installCanneal()
+        try SuitePaths.install(SuitePaths.fakeApps + "/fake_parsecmgmt.sh", at: root + "/bin/parsecmgmt")
+        let spec = WorkloadSpec(
+            suite: "parsec", name: "canneal", params: ["mode": "parsecmgmt", "threads": "2"], timeoutSeconds: 30,
+            environment: ["FAKE_INPUT_ARG": "4"])
+        let run = root + "/run7"
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: run))
+        #expect(result.status == .ok, "\(result.reason ?? "")")
+        let invocation = try #require(result.invocations.first)
+        #expect(invocation.environment["PARSECPLAT"] == "amd64-linux")
+        #expect(invocation.argv.contains("gcc-hooks"))
+        #expect(result.metrics.first { $0.name == "roi_seconds" }?.value == 0.25)
+        // The program ran with the full platform parsecmgmt built from both.
+        let env = try String(contentsOfFile: run + "/pkgs/kernels/canneal/run/env.txt", encoding: .utf8)
+        #expect(env == "\(root) amd64-linux.gcc-hooks\n")
+    }
+
+    @Test func missingHooksLibraryIsExplained() throws {
+        let fake = try #require(SuitePaths.fakeParsec)
+        try SuitePaths.install(fake.program, at: binary("pkgs/kernels/streamcluster", "bin/streamcluster"))
+        let reason = try #require(try adapter().unavailableReason(for: WorkloadSpec(suite: "parsec", name: "streamcluster")))
+        #expect(reason.contains(hooksDirectory) && reason.contains("parsecmgmt -a build -p parsec.hooks -c gcc-hooks"))
+        // A binary that lost its execute bit is named with the chmod that fixes it.
+        chmod(binary("pkgs/kernels/streamcluster", "bin/streamcluster"), 0o644)
+        let noExec = try #require(try adapter().unavailableReason(for: WorkloadSpec(suite: "parsec", name: "streamcluster")))
+        #expect(noExec.contains("chmod +x"))
     }
 
     @Test(.timeLimit(.minutes(1)))
     func missingROILineIsAFailureNotZero() async throws {
+        try installHooks()
         try SuitePaths.script(
             "#!/bin/sh\necho 'Running fft -m20 -p2:'\necho done\n", at: binary("ext/splash2x/kernels/fft", "bin/run.sh"))
         let spec = WorkloadSpec(suite: "parsec", name: "splash2x.fft", timeoutSeconds: 30)
@@ -298,6 +466,7 @@ enum SuitePaths {
 
     @Test(.timeLimit(.minutes(1)))
     func crashRecordsTheSignal() async throws {
+        try installHooks()
         try SuitePaths.script(
             "#!/bin/sh\necho '[HOOKS] PARSEC Hooks Version 1.2'\necho '[HOOKS] Entering ROI'\nkill -SEGV $$\n",
             at: binary("pkgs/kernels/streamcluster", "bin/streamcluster"))
@@ -310,6 +479,7 @@ enum SuitePaths {
 
     @Test(.timeLimit(.minutes(1)))
     func hangIsKilledWithItsChildren() async throws {
+        try installHooks()
         try SuitePaths.script(
             "#!/bin/sh\nsleep 600 &\necho $! > child.pid\nwait\n", at: binary("pkgs/kernels/streamcluster", "bin/streamcluster"))
         let spec = WorkloadSpec(suite: "parsec", name: "streamcluster", timeoutSeconds: 1)
@@ -331,6 +501,7 @@ enum SuitePaths {
         #expect(notBuilt.contains(binary("pkgs/apps/x264", "bin/x264")))
         #expect(notBuilt.contains("parsecmgmt -a build -p parsec.x264 -c gcc-hooks"))
         try SuitePaths.script("#!/bin/sh\n", at: binary("pkgs/apps/x264", "bin/x264"))
+        try installHooks()
         let notFetched = try #require(a.unavailableReason(for: x264))
         #expect(notFetched.contains("\(root)/pkgs/apps/x264/inputs/input_simsmall.tar"))
         #expect(notFetched.contains("nestbench fetch parsec --only x264"))
