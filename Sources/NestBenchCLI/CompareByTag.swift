@@ -59,7 +59,7 @@ extension CompareCommand {
             results.append(result)
         }
         if format == .json {
-            Console.out(Self.json(results))
+            Console.out(try Self.json(results))
         } else {
             Console.out(results.map(Self.table).joined(separator: "\n"))
         }

@@ -275,10 +275,10 @@ struct ReportFormatTests {
         runs[1].provenance["warning.roi_resolution"] = "ROI 0.001s is under 100× its printed resolution (0.001s)"
         let report = Report(
             record: Synthetic.record("q", experiment, plan: runs.map(\.planned), at: Date()), runs: runs)
-        let table = ReportRenderer.render(report, as: .table)
+        let table = try ReportRenderer.render(report, as: .table)
         #expect(table.contains("server ended before its client") && table.contains("ERROR! recvd = 15312"))
         #expect(table.contains("WARNING random-access: ROI 0.001s"))
-        let json = ReportRenderer.render(report, as: .json)
+        let json = try ReportRenderer.render(report, as: .json)
         let o = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         let failed = try #require((o["runs"] as? [[String: Any]])?.first { $0["status"] as? String == "failed" })
         #expect((failed["output_tail"] as? String)?.contains("ERROR! recvd") == true)
