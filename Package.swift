@@ -101,6 +101,14 @@ let package = Package(
                 "NestBenchAnalysis", "NestBenchProcess", "NestBenchFragmentation", "NestBenchPlatforms",
             ]),
 
+        // Parsers fed arbitrary bytes: `make fuzz` (nestbench-fuzz) and the regression corpus in CoreTests.
+        .target(
+            name: "NestBenchFuzz",
+            dependencies: [
+                "NestBenchModel", "NestBenchConfig", "NestBenchCollectors", "NestBenchWorkloads", "NestBenchStore",
+            ]),
+        .executableTarget(name: "nestbench-fuzz", dependencies: ["NestBenchFuzz"]),
+
         .testTarget(name: "StatsTests", dependencies: ["NestBenchStats"]),
         .testTarget(name: "ConfigTests", dependencies: ["NestBenchConfig", "NestBenchModel"]),
         .testTarget(
@@ -108,7 +116,7 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
-                "NestBenchFragmentation", "NestBenchVM",
+                "NestBenchFragmentation", "NestBenchVM", "NestBenchFuzz",
             ],
             exclude: ["Transcripts"]),
         .testTarget(name: "EndToEndTests", dependencies: []),

@@ -12,6 +12,7 @@ struct HistoryCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
+    @OptionGroup var incomplete: IncompleteOption
 
     @Argument(help: "Experiment name (default: the latest run's).")
     var experiment: String?
@@ -30,10 +31,11 @@ struct HistoryCommand: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.makeLogger()
-        let access = StoreAccess(options: resultsOptions)
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         let store = try access.store()
         let name = try experiment ?? access.record("latest", in: store).experiment.name
-        let series = Nightly.series(try store.history(experiment: name)).filter { s in
+        access.sayLeftOut(experiment: name, in: store)
+        let series = Nightly.series(try store.history(experiment: name, includeIncomplete: incomplete.includeIncomplete)).filter { s in
             (workload == nil || s.key.workload == workload) && (configuration == nil || s.key.configuration == configuration)
                 && (condition == nil || s.key.condition == condition) && (metric == nil || s.key.metric == metric)
         }
@@ -86,6 +88,7 @@ struct NightlyCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
+    @OptionGroup var incomplete: IncompleteOption
     @OptionGroup var thresholdOptions: ThresholdOptions
 
     @Argument(help: "The new run (id, prefix or 'latest').")
@@ -114,13 +117,15 @@ struct NightlyCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: error.description)
         }
         let thresholds = try thresholdOptions.thresholdSet(defaultRelative: minimum)
-        let access = StoreAccess(options: resultsOptions)
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         let store = try access.store()
         let record = try access.record(run, in: store)
         let settings = NightlySettings(
             detector: ChangePointDetector(windowLength: window, maxPValue: p, minMagnitude: minimum),
             thresholds: thresholds, gatePValue: p, minSegment: minHistory)
-        let checks = try Self.check(record: record, store: store, settings: settings)
+        access.sayLeftOut(experiment: record.experiment.name, in: store)
+        let checks = try Self.check(
+            record: record, store: store, settings: settings, includeIncomplete: incomplete.includeIncomplete)
         guard checks.contains(where: { $0.segmentN > 0 }) else {
             throw CommandFailure(
                 code: ExitCodes.baselineNotFound,
@@ -147,8 +152,10 @@ struct NightlyCommand: AsyncParsableCommand {
     }
 
     /// The checks of one run: the history of its experiment up to it.
-    static func check(record: ExperimentRunRecord, store: Store, settings: NightlySettings) throws -> [NightlyCheck] {
-        let series = Nightly.series(try store.history(experiment: record.experiment.name))
+    static func check(
+        record: ExperimentRunRecord, store: Store, settings: NightlySettings, includeIncomplete: Bool = false
+    ) throws -> [NightlyCheck] {
+        let series = Nightly.series(try store.history(experiment: record.experiment.name, includeIncomplete: includeIncomplete))
         let primary = Set(
             record.experiment.workloads.map { Comparator.primaryMetric(for: $0, settings: record.experiment.analysis) })
         return Nightly.check(series, runID: record.id, primary: primary, settings: settings)

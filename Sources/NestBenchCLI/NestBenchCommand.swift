@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NestBenchProcess
 
 /// `nestbench`: reproduce and extend huge-page / TLB evaluations in (nested) virtualized systems.
 public struct NestBenchCommand: AsyncParsableCommand {
@@ -18,6 +19,8 @@ public struct NestBenchCommand: AsyncParsableCommand {
     /// The entry point of the executable: parses, runs, maps errors to exit codes
     /// (0 ok, 1 error, 3 workload failed, 5 run not found, 64 usage).
     public static func entry() async -> Never {
+        // A closed pipe (a child that died before exec, a closed stdout) is an EPIPE error value.
+        ProcessRunner.ignoreBrokenPipes()
         let code: Int32
         do {
             var command = try parseAsRoot()

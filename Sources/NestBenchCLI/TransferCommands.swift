@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import NestBenchModel
+import NestBenchOrchestrator
 import NestBenchStore
 
 struct ExportCommand: AsyncParsableCommand {
@@ -14,7 +16,7 @@ struct ExportCommand: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.makeLogger()
-        let access = StoreAccess(options: resultsOptions)
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: true)
         let store = try access.store()
         let record = try access.record(run, in: store)
         guard let bundle = try store.export(record.id) else {
@@ -35,13 +37,19 @@ struct ImportCommand: AsyncParsableCommand {
     @Argument(help: "Files written by nestbench export.")
     var files: [String]
 
+    @Flag(help: "Import under a new experiment-run id (when the id is already stored with other content).")
+    var asNew = false
+
     func run() async throws {
         _ = global.makeLogger()
         // Decode every file before touching the store: a bad file imports nothing.
         var bundles: [(String, RunExport)] = []
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw CommandFailure(code: ExitCodes.error, message: "\(file): cannot read the file")
+            let data: Data
+            do {
+                data = try InputFile.read(file)
+            } catch {
+                throw CommandFailure(code: ExitCodes.error, message: error.description)
             }
             do {
                 bundles.append((file, try RunExport.decoder().decode(RunExport.self, from: data)))
@@ -53,17 +61,22 @@ struct ImportCommand: AsyncParsableCommand {
                 throw CommandFailure(
                     code: ExitCodes.error, message: "\(file): \(Self.path(context.codingPath)): \(context.debugDescription)")
             } catch let DecodingError.dataCorrupted(context) {
+                // Foundation reports an out-of-range number (seed: 1e30) as corrupt data too: say what it said.
+                let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+                let what = [context.debugDescription, underlying].compactMap { $0 }.filter { !$0.isEmpty }
+                    .joined(separator: ": ")
                 throw CommandFailure(
                     code: ExitCodes.error,
                     message:
-                        "\(file): \(context.codingPath.isEmpty ? "not valid JSON" : Self.path(context.codingPath) + ": " + context.debugDescription)"
+                        "\(file): \(context.codingPath.isEmpty ? "not a valid export" : Self.path(context.codingPath)): \(what.isEmpty ? "unreadable" : what)"
                 )
             } catch {
                 throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error)")
             }
         }
         let store = try resultsOptions.openStore()
-        for (file, bundle) in bundles {
+        for (file, original) in bundles {
+            let bundle = asNew ? original.renamed(to: Orchestrator.newRunID()) : original
             switch try store.importRun(bundle, source: file) {
             case .imported(let n):
                 Console.out(
