@@ -48,11 +48,11 @@ public struct FuzzTarget: Sendable {
     public static let lats = FuzzTarget(
         name: "lats",
         seeds: [
-            [0x01, 0x86, 0xa0] + (0..<24).map { UInt8($0 &* 37) },
+            [0x01, 0x86, 0xa0] + (0..<24).map { UInt8(truncatingIfNeeded: $0 * 37) },
             [0x01, 0x86, 0xa0] + [UInt8](repeating: 0xff, count: 8) + [UInt8](repeating: 0x7f, count: 16),
         ],
         run: { bytes in
-            guard bytes.count > 3 else { return }
+            guard bytes.count > 3, bytes[0] | bytes[1] | bytes[2] != 0 else { return }
             let records = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
             let pattern = Array(bytes[3...])
             var words = [UInt64](repeating: 0, count: records * 3)
@@ -60,7 +60,7 @@ public struct FuzzTarget: Sendable {
                 for i in 0..<raw.count { raw[i] = pattern[i % pattern.count] }
             }
             words.withUnsafeBufferPointer { buffer in
-                _ = try? LatsFile.summarize(words: buffer, parts: 2)
+                _ = LatsFile.summarize(words: buffer, threads: 2)
             }
         })
 

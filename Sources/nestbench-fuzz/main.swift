@@ -52,7 +52,7 @@ let interesting: [[UInt8]] = [
     Array("\r\n".utf8), Array(": ".utf8), Array("\n".utf8), Array(" 4294967296".utf8),
 ]
 
-func mutate(_ input: [UInt8]) -> [UInt8] {
+@MainActor func mutate(_ input: [UInt8]) -> [UInt8] {
     var data = input
     for _ in 0..<Int.random(in: 1...4, using: &rng) {
         switch Int.random(in: 0..<7, using: &rng) {

@@ -100,7 +100,7 @@ struct RobustnessTests {
             words[3 * i + 1] = v
             words[3 * i + 2] = v
         }
-        let summary = try words.withUnsafeBufferPointer { try LatsFile.summarize(words: $0, parts: 2) }
+        let summary = words.withUnsafeBufferPointer { LatsFile.summarize(words: $0, threads: 2) }
         let sorted = stride(from: 0, to: 3 * n, by: 3).map { words[$0] }.sorted()
         let rank = 0.99 * Double(n - 1)
         let lo = Int(rank.rounded(.down))
@@ -186,7 +186,7 @@ struct ImportValidationTests {
     static func export(id: String = "20260101-000000-abcd", alpha: Double = 0.05, value: Double = 1) -> RunExport {
         var experiment = Experiment(
             name: "e", baseline: "a", configurations: [Configuration(name: "a"), Configuration(name: "b")],
-            workloads: [WorkloadSpec(name: "random-access", suite: "micro")])
+            workloads: [WorkloadSpec(suite: "micro", name: "random-access")])
         experiment.analysis.alpha = alpha
         let plan = [
             PlannedRun(sequence: 0, configuration: "a", workload: "random-access", condition: "clean", repetition: 1),

@@ -111,7 +111,7 @@ extension MachineSuite {
             #expect(p.terminationReason == .exit, "not killed by a signal (SIGPIPE): \(stderr)")
             #expect(p.terminationStatus == 3, "some runs failed: \(stderr)")
             #expect(Self.current() == before, "knob restored")
-            let j = try #require(try JSONSerialization.jsonObject(with: stdout) as? [String: Any], stderr)
+            let j = try #require(try JSONSerialization.jsonObject(with: stdout) as? [String: Any], "\(stderr)")
             #expect(j["status"] as? String == "completed")
             let runs = try #require(j["runs"] as? [[String: Any]])
             #expect(runs.count == 16, "every planned run is recorded")
