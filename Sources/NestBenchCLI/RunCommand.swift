@@ -82,6 +82,13 @@ struct RunCommand: AsyncParsableCommand {
             return
         }
 
+        // Pinned CPUs this machine cannot give: before anything is opened or changed.
+        let cpuProblems = Orchestrator.cpuProblems(loaded.experiment)
+        if !cpuProblems.isEmpty {
+            throw CommandFailure(
+                code: ExitCodes.error, message: cpuProblems.map { "\(file): \($0)" }.joined(separator: "\n"))
+        }
+
         let journal = KnobJournal()
         do {
             OrphanedExperiments.mark(journal)
