@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import NestBenchPlatforms
 import Logging
+import NestBenchPlatforms
 import NestBenchStore
 
 /// Exit codes, as ordo-one/benchmark documents them so CI scripts carry over.

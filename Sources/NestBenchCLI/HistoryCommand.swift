@@ -35,7 +35,8 @@ struct HistoryCommand: AsyncParsableCommand {
         let store = try access.store()
         let name = try experiment ?? access.record("latest", in: store).experiment.name
         access.sayLeftOut(experiment: name, in: store)
-        let series = Nightly.series(try store.history(experiment: name, includeIncomplete: incomplete.includeIncomplete)).filter { s in
+        let series = Nightly.series(try store.history(experiment: name, includeIncomplete: incomplete.includeIncomplete)).filter {
+            s in
             (workload == nil || s.key.workload == workload) && (configuration == nil || s.key.configuration == configuration)
                 && (condition == nil || s.key.condition == condition) && (metric == nil || s.key.metric == metric)
         }

@@ -129,24 +129,24 @@ struct RunCommand: AsyncParsableCommand {
         let id: String
         do {
             id = try await orchestrator.run(
-            loaded,
-            options: RunOptions(
-                resultsDirectory: resultsOptions.results, seed: seed, tags: parsedTags,
-                fixedRepetitions: fixedRepetitions),
-            progress: { p in
-                if let finished = p.finished {
-                    let status = finished.status == .ok ? "ok" : "\(finished.status.rawValue): \(finished.reason ?? "")"
-                    if !interactive || finished.status != .ok {
-                        Console.status("\(interactive ? "\r\u{1B}[K" : "")  #\(p.index + 1) \(status)\n")
+                loaded,
+                options: RunOptions(
+                    resultsDirectory: resultsOptions.results, seed: seed, tags: parsedTags,
+                    fixedRepetitions: fixedRepetitions),
+                progress: { p in
+                    if let finished = p.finished {
+                        let status = finished.status == .ok ? "ok" : "\(finished.status.rawValue): \(finished.reason ?? "")"
+                        if !interactive || finished.status != .ok {
+                            Console.status("\(interactive ? "\r\u{1B}[K" : "")  #\(p.index + 1) \(status)\n")
+                        }
+                        return
                     }
-                    return
-                }
-                let eta = p.etaSeconds.map { " ETA ~\(Self.duration($0))" } ?? ""
-                let line =
-                    "[\(p.index + 1)/\(p.total)] \(p.planned.configuration) | \(p.planned.workload) | "
-                    + "\(p.planned.condition) | rep \(p.planned.repetition) — elapsed \(Self.duration(p.elapsedSeconds))\(eta)"
-                Console.status(interactive ? "\r\u{1B}[K" + line : line + "\n")
-            })
+                    let eta = p.etaSeconds.map { " ETA ~\(Self.duration($0))" } ?? ""
+                    let line =
+                        "[\(p.index + 1)/\(p.total)] \(p.planned.configuration) | \(p.planned.workload) | "
+                        + "\(p.planned.condition) | rep \(p.planned.repetition) — elapsed \(Self.duration(p.elapsedSeconds))\(eta)"
+                    Console.status(interactive ? "\r\u{1B}[K" + line : line + "\n")
+                })
         } catch let interrupted as Interrupted {
             throw CommandFailure(
                 code: 128 + interrupted.signal,
@@ -156,7 +156,8 @@ struct RunCommand: AsyncParsableCommand {
         }
         if let signal = Cancellation.shared.signal {
             throw CommandFailure(
-                code: 128 + signal, message: "interrupted by signal \(signal) after the experiment finished (stored as run \(id))")
+                code: 128 + signal, message: "interrupted by signal \(signal) after the experiment finished (stored as run \(id))"
+            )
         }
         if interactive { Console.status("\r\u{1B}[K") }
         guard let record = try store.experimentRun(id) else {
@@ -214,7 +215,8 @@ final class SignalTrap: @unchecked Sendable {
                     Console.error(
                         first
                             ? "\nnestbench: interrupted by signal \(sig): stopping the workload; the machine is restored when it has stopped"
-                            : "\nnestbench: already stopping (signal \(sig)); kill -9 leaves the knobs to the next nestbench (journal)")
+                            : "\nnestbench: already stopping (signal \(sig)); kill -9 leaves the knobs to the next nestbench (journal)"
+                    )
                     return
                 }
                 Console.error("\nnestbench: interrupted by signal \(sig): stopping workloads and restoring the machine")

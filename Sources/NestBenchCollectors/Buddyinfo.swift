@@ -93,7 +93,8 @@ public struct Buddyinfo: Sendable, Hashable, Codable {
             totalPages += zonePages
             guard totalPages <= maxPages else {
                 throw ProcfsError(
-                    path: path, message: "line \(index + 1): the zones add up to more free pages than a 64-bit machine can have (2^52)")
+                    path: path,
+                    message: "line \(index + 1): the zones add up to more free pages than a 64-bit machine can have (2^52)")
             }
             zones.append(BuddyZone(node: node, zone: String(fields[3]), counts: counts))
         }

@@ -80,7 +80,8 @@ public enum ExperimentLoader {
             let lines = linesDefining(key: key, in: text)
             let line = lines.count >= 2 ? lines[1] : (context.mark.line > 0 ? context.mark.line : nil)
             let also = lines.count >= 2 ? " (first at line \(lines[0]))" : ""
-            let others = duplicates.count > 1 ? "; also duplicated: \(duplicates.sorted().dropFirst().joined(separator: ", "))" : ""
+            let others =
+                duplicates.count > 1 ? "; also duplicated: \(duplicates.sorted().dropFirst().joined(separator: ", "))" : ""
             return ConfigProblem(
                 file: file, keyPath: key, line: line, column: nil,
                 message: "duplicate key \"\(key)\" in one mapping\(also)\(others)")

@@ -141,7 +141,9 @@ public final class Orchestrator: Sendable {
     ) -> [String] {
         var problems: [String] = []
         func outside(_ cpus: [Int], _ available: Set<Int>) -> [Int] { cpus.filter { !available.contains($0) } }
-        let local = allowed.map { (Set($0.cpus), "this machine has only CPUs \(CPUList.format($0.cpus)) for nestbench (\($0.source))") }
+        let local = allowed.map {
+            (Set($0.cpus), "this machine has only CPUs \(CPUList.format($0.cpus)) for nestbench (\($0.source))")
+        }
         for (index, workload) in experiment.workloads.enumerated() {
             for member in workload.colocated ?? [workload] where !member.cpus.isEmpty {
                 for configuration in experiment.configurations {
@@ -155,7 +157,8 @@ public final class Orchestrator: Sendable {
                     } else if let (available, what) = local {
                         let bad = outside(member.cpus, available)
                         if !bad.isEmpty {
-                            problems.append("workloads[\(index)] (\(member.label)).cpus: CPU \(CPUList.format(bad)) cannot be used: \(what)")
+                            problems.append(
+                                "workloads[\(index)] (\(member.label)).cpus: CPU \(CPUList.format(bad)) cannot be used: \(what)")
                         }
                     }
                 }

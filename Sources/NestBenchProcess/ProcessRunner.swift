@@ -297,7 +297,8 @@ public enum ProcessRunner {
     public static func start(_ spec: ProcessSpec) throws(ProcessError) -> RunningProcess {
         ignoreBrokenPipes()
         if let signal = Cancellation.shared.signal {
-            throw ProcessError(program: spec.program, message: "not started: nestbench was interrupted by signal \(signal)", errno: nil)
+            throw ProcessError(
+                program: spec.program, message: "not started: nestbench was interrupted by signal \(signal)", errno: nil)
         }
         guard let path = resolve(spec.program, environment: spec.environment) else {
             throw ProcessError(program: spec.program, message: "program not found or not executable", errno: nil)

@@ -396,7 +396,9 @@ public final class Store: Sendable {
         try wrap("reading the history of \(experiment)") {
             try db.read { db in
                 try Row.fetchAll(
-                    db, sql: "SELECT id, status FROM experiment_run WHERE experiment = ? AND status != 'completed' ORDER BY started_at",
+                    db,
+                    sql:
+                        "SELECT id, status FROM experiment_run WHERE experiment = ? AND status != 'completed' ORDER BY started_at",
                     arguments: [experiment]
                 ).map { (id: $0["id"], status: $0["status"]) }
             }
@@ -513,7 +515,8 @@ public final class Store: Sendable {
         }
         let problems = bundle.problems
         if !problems.isEmpty {
-            throw StoreError(path: source, message: problems.prefix(5).joined(separator: "; ") + (problems.count > 5 ? "; …" : ""))
+            throw StoreError(
+                path: source, message: problems.prefix(5).joined(separator: "; ") + (problems.count > 5 ? "; …" : ""))
         }
         let record = bundle.experimentRun
         if let existing = try export(record.id) {
@@ -570,7 +573,9 @@ extension RunExport {
                     "runs[\(i)].record.experimentRunID: \"\(r.experimentRunID)\" is not this export's experiment run \"\(id)\"")
             }
             if r.planned.sequence < 0 || r.planned.sequence >= Swift.max(experimentRun.plan.count, 1) {
-                problems.append("runs[\(i)].record.planned.sequence: \(r.planned.sequence) is not in the plan (0…\(experimentRun.plan.count - 1))")
+                problems.append(
+                    "runs[\(i)].record.planned.sequence: \(r.planned.sequence) is not in the plan (0…\(experimentRun.plan.count - 1))"
+                )
             } else if !sequences.insert(r.planned.sequence).inserted {
                 problems.append("runs[\(i)].record.planned.sequence: \(r.planned.sequence) appears twice")
             }

@@ -87,7 +87,8 @@ public enum ParsecLog {
                     current?.failure =
                         "two ROI lines for one benchmark (\(previous)s, then \(value)s): ambiguous, neither is used"
                 } else if current?.failure?.hasPrefix("unparsable ROI time") == true {
-                    current?.failure = "two ROI lines for one benchmark (one unparsable, then \(value)s): ambiguous, neither is used"
+                    current?.failure =
+                        "two ROI lines for one benchmark (one unparsable, then \(value)s): ambiguous, neither is used"
                 } else if let seconds = Double(value), seconds.isFinite, seconds >= 0 {
                     current?.seconds = seconds
                     if seconds == 0 {

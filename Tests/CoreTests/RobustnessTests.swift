@@ -140,7 +140,8 @@ struct RobustnessTests {
 
     @Test func roiThenCrashIsAFailure() {
         let r = ParsecLog.parse(
-            "[HOOKS] Entering ROI\n[HOOKS] Leaving ROI\n[HOOKS] Total time spent in ROI: 1.5s\nSegmentation fault (core dumped)\n")
+            "[HOOKS] Entering ROI\n[HOOKS] Leaving ROI\n[HOOKS] Total time spent in ROI: 1.5s\nSegmentation fault (core dumped)\n"
+        )
         #expect(!r[0].succeeded)
         #expect(r[0].failure?.contains("crashed after") == true)
     }
@@ -152,7 +153,8 @@ struct RobustnessTests {
     }
 
     @Test func duplicateYAMLKeyAtItsLineWithoutTheFile() {
-        let yaml = "name: e\nbaseline: a\nseed: 1\nconfigurations:\n  a: {host: {}}\n  a: {host: {}}\nworkloads:\n  - {name: random-access, suite: micro}\n"
+        let yaml =
+            "name: e\nbaseline: a\nseed: 1\nconfigurations:\n  a: {host: {}}\n  a: {host: {}}\nworkloads:\n  - {name: random-access, suite: micro}\n"
         #expect {
             _ = try ExperimentLoader.parse(yaml, file: "d.yaml", environment: [:])
         } throws: { error in
@@ -226,7 +228,9 @@ struct ImportValidationTests {
         }
         #expect(try store.runs(of: "20260101-000000-abcd").count == 2, "nothing merged")
         // --as-new: the same content under another id.
-        #expect(try store.importRun(Self.export(value: 2).renamed(to: "20260101-000000-beef"), source: "b.json") == .imported(runs: 2))
+        #expect(
+            try store.importRun(Self.export(value: 2).renamed(to: "20260101-000000-beef"), source: "b.json") == .imported(runs: 2)
+        )
         #expect(try store.runs(of: "20260101-000000-beef").count == 2)
         #expect(try store.runs(of: "20260101-000000-abcd").count == 2)
     }

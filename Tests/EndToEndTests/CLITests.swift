@@ -169,7 +169,8 @@ extension MachineSuite {
             let deadline = ContinuousClock.now + .seconds(90)
             while ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(200))
-                let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
+                let list = try CLI.run(
+                    ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/other")
                 if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any],
                     let runs = j["runs"] as? [Any], runs.count >= 2
                 {
@@ -183,7 +184,8 @@ extension MachineSuite {
             p.waitUntilExit()
             #expect(p.terminationStatus == 130, "\(stderr)")
             #expect(CLI.thp() == before, "THP knob restored on Ctrl-C")
-            let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            let r = try CLI.run(
+                ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/state")
             let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
             #expect(j["status"] as? String == "interrupted")
             #expect((j["runs"] as? [Any])?.count ?? 0 >= 2)
@@ -200,7 +202,8 @@ extension MachineSuite {
             let deadline = ContinuousClock.now + .seconds(90)
             while ContinuousClock.now < deadline && stored < 2 {
                 try await Task.sleep(for: .milliseconds(200))
-                let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
+                let list = try CLI.run(
+                    ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/other")
                 if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any] {
                     stored = (j["runs"] as? [Any])?.count ?? 0
                 }
@@ -208,7 +211,8 @@ extension MachineSuite {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             #expect(stored >= 2)
-            let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            let r = try CLI.run(
+                ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/state")
             let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
             #expect((j["runs"] as? [Any])?.count ?? 0 >= stored, "completed runs survive kill -9")
             if CLI.thp() != before {
