@@ -61,11 +61,12 @@ bench: deps
 # and replayed by `make test` (CoreTests "fuzz regression corpus").
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := yaml lats parsec buddyinfo import cpulist
+# A debug build: Swift's runtime checks and debug assertions on, and no second build tree.
 fuzz:
-	$(SWIFT) build -c release --product nestbench-fuzz
-	@for t in $(FUZZ_TARGETS); do \
-		.build/release/nestbench-fuzz $$t $(FUZZ_SECONDS) Tests/Corpus/$$t $$(ls ../shared/fixtures/parsec/* ../shared/fixtures/procfs/*/buddyinfo* Suites/*.yaml 2>/dev/null | head -40) || exit 1; \
-	done
+	$(SWIFT) build --product nestbench-fuzz
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+		.build/debug/nestbench-fuzz $$t $(FUZZ_SECONDS) Tests/Corpus/$$t $$(ls ../shared/fixtures/parsec/* ../shared/fixtures/procfs/*/buddyinfo* Suites/*.yaml 2>/dev/null | head -40) || fail=1; \
+	done; exit $$fail
 
 # The Ctrl-C/SIGTERM stress test with many more trials than `make test` runs.
 stress:

@@ -269,12 +269,7 @@ enum CPUListFormat {
 public enum ProcessRunner {
     /// A child's pipe closing early is an error value (EPIPE), never a signal that kills
     /// nestbench. Children get SIGPIPE back before exec (nb_spawn).
-    public static func ignoreBrokenPipes() { _ = ignoredSIGPIPE }
-
-    private static let ignoredSIGPIPE: Bool = {
-        signal(SIGPIPE, SIG_IGN)
-        return true
-    }()
+    public static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
 
     /// Resolves a program name through PATH (from `environment`, else ours).
     public static func resolve(_ program: String, environment: [String: String] = [:]) -> String? {

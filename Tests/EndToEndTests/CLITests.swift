@@ -215,6 +215,9 @@ extension MachineSuite {
                 ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/state")
             let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
             #expect((j["runs"] as? [Any])?.count ?? 0 >= stored, "completed runs survive kill -9")
+            #expect(j["status"] as? String == "killed", "the next invocation marks the experiment run killed")
+            let plain = try CLI.run(["report", "--results", dir + "/res"], state: dir + "/state")
+            #expect(plain.status == 1 && plain.stderr.contains("killed") && plain.stderr.contains("--include-incomplete"))
             if CLI.thp() != before {
                 let restore = try CLI.run(["restore"], state: dir + "/state")
                 #expect(restore.status == 0, "\(restore.stderr)")

@@ -124,3 +124,41 @@ extension MachineSuite {
         }
     }
 }
+
+@Suite("experiment-run statuses")
+struct StatusTests {
+    /// Every run unavailable (PARSEC not fetched into an empty cache): the experiment run is
+    /// `nothing-ran`, not `completed`, and report leaves it out unless asked.
+    @Test(.timeLimit(.minutes(2)))
+    func nothingRanIsNotCompleted() throws {
+        let dir = CLI.temporaryDirectory()
+        CLI.write(
+            """
+            name: none
+            baseline: a
+            configurations:
+              a: {host: {}}
+              b: {host: {}}
+            workloads:
+              - {name: streamcluster, suite: parsec}
+            repetitions: {min: 2, max: 2}
+            """, to: dir + "/e.yaml")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary)
+        p.arguments = ["run", dir + "/e.yaml", "--results", dir + "/res"]
+        var env = ProcessInfo.processInfo.environment
+        env["NESTBENCH_STATE_DIR"] = dir + "/state"
+        env["NESTBENCH_CACHE"] = dir + "/cache"
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        let list = try CLI.run(["list", "--results", dir + "/res"], state: dir + "/state")
+        #expect(list.stdout.contains("\tnothing-ran\t4 runs"), "\(list.stdout)")
+        let report = try CLI.run(["report", "--results", dir + "/res"], state: dir + "/state")
+        #expect(report.status == 1 && report.stderr.contains("nothing-ran, not completed"), "\(report.stderr)")
+        let forced = try CLI.run(["report", "--results", dir + "/res", "--include-incomplete"], state: dir + "/state")
+        #expect(forced.status == 0, "\(forced.stderr)")
+    }
+}
