@@ -6,7 +6,7 @@ BIN      := .build/debug/nestbench
 APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy tar \
             qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium
 
-.PHONY: all deps build demo demo-fragmented test lint format bench harness clean nested-smoke fuzz stress
+.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke fuzz stress
 
 all: build
 
@@ -50,6 +50,11 @@ test: deps lint
 	$(SWIFT) build --product nestbench
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# The quick loop: everything but the tests that boot VM stacks (NESTBENCH_SKIP_VM=1), under 5 minutes.
+check: deps lint
+	$(SWIFT) build --build-tests
+	NESTBENCH_SKIP_VM=1 $(SWIFT) test --skip-build
 
 # Speed and memory targets, each against a reference measured in the same run (release build).
 bench: deps

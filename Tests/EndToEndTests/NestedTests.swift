@@ -5,8 +5,13 @@ import Testing
 /// emulated host (TCG), so these take minutes and check function, never speed.
 enum Nested {
     static let kernel = "/vmlinuz"
+    static let requirement: Comment = "needs root, /vmlinuz, qemu-system-x86 and busybox-static; skipped by make check"
+
+    /// Root, a kernel image, QEMU and busybox — and not `make check` (NESTBENCH_SKIP_VM=1), the
+    /// quick loop without VM stacks.
     static var canBoot: Bool {
-        getuid() == 0 && FileManager.default.fileExists(atPath: kernel)
+        ProcessInfo.processInfo.environment["NESTBENCH_SKIP_VM"] != "1"
+            && getuid() == 0 && FileManager.default.fileExists(atPath: kernel)
             && FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
             && FileManager.default.isExecutableFile(atPath: "/bin/busybox")
     }
@@ -45,7 +50,7 @@ extension MachineSuite {
         /// vCPU pinning read back, L1's THP knob applied. A second configuration whose L0 hangs
         /// at boot is killed at its timeout, its console log kept, its runs failed — and the
         /// experiment carries on. No QEMU is left.
-        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, Nested.requirement))
         func twoLayerStackRunsTheMicroAndAHungGuestFailsItsRuns() throws {
             let dir = CLI.temporaryDirectory()
             let yaml = """
@@ -116,7 +121,7 @@ extension MachineSuite {
         /// A fragmented condition in a guest layer: nb-fragment runs in L1 through its agent (the
         /// same binary, seen through the shared root), reaches the target there, holds it while the
         /// micro runs in L1, then releases; the condition's sysctls are set in L1, not here.
-        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, Nested.requirement))
         func fragmentationInAGuestLayer() throws {
             let dir = CLI.temporaryDirectory()
             let proactivenessHere = try String(contentsOfFile: "/proc/sys/vm/compaction_proactiveness", encoding: .utf8)
@@ -158,7 +163,7 @@ extension MachineSuite {
         /// A colocated pair runs in two innermost guests started together, which share the single
         /// guest's memory and pinning; each member's metrics come back under its label. A
         /// fragmented condition fragments each of the two guests, its metrics under the member's label.
-        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, Nested.requirement))
         func colocatedPairRunsInTwoGuests() throws {
             let dir = CLI.temporaryDirectory()
             let micro = "{name: random-access, suite: micro, params: {size: 16MiB, ops: 100000}, timeout: 120s}"
@@ -205,7 +210,7 @@ extension MachineSuite {
 
         /// Gemini configurations on stock Debian kernels stop at preflight, naming the missing
         /// path, before any VM of the experiment is booted and before anything is stored.
-        @Test(.timeLimit(.minutes(5)), .enabled(if: Nested.canBoot, "needs root, /vmlinuz, qemu-system-x86 and busybox-static"))
+        @Test(.timeLimit(.minutes(5)), .enabled(if: Nested.canBoot, Nested.requirement))
         func geminiOnAStockKernelFailsAtPreflight() throws {
             let dir = CLI.temporaryDirectory()
             let suites = CLI.packageRoot + "/Suites"
