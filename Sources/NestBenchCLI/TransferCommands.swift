@@ -62,9 +62,12 @@ struct ImportCommand: AsyncParsableCommand {
                     code: ExitCodes.error, message: "\(file): \(Self.path(context.codingPath)): \(context.debugDescription)")
             } catch let DecodingError.dataCorrupted(context) {
                 // Foundation reports an out-of-range number (seed: 1e30) as corrupt data too: say what it said.
-                let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-                let what = [context.debugDescription, underlying].compactMap { $0 }.filter { !$0.isEmpty }
-                    .joined(separator: ": ")
+                var what = context.debugDescription
+                if context.codingPath.isEmpty {
+                    // The decoder says only "not valid JSON": ask the parser why, or find the number
+                    // no field can hold.
+                    what = Self.whyNotDecodable(data) ?? what
+                }
                 throw CommandFailure(
                     code: ExitCodes.error,
                     message:
@@ -85,6 +88,35 @@ struct ImportCommand: AsyncParsableCommand {
                 Console.out("already present: \(bundle.experimentRun.id) from \(file)\n")
             }
         }
+    }
+
+    /// "Number 1e400 is not representable", "runs[0].record.planned.sequence: 99999999999999999999
+    /// is beyond a 64-bit whole number", or nil.
+    static func whyNotDecodable(_ data: Data) -> String? {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            return (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+        }
+        func find(_ value: Any, _ path: String) -> String? {
+            if let dict = value as? [String: Any] {
+                for key in dict.keys.sorted() {
+                    if let hit = find(dict[key]!, path.isEmpty ? key : path + "." + key) { return hit }
+                }
+            } else if let array = value as? [Any] {
+                for (i, item) in array.enumerated() {
+                    if let hit = find(item, "\(path)[\(i)]") { return hit }
+                }
+            } else if let number = value as? NSNumber, !(value is Bool) {
+                let d = number.doubleValue
+                if !d.isFinite || (d.rounded() == d && abs(d) >= 9.223372036854775807e18) {
+                    return "\(path): \(number) is beyond what the field can hold (a 64-bit number)"
+                }
+            }
+            return nil
+        }
+        return find(object, "")
     }
 
     static func path(_ keys: [any CodingKey]) -> String {

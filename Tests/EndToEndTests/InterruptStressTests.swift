@@ -141,7 +141,9 @@ extension MachineSuite {
             }
             print("interrupt stress: \(trials) trials in \(Int(Date().timeIntervalSince(started)))s; outcomes: \(outcomes)")
             #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
-            #expect(trials >= Swift.min(maxTrials, quick ? 20 : 100), "ran \(trials) trials (wanted \(maxTrials) within \(Int(budget))s)")
+            #expect(
+                trials >= Swift.min(maxTrials, quick ? 20 : 100),
+                "ran \(trials) trials (wanted \(maxTrials) within \(Int(budget))s)")
             let interrupted = outcomes.filter { $0.key.hasPrefix("exit 130") || $0.key.hasPrefix("exit 143") }.values.reduce(0, +)
             #expect(interrupted > 0, "some trials were interrupted mid-experiment: \(outcomes)")
         }
