@@ -557,7 +557,7 @@ public final class Store: Sendable {
 
 extension RunExport {
     /// What is wrong with a decoded export, as "key.path: problem": the experiment by the
-    /// loader's rules, and every run belonging to this experiment run, inside its plan, once.
+    /// loader's rules, and every run belonging to this experiment run, each sequence once.
     public var problems: [String] {
         var problems = experimentRun.experiment.problems.map { "experiment_run.experiment.\($0)" }
         let id = experimentRun.id
@@ -572,10 +572,8 @@ extension RunExport {
                 problems.append(
                     "runs[\(i)].record.experimentRunID: \"\(r.experimentRunID)\" is not this export's experiment run \"\(id)\"")
             }
-            if r.planned.sequence < 0 || r.planned.sequence >= Swift.max(experimentRun.plan.count, 1) {
-                problems.append(
-                    "runs[\(i)].record.planned.sequence: \(r.planned.sequence) is not in the plan (0…\(experimentRun.plan.count - 1))"
-                )
+            if r.planned.sequence < 0 {
+                problems.append("runs[\(i)].record.planned.sequence: \(r.planned.sequence) is negative")
             } else if !sequences.insert(r.planned.sequence).inserted {
                 problems.append("runs[\(i)].record.planned.sequence: \(r.planned.sequence) appears twice")
             }
