@@ -33,22 +33,27 @@ let package = Package(
         // Spawning measured processes: pinning, gating, timeouts, process-group reaping, rusage.
         .target(
             name: "NestBenchProcess",
-            dependencies: ["CProcess", "NestBenchModel", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "CProcess", "NestBenchModel", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // Collectors: procfs parsers (buddyinfo/FMFI, vmstat, smaps), perf counters, machine description.
         .target(
             name: "NestBenchCollectors",
             dependencies: [
                 "CPerfmon", "NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log"),
             ]),
-        // Platforms: apply/restore per-layer knobs (local now; VMs later), with a crash-safe journal.
+        // Places where work runs (this machine; providers for other platforms), knobs with a crash-safe journal.
         .target(
             name: "NestBenchPlatforms",
-            dependencies: ["NestBenchModel", "NestBenchProcess", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", .product(name: "Logging", package: "swift-log"),
+            ]),
         // QEMU/KVM stacks: command-line builder, QMP client, guest images and agent, stack boot, the qemu platform.
         .target(
             name: "NestBenchVM",
             dependencies: [
-                "CProcess", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
+                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchPlatforms",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // Workload adapters: the built-in microbenchmarks (Harness/), Tailbench and PARSEC (Suites/*.yaml), lats.bin analysis, input fetching.
@@ -63,7 +68,7 @@ let package = Package(
         .target(
             name: "NestBenchFragmentation",
             dependencies: [
-                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads",
+                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchPlatforms",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The SQLite store (GRDB): experiment runs, measured runs, metrics.

@@ -16,7 +16,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bin" "$work/sbin" "$work/proc" "$work/sys" "$work/dev" "$work/mnt" "$work/newroot" "$work/lib/nb"
 cp "$busybox" "$work/bin/busybox"
-for applet in sh mount umount mkdir cat echo sleep insmod modprobe chroot poweroff grep sed ls switch_root; do
+for applet in sh mount umount mkdir cat echo sleep insmod modprobe chroot poweroff grep sed ls switch_root ip; do
     ln -s busybox "$work/bin/$applet"
 done
 ln -s ../bin/busybox "$work/sbin/modprobe"

@@ -12,6 +12,9 @@
  *   arg A            (repeated: argv; argv[0] is looked up in PATH)
  *   env K=V          (repeated: the complete environment)
  *   cwd DIR, stdout FILE, stderr FILE, cpus 0,2-3, timeout SECONDS
+ *   monitor MS, samples FILE (run: readings of buddyinfo, MemFree, the process's AnonHugePages and
+ *                    the THP/compaction vmstat counters to FILE before the start, every MS while it
+ *                    runs (0 or absent: none) and after its end; see write_reading)
  *   path P, value V  (write: writes V to P, answers with what P reads back)
  *   qmp SOCKET, vcpu CPU (repeated, vCPU i -> CPU; pin: QMP handshake, query-cpus-fast,
  *                    sched_setaffinity of each vCPU thread, read back, then "cont")
@@ -19,9 +22,8 @@
  * A response is lines:
  *   ok 1 | error MESSAGE
  *   pid N; exit N; signal N; timed_out 0|1; wall_seconds S; user_seconds S; system_seconds S;
- *   minor_faults N; major_faults N; max_rss_kib N
- *   metric NAME VALUE UNIT POLARITY   (AnonHugePages of the process sampled every 200 ms,
- *                                      /proc/vmstat THP counter deltas over the run)
+ *   minor_faults N; major_faults N; max_rss_kib N; voluntary_context_switches N;
+ *   involuntary_context_switches N
  *   value TEXT; vcpu I tid T cpus LIST
  * `run` waits for the process (killing its group after the timeout); `spawn` returns at once
  * and the agent reaps the process when it exits, writing SPOOL/exited/PID ("exit N" or
@@ -59,6 +61,8 @@ struct request {
     int nvcpus;
     double timeout;
     int pid, sig;
+    int monitor;          /* run: memory monitor period in ms, 0 = off */
+    char samples[4096];   /* run: where readings go */
 };
 
 static const char *spool;
@@ -130,6 +134,8 @@ static int read_request(const char *file, struct request *r) {
         else if (!strcmp(line, "pid")) r->pid = atoi(val);
         else if (!strcmp(line, "signal")) r->sig = atoi(val);
         else if (!strcmp(line, "vcpu") && r->nvcpus < 256) r->vcpus[r->nvcpus++] = atoi(val);
+        else if (!strcmp(line, "monitor")) r->monitor = atoi(val);
+        else if (!strcmp(line, "samples")) COPY(samples);
 #undef COPY
     }
     free(line);
@@ -176,20 +182,43 @@ static long long anon_huge_kib(pid_t pid) {
     return kib;
 }
 
-static const char *counters[] = {"thp_fault_alloc", "thp_fault_fallback", "thp_collapse_alloc", "thp_split_pmd",
-                                 "compact_stall", "pgfault", NULL};
-
-static void read_counters(long long *values) {
-    char name[128];
-    long long v;
-    for (int i = 0; counters[i]; i++) values[i] = -1;
-    FILE *f = fopen("/proc/vmstat", "r");
-    if (!f) return;
-    while (fscanf(f, "%127s %lld", name, &v) == 2) {
-        for (int i = 0; counters[i]; i++)
-            if (!strcmp(name, counters[i])) values[i] = v;
+/* One reading for the layer below (which computes the same metrics as on its own machine):
+ *   t MILLIS, buddy LINE (each /proc/buddyinfo line), MemFree KIB, AnonHugePages KIB (of pid,
+ *   when pid > 0 and readable), vmstat NAME VALUE (thp_*, compact_*, pgfault, pgmajfault). */
+static void write_reading(FILE *out, double t, pid_t pid) {
+    char line[1024];
+    fprintf(out, "t %lld\n", (long long)(t * 1000));
+    FILE *f = fopen("/proc/buddyinfo", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f)) fprintf(out, "buddy %s", line);
+        fclose(f);
     }
-    fclose(f);
+    f = fopen("/proc/meminfo", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f)) {
+            if (!strncmp(line, "MemFree:", 8)) {
+                fprintf(out, "MemFree %lld\n", strtoll(line + 8, NULL, 10));
+                break;
+            }
+        }
+        fclose(f);
+    }
+    if (pid > 0) {
+        long long h = anon_huge_kib(pid);
+        if (h >= 0) fprintf(out, "AnonHugePages %lld\n", h);
+    }
+    f = fopen("/proc/vmstat", "r");
+    if (f) {
+        char name[128];
+        long long v;
+        while (fscanf(f, "%127s %lld", name, &v) == 2) {
+            if (!strncmp(name, "thp_", 4) || !strncmp(name, "compact_", 8) || !strcmp(name, "pgfault") ||
+                !strcmp(name, "pgmajfault"))
+                fprintf(out, "vmstat %s %lld\n", name, v);
+        }
+        fclose(f);
+    }
+    fflush(out);
 }
 
 /* Spawned processes still running; when one ends, SPOOL/exited/PID says how ("exit N" or
@@ -279,26 +308,32 @@ static pid_t start(struct request *r) {
 }
 
 static void do_run(struct request *r) {
-    long long before[16], after[16];
-    read_counters(before);
+    FILE *readings = r->samples[0] ? fopen(r->samples, "w") : NULL;
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
     double t0 = now();
+    if (readings) write_reading(readings, 0, 0);
     pid_t pid = start(r);
-    if (pid < 0) return;
+    if (pid < 0) {
+        if (readings) fclose(readings);
+        return;
+    }
     int status = 0, timed_out = 0;
-    long long huge_max = -1;
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
     double term_at = 0;
+    /* Wakes at once when the child exits; else at the next sample or after 200 ms (the timeout). */
+    double next_sample = r->monitor > 0 ? r->monitor / 1000.0 : -1;
     for (;;) {
         pid_t w = wait4(pid, &status, WNOHANG, &ru);
         if (w == pid) break;
-        long long h = anon_huge_kib(pid);
-        if (h > huge_max) huge_max = h;
         double t = now() - t0;
+        if (readings && next_sample > 0 && t >= next_sample) {
+            write_reading(readings, t, pid);
+            while (next_sample <= t) next_sample += r->monitor / 1000.0;
+        }
         if (r->timeout > 0 && t > r->timeout && !timed_out) {
             timed_out = 1;
             kill(-pid, SIGTERM);
@@ -306,12 +341,17 @@ static void do_run(struct request *r) {
         } else if (timed_out && t > term_at + 2) {
             kill(-pid, SIGKILL);
         }
-        struct timespec tick = {0, 200000000};
-        sigtimedwait(&chld, NULL, &tick); /* wakes at once when the child exits */
+        double wait_s = 0.2;
+        if (next_sample > 0 && next_sample - t < wait_s) wait_s = next_sample - t > 0 ? next_sample - t : 0.001;
+        struct timespec tick = {(time_t)wait_s, (long)((wait_s - (time_t)wait_s) * 1e9)};
+        sigtimedwait(&chld, NULL, &tick);
     }
     double wall = now() - t0;
     kill(-pid, SIGKILL); /* anything left in its group goes with it */
-    read_counters(after);
+    if (readings) {
+        write_reading(readings, now() - t0, 0);
+        fclose(readings);
+    }
     say("ok 1\npid %d\n", (int)pid);
     if (WIFEXITED(status)) say("exit %d\n", WEXITSTATUS(status));
     if (WIFSIGNALED(status)) say("signal %d\n", WTERMSIG(status));
@@ -319,11 +359,7 @@ static void do_run(struct request *r) {
     say("user_seconds %.6f\nsystem_seconds %.6f\n", (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
     say("minor_faults %ld\nmajor_faults %ld\nmax_rss_kib %ld\n", ru.ru_minflt, ru.ru_majflt, ru.ru_maxrss);
-    if (huge_max >= 0) say("metric anon_huge_bytes_max %lld bytes neutral\n", huge_max * 1024);
-    for (int i = 0; counters[i]; i++) {
-        if (before[i] >= 0 && after[i] >= 0)
-            say("metric vmstat.%s %lld events neutral\n", counters[i], after[i] - before[i]);
-    }
+    say("voluntary_context_switches %ld\ninvoluntary_context_switches %ld\n", ru.ru_nvcsw, ru.ru_nivcsw);
 }
 
 static void do_write(struct request *r) {

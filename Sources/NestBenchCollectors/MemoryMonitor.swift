@@ -10,6 +10,13 @@ public struct MonitorReading: Sendable, Hashable {
     public var memFreeBytes: Double?
     public var anonHugeBytes: Double?
     public var vmstat: [String: Int64]
+
+    public init(fmfi: Double?, memFreeBytes: Double?, anonHugeBytes: Double?, vmstat: [String: Int64]) {
+        self.fmfi = fmfi
+        self.memFreeBytes = memFreeBytes
+        self.anonHugeBytes = anonHugeBytes
+        self.vmstat = vmstat
+    }
 }
 
 /// Where the monitor reads from (files replaceable for tests).
@@ -64,8 +71,7 @@ public final class MemoryMonitor: RunCollector {
         let order: Int
         let sources: MonitorSources
         let start = ContinuousClock.now
-        let before: MonitorReading
-        let state = Mutex<[TimelineSample]>([])
+        let timeline: Mutex<MonitorTimeline>
         let stop = DispatchSemaphore(value: 0)
         let done = DispatchSemaphore(value: 0)
         let running = Atomic<Bool>(false)
@@ -75,25 +81,8 @@ public final class MemoryMonitor: RunCollector {
             self.interval = interval
             self.order = order
             self.sources = sources
-            before = sources.read(pid: nil, order: order)
-            record(before, at: 0, includeProcess: false)
-        }
-
-        var fmfiName: String { "fmfi.order\(order)" }
-
-        func record(_ r: MonitorReading, at t: Int64, includeProcess: Bool) {
-            var samples: [TimelineSample] = []
-            if let v = r.fmfi { samples.append(TimelineSample(tMillis: t, name: fmfiName, value: v)) }
-            if let v = r.memFreeBytes { samples.append(TimelineSample(tMillis: t, name: "mem_free_bytes", value: v)) }
-            if includeProcess, let v = r.anonHugeBytes {
-                samples.append(TimelineSample(tMillis: t, name: "anon_huge_bytes", value: v))
-            }
-            for (name, value) in r.vmstat.sorted(by: { $0.key < $1.key }) {
-                if let b = before.vmstat[name] {
-                    samples.append(TimelineSample(tMillis: t, name: "vmstat.\(name)", value: Double(value - b)))
-                }
-            }
-            state.withLock { $0 += samples }
+            timeline = Mutex(
+                MonitorTimeline(before: sources.read(pid: nil, order: order), order: order, intervalMillis: interval))
         }
 
         var elapsedMillis: Int64 { Int64((ContinuousClock.now - start).seconds * 1000) }
@@ -104,7 +93,9 @@ public final class MemoryMonitor: RunCollector {
                 // Sample from CPUs the workload is not pinned to, where there are any.
                 Affinity.avoid(cpusOf: pid)
                 while stop.wait(timeout: .now() + .milliseconds(interval)) == .timedOut {
-                    record(sources.read(pid: pid, order: order), at: elapsedMillis, includeProcess: true)
+                    let reading = sources.read(pid: pid, order: order)
+                    let t = elapsedMillis
+                    timeline.withLock { $0.record(reading, at: t, includeProcess: true) }
                 }
                 done.signal()
             }
@@ -118,61 +109,103 @@ public final class MemoryMonitor: RunCollector {
                 done.wait()
             }
             // The workload has exited: machine-wide state only.
-            record(sources.read(pid: nil, order: order), at: elapsedMillis, includeProcess: false)
-            let samples = state.withLock { $0 }
-            var metrics: [Metric] = []
+            let reading = sources.read(pid: nil, order: order)
+            let t = elapsedMillis
             let zones = (try? Buddyinfo.parse(KernelFile.read(sources.buddyinfo) ?? ""))?.machineZonesDescription ?? "?"
-            metrics += summary(
-                samples, name: fmfiName, metric: "monitor.fmfi\(order)", unit: "ratio",
-                what: "FMFI at order \(order) over \(zones) (/proc/buddyinfo)")
-            metrics += summary(samples, name: "mem_free_bytes", metric: "monitor.mem_free", unit: "bytes", what: "MemFree")
-            let huge = samples.filter { $0.name == "anon_huge_bytes" }
-            if let max = huge.map(\.value).max(), let min = huge.map(\.value).min() {
-                let what =
-                    "the workload's AnonHugePages (/proc/PID/smaps_rollup) sampled every \(interval) ms (\(huge.count) samples)"
-                metrics.append(
-                    Metric(
-                        name: "anon_huge_bytes_max", value: max, unit: "bytes", polarity: .neutral, source: "monitor",
-                        detail: "max of " + what))
-                metrics.append(
-                    Metric(
-                        name: "monitor.anon_huge.min", value: min, unit: "bytes", polarity: .neutral, source: "monitor",
-                        detail: "min of " + what))
-            } else {
+            return timeline.withLock {
+                $0.record(reading, at: t, includeProcess: false)
+                return ($0.summary(zones: zones), $0.samples)
+            }
+        }
+    }
+}
+
+/// The memory monitor's timeline and its summary, from readings taken wherever the workload runs
+/// (this machine's monitor thread, or a guest's agent): the same samples and metric names in both.
+public struct MonitorTimeline: Sendable {
+    public let order: Int
+    public let intervalMillis: Int
+    public let before: MonitorReading
+    public private(set) var samples: [TimelineSample] = []
+
+    /// Starts with the reading taken before the workload (at t = 0).
+    public init(before: MonitorReading, order: Int, intervalMillis: Int) {
+        self.before = before
+        self.order = order
+        self.intervalMillis = intervalMillis
+        record(before, at: 0, includeProcess: false)
+    }
+
+    var fmfiName: String { "fmfi.order\(order)" }
+
+    /// Adds one reading; `includeProcess` while the workload runs (its AnonHugePages).
+    public mutating func record(_ r: MonitorReading, at t: Int64, includeProcess: Bool) {
+        if let v = r.fmfi { samples.append(TimelineSample(tMillis: t, name: fmfiName, value: v)) }
+        if let v = r.memFreeBytes { samples.append(TimelineSample(tMillis: t, name: "mem_free_bytes", value: v)) }
+        if includeProcess, let v = r.anonHugeBytes {
+            samples.append(TimelineSample(tMillis: t, name: "anon_huge_bytes", value: v))
+        }
+        for (name, value) in r.vmstat.sorted(by: { $0.key < $1.key }) {
+            if let b = before.vmstat[name] {
+                samples.append(TimelineSample(tMillis: t, name: "vmstat.\(name)", value: Double(value - b)))
+            }
+        }
+    }
+
+    /// Before/after/min/max of FMFI and MemFree, and the workload's AnonHugePages max/min.
+    /// `zones` names what the FMFI covers.
+    public func summary(zones: String, source: String = "monitor") -> [Metric] {
+        var metrics: [Metric] = []
+        let interval = intervalMillis
+        metrics += summary(
+            name: fmfiName, metric: "monitor.fmfi\(order)", unit: "ratio",
+            what: "FMFI at order \(order) over \(zones) (/proc/buddyinfo)", source: source)
+        metrics += summary(name: "mem_free_bytes", metric: "monitor.mem_free", unit: "bytes", what: "MemFree", source: source)
+        let huge = samples.filter { $0.name == "anon_huge_bytes" }
+        if let max = huge.map(\.value).max(), let min = huge.map(\.value).min() {
+            let what =
+                "the workload's AnonHugePages (/proc/PID/smaps_rollup) sampled every \(interval) ms (\(huge.count) samples)"
+            metrics.append(
+                Metric(
+                    name: "anon_huge_bytes_max", value: max, unit: "bytes", polarity: .neutral, source: source,
+                    detail: "max of " + what))
+            metrics.append(
+                Metric(
+                    name: "monitor.anon_huge.min", value: min, unit: "bytes", polarity: .neutral, source: source,
+                    detail: "min of " + what))
+        } else {
+            // The same names whatever the run's length.
+            for name in ["anon_huge_bytes_max", "monitor.anon_huge.min"] {
                 metrics.append(
                     .unavailable(
-                        "anon_huge_bytes_max", unit: "bytes", polarity: .neutral, source: "monitor",
+                        name, unit: "bytes", polarity: .neutral, source: source,
                         reason: "unavailable: the process ended before the first sample (\(interval) ms)"))
             }
-            return (metrics, samples)
         }
+        return metrics
+    }
 
-        func summary(_ samples: [TimelineSample], name: String, metric: String, unit: String, what: String) -> [Metric] {
-            let series = samples.filter { $0.name == name }.sorted { $0.tMillis < $1.tMillis }
-            guard let first = series.first, let last = series.last else {
-                return [
-                    .unavailable(
-                        metric + ".before", unit: unit, polarity: .neutral, source: "monitor",
-                        reason: "unavailable: cannot read \(what)")
-                ]
-            }
-            let values = series.map(\.value)
-            let detail = "\(what), \(series.count) samples every \(interval) ms"
+    func summary(name: String, metric: String, unit: String, what: String, source: String) -> [Metric] {
+        let series = samples.filter { $0.name == name }.sorted { $0.tMillis < $1.tMillis }
+        guard let first = series.first, let last = series.last else {
             return [
-                Metric(
-                    name: metric + ".before", value: first.value, unit: unit, polarity: .neutral, source: "monitor",
-                    detail: "before the workload: " + detail),
-                Metric(
-                    name: metric + ".after", value: last.value, unit: unit, polarity: .neutral, source: "monitor",
-                    detail: "after the workload exited: " + detail),
-                Metric(
-                    name: metric + ".min", value: values.min()!, unit: unit, polarity: .neutral, source: "monitor", detail: detail
-                ),
-                Metric(
-                    name: metric + ".max", value: values.max()!, unit: unit, polarity: .neutral, source: "monitor", detail: detail
-                ),
+                .unavailable(
+                    metric + ".before", unit: unit, polarity: .neutral, source: source,
+                    reason: "unavailable: cannot read \(what)")
             ]
         }
+        let values = series.map(\.value)
+        let detail = "\(what), \(series.count) samples every \(intervalMillis) ms"
+        return [
+            Metric(
+                name: metric + ".before", value: first.value, unit: unit, polarity: .neutral, source: source,
+                detail: "before the workload: " + detail),
+            Metric(
+                name: metric + ".after", value: last.value, unit: unit, polarity: .neutral, source: source,
+                detail: "after the workload exited: " + detail),
+            Metric(name: metric + ".min", value: values.min()!, unit: unit, polarity: .neutral, source: source, detail: detail),
+            Metric(name: metric + ".max", value: values.max()!, unit: unit, polarity: .neutral, source: source, detail: detail),
+        ]
     }
 }
 
@@ -180,10 +213,9 @@ public final class MemoryMonitor: RunCollector {
 public enum StandardCollectors {
     public static func make(_ settings: CollectorSettings = CollectorSettings()) -> [any RunCollector] {
         var list: [any RunCollector] = [UsageCollector(), VmstatCollector(), PerfCollector(settings: settings.perf)]
+        // `monitor.interval: off` turns every sampler off (no timeline, no anon_huge_bytes_max).
         if let interval = settings.monitor.intervalMillis {
             list.append(MemoryMonitor(intervalMillis: interval, order: settings.monitor.order))
-        } else {
-            list.append(SmapsSampler())
         }
         return list
     }

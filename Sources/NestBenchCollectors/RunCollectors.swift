@@ -38,22 +38,26 @@ public struct UsageCollector: RunCollector {
     struct Session: CollectorSession {
         func started() {}
         func finish(_ o: ProcessOutcome) -> (metrics: [Metric], samples: [TimelineSample]) {
-            let m = [
-                Metric(
-                    name: "wall_seconds", value: o.wallSeconds, unit: "s", polarity: .lowerIsBetter, source: "timing",
-                    detail: "exec to exit, monotonic clock"),
-                Metric(name: "user_seconds", value: o.usage.userSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
-                Metric(
-                    name: "system_seconds", value: o.usage.systemSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
-                Metric(
-                    name: "minor_faults", value: Double(o.usage.minorFaults), unit: "faults", polarity: .lowerIsBetter,
-                    source: "rusage"),
-                Metric(
-                    name: "max_rss_bytes", value: Double(o.usage.maxRSSKiB) * 1024, unit: "bytes", polarity: .neutral,
-                    source: "rusage"),
-            ]
-            return (m, [])
+            (UsageCollector.metrics(o), [])
         }
+    }
+
+    /// Wall time and rusage of a process that ended.
+    public static func metrics(_ o: ProcessOutcome) -> [Metric] {
+        [
+            Metric(
+                name: "wall_seconds", value: o.wallSeconds, unit: "s", polarity: .lowerIsBetter, source: "timing",
+                detail: "exec to exit, monotonic clock"),
+            Metric(name: "user_seconds", value: o.usage.userSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
+            Metric(
+                name: "system_seconds", value: o.usage.systemSeconds, unit: "s", polarity: .lowerIsBetter, source: "rusage"),
+            Metric(
+                name: "minor_faults", value: Double(o.usage.minorFaults), unit: "faults", polarity: .lowerIsBetter,
+                source: "rusage"),
+            Metric(
+                name: "max_rss_bytes", value: Double(o.usage.maxRSSKiB) * 1024, unit: "bytes", polarity: .neutral,
+                source: "rusage"),
+        ]
     }
 }
 
@@ -83,80 +87,17 @@ public struct VmstatCollector: RunCollector {
                     ], []
                 )
             }
-            let delta = THPCounters.delta(before: before, after: THPCounters.pick(KeyValueFile.vmstat(text)))
-            let metrics = delta.keys.sorted().map { name in
-                Metric(
-                    name: "vmstat.\(name)", value: Double(delta[name]!), unit: "events", polarity: .neutral,
-                    source: "vmstat", detail: "machine-wide delta over the run")
-            }
-            return (metrics, [])
+            return (VmstatCollector.metrics(before: before, after: THPCounters.pick(KeyValueFile.vmstat(text))), [])
         }
     }
-}
 
-/// Samples the process's AnonHugePages (/proc/PID/smaps_rollup) while it runs.
-public final class SmapsSampler: RunCollector {
-    public let intervalMillis: Int
-
-    public init(intervalMillis: Int = 500) {
-        self.intervalMillis = intervalMillis
-    }
-
-    public func attach(pid: Int32) -> any CollectorSession { Session(pid: pid, interval: intervalMillis) }
-
-    final class Session: CollectorSession {
-        let pid: Int32
-        let interval: Int
-        let state = Mutex<(samples: [TimelineSample], stop: Bool)>(([], false))
-        let done = DispatchSemaphore(value: 0)
-        let start = ContinuousClock.now
-
-        init(pid: Int32, interval: Int) {
-            self.pid = pid
-            self.interval = interval
-        }
-
-        func started() {
-            let thread = Thread { [self] in
-                while !state.withLock({ $0.stop }) {
-                    if let text = KernelFile.read("/proc/\(pid)/smaps_rollup"),
-                        let huge = KeyValueFile.meminfo(text)["AnonHugePages"]
-                    {
-                        let t = Int64((ContinuousClock.now - start).seconds * 1000)
-                        state.withLock {
-                            $0.samples.append(TimelineSample(tMillis: t, name: "anon_huge_bytes", value: Double(huge)))
-                        }
-                    }
-                    usleep(UInt32(interval * 1000))
-                }
-                done.signal()
-            }
-            thread.name = "nestbench-smaps"
-            thread.start()
-        }
-
-        func finish(_ o: ProcessOutcome) -> (metrics: [Metric], samples: [TimelineSample]) {
-            state.withLock { $0.stop = true }
-            done.wait()
-            let samples = state.withLock { $0.samples }
-            guard let max = samples.map(\.value).max() else {
-                return (
-                    [
-                        Metric.unavailable(
-                            "anon_huge_bytes_max", unit: "bytes", polarity: .neutral, source: "smaps",
-                            reason: "unavailable: the process ended before the first sample (\(interval) ms)")
-                    ], []
-                )
-            }
-            return (
-                [
-                    Metric(
-                        name: "anon_huge_bytes_max", value: max, unit: "bytes", polarity: .neutral, source: "smaps",
-                        detail:
-                            "max of /proc/PID/smaps_rollup AnonHugePages sampled every \(interval) ms (\(samples.count) samples)")
-                ],
-                samples
-            )
+    /// `vmstat.<counter>`: after − before of the THP and compaction counters.
+    public static func metrics(before: [String: Int64], after: [String: Int64], in place: String = "") -> [Metric] {
+        let delta = THPCounters.delta(before: THPCounters.pick(before), after: THPCounters.pick(after))
+        return delta.keys.sorted().map { name in
+            Metric(
+                name: "vmstat.\(name)", value: Double(delta[name]!), unit: "events", polarity: .neutral,
+                source: "vmstat", detail: "machine-wide delta over the run" + (place.isEmpty ? "" : " in \(place)"))
         }
     }
 }

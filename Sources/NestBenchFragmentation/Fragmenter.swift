@@ -4,7 +4,6 @@ import NestBenchCollectors
 import NestBenchModel
 import NestBenchPlatforms
 import NestBenchProcess
-import NestBenchWorkloads
 import Synchronization
 
 /// Why fragmentation could not be injected; names what to fix.
@@ -47,107 +46,23 @@ public struct FragmenterEvent: Sendable, Hashable {
     }
 }
 
-/// A running fragmenter, wherever it runs.
-public struct FragmenterChild: Sendable {
-    public var pid: Int32
-    public var hasExited: @Sendable () -> Bool
-    /// Sends a signal to the fragmenter's process group.
-    public var signal: @Sendable (Int32) async -> Void
-    /// Waits for its end: the exit status (nil after a signal) and a description.
-    public var wait: @Sendable () async -> (exitStatus: Int32?, description: String)
-    /// Called once it is gone (e.g. to forget it in the journal).
-    public var forget: @Sendable () -> Void
-
-    public init(
-        pid: Int32, hasExited: @escaping @Sendable () -> Bool, signal: @escaping @Sendable (Int32) async -> Void,
-        wait: @escaping @Sendable () async -> (exitStatus: Int32?, description: String),
-        forget: @escaping @Sendable () -> Void = {}
-    ) {
-        self.pid = pid
-        self.hasExited = hasExited
-        self.signal = signal
-        self.wait = wait
-        self.forget = forget
-    }
-}
-
-/// Where a fragmenter runs and how its memory is read: this machine (`thisMachine`), or a guest
-/// layer through its agent (the orchestrator builds that one). Paths are this machine's; a guest
-/// place translates them to its share.
-public struct FragmenterPlace: Sendable {
-    /// "this machine", "L2" …: used in messages, and as the metrics' prefix for a guest layer.
-    public var name: String
-    /// Starts `program arguments` in `directory` with stdout and stderr to the given files.
-    public var start:
-        @Sendable (_ program: String, _ arguments: [String], _ directory: String, _ stdout: String, _ stderr: String)
-            async throws(FragmentationError) -> FragmenterChild
-    /// FMFI(order) over the movable zones of that kernel, read now.
-    public var fmfi: @Sendable (_ order: Int) async -> Double?
-    /// Which zones that FMFI covers.
-    public var zones: @Sendable () async -> String
-
-    public init(
-        name: String,
-        start:
-            @escaping @Sendable (String, [String], String, String, String) async throws(FragmentationError) ->
-            FragmenterChild,
-        fmfi: @escaping @Sendable (Int) async -> Double?, zones: @escaping @Sendable () async -> String
-    ) {
-        self.name = name
-        self.start = start
-        self.fmfi = fmfi
-        self.zones = zones
-    }
-
-    /// This machine: a child in its own process group, journaled so that the next nestbench kills
-    /// it after a kill -9 (it also watches its parent).
-    public static func thisMachine(journal: KnobJournal) -> FragmenterPlace {
-        FragmenterPlace(
-            name: "this machine",
-            start: { program, arguments, directory, stdout, stderr throws(FragmentationError) in
-                let spec = ProcessSpec(
-                    program: program, arguments: arguments, environment: ["PATH": "/usr/bin:/bin"],
-                    workingDirectory: directory, stdoutPath: stdout, stderrPath: stderr)
-                let child: RunningProcess
-                do {
-                    child = try ProcessRunner.start(spec)
-                    try journal.recordProcessGroup(child.pid)
-                    try child.release()
-                } catch let error as ProcessError {
-                    throw FragmentationError("cannot start the fragmenter: \(error)")
-                } catch {
-                    throw FragmentationError("cannot record the fragmenter in \(journal.path): \(error)")
-                }
-                return FragmenterChild(
-                    pid: child.pid, hasExited: { child.hasExited },
-                    signal: { sig in if sig == SIGKILL { child.kill() } else if !child.hasExited { kill(child.pid, sig) } },
-                    wait: {
-                        let outcome = await child.wait()
-                        return (outcome.exitStatus, outcome.describe(timeout: nil))
-                    },
-                    forget: { try? journal.forgetProcessGroup(child.pid) })
-            },
-            fmfi: { order in try? Buddyinfo.live().machineFMFI(order: order) },
-            zones: { (try? Buddyinfo.live().machineZonesDescription) ?? "movable zones" })
-    }
-}
-
 /// Fragmentation held by a running nb-fragment; release it with `release()`.
 public final class FragmentationSession: Sendable {
     public let spec: FragmentationSpec
     public let ready: FragmenterEvent
     /// FMFI at the spec's order over the movable zones, read by NestBench when the target was reported reached.
     public let fmfiAtReady: Double
-    let child: FragmenterChild
-    public let place: FragmenterPlace
+    let child: any HelperProcess
+    /// Where it runs (this machine or a guest layer).
+    public let place: any Place
     /// The fragmenter's pid (its process group id too), in its place.
     public var pid: Int32 { child.pid }
     let reader: LogTail
     let logPath: String
 
     init(
-        spec: FragmentationSpec, ready: FragmenterEvent, fmfiAtReady: Double, child: FragmenterChild,
-        place: FragmenterPlace, reader: LogTail, logPath: String
+        spec: FragmentationSpec, ready: FragmenterEvent, fmfiAtReady: Double, child: any HelperProcess,
+        place: any Place, reader: LogTail, logPath: String
     ) {
         self.spec = spec
         self.ready = ready
@@ -163,16 +78,15 @@ public final class FragmentationSession: Sendable {
 
     /// Stops the fragmenter (SIGTERM, then SIGKILL after 10 s), which gives all its memory back.
     @discardableResult
-    public func release() async -> (exitStatus: Int32?, description: String) {
-        if !child.hasExited() { await child.signal(SIGTERM) }
+    public func release() async -> HelperEnd {
+        if !child.hasExited { await child.signal(SIGTERM) }
         let deadline = ContinuousClock.now + .seconds(10)
-        while !child.hasExited() && ContinuousClock.now < deadline {
+        while !child.hasExited && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        if !child.hasExited() { await child.signal(SIGKILL) }
-        let outcome = await child.wait()
+        if !child.hasExited { await child.signal(SIGKILL) }
+        let outcome = await child.ended()
         reader.stop()
-        child.forget()
         return outcome
     }
 
@@ -180,10 +94,10 @@ public final class FragmentationSession: Sendable {
     /// before `release()`; `release()` is then called here.
     public func finish() async -> (metrics: [Metric], samples: [TimelineSample], provenance: [String: String]) {
         let order = spec.order
-        let after = await place.fmfi(order)
+        let after = await place.fmfi(order: order)
         let holds = reader.events.filter { $0.kind == "hold" }
         let outcome = await release()
-        let released = await place.fmfi(order)
+        let released = await place.fmfi(order: order)
         var during = holds.compactMap { $0.double("fmfi") }
         during.append(fmfiAtReady)
         if let after { during.append(after) }
@@ -266,10 +180,12 @@ public struct Fragmenter: Sendable {
     /// Fragments memory; returns once the fragmenter reports `ready` (holding, when `spec.hold`).
     /// `onEvent` sees every protocol line as it arrives (progress display).
     public func start(
-        _ spec: FragmentationSpec, directory: String, place: FragmenterPlace? = nil,
+        _ spec: FragmentationSpec, directory: String, place: (any Place)? = nil,
         onEvent: @escaping @Sendable (FragmenterEvent) -> Void = { _ in }
     ) async throws(FragmentationError) -> FragmentationSession {
-        let place = place ?? .thisMachine(journal: journal)
+        let place =
+            place
+            ?? LocalPlace(platform: LocalPlatform(journal: journal, logger: logger), collectors: [], runsDirectory: directory)
         let binary: String
         do {
             binary = try await harness.program("fragment/nb-fragment.c", name: "nb-fragment")
@@ -283,7 +199,15 @@ public struct Fragmenter: Sendable {
         }
         let log = directory + "/fragmenter.log"
         let err = directory + "/fragmenter.stderr"
-        let child = try await place.start(binary, Self.arguments(for: spec), directory, log, err)
+        let child: any HelperProcess
+        do {
+            child = try await place.startHelper(
+                ProcessSpec(
+                    program: binary, arguments: Self.arguments(for: spec), environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
+                    workingDirectory: directory, stdoutPath: log, stderrPath: err))
+        } catch {
+            throw FragmentationError("cannot start the fragmenter in \(place.name): \(error)")
+        }
         logger.info(
             "fragmenter started",
             metadata: [
@@ -294,16 +218,19 @@ public struct Fragmenter: Sendable {
         let deadline = ContinuousClock.now + .seconds(spec.timeoutSeconds)
         while true {
             if let ready = reader.events.first(where: { $0.kind == "ready" }) {
-                let fmfi = await place.fmfi(spec.order) ?? ready.double("fmfi") ?? .nan
+                let fmfi = await place.fmfi(order: spec.order) ?? ready.double("fmfi") ?? .nan
                 return FragmentationSession(
                     spec: spec, ready: ready, fmfiAtReady: fmfi, child: child, place: place, reader: reader, logPath: log)
             }
             let failure: String?
             if let error = reader.events.first(where: { $0.kind == "error" }) {
                 failure = "the fragmenter failed: \(error.fields["message"] ?? "")"
-            } else if child.hasExited() {
-                let outcome = await child.wait()
-                let tail = MetricLines.tail(of: err, lines: 3) ?? ""
+            } else if child.hasExited {
+                let outcome = await child.ended()
+                let tail =
+                    FileManager.default.contents(atPath: err).map {
+                        String(decoding: $0.suffix(600), as: UTF8.self).split(separator: "\n").suffix(3).joined(separator: "\n")
+                    } ?? ""
                 failure = "the fragmenter exited before reaching its target (\(outcome.description)) \(tail)"
             } else if ContinuousClock.now > deadline {
                 failure = "the fragmenter did not reach FMFI \(spec.targetFMFI) within \(Int(spec.timeoutSeconds))s (timeout)"
@@ -311,10 +238,8 @@ public struct Fragmenter: Sendable {
                 failure = nil
             }
             if let failure {
-                await child.signal(SIGKILL)
-                _ = await child.wait()
+                await child.stop()
                 reader.stop()
-                child.forget()
                 throw FragmentationError(failure + " (in \(place.name); log: \(log))")
             }
             try? await Task.sleep(for: .milliseconds(100))

@@ -58,12 +58,14 @@ public final class Orchestrator: Sendable {
     public let harness: HarnessLocator
     /// Boots and keeps the VM stacks of `qemu` configurations; nil when the experiment has none.
     public let vmPlatform: QemuPlatform?
+    /// The platforms by kind: `local` (this machine) and any other registered provider.
+    public let providers: [PlatformKind: any PlaceProvider]
     let logger: Logger
 
     public init(
         registry: WorkloadRegistry, platform: LocalPlatform, store: Store,
         collectors: [any RunCollector]? = nil, harness: HarnessLocator = HarnessLocator(),
-        vmPlatform: QemuPlatform? = nil, logger: Logger
+        vmPlatform: QemuPlatform? = nil, providers extra: [any PlaceProvider] = [], logger: Logger
     ) {
         self.registry = registry
         self.platform = platform
@@ -71,6 +73,10 @@ public final class Orchestrator: Sendable {
         self.collectors = collectors
         self.harness = harness
         self.vmPlatform = vmPlatform
+        var providers: [PlatformKind: any PlaceProvider] = [.local: platform]
+        if let vmPlatform { providers[.qemu] = vmPlatform }
+        for provider in extra { providers[provider.kind] = provider }
+        self.providers = providers
         self.logger = logger
     }
 
@@ -94,7 +100,12 @@ public final class Orchestrator: Sendable {
     /// A configuration as the local platform applies it: with hardware virtualization a stack's
     /// L0 is this machine, and its settings are this machine's knobs.
     func onThisMachine(_ configuration: Configuration) -> Configuration {
-        configuration.thisMachine(l0IsThisMachine: vmPlatform.map { !$0.virtualization.isEmulated } ?? false)
+        providers[configuration.platform]?.thisMachine(configuration) ?? configuration
+    }
+
+    /// Every platform's VMs and helpers are gone.
+    func teardownPlatforms() {
+        for provider in providers.values { provider.teardownAll() }
     }
 
     /// The CPUs this process may use: its affinity mask, within its cgroup's cpuset.
@@ -211,20 +222,17 @@ public final class Orchestrator: Sendable {
         let experiment = loaded.experiment
         try preflight(experiment)
         let id = Self.newRunID()
-        let usesVMs = experiment.configurations.contains { $0.platform == .qemu }
         var machine = MachineProbe.describe()
-        if usesVMs {
-            guard let vmPlatform else {
-                throw OrchestratorError("the experiment has qemu configurations but the qemu platform is not set up")
+        let kinds = Set(experiment.configurations.map(\.platform))
+        for kind in PlatformKind.allCases where kinds.contains(kind) {
+            guard let provider = providers[kind] else {
+                throw OrchestratorError(
+                    "the experiment has \(kind.rawValue) configurations but the \(kind.rawValue) platform is not set up")
             }
-            if case .emulated(let reason) = vmPlatform.virtualization {
-                machine.extra["warning"] = HostVirtualization.emulatedNote
-                machine.extra["virtualization"] = "emulated host: \(reason)"
-            } else {
-                machine.extra["virtualization"] = "hardware"
-            }
-            let problems = await vmPlatform.preflight(
-                experiment.configurations, artifacts: "\(options.resultsDirectory)/artifacts/\(id)")
+            provider.describe(into: &machine.extra)
+            let problems = await provider.preflight(
+                experiment.configurations.filter { $0.platform == kind }, artifacts: "\(options.resultsDirectory)/artifacts/\(id)"
+            )
             if !problems.isEmpty { throw OrchestratorError(problems.joined(separator: "\n")) }
         }
         let seed = options.seed ?? experiment.seed ?? UInt64.random(in: 1...UInt64.max)
@@ -282,7 +290,7 @@ public final class Orchestrator: Sendable {
             }
         } catch {
             let status: ExperimentRunRecord.Status = cancellation.isRequested ? .interrupted : .failed
-            vmPlatform?.teardownAll()
+            teardownPlatforms()
             ChildRegistry.shared.killAll()
             let restoreError = Result { try platform.restoreAll() }
             try? store.finish(id, status: status)
@@ -292,7 +300,7 @@ public final class Orchestrator: Sendable {
             }
             throw error
         }
-        vmPlatform?.teardownAll()
+        teardownPlatforms()
         try platform.restoreAll()
         // An experiment none of whose runs could run has no data: not `completed`.
         let runs = try store.runs(of: id)
@@ -314,30 +322,35 @@ public final class Orchestrator: Sendable {
             cells: cells.sorted(), repetitions: done, blocks: 1, startSequence: plan.count, generator: &generator)
     }
 
-    /// One planned run: configure, run the workload with collectors, store the record.
+    /// One planned run, on whatever platform its configuration names: this machine's part of the
+    /// configuration applied, the provider's placement (this machine, or a booted stack), the
+    /// condition in the places it names, the workload in each workload place with the collectors
+    /// attached there, the condition undone, the record stored. Failures of the placement, the
+    /// condition or the workload are stored runs with the reason; a lost placement (dead stack)
+    /// is discarded so the next run starts it afresh.
     func execute(
         _ planned: PlannedRun, experiment: Experiment, experimentRunID: String, options: RunOptions,
         collectors: [any RunCollector]
     ) async throws -> RunRecord {
         let started = Date()
         var provenance: [String: String] = [:]
-        guard let configuration = experiment.configuration(named: planned.configuration),
+        guard let requested = experiment.configuration(named: planned.configuration),
             let workload = experiment.workload(labeled: planned.workload),
             let condition = experiment.condition(named: planned.condition)
         else { throw OrchestratorError("the plan names a cell the experiment does not have: \(planned)") }
-
-        func store(_ result: WorkloadResult, samples: [TimelineSample] = []) throws -> RunRecord {
+        let samples = SampleBox()
+        func store(_ result: WorkloadResult) throws -> RunRecord {
             let record = RunRecord(
                 experimentRunID: experimentRunID, planned: planned, status: result.status, reason: result.reason,
                 startedAt: started, endedAt: Date(), invocations: result.invocations, exitStatus: result.exitStatus,
                 signal: result.signal, metrics: result.metrics, provenance: provenance, outputTail: result.outputTail)
-            try self.store.record(record, samples: samples.map { ($0.tMillis, $0.name, $0.value) })
+            try self.store.record(record, samples: samples.samples.map { ($0.tMillis, $0.name, $0.value) })
             return record
         }
 
-        let readBack = try platform.activate(onThisMachine(configuration))
+        let readBack = try platform.activate(onThisMachine(requested))
         for (path, value) in readBack { provenance["knob:\(path)"] = value }
-        provenance["platform"] = configuration.platform.rawValue
+        provenance["platform"] = requested.platform.rawValue
         if !workload.cpus.isEmpty { provenance["pinning"] = CPUList.format(workload.cpus) }
 
         // The workloads of the run with their adapters: one, or the members of a colocated group.
@@ -351,143 +364,49 @@ public final class Orchestrator: Sendable {
             }
             members.append((member, adapter))
         }
-        if workload.colocated != nil && configuration.platform != .qemu {
-            return try store(
-                WorkloadResult(
-                    status: .unavailable,
-                    reason:
-                        "\(workload.label): colocated workloads run in separate guests of a stack; configuration \(configuration.name) is not a qemu configuration"
-                ))
-        }
-        let adapter = members[0].1
-        let directory =
-            "\(options.resultsDirectory)/artifacts/\(experimentRunID)/"
-            + "\(planned.sequence)-\(planned.configuration)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw OrchestratorError("\(directory): cannot create the run directory (\(error))")
-        }
-        provenance["run_directory"] = directory
-
-        if configuration.platform == .qemu {
-            return try await executeInStack(
-                planned, configuration: configuration, members: members, colocated: workload.colocated != nil,
-                condition: condition, experimentRunID: experimentRunID, options: options, provenance: provenance,
-                started: started, perf: (experiment.collectors ?? CollectorSettings()).perf)
-        }
-        if let layer = condition.fragmentation?.layer, layer != "host" {
-            return try store(
-                WorkloadResult(
-                    status: .unavailable,
-                    reason:
-                        "condition \(condition.name): fragmentation.layer \(layer) names a VM layer; configuration \(configuration.name) runs on this machine (platform local)"
-                ))
-        }
-        // The condition: a compacted start, then fragmentation injected after the configuration,
-        // held during the workload.
-        let prepared: PreparedCondition
-        do {
-            prepared = try await prepareOnThisMachine(condition, configuration: configuration, directory: directory)
-        } catch {
-            return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
-        }
-        provenance.merge(prepared.provenance) { $1 }
-
-        let samplesBox = SampleBox()
-        let context = WorkloadContext(
-            runDirectory: directory, logger: logger,
-            launchMeasured: { spec throws(ProcessError) in
-                let child = try ProcessRunner.start(spec)
-                let sessions = collectors.map { $0.attach(pid: child.pid) }
-                do throws(ProcessError) {
-                    try child.release()
-                } catch {
-                    _ = child.waitBlocking()
-                    throw error
-                }
-                sessions.forEach { $0.started() }
-                let outcome = await child.wait()
-                var metrics: [Metric] = []
-                for session in sessions {
-                    let (m, s) = session.finish(outcome)
-                    metrics += m
-                    samplesBox.append(s)
-                }
-                return MeasuredOutcome(outcome: outcome, metrics: metrics)
-            },
-            startHelper: { spec throws(ProcessError) in
-                let child = try ProcessRunner.start(spec)
-                try child.release()
-                return child
-            })
-        var result = await adapter.run(workload, context: context)
-        result.metrics += prepared.metrics
-        if let fragmentation = prepared.fragmentation {
-            let (metrics, samples, extra) = await fragmentation.finish()
-            result.metrics += metrics
-            samplesBox.append(samples)
-            provenance.merge(extra) { $1 }
-        }
-        return try store(result, samples: samplesBox.samples)
-    }
-}
-
-extension Orchestrator {
-    /// A run in the innermost guest(s) of a configuration's stack (booted on first use and kept
-    /// for the following runs of the configuration). A stack that fails to boot or dies is a
-    /// failed run with the reason; the experiment goes on and the next run boots it afresh.
-    func executeInStack(
-        _ planned: PlannedRun, configuration requested: Configuration, members: [(WorkloadSpec, any WorkloadAdapter)],
-        colocated: Bool, condition: Condition, experimentRunID: String, options: RunOptions,
-        provenance initial: [String: String], started: Date, perf: PerfSettings
-    ) async throws -> RunRecord {
-        var provenance = initial
-        let artifacts = "\(options.resultsDirectory)/artifacts/\(experimentRunID)"
-        var samples: [TimelineSample] = []
-        func store(_ result: WorkloadResult) throws -> RunRecord {
-            let record = RunRecord(
-                experimentRunID: experimentRunID, planned: planned, status: result.status, reason: result.reason,
-                startedAt: started, endedAt: Date(), invocations: result.invocations, exitStatus: result.exitStatus,
-                signal: result.signal, metrics: result.metrics, provenance: provenance, outputTail: result.outputTail)
-            try self.store.record(record, samples: samples.map { ($0.tMillis, $0.name, $0.value) })
-            return record
-        }
-        guard let vmPlatform else { throw OrchestratorError("the qemu platform is not set up") }
+        let colocated = workload.colocated != nil
         // A colocated group runs in a stack whose innermost layer is one guest per member.
-        guard let configuration = colocated ? requested.colocating(members.count) : requested else {
+        var configuration = requested
+        if colocated {
+            guard requested.platform != .local else {
+                return try store(
+                    WorkloadResult(
+                        status: .unavailable,
+                        reason:
+                            "\(workload.label): colocated workloads run in separate guests of a stack; configuration \(requested.name) is not a qemu configuration"
+                    ))
+            }
+            guard let split = requested.colocating(members.count) else {
+                return try store(
+                    WorkloadResult(
+                        status: .unavailable,
+                        reason:
+                            "\(planned.workload): configuration \(requested.name)'s innermost layer has instances: \(requested.layers.last?.instances ?? 0); \(members.count) colocated workloads need 1 (split evenly) or \(members.count)"
+                    ))
+            }
+            configuration = split
+            provenance["colocation"] = "\(members.count) guests: " + members.map(\.0.label).joined(separator: ", ")
+        }
+        let artifacts = absolute("\(options.resultsDirectory)/artifacts/\(experimentRunID)")
+        let tag = "\(planned.sequence)-\(planned.configuration)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
+        let host = LocalPlace(platform: platform, collectors: collectors, runsDirectory: artifacts)
+        guard let provider = providers[configuration.platform] else {
             return try store(
                 WorkloadResult(
-                    status: .unavailable,
-                    reason:
-                        "\(planned.workload): configuration \(requested.name)'s innermost layer has instances: \(requested.layers.last?.instances ?? 0); \(members.count) colocated workloads need 1 (split evenly) or \(members.count)"
-                ))
+                    status: .unavailable, reason: "the \(configuration.platform.rawValue) platform is not set up"))
         }
-        if colocated { provenance["colocation"] = "\(members.count) guests: " + members.map(\.0.label).joined(separator: ", ") }
-        if case .emulated(let reason) = vmPlatform.virtualization {
-            provenance["virtualization"] = "emulated host (\(reason)): functional only"
-        }
-        let stack: QemuStack
+        let placement: any Placement
         do {
-            stack = try await vmPlatform.stack(for: configuration, artifacts: absolute(artifacts))
+            placement = try await provider.open(
+                configuration, host: host, collectors: experiment.collectors ?? CollectorSettings(), artifacts: artifacts)
         } catch {
-            provenance["stack_directory"] = absolute(artifacts) + "/vm"
-            logger.error("stack failed to boot", metadata: ["configuration": "\(configuration.name)", "error": "\(error)"])
-            return try store(WorkloadResult(status: .failed, reason: "VM boot failed: \(error.description)"))
+            provenance["stack_directory"] = artifacts + "/vm"
+            logger.error("placement failed", metadata: ["configuration": "\(configuration.name)", "error": "\(error)"])
+            if case .unreachable(_, let reason) = error { return try store(WorkloadResult(status: .failed, reason: reason)) }
+            return try store(WorkloadResult(status: .failed, reason: error.description))
         }
-        provenance["stack_directory"] = stack.directory
-        var invocations: [Invocation] = []
-        for layer in stack.layers {
-            provenance["\(layer.name).console"] = layer.consoleLog
-            provenance["\(layer.name).kernel"] = layer.kernelRelease
-            for (vcpu, cpus) in layer.pinning { provenance["\(layer.name).vcpu\(vcpu).cpus"] = CPUList.format(cpus) }
-            for (path, value) in layer.knobs { provenance["\(layer.name).knob:\(path)"] = value }
-            invocations.append(
-                Invocation(
-                    argv: layer.argv, environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
-                    workingDirectory: layer.parent.map { stack.layers[$0].name } ?? "host", cpus: []))
-        }
-        let targets = stack.workloadLayers.map { stack.layers[$0] }
+        provenance.merge(placement.provenance) { $1 }
+        let targets = placement.workloadPlaces
         // Member i runs in guest i: checked before anything indexes members by guest.
         if colocated && targets.count != members.count {
             return try store(
@@ -495,41 +414,72 @@ extension Orchestrator {
                     status: .failed,
                     reason: "\(members.count) colocated workloads but \(targets.count) innermost guests in the stack"))
         }
+        // The label of what runs in workload place i: its member (colocated), else its place.
+        func label(_ i: Int) -> String { colocated ? members[i].0.label : targets[i].name }
+
         // The condition, in the layer it names (default: where the workload runs); with several
-        // innermost guests, in each, its metrics under the guest's member label (or layer name).
-        let prepared: [(prefix: String, condition: PreparedCondition)]
-        do {
-            prepared = try await prepareInStack(
-                condition, stack: stack,
-                workloadLayers: targets.enumerated().map { i, t in (t.name, colocated ? members[i].0.label : t.name) },
-                configuration: configuration,
-                runTag: "\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)",
-                artifacts: absolute(artifacts))
-        } catch {
-            if !stack.alive { vmPlatform.discard(configuration.name) }
-            return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
+        // places, in each, its metrics under the workload's label there (or the place's name).
+        var conditionPlaces = targets
+        if let layer = condition.fragmentation?.layer {
+            guard let named = placement.places(forLayer: layer) else {
+                let reason =
+                    configuration.platform == .local
+                    ? "condition \(condition.name): fragmentation.layer \(layer) names a VM layer; configuration \(configuration.name) runs on this machine (platform local)"
+                    : "condition \(condition.name): configuration \(configuration.name) has no layer \(layer)"
+                return try store(
+                    WorkloadResult(status: configuration.platform == .local ? .unavailable : .failed, reason: reason))
+            }
+            conditionPlaces = named
+        }
+        var prepared: [(prefix: String, condition: PreparedCondition)] = []
+        if condition.fragmentation != nil || condition.compact {
+            let runner = ConditionRunner(harness: harness, journal: platform.journal, logger: logger)
+            do {
+                for place in conditionPlaces {
+                    let several = conditionPlaces.count > 1
+                    let prefix = several ? targets.indices.first { targets[$0].name == place.name }.map(label) ?? place.name : ""
+                    let directory = place.runDirectory(several ? "\(tag)-\(place.name)-fragment" : "\(tag)-fragment")
+                    prepared.append((prefix, try await runner.prepare(condition, in: place, directory: directory)))
+                }
+            } catch {
+                for (_, p) in prepared {
+                    if let session = p.fragmentation { await session.release() }
+                    _ = await p.restore()
+                }
+                if placement.lostReason != nil { provider.discard(configuration) }
+                return try store(WorkloadResult(status: .failed, reason: "condition \(condition.name): \(error)"))
+            }
         }
         for (prefix, p) in prepared {
             for (key, value) in p.provenance { provenance[PreparedCondition.prefixed(key, prefix)] = value }
         }
-        let counters = GuestCounters(stack: stack, settings: perf)
+
+        // The workload in each workload place, collectors attached there.
+        let observation = placement.beginRun()
+        let logger = self.logger
+        let runMembers = members
+        let labels = targets.indices.map(label)
         let results = await withTaskGroup(of: (Int, WorkloadResult).self) { group in
-            for (i, layer) in targets.enumerated() {
+            for (i, place) in targets.enumerated() {
+                let prefix = colocated || i > 0 ? labels[i] : ""
                 group.addTask {
-                    let directory =
-                        "\(layer.agent.spool)/runs/\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
+                    let directory = place.runDirectory(tag)
                     try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
                     let context = WorkloadContext(
-                        runDirectory: directory, logger: self.logger,
+                        runDirectory: directory, logger: logger,
                         launchMeasured: { spec throws(ProcessError) in
-                            let (outcome, metrics) = try await QemuPlatform.launch(spec, in: layer, stack: stack)
-                            return MeasuredOutcome(outcome: outcome, metrics: metrics)
+                            let run = try await place.launchMeasured(spec)
+                            samples.append(
+                                run.samples.map { s in
+                                    var s = s
+                                    s.name = PreparedCondition.prefixed(s.name, prefix)
+                                    return s
+                                })
+                            return MeasuredOutcome(outcome: run.outcome, metrics: run.metrics)
                         },
-                        startHelper: { spec throws(ProcessError) in
-                            throw ProcessError(
-                                program: spec.program, message: "helper processes in guests are not supported yet", errno: nil)
-                        })
-                    let (workload, adapter) = colocated ? members[i] : members[0]
+                        startHelper: { spec throws(ProcessError) in try await place.startHelper(spec) },
+                        readFile: { path in try? await place.read(path) })
+                    let (workload, adapter) = colocated ? runMembers[i] : runMembers[0]
                     return (i, await adapter.run(workload, context: context))
                 }
             }
@@ -537,24 +487,25 @@ extension Orchestrator {
             for await r in group { all.append(r) }
             return all.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        for (i, layer) in targets.enumerated() {
-            provenance["run_directory" + (i == 0 ? "" : ".\(layer.name)")] =
-                "\(layer.agent.spool)/runs/\(planned.sequence)-\(planned.workload)-\(planned.condition)-r\(planned.repetition)"
+        for (i, place) in targets.enumerated() {
+            provenance["run_directory" + (i == 0 ? "" : ".\(place.name)")] = place.runDirectory(tag)
         }
+
         // Counters stop, the fragmenter releases its memory and the condition's knobs go back,
         // whatever the workload's outcome.
-        var conditionMetrics = counters.finish()
+        var conditionMetrics = observation.finish()
         var restoreFailures: [String] = []
         for (prefix, p) in prepared {
             var metrics = p.metrics
             if let fragmentation = p.fragmentation {
                 let (fragmentMetrics, fragmentSamples, extra) = await fragmentation.finish()
                 metrics += fragmentMetrics
-                samples += fragmentSamples.map { s in
-                    var s = s
-                    s.name = PreparedCondition.prefixed(s.name, prefix)
-                    return s
-                }
+                samples.append(
+                    fragmentSamples.map { s in
+                        var s = s
+                        s.name = PreparedCondition.prefixed(s.name, prefix)
+                        return s
+                    })
                 for (key, value) in extra { provenance[PreparedCondition.prefixed(key, prefix)] = value }
             }
             conditionMetrics += metrics.map { m in
@@ -562,19 +513,19 @@ extension Orchestrator {
                 m.name = PreparedCondition.prefixed(m.name, prefix)
                 return m
             }
-            if stack.alive, let failures = await p.restore() { restoreFailures += failures }
+            if placement.lostReason == nil { restoreFailures += await p.restore() }
         }
         if !restoreFailures.isEmpty {
-            // The stack keeps a knob the next run does not expect: boot it afresh next time.
-            logger.warning("condition knobs not restored in the stack", metadata: ["failures": "\(restoreFailures)"])
+            // The place keeps a knob the next run does not expect: start it afresh next time.
+            logger.warning("condition knobs not restored", metadata: ["failures": "\(restoreFailures)"])
             provenance["condition.restore"] = restoreFailures.joined(separator: "; ")
-            vmPlatform.discard(configuration.name)
+            provider.discard(configuration)
         }
         guard var result = results.first else {
-            return try store(WorkloadResult(status: .failed, reason: "the stack has no guest to run the workload in"))
+            return try store(WorkloadResult(status: .failed, reason: "the placement has no place to run the workload in"))
         }
         // Colocated group: every member's metrics under its label. Copies of one workload
-        // (`instances:`): the first as it is, the others under their layer's name. Any failure
+        // (`instances:`): the first as it is, the others under their place's name. Any failure
         // fails the run.
         if colocated {
             result.metrics = []
@@ -582,7 +533,7 @@ extension Orchestrator {
             result.reason = nil
         }
         for (i, other) in results.enumerated() where colocated || i > 0 {
-            let name = colocated ? members[i].0.label : targets[i].name
+            let name = label(i)
             result.metrics += other.metrics.map { m in
                 var m = m
                 m.name = "\(name).\(m.name)"
@@ -595,20 +546,17 @@ extension Orchestrator {
                 result.reason = "\(name): \(other.reason ?? other.status.rawValue)"
             }
         }
-        result.invocations = invocations + result.invocations
-        if !stack.alive {
-            vmPlatform.discard(configuration.name)
+        result.invocations = placement.invocations + result.invocations
+        if let lost = placement.lostReason {
+            provider.discard(configuration)
             if result.status == .ok { result.status = .failed }
-            result.reason = (result.reason.map { $0 + "; " } ?? "") + "the stack died during the run"
+            result.reason = (result.reason.map { $0 + "; " } ?? "") + "the stack died during the run (\(lost))"
             return try store(result)
         }
         result.metrics += conditionMetrics
-        let (layerMetrics, layerProvenance) = await QemuPlatform.layerState(stack)
+        let (layerMetrics, layerProvenance) = await placement.state()
         result.metrics += layerMetrics
         provenance.merge(layerProvenance) { $1 }
-        if result.status != .ok && result.reason?.contains("did not answer") == true {
-            vmPlatform.discard(configuration.name)
-        }
         return try store(result)
     }
 

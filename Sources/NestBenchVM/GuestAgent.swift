@@ -20,6 +20,9 @@ public struct AgentRequest: Sendable, Hashable {
     public var vcpuCPUs: [Int] = []
     public var pid: Int32?
     public var signal: Int32?
+    /// run: the memory monitor's period in ms (nil: off) and the file its readings go to.
+    public var monitorMillis: Int?
+    public var samplesPath: String?
 
     public init(verb: Verb) { self.verb = verb }
 
@@ -48,6 +51,8 @@ public struct AgentRequest: Sendable, Hashable {
         lines += vcpuCPUs.map { "vcpu \($0)" }
         if let pid { lines.append("pid \(pid)") }
         if let signal { lines.append("signal \(signal)") }
+        if let monitorMillis { lines.append("monitor \(monitorMillis)") }
+        if let samplesPath { lines.append("samples \(samplesPath)") }
         if let bad = lines.first(where: { $0.contains("\n") || $0.contains("\0") }) {
             throw VMError("cannot pass a value with a newline to the guest agent: \(bad.prefix(80))")
         }
@@ -110,18 +115,21 @@ public final class GuestAgent: Sendable {
     /// This machine's path of the guest's /nb.
     public let spool: String
     public let name: String
+    /// Where the guest mounts the share (`/nb`; the spool itself for an agent run on this machine).
+    public let mount: String
     private let counter = Counter()
 
-    public init(spool: String, name: String) {
+    public init(spool: String, name: String, mount: String = "/nb") {
         self.spool = spool
         self.name = name
+        self.mount = mount
     }
 
     /// This machine's path → the guest's path (only files under the share cross over; the rest
     /// of this machine's root is visible read-only at the same paths).
     public func guestPath(_ hostPath: String) -> String {
-        if hostPath == spool { return "/nb" }
-        if hostPath.hasPrefix(spool + "/") { return "/nb" + hostPath.dropFirst(spool.count) }
+        if hostPath == spool { return mount }
+        if hostPath.hasPrefix(spool + "/") { return mount + hostPath.dropFirst(spool.count) }
         return hostPath
     }
 
@@ -153,12 +161,12 @@ public final class GuestAgent: Sendable {
                 }
                 return parsed
             }
-            if let reason = failure() { throw VMError("\(name): \(reason)") }
+            if let reason = failure() { throw VMError("\(name): \(reason)", unreachable: true) }
             try? await Task.sleep(for: .milliseconds(100))
         }
         throw VMError(
-            "\(name): the guest agent did not answer \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s"
-        )
+            "\(name): the guest agent did not answer \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s",
+            unreachable: true)
     }
 
     /// Writes `value` to the kernel file `path` in the guest; returns what the file reads back

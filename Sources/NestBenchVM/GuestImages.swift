@@ -5,7 +5,12 @@ import NestBenchProcess
 /// Errors preparing kernels and initramfs images; each names the file.
 public struct VMError: Error, Sendable, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The guest is gone or its agent did not answer in time (the stack must be booted afresh).
+    public var unreachable: Bool
+    public init(_ message: String, unreachable: Bool = false) {
+        self.message = message
+        self.unreachable = unreachable
+    }
     public var description: String { message }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NestBenchCollectors
 import NestBenchModel
+import NestBenchPlatforms
 import NestBenchProcess
 
 /// The `qemu` platform: boots each configuration's stack once and keeps it booted for all the
@@ -221,46 +222,6 @@ public final class QemuPlatform: @unchecked Sendable {
         return normal(have) == normal(wanted)
     }
 
-    /// Runs a measured process in a guest through its agent.
-    public static func launch(_ spec: ProcessSpec, in layer: BootedLayer, stack: QemuStack) async throws(ProcessError)
-        -> (ProcessOutcome, [Metric])
-    {
-        let agent = layer.agent
-        var r = AgentRequest(verb: .run)
-        r.argv = [spec.program] + spec.arguments
-        r.environment = spec.environment
-        r.workingDirectory = spec.workingDirectory.map(agent.guestPath)
-        r.stdoutPath = spec.stdoutPath.map(agent.guestPath)
-        r.stderrPath = spec.stderrPath.map(agent.guestPath)
-        r.cpus = spec.cpus
-        r.timeoutSeconds = spec.timeoutSeconds
-        let response: AgentResponse
-        do {
-            response = try await agent.send(r, timeout: (spec.timeoutSeconds ?? 3600) + 120, failure: stack.deadReason)
-        } catch {
-            throw ProcessError(program: spec.program, message: "in \(layer.name): \(error)", errno: nil)
-        }
-        let usage = ResourceUsage(
-            minorFaults: response.int("minor_faults") ?? 0, majorFaults: response.int("major_faults") ?? 0,
-            userSeconds: response.double("user_seconds") ?? 0, systemSeconds: response.double("system_seconds") ?? 0,
-            maxRSSKiB: response.int("max_rss_kib") ?? 0, voluntaryContextSwitches: 0, involuntaryContextSwitches: 0)
-        let outcome = ProcessOutcome(
-            pid: Int32(response.int("pid") ?? -1), exitStatus: response.int("exit").map(Int32.init),
-            signal: response.int("signal").map(Int32.init), timedOut: response.fields["timed_out"] == "1", usage: usage,
-            wallSeconds: response.double("wall_seconds") ?? 0, argv: r.argv)
-        var metrics = UsageCollector().attach(pid: outcome.pid).finish(outcome).metrics.map { m -> Metric in
-            var m = m
-            m.detail = "measured in \(layer.name) by the guest agent" + (m.detail.map { " (\($0))" } ?? "")
-            return m
-        }
-        metrics += response.metrics.map { m in
-            var m = m
-            m.detail = "in \(layer.name)"
-            return m
-        }
-        return (outcome, metrics)
-    }
-
     /// Per-layer state after a run: FMFI (order 9), THP enabled, AnonHugePages and hugetlb use
     /// of each layer, and AnonHugePages of the QEMU process backing each guest.
     public static func layerState(_ stack: QemuStack) async -> (metrics: [Metric], provenance: [String: String]) {
@@ -340,4 +301,105 @@ public final class QemuPlatform: @unchecked Sendable {
         }
         return metrics
     }
+}
+
+extension QemuPlatform: PlaceProvider {
+    public var kind: PlatformKind { .qemu }
+
+    /// With hardware virtualization a stack's L0 is this machine: its settings are this machine's knobs.
+    public func thisMachine(_ configuration: Configuration) -> Configuration {
+        configuration.thisMachine(l0IsThisMachine: !virtualization.isEmulated)
+    }
+
+    public func describe(into extra: inout [String: String]) {
+        if case .emulated(let reason) = virtualization {
+            extra["warning"] = HostVirtualization.emulatedNote
+            extra["virtualization"] = "emulated host: \(reason)"
+        } else {
+            extra["virtualization"] = "hardware"
+        }
+    }
+
+    public func open(_ configuration: Configuration, host: any Place, collectors: CollectorSettings, artifacts: String)
+        async throws(PlaceError) -> any Placement
+    {
+        let stack: QemuStack
+        do {
+            stack = try await self.stack(for: configuration, artifacts: artifacts)
+        } catch {
+            throw .unreachable(place: configuration.name, reason: "VM boot failed: \(error.description)")
+        }
+        return StackPlacement(stack: stack, host: host, collectors: collectors, virtualization: virtualization)
+    }
+
+    public func discard(_ configuration: Configuration) { discard(configuration.name) }
+}
+
+/// A booted stack as a placement: its innermost guests run the workload; `host` (and L0 when L0
+/// is this machine) is this machine; each guest layer is a `GuestPlace`.
+struct StackPlacement: Placement {
+    let stack: QemuStack
+    let host: any Place
+    let collectors: CollectorSettings
+    let guests: [String: GuestPlace]
+    let health: StackHealth
+    let virtualization: HostVirtualization
+
+    init(stack: QemuStack, host: any Place, collectors: CollectorSettings, virtualization: HostVirtualization) {
+        self.stack = stack
+        self.host = host
+        self.collectors = collectors
+        self.virtualization = virtualization
+        let health = StackHealth(stack: stack)
+        self.health = health
+        var guests: [String: GuestPlace] = [:]
+        for layer in stack.layers { guests[layer.name] = GuestPlace(layer: layer, health: health, monitor: collectors.monitor) }
+        self.guests = guests
+    }
+
+    var workloadPlaces: [any Place] { stack.workloadLayers.compactMap { guests[stack.layers[$0].name] } }
+
+    func places(forLayer name: String) -> [any Place]? {
+        if let guest = guests[name] { return [guest] }
+        let split = stack.layers.map(\.name).filter { $0.hasPrefix(name + ".") }
+        if !split.isEmpty { return split.compactMap { guests[$0] } }
+        if name == "host" || name == "L0" { return [host] }
+        return nil
+    }
+
+    var provenance: [String: String] {
+        var p: [String: String] = ["stack_directory": stack.directory]
+        if case .emulated(let reason) = virtualization { p["virtualization"] = "emulated host (\(reason)): functional only" }
+        for layer in stack.layers {
+            p["\(layer.name).console"] = layer.consoleLog
+            p["\(layer.name).kernel"] = layer.kernelRelease
+            for (vcpu, cpus) in layer.pinning { p["\(layer.name).vcpu\(vcpu).cpus"] = CPUList.format(cpus) }
+            for (path, value) in layer.knobs { p["\(layer.name).knob:\(path)"] = value }
+        }
+        return p
+    }
+
+    var invocations: [Invocation] {
+        stack.layers.map { layer in
+            Invocation(
+                argv: layer.argv, environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
+                workingDirectory: layer.parent.map { stack.layers[$0].name } ?? "host", cpus: [])
+        }
+    }
+
+    var lostReason: String? { health.lostReason }
+
+    func beginRun() -> any PlacementRun {
+        StackRun(stack: stack, counters: GuestCounters(stack: stack, settings: collectors.perf))
+    }
+
+    func state() async -> (metrics: [Metric], provenance: [String: String]) { await QemuPlatform.layerState(stack) }
+}
+
+/// Host-side counters on the outermost guest's vCPU threads during a run.
+struct StackRun: PlacementRun {
+    let stack: QemuStack
+    let counters: GuestCounters
+
+    func finish() -> [Metric] { counters.finish() }
 }

@@ -1,4 +1,3 @@
-import CProcess
 import Foundation
 import Logging
 import NestBenchCollectors
@@ -525,16 +524,14 @@ public struct StackBooter: Sendable {
         var result: [Int: [Int]] = [:]
         for thread in try client.vcpuThreads() {
             if thread.cpuIndex < cpus.count {
-                var cpu = Int32(cpus[thread.cpuIndex])
-                if nb_set_affinity(thread.threadID, &cpu, 1) != 0 {
+                let cpu = cpus[thread.cpuIndex]
+                if !Affinity.set(thread.threadID, to: [cpu]) {
                     throw QMPError(
                         "\(name): pinning vCPU \(thread.cpuIndex) (thread \(thread.threadID)) to CPU \(cpu): \(String(cString: strerror(errno)))"
                     )
                 }
             }
-            var out = [Int32](repeating: 0, count: 1024)
-            let n = nb_get_affinity(thread.threadID, &out, 1024)
-            result[thread.cpuIndex] = n > 0 ? out[0..<Int(n)].map(Int.init) : []
+            result[thread.cpuIndex] = Affinity.of(thread.threadID) ?? []
         }
         _ = try client.execute("cont")
         return result

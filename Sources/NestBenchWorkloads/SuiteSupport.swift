@@ -147,10 +147,10 @@ enum Loopback {
 
     /// Whether some socket listens on TCP `port` (from /proc/net/tcp{,6}, without connecting:
     /// a probe connection would count as one of the harness server's clients).
-    static func isListening(port: Int) -> Bool {
+    static func isListening(port: Int, read: @Sendable (String) async -> String?) async -> Bool {
         let hexPort = String(format: ":%04X", port)
         for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            guard let text = await read(file) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard fields.count > 3 else { continue }

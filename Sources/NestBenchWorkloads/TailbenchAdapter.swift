@@ -119,14 +119,7 @@ public struct TailbenchAdapter: WorkloadAdapter {
         let args = (app.args.arguments(size: nil) ?? []).map { Placeholders.expand($0, values) }
         let clientArgs = (app.clientArgs ?? []).map { Placeholders.expand($0, values) }
         var invocations: [Invocation] = []
-        var server: RunningProcess?
-        defer {
-            // The server never exits on its own after its client: kill its whole group.
-            if let server, !server.hasExited {
-                server.kill()
-                _ = server.waitBlocking()
-            }
-        }
+        var server: (any HelperProcess)?
         if loopback, let port {
             let serverCPUs = CPUList.parse(values["server_cpus"] ?? "") ?? spec.cpus
             let serverSpec = ProcessSpec(
@@ -137,16 +130,17 @@ public struct TailbenchAdapter: WorkloadAdapter {
                 Invocation(
                     argv: [programs[0]] + args, environment: environment, workingDirectory: run, cpus: serverSpec.cpus))
             do {
-                server = try runContext.startHelper(serverSpec)
+                server = try await runContext.startHelper(serverSpec)
             } catch {
                 return WorkloadResult(
                     status: .failed, reason: "starting the server: \(error.description)", invocations: invocations)
             }
             // Wait until it listens (or dies), without connecting to it.
             let deadline = ContinuousClock.now + .seconds(Swift.min(spec.timeoutSeconds, 300))
-            while !Loopback.isListening(port: port) {
+            while !(await Loopback.isListening(port: port, read: runContext.readFile)) {
                 if server!.hasExited || ContinuousClock.now > deadline {
-                    let outcome = server!.hasExited ? server!.waitBlocking().describe(timeout: nil) : "not listening in time"
+                    let outcome = server!.hasExited ? await server!.ended().description : "not listening in time"
+                    await server?.stop()
                     return WorkloadResult(
                         status: .failed,
                         reason: "the \(spec.name) server did not start listening on 127.0.0.1:\(port) (\(outcome))",
@@ -164,11 +158,18 @@ public struct TailbenchAdapter: WorkloadAdapter {
             cpus: spec.cpus, stdoutPath: stdout, stderrPath: stderr, timeoutSeconds: spec.timeoutSeconds)
         invocations.append(
             Invocation(argv: [measuredProgram] + measuredArgs, environment: environment, workingDirectory: run, cpus: spec.cpus))
-        let measured: MeasuredOutcome
+        let launched: Result<MeasuredOutcome, ProcessError>
         do {
-            measured = try await runContext.launchMeasured(process)
+            launched = .success(try await runContext.launchMeasured(process))
         } catch {
-            return WorkloadResult(status: .failed, reason: error.description, invocations: invocations)
+            launched = .failure(error)
+        }
+        // The server never exits on its own after its client: kill its whole group.
+        await server?.stop()
+        let measured: MeasuredOutcome
+        switch launched {
+        case .success(let m): measured = m
+        case .failure(let error): return WorkloadResult(status: .failed, reason: error.description, invocations: invocations)
         }
         let outcome = measured.outcome
         var result = WorkloadResult(

@@ -11,18 +11,24 @@ public struct WorkloadContext: Sendable {
     /// Starts the measured process with every collector attached, waits for it, and returns
     /// how it ended with the collectors' metrics.
     public var launchMeasured: @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome
-    /// Starts a helper (e.g. a server), not measured; the adapter stops it.
-    public var startHelper: @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+    /// Starts a helper (e.g. a server) where the workload runs, not measured, in its own process
+    /// group; the adapter stops it (`await helper.stop()`).
+    public var startHelper: @Sendable (ProcessSpec) async throws(ProcessError) -> any HelperProcess
+    /// Reads a file of the kernel the workload runs on (/proc, /sys: e.g. /proc/net/tcp in a
+    /// guest); nil when it cannot be read.
+    public var readFile: @Sendable (String) async -> String?
 
     public init(
         runDirectory: String, logger: Logger,
         launchMeasured: @escaping @Sendable (ProcessSpec) async throws(ProcessError) -> MeasuredOutcome,
-        startHelper: @escaping @Sendable (ProcessSpec) throws(ProcessError) -> RunningProcess
+        startHelper: @escaping @Sendable (ProcessSpec) async throws(ProcessError) -> any HelperProcess,
+        readFile: @escaping @Sendable (String) async -> String? = { try? String(contentsOfFile: $0, encoding: .utf8) }
     ) {
         self.runDirectory = runDirectory
         self.logger = logger
         self.launchMeasured = launchMeasured
         self.startHelper = startHelper
+        self.readFile = readFile
     }
 }
 

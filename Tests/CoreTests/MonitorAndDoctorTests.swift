@@ -10,14 +10,26 @@ struct MemoryMonitorTests {
     @Test(.timeLimit(.minutes(1)))
     func samplesATimelineAndSummarizes() async throws {
         let monitor = MemoryMonitor(intervalMillis: 20)
-        let child = try ProcessRunner.start(ProcessSpec(program: "/bin/sleep", arguments: ["0.3"]))
+        // The workload runs until the monitor has taken 5 samples of it (the test's gate file):
+        // no timing window on a loaded machine.
+        let gate = NSTemporaryDirectory() + "nestbench-monitor-gate-\(UUID().uuidString)"
+        let child = try ProcessRunner.start(
+            ProcessSpec(
+                program: "/bin/sh", arguments: ["-c", "while [ ! -e \"$1\" ]; do sleep 0.01; done", "sh", gate],
+                environment: ["PATH": "/usr/bin:/bin"]))
         let session = monitor.attach(pid: child.pid)
         try child.release()
         session.started()
+        let watched = try #require(session as? MemoryMonitor.Session)
+        while watched.timeline.withLock({ $0.samples.filter { $0.name == "anon_huge_bytes" }.count }) < 5 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        FileManager.default.createFile(atPath: gate, contents: Data())
+        defer { try? FileManager.default.removeItem(atPath: gate) }
         let outcome = await child.wait()
         let (metrics, samples) = session.finish(outcome)
         let fmfi = samples.filter { $0.name == "fmfi.order9" }
-        #expect(fmfi.count >= 5, "sampled every 20 ms over 0.3 s: \(fmfi.count)")
+        #expect(fmfi.count >= 7, "before, 5 while it ran, after: \(fmfi.count)")
         #expect(fmfi.first?.tMillis == 0, "a sample before the workload")
         #expect(samples.contains { $0.name == "vmstat.thp_fault_alloc" } && samples.contains { $0.name == "mem_free_bytes" })
         #expect(samples.contains { $0.name == "anon_huge_bytes" }, "the workload's smaps_rollup")

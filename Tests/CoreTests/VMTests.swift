@@ -1,5 +1,8 @@
 import Foundation
+import Logging
+import NestBenchCollectors
 import NestBenchModel
+import NestBenchPlatforms
 import NestBenchProcess
 import NestBenchWorkloads
 import Testing
@@ -315,5 +318,92 @@ struct HostLayerTests {
         }
         #expect(GuestCounters.vcpuThreads(of: 700, proc: proc) == [701, 702])
         #expect(GuestCounters.vcpuThreads(of: 999, proc: proc).isEmpty)
+    }
+}
+
+/// The collectors run where the workload runs: the same experiment's collector settings give the
+/// same metric names on this machine (`LocalPlace`) and through a guest's agent (`GuestPlace`,
+/// the real agent run here with a spool directory), one timeline sample per period with a
+/// monitor interval, none with `off`; helpers start and stop through the agent.
+@Suite("places: this machine and a guest agent measure alike", .serialized)
+struct PlaceCollectorTests {
+    static let sleepSeconds = 3.0
+
+    /// The real agent on a spool directory, as a guest place.
+    static func guestPlace(monitor: MonitorSettings, spool: String) async throws -> (GuestPlace, RunningProcess) {
+        let binary = try await HarnessLocator().program("guest/nb-agent.c", name: "nb-agent")
+        try FileManager.default.createDirectory(atPath: spool, withIntermediateDirectories: true)
+        let process = try ProcessRunner.start(
+            ProcessSpec(program: binary, arguments: [spool], environment: ["PATH": "/usr/bin:/bin"]))
+        try process.release()
+        let agent = GuestAgent(spool: spool, name: "L2", mount: spool)
+        for _ in 0..<200 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
+        let layer = BootedLayer(
+            name: "L2", agent: agent, consoleLog: "", argv: [], qemuPID: 0, pinning: [:], knobs: [:], parent: nil,
+            kernelRelease: "")
+        return (GuestPlace(layer: layer, health: StackHealth(dead: { nil }), monitor: monitor), process)
+    }
+
+    static func sleeper(_ directory: String) -> ProcessSpec {
+        ProcessSpec(
+            program: "/bin/sleep", arguments: [String(sleepSeconds)], environment: ["PATH": "/usr/bin:/bin"],
+            workingDirectory: directory)
+    }
+
+    static func names(_ run: MeasuredRun) -> Set<String> {
+        Set(run.metrics.filter { $0.source != "perf" }.map(\.name))
+    }
+
+    @Test(arguments: [1000, nil] as [Int?])
+    func sameNamesAndSamplesPerSecond(interval: Int?) async throws {
+        let directory = Fixtures.temporaryDirectory()
+        let settings = CollectorSettings(
+            perf: PerfSettings(defaultEvents: false, proxies: false), monitor: MonitorSettings(intervalMillis: interval))
+        let platform = LocalPlatform(journal: KnobJournal(path: directory + "/journal.json"), logger: Logger(label: "test"))
+        let local = LocalPlace(platform: platform, collectors: StandardCollectors.make(settings), runsDirectory: directory)
+        let localRun = try await local.launchMeasured(Self.sleeper(directory))
+
+        let (guest, agentProcess) = try await Self.guestPlace(monitor: settings.monitor, spool: directory + "/spool")
+        defer {
+            agentProcess.kill()
+            _ = agentProcess.waitBlocking()
+        }
+        let guestRun = try await guest.launchMeasured(Self.sleeper(directory))
+        #expect(guestRun.outcome.exitStatus == 0)
+        #expect(
+            Self.names(localRun) == Self.names(guestRun),
+            "local only: \(Self.names(localRun).subtracting(Self.names(guestRun))), guest only: \(Self.names(guestRun).subtracting(Self.names(localRun)))"
+        )
+        #expect(guestRun.metrics.allSatisfy { $0.detail?.contains("L2") == true }, "each guest metric says where it was measured")
+        for run in [localRun, guestRun] {
+            let times = run.samples.filter { $0.name == "mem_free_bytes" }.map(\.tMillis)
+            if interval == nil {
+                #expect(run.samples.isEmpty, "monitor off: no timeline")
+                #expect(!run.metrics.contains { $0.name == "anon_huge_bytes_max" }, "monitor off: no sampler at all")
+            } else {
+                // Before, one per second while it runs, after: about sleepSeconds + 2 (±1).
+                #expect(abs(times.count - Int(Self.sleepSeconds) - 2) <= 1, "\(times)")
+            }
+        }
+    }
+
+    @Test func helperStartsAndStopsThroughTheAgent() async throws {
+        let directory = Fixtures.temporaryDirectory()
+        let (guest, agentProcess) = try await Self.guestPlace(monitor: MonitorSettings(), spool: directory + "/spool")
+        defer {
+            agentProcess.kill()
+            _ = agentProcess.waitBlocking()
+        }
+        let helper = try await guest.startHelper(
+            ProcessSpec(program: "sleep", arguments: ["600"], environment: ["PATH": "/usr/bin:/bin"]))
+        #expect(!helper.hasExited)
+        let end = await helper.stop()
+        #expect(helper.hasExited)
+        #expect(end.description.contains("signal 9"), "\(end.description)")
+        let text = try await guest.read("/proc/self/status")
+        #expect(text.contains("Name:"))
+        await #expect(throws: PlaceError.missing(place: "L2", path: "/proc/no-such-file")) {
+            try await guest.read("/proc/no-such-file")
+        }
     }
 }

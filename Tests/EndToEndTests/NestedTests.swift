@@ -38,6 +38,42 @@ enum Nested {
         return runs
     }
 
+    /// The runs of the latest experiment run of a results directory (`nestbench export`): per run,
+    /// its configuration, the names of its metrics measured where the workload ran (not perf
+    /// counters, not the per-layer state `L0.*`/`L1.*`), wall seconds, and its timeline samples.
+    static func exported(_ dir: String) throws -> [(
+        configuration: String, workload: String, names: Set<String>, wall: Double?, samples: [(t: Int, name: String)]
+    )] {
+        let r = try CLI.run(["export", "latest", "--results", dir + "/res"], state: dir + "/state")
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let runs = try #require(json["runs"] as? [[String: Any]])
+        return runs.map { run in
+            let record = run["record"] as? [String: Any] ?? [:]
+            let planned = record["planned"] as? [String: Any] ?? [:]
+            let metrics = record["metrics"] as? [[String: Any]] ?? []
+            let names = metrics.filter { ($0["source"] as? String) != "perf" }.compactMap { $0["name"] as? String }
+                .filter { !$0.hasPrefix("L0.") && !$0.hasPrefix("L1.") }
+            let wall = metrics.first { $0["name"] as? String == "wall_seconds" }?["value"] as? Double
+            let samples = (run["samples"] as? [[String: Any]] ?? []).compactMap { s -> (Int, String)? in
+                guard let t = s["tMillis"] as? Int, let name = s["name"] as? String else { return nil }
+                return (t, name)
+            }
+            return (
+                planned["configuration"] as? String ?? "?", planned["workload"] as? String ?? "?", Set(names), wall, samples
+            )
+        }
+    }
+
+    /// What `nestbench doctor` detects on this machine, by check name (status, value, reason).
+    static func doctor() throws -> [String: [String: String]] {
+        let r = try CLI.run(["doctor", "--format", "json"], state: CLI.temporaryDirectory())
+        let checks = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: String]])
+        var byName: [String: [String: String]] = [:]
+        for c in checks { byName[c["name"] ?? ""] = c }
+        return byName
+    }
+
     static func layer0(_ extra: String = "") -> String {
         "L0: {kernel: \(kernel), vcpus: 2, memory: 2GiB, pinning: [1, 0], modules: {kvm_amd: {nested: 1, npt: 1}}, boot_timeout: 300s\(extra)}"
     }
@@ -57,7 +93,9 @@ extension MachineSuite {
                 name: e2e-nested
                 baseline: guest
                 seed: 5
+                collectors: {monitor: {interval: off}}
                 configurations:
+                  here: {platform: local}
                   guest:
                     platform: qemu
                     layers:
@@ -75,16 +113,21 @@ extension MachineSuite {
             CLI.write(yaml, to: dir + "/e.yaml")
             let r = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
             #expect(r.status == 3, "some runs failed → exit 3; stderr: \(r.stderr.suffix(2000))")
-            #expect(r.stderr.contains("functional only: emulated host") || !r.stderr.contains("kvm_pvm"))
+            // What this machine offers, as doctor detects it (the test holds on a VT-x/PMU testbed too).
+            let doctor = try Nested.doctor()
+            let emulated = doctor["kvm"]?["status"] == "unavailable" || doctor["kvm"]?["value"]?.hasPrefix("kvm_pvm") == true
+            let noPMU = doctor["pmu"]?["status"] == "unavailable"
             let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
             let runs = try #require(json["runs"] as? [[String: Any]])
-            #expect(runs.count == 4, "the experiment continued past the hung guest")
+            #expect(runs.count == 6, "the experiment continued past the hung guest")
             let notes = json["notes"] as? [String] ?? []
-            #expect(notes.contains { $0.hasPrefix("functional only: emulated host") })
+            #expect(notes.contains { $0.hasPrefix("functional only: emulated host") } == emulated, "\(notes)")
             for run in runs {
                 let provenance = run["provenance"] as? [String: String] ?? [:]
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
-                if run["configuration"] as? String == "guest" {
+                if run["configuration"] as? String == "here" {
+                    #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
+                } else if run["configuration"] as? String == "guest" {
                     #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
                     #expect((metrics["ops_per_sec"] as? Double ?? 0) > 0)
                     #expect(metrics["wall_seconds"] is Double && metrics["minor_faults"] is Double)
@@ -92,9 +135,9 @@ extension MachineSuite {
                     #expect(metrics["L1.qemu_anon_huge_bytes"] is Double, "AnonHugePages of L1's QEMU (in L0)")
                     #expect(metrics["L0.fmfi"] is Double && metrics["L1.fmfi"] is Double)
                     // Counted from this machine on L0's vCPU threads (guest-only events), named as
-                    // for local runs; no PMU here, so no value.
-                    #expect(metrics.keys.contains("tlb_misses") && metrics["tlb_misses"] is NSNull)
-                    #expect(metrics.keys.contains("cycles") && metrics["cycles"] is NSNull)
+                    // for local runs; without a PMU (doctor), no value.
+                    #expect(metrics.keys.contains("tlb_misses") && metrics.keys.contains("cycles"))
+                    if noPMU { #expect(metrics["tlb_misses"] is NSNull && metrics["cycles"] is NSNull) }
                     // Pinning read back from each vCPU thread's affinity.
                     #expect(provenance["L0.vcpu0.cpus"] == "1" && provenance["L0.vcpu1.cpus"] == "0", "\(provenance)")
                     #expect(provenance["L1.vcpu0.cpus"] == "1", "\(provenance)")
@@ -103,7 +146,9 @@ extension MachineSuite {
                     let console = try #require(provenance["L1.console"])
                     #expect(FileManager.default.fileExists(atPath: console))
                     let invocations = run["invocations"] as? [[String]] ?? []
-                    #expect(invocations.contains { $0.first == "qemu-system-x86_64" && $0.contains("tcg,thread=multi") })
+                    if emulated {
+                        #expect(invocations.contains { $0.first == "qemu-system-x86_64" && $0.contains("tcg,thread=multi") })
+                    }
                     #expect(invocations.contains { $0.first == "qemu-system-x86_64" && $0.contains("kvm") })
                     #expect(invocations.contains { $0.first?.hasSuffix("nb-micro") == true })
                 } else {
@@ -114,6 +159,78 @@ extension MachineSuite {
                     let log = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
                     #expect(log.contains("simulating a hung guest"), "console log kept: \(console)")
                 }
+            }
+            // monitor.interval: off is off everywhere: no timeline on this machine or in L1, and
+            // the same metric names in both places.
+            let exported = try Nested.exported(dir).filter { $0.configuration != "hung" }
+            let here = exported.filter { $0.configuration == "here" }.map(\.names)
+            let guest = exported.filter { $0.configuration == "guest" }.map(\.names)
+            #expect(here.count == 2 && guest.count == 2)
+            #expect(
+                here.first == guest.first,
+                "here only: \(here.first?.subtracting(guest.first ?? []) ?? []), L1 only: \(guest.first?.subtracting(here.first ?? []) ?? [])"
+            )
+            for run in exported { #expect(run.samples.isEmpty, "\(run.configuration): \(run.samples.prefix(5))") }
+            #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
+        }
+
+        /// The same experiment file measures alike on this machine and in a 2-layer stack: with
+        /// `monitor.interval: 1s` the same metric names, and about one timeline sample per second
+        /// (±1 per 10 s) in both — the monitor runs where the workload runs (in L1, its agent).
+        /// Loopback Tailbench (the fake app) runs in L1 too: its server a helper started through
+        /// L1's agent, found listening in L1's /proc/net/tcp, stopped after the client.
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, Nested.requirement))
+        func monitorEverySecondHereAndInL1() throws {
+            let dir = CLI.temporaryDirectory()
+            let tailbench = dir + "/tailbench"
+            try FileManager.default.createDirectory(atPath: tailbench + "/masstree", withIntermediateDirectories: true)
+            let cc = Process()
+            cc.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            cc.arguments = ["cc", "-O2", "-o", tailbench + "/fake", CLI.packageRoot + "/Tests/FakeApps/fake_tailbench.c"]
+            try cc.run()
+            cc.waitUntilExit()
+            #expect(cc.terminationStatus == 0)
+            for name in ["mttest_integrated", "mttest_server_networked", "mttest_client_networked"] {
+                try FileManager.default.copyItem(atPath: tailbench + "/fake", toPath: tailbench + "/masstree/" + name)
+            }
+            let yaml = """
+                name: e2e-monitor
+                baseline: here
+                seed: 13
+                collectors: {monitor: {interval: 1s}}
+                configurations:
+                  here: {platform: local}
+                  guest:
+                    platform: qemu
+                    layers:
+                      \(Nested.layer0())
+                      L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 768MiB, pinning: [1], boot_timeout: 480s}
+                workloads:
+                  - {name: random-access, suite: micro, label: micro, params: {size: 16MiB, ops: 30000000}, cpus: [0], timeout: 300s}
+                  - {name: masstree, suite: tailbench, label: tb, params: {mode: loopback, requests: 300, root: \(tailbench)}, timeout: 300s}
+                repetitions: {min: 2, max: 2}
+                """
+            for run in try Nested.run(yaml, in: dir, runs: 8) {
+                #expect(run["status"] as? String == "ok", "\(run["configuration"] ?? ""): \(run["reason"] ?? "")")
+                if run["workload"] as? String == "tb" {
+                    let metrics = run["metrics"] as? [String: Any] ?? [:]
+                    #expect(metrics["requests"] as? Double == 300, "\(metrics.keys.sorted())")
+                }
+            }
+            let exported = try Nested.exported(dir)
+            let micro = exported.filter { $0.workload == "micro" }
+            let here = try #require(micro.first { $0.configuration == "here" })
+            let guest = try #require(micro.first { $0.configuration == "guest" })
+            #expect(
+                here.names == guest.names,
+                "here only: \(here.names.subtracting(guest.names)), L1 only: \(guest.names.subtracting(here.names))")
+            #expect(here.names.contains("monitor.mem_free.max") && here.names.contains("anon_huge_bytes_max"))
+            for run in micro {
+                let wall = try #require(run.wall)
+                let n = run.samples.filter { $0.name == "mem_free_bytes" }.count
+                // Before the start, one per second while it runs, after its end.
+                let expected = Int(wall) + 2
+                #expect(abs(n - expected) <= 1 + Int(wall / 10), "\(run.configuration): \(n) samples in \(wall) s")
             }
             #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
         }
@@ -184,7 +301,7 @@ extension MachineSuite {
                   fragmented: {fragmentation: {target_fmfi: 0.5, slack: 48MiB, timeout: 300s}}
                 repetitions: {min: 2, max: 2}
                 """
-            for run in try Nested.run(yaml, in: dir, runs: 4) {
+            for run in try Nested.run(yaml, in: dir, runs: 8) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
                 let provenance = run["provenance"] as? [String: String] ?? [:]
                 #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")

@@ -77,7 +77,7 @@ public struct HarnessLocator: Sendable {
             throw HarnessError(message: "building \(sourcePath): \(error)")
         }
         guard outcome.succeeded else {
-            let output = MetricLines.tail(of: log) ?? ""
+            let output = FileManager.default.contents(atPath: log).map { String(decoding: $0.suffix(4096), as: UTF8.self) } ?? ""
             throw HarnessError(message: "building \(sourcePath) failed (\(outcome.describe(timeout: 120))): \(output)")
         }
         guard rename(tmp, binary) == 0 else {
