@@ -99,24 +99,26 @@ struct ImportCommand: AsyncParsableCommand {
         } catch {
             return (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
         }
-        func find(_ value: Any, _ path: String) -> String? {
+        // Whole numbers beyond UInt64 first (no field holds them), then beyond Int64 in any field
+        // but the seed (the only unsigned 64-bit field).
+        func find(_ value: Any, _ path: String, limit: Double) -> String? {
             if let dict = value as? [String: Any] {
                 for key in dict.keys.sorted() {
-                    if let hit = find(dict[key]!, path.isEmpty ? key : path + "." + key) { return hit }
+                    if let hit = find(dict[key]!, path.isEmpty ? key : path + "." + key, limit: limit) { return hit }
                 }
             } else if let array = value as? [Any] {
                 for (i, item) in array.enumerated() {
-                    if let hit = find(item, "\(path)[\(i)]") { return hit }
+                    if let hit = find(item, "\(path)[\(i)]", limit: limit) { return hit }
                 }
-            } else if let number = value as? NSNumber, !(value is Bool) {
+            } else if let number = value as? NSNumber, !(value is Bool), !path.hasSuffix(".seed") || limit > 1e19 {
                 let d = number.doubleValue
-                if !d.isFinite || (d.rounded() == d && abs(d) >= 9.223372036854775807e18) {
-                    return "\(path): \(number) is beyond what the field can hold (a 64-bit number)"
+                if !d.isFinite || (d.rounded() == d && abs(d) >= limit) {
+                    return "\(path): \(number) is beyond what the field can hold (a 64-bit whole number)"
                 }
             }
             return nil
         }
-        return find(object, "")
+        return find(object, "", limit: 1.8446744073709552e19) ?? find(object, "", limit: 9.223372036854775807e18)
     }
 
     static func path(_ keys: [any CodingKey]) -> String {
