@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/ordo-one/TextTable", from: "0.0.2"),
+        .package(url: "https://github.com/yaslab/CSV.swift", from: "2.5.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // C shim for what Swift cannot do safely: fork + gated exec with affinity and process group.
@@ -75,10 +77,13 @@ let package = Package(
         .target(
             name: "NestBenchStore",
             dependencies: ["NestBenchModel", .product(name: "GRDB", package: "GRDB.swift")]),
-        // Analysis: comparisons against the baseline and report rendering (table, markdown, JSON, CSV).
+        // Analysis: comparisons against the baseline (by the metrics' declarations) and report rendering (table, markdown, JSON, CSV).
         .target(
             name: "NestBenchAnalysis",
-            dependencies: ["NestBenchModel", "NestBenchStats", "TextTable"]),
+            dependencies: [
+                "NestBenchModel", "NestBenchStats", "TextTable", "Yams", .product(name: "CSV", package: "CSV.swift"),
+                .product(name: "OrderedCollections", package: "swift-collections"),
+            ]),
         // Orchestration: executes a plan on a platform, collects, stores each run as it ends.
         .target(
             name: "NestBenchOrchestrator",
@@ -121,10 +126,16 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
-                "NestBenchFragmentation", "NestBenchVM", "NestBenchFuzz",
+                "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig", "NestBenchFuzz",
             ],
             exclude: ["Transcripts"]),
-        .testTarget(name: "EndToEndTests", dependencies: []),
+        // The commands run in process (parse + run, stdout/stderr captured): no binary, no machine state.
+        .testTarget(
+            name: "CommandTests",
+            dependencies: ["NestBenchCLI", "NestBenchStore", "NestBenchModel", "NestBenchAnalysis"]),
+        // Runs the built binary; depending on the executable makes `swift build --build-tests` and
+        // `swift test` (re)build it first. The tests refuse a binary older than the sources.
+        .testTarget(name: "EndToEndTests", dependencies: ["nestbench"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -308,7 +308,11 @@ static pid_t start(struct request *r) {
 }
 
 static void do_run(struct request *r) {
-    FILE *readings = r->samples[0] ? fopen(r->samples, "w") : NULL;
+    /* Readings are kept in memory while the process runs (no share I/O next to the workload),
+       then written to the samples file at once. */
+    char *buffer = NULL;
+    size_t buffer_len = 0;
+    FILE *readings = r->samples[0] ? open_memstream(&buffer, &buffer_len) : NULL;
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -318,6 +322,7 @@ static void do_run(struct request *r) {
     pid_t pid = start(r);
     if (pid < 0) {
         if (readings) fclose(readings);
+        free(buffer);
         return;
     }
     int status = 0, timed_out = 0;
@@ -351,6 +356,15 @@ static void do_run(struct request *r) {
     if (readings) {
         write_reading(readings, now() - t0, 0);
         fclose(readings);
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", r->samples);
+        FILE *out = fopen(tmp, "w");
+        if (out) {
+            fwrite(buffer, 1, buffer_len, out);
+            fclose(out);
+            rename(tmp, r->samples);
+        }
+        free(buffer);
     }
     say("ok 1\npid %d\n", (int)pid);
     if (WIFEXITED(status)) say("exit %d\n", WEXITSTATUS(status));

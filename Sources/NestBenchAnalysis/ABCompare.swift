@@ -1,6 +1,7 @@
 import Foundation
 import NestBenchModel
 import NestBenchStats
+import Yams
 
 /// A relative threshold for one metric, with the direction that is an improvement.
 public struct MetricThreshold: Sendable, Hashable, Codable {
@@ -25,6 +26,8 @@ public struct ThresholdSet: Sendable, Hashable, Codable {
     public var allMetrics: Bool
     /// When set, judge only these metrics (the rest are reported).
     public var only: Set<String>?
+    /// Whether a thresholds file gave `default:` (so it overrides the command's default).
+    public var fileSetsDefault = false
 
     public init(
         perMetric: [String: MetricThreshold] = [:], defaultRelative: Double = 0.05, allMetrics: Bool = false,
@@ -79,18 +82,33 @@ public struct ThresholdSet: Sendable, Hashable, Codable {
         return (metric, MetricThreshold(relative: value, polarity: polarity))
     }
 
-    /// A thresholds file: one `metric: 5%` or `metric: 5% lower` per line; `#` comments;
-    /// `default: 3%` sets the default.
+    /// A thresholds file, YAML: one `metric: 5%` or `metric: 5% lower` per line; `#` comments;
+    /// `default: 3%` sets the default. Errors name the file and line.
     public static func parseFile(_ text: String, path: String) throws(ThresholdError) -> ThresholdSet {
         var set = ThresholdSet()
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-            guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
-            let (metric, threshold) = try parse(line, source: "\(path):\(number + 1)")
-            guard let metric else {
-                throw ThresholdError(source: "\(path):\(number + 1)", message: "\"\(line)\": expected metric: threshold")
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ThresholdError(source: path, message: "not a YAML mapping of metric: threshold lines (\(error))")
+        }
+        guard let root else { return set }
+        guard let mapping = root.mapping else {
+            throw ThresholdError(
+                source: "\(path):\(root.mark.map { String($0.line) } ?? "1")", message: "expected metric: threshold lines")
+        }
+        for (key, value) in mapping {
+            let source = "\(path):\(key.mark.map { String($0.line) } ?? "?")"
+            guard let metric = key.string, !metric.isEmpty, let amount = value.scalar?.string else {
+                throw ThresholdError(source: source, message: "expected metric: threshold, such as ops_per_sec: 5% higher")
             }
-            if metric == "default" { set.defaultRelative = threshold.relative } else { set.perMetric[metric] = threshold }
+            let (_, threshold) = try parse(amount, source: source)
+            if metric == "default" {
+                set.defaultRelative = threshold.relative
+                set.fileSetsDefault = true
+            } else {
+                set.perMetric[metric] = threshold
+            }
         }
         return set
     }
@@ -192,16 +210,20 @@ public enum ABComparator {
     ///   - baseline: runs of the baseline side (already filtered to one configuration).
     ///   - candidate: runs of the candidate side.
     ///   - primary: the metrics judged by default (the experiment's primary metric per workload).
+    ///   - experiment: whose metric declarations say each metric's center and polarity (the
+    ///     candidate's); undeclared metrics keep their own polarity and the arithmetic mean.
     public static func compare(
         baseline: [RunRecord], candidate: [RunRecord], baselineLabel: String, candidateLabel: String,
-        thresholds: ThresholdSet, primary: Set<String>, alpha: Double
+        thresholds: ThresholdSet, primary: Set<String>, alpha: Double, experiment: Experiment? = nil
     ) -> ABComparison {
         func byKey(_ runs: [RunRecord]) -> [String: [String: MetricValues]] {
             // Key on (workload, condition); configuration is the side.
             var relabeled = runs
             for i in relabeled.indices { relabeled[i].planned.configuration = "x" }
             var out: [String: [String: MetricValues]] = [:]
-            for (cell, metrics) in Comparator.values(relabeled) { out["\(cell.workload)\u{0}\(cell.condition)"] = metrics }
+            for (cell, metrics) in Comparator.values(relabeled, experiment: experiment) {
+                out["\(cell.workload)\u{0}\(cell.condition)"] = metrics
+            }
             return out
         }
         let base = byKey(baseline)
@@ -219,7 +241,7 @@ public enum ABComparator {
             for name in c.keys.sorted() {
                 guard let cv = c[name], let bv = b[name] else { continue }
                 let threshold = thresholds.threshold(for: name, primary: primary)
-                let polarity = threshold?.polarity ?? cv.sample.polarity
+                let polarity = threshold?.polarity ?? cv.declaration.polarity
                 let settings = AnalysisSettings(alpha: alpha, minEffect: threshold?.relative ?? 0)
                 let j = Comparator.judge(candidate: cv, baseline: bv, polarity: polarity, settings: settings)
                 let verdict: String
@@ -234,7 +256,7 @@ public enum ABComparator {
                 }
                 verdicts.append(
                     ABVerdict(
-                        workload: parts[0], condition: parts[1], metric: name, unit: cv.sample.unit, polarity: polarity,
+                        workload: parts[0], condition: parts[1], metric: name, unit: cv.unit, polarity: polarity,
                         baselineValue: j.baselineCenterValue, candidateValue: j.centerValue, ratio: j.ratio, ratioCI: j.ci,
                         pValue: j.p, n: cv.values.count, nBaseline: bv.values.count, threshold: threshold?.relative,
                         verdict: verdict, method: j.method))

@@ -1,6 +1,7 @@
 import Foundation
 import NestBenchModel
 import NestBenchStats
+import OrderedCollections
 
 /// One metric of one (workload, condition, configuration) against the baseline configuration.
 public struct Comparison: Codable, Sendable, Hashable {
@@ -40,9 +41,11 @@ public struct Comparison: Codable, Sendable, Hashable {
     /// Two-sided Mann–Whitney U p-value, and the smallest p these sample sizes can give.
     public var mannWhitneyP: Double?
     public var mannWhitneyFloor: Double?
+    /// The metric's declared role (`primary`, `secondary`, `diagnostic`).
+    public var role: MetricRole = .diagnostic
 
     enum CodingKeys: String, CodingKey {
-        case workload, condition, configuration, metric, unit, polarity, mean
+        case workload, condition, configuration, metric, unit, polarity, mean, role
         case baselineMean = "baseline_mean"
         case sd
         case baselineSD = "baseline_sd"
@@ -86,6 +89,7 @@ public struct Comparison: Codable, Sendable, Hashable {
         try c.encode(bootstrapMethod, forKey: .bootstrapMethod)
         try c.encode(mannWhitneyP, forKey: .mannWhitneyP)
         try c.encode(mannWhitneyFloor, forKey: .mannWhitneyFloor)
+        try c.encode(role, forKey: .role)
     }
 }
 
@@ -98,11 +102,14 @@ public struct UnavailableMetric: Codable, Sendable, Hashable {
     public var reason: String
 }
 
-/// Geometric mean of one metric's ratios across workloads.
+/// Geometric mean of one metric's ratios across workloads: always ONE metric of ONE polarity
+/// (each workload's declared primary metric; workloads with different primaries get separate means).
 public struct GeomeanSummary: Codable, Sendable, Hashable {
     public var condition: String
     public var configuration: String
+    /// The metric (a colocated group's member prefix removed).
     public var metric: String
+    public var polarity: Polarity
     public var geomean: Double
     public var ci: [Double]?
     public var workloads: [String: Double]
@@ -113,8 +120,21 @@ public struct GeomeanSummary: Codable, Sendable, Hashable {
 public struct MetricValues: Sendable {
     public var values: [Double]
     public var groups: [String]
-    /// The first run's metric, for unit and polarity.
+    /// The first run's metric, for its unit when the declaration gives none.
     public var sample: Metric
+    /// What the metric is (polarity, center, role, figures); `.undeclared` when nobody declared it.
+    public var declaration: MetricDeclaration
+
+    public init(values: [Double], groups: [String], sample: Metric, declaration: MetricDeclaration? = nil) {
+        self.values = values
+        self.groups = groups
+        self.sample = sample
+        self.declaration =
+            declaration ?? .undeclared(sample.name, unit: sample.unit, polarity: sample.polarity)
+    }
+
+    /// The declared unit, else the measured one.
+    public var unit: String { declaration.unit ?? sample.unit }
 
     public var grouped: [GroupedValue] { zip(values, groups).map { GroupedValue(value: $0, group: $1) } }
 }
@@ -138,8 +158,9 @@ public struct Judgement: Sendable {
 
 /// Turns stored runs into comparisons against the baseline.
 public enum Comparator {
-    /// Values of each metric per cell, from runs that succeeded.
-    public static func values(_ runs: [RunRecord]) -> [Cell: [String: MetricValues]] {
+    /// Values of each metric per cell, from runs that succeeded, with each metric's declaration
+    /// (from `experiment`; undeclared metrics keep their own polarity and the arithmetic mean).
+    public static func values(_ runs: [RunRecord], experiment: Experiment? = nil) -> [Cell: [String: MetricValues]] {
         var result: [Cell: [String: MetricValues]] = [:]
         for run in runs where run.status == .ok {
             let group = run.bootstrapGroup
@@ -147,33 +168,15 @@ public enum Comparator {
                 guard let v = metric.value, v.isFinite else { continue }
                 let cell = run.planned.cell
                 if result[cell]?[metric.name] == nil {
-                    result[cell, default: [:]][metric.name] = MetricValues(values: [], groups: [], sample: metric)
+                    result[cell, default: [:]][metric.name] = MetricValues(
+                        values: [], groups: [], sample: metric,
+                        declaration: experiment?.declaration(of: metric.name, workload: cell.workload))
                 }
                 result[cell]![metric.name]!.values.append(v)
                 result[cell]![metric.name]!.groups.append(group)
             }
         }
         return result
-    }
-
-    /// The statistic a metric is summarized by across runs (mmtests' convention): the harmonic
-    /// mean for rates (unit ending in `/s`, or a name ending in `per_sec`, `throughput`, `qps`),
-    /// the median of per-run values for per-run percentiles and maxima (`…_p99_…`, `…_max…`: the
-    /// run is the unit of replication; percentiles are never averaged), else the arithmetic mean.
-    public static func center(metric name: String, unit: String) -> CenterStatistic {
-        let parts = name.lowercased().split(separator: "_")
-        // A percentile token (p50, p99, p999) anywhere, or `max` after the first token (sojourn_max_ms,
-        // anon_huge_bytes_max; max_rss_bytes is a per-run amount and keeps the mean).
-        if parts.contains(where: { $0.count >= 2 && $0.first == "p" && $0.dropFirst().allSatisfy(\.isNumber) })
-            || parts.dropFirst().contains("max")
-        {
-            return .median
-        }
-        let lower = name.lowercased()
-        if unit.hasSuffix("/s") || lower.hasSuffix("per_sec") || lower.hasSuffix("throughput") || lower.hasSuffix("qps") {
-            return .harmonicMean
-        }
-        return .mean
     }
 
     /// Judges one comparison (the ratio candidate / baseline of the metric's center statistic).
@@ -190,7 +193,7 @@ public enum Comparator {
         candidate: MetricValues, baseline: MetricValues, polarity: Polarity, settings: AnalysisSettings,
         bootstrapResamples: Int = 1000
     ) -> Judgement {
-        let center = Self.center(metric: candidate.sample.name, unit: candidate.sample.unit)
+        let center = CenterStatistic(candidate.declaration.center)
         let c = candidate.values
         let b = baseline.values
         let positive = c.allSatisfy { $0 > 0 } && b.allSatisfy { $0 > 0 }
@@ -257,14 +260,18 @@ public enum Comparator {
         return j
     }
 
-    /// Compatibility wrapper: judges plain samples (each value its own run).
+    /// Compatibility wrapper: judges plain samples (each value its own run) by their arithmetic mean.
     public static func compare(
-        candidate: [Double], baseline: [Double], polarity: Polarity, settings: AnalysisSettings
+        candidate: [Double], baseline: [Double], polarity: Polarity, settings: AnalysisSettings,
+        center: MetricCenter = .amean
     ) -> (ratio: Double?, ci: [Double]?, p: Double?, verdict: String, method: String) {
         let metric = Metric(name: "value", value: nil, unit: "", polarity: polarity, source: "")
+        let declaration = MetricDeclaration("value", polarity: polarity, center: center)
         let j = judge(
-            candidate: MetricValues(values: candidate, groups: candidate.indices.map { "c\($0)" }, sample: metric),
-            baseline: MetricValues(values: baseline, groups: baseline.indices.map { "b\($0)" }, sample: metric),
+            candidate: MetricValues(
+                values: candidate, groups: candidate.indices.map { "c\($0)" }, sample: metric, declaration: declaration),
+            baseline: MetricValues(
+                values: baseline, groups: baseline.indices.map { "b\($0)" }, sample: metric, declaration: declaration),
             polarity: polarity, settings: settings)
         return (j.ratio, j.ci, j.p, j.verdict, j.method)
     }
@@ -274,23 +281,24 @@ public enum Comparator {
         workload: String, condition: String, configuration: String, metric name: String, candidate: MetricValues,
         baseline: MetricValues, settings: AnalysisSettings
     ) -> Comparison {
-        let j = judge(candidate: candidate, baseline: baseline, polarity: candidate.sample.polarity, settings: settings)
+        let polarity = candidate.declaration.polarity
+        let j = judge(candidate: candidate, baseline: baseline, polarity: polarity, settings: settings)
         return Comparison(
             workload: workload, condition: condition, configuration: configuration, metric: name,
-            unit: candidate.sample.unit, polarity: candidate.sample.polarity, mean: j.centerValue,
+            unit: candidate.unit, polarity: polarity, mean: j.centerValue,
             baselineMean: j.baselineCenterValue, sd: Statistics.standardDeviation(candidate.values),
             baselineSD: Statistics.standardDeviation(baseline.values), ratio: j.ratio, ratioCI: j.ci, pValue: j.p,
             n: candidate.values.count, nBaseline: baseline.values.count, verdict: j.verdict, method: j.method,
             center: j.center == .mean ? "amean" : j.center.rawValue, ratioCILogT: j.ciLogT,
             ratioCIBootstrap: j.ciBootstrap, bootstrapMethod: j.bootstrapMethod, mannWhitneyP: j.mannWhitneyP,
-            mannWhitneyFloor: j.mannWhitneyFloor)
+            mannWhitneyFloor: j.mannWhitneyFloor, role: candidate.declaration.role)
     }
 
     /// Each configuration against the baseline configuration under the same condition; then, when
     /// `analysis.baselineCondition` is set, each condition against it within the same configuration
     /// (those rows have `versus` set to the baseline cell).
     public static func comparisons(experiment: Experiment, runs: [RunRecord]) -> [Comparison] {
-        let byCell = values(runs)
+        let byCell = values(runs, experiment: experiment)
         var pairs: [(candidate: Cell, baseline: Cell)] = []
         for workload in experiment.workloads {
             for condition in experiment.conditions {
@@ -332,58 +340,72 @@ public enum Comparator {
 
     /// Metrics that some run reported as unavailable, one entry per (cell, metric, reason).
     public static func unavailable(_ runs: [RunRecord]) -> [UnavailableMetric] {
-        var seen: Set<UnavailableMetric> = []
-        var result: [UnavailableMetric] = []
+        var result: OrderedSet<UnavailableMetric> = []
         for run in runs {
             for m in run.metrics where m.value == nil {
-                let entry = UnavailableMetric(
-                    workload: run.planned.workload, condition: run.planned.condition,
-                    configuration: run.planned.configuration, metric: m.name, reason: m.unavailable ?? "unavailable")
-                if seen.insert(entry).inserted { result.append(entry) }
+                result.append(
+                    UnavailableMetric(
+                        workload: run.planned.workload, condition: run.planned.condition,
+                        configuration: run.planned.configuration, metric: m.name, reason: m.unavailable ?? "unavailable"))
             }
         }
-        return result
+        return Array(result)
     }
 
-    /// The metric headlines use for a workload: the experiment's choice, else the suite's; for a
-    /// colocated group, its first member's, under that member's label.
-    public static func primaryMetric(for workload: WorkloadSpec, settings: AnalysisSettings) -> String {
-        if let first = workload.colocated?.first { return "\(first.label)." + primaryMetric(for: first, settings: settings) }
-        if let m = settings.primaryMetric { return m }
-        switch workload.suite {
-        case "tailbench": return "sojourn_p99_ms"
-        case "parsec": return "roi_throughput"
-        default: return "ops_per_sec"
-        }
+    /// The metric headlines use for a workload: the experiment's `analysis.primary_metric`, else
+    /// the workload's declared primary; for a colocated group, its first member's, under that
+    /// member's label. nil when the workload declares none.
+    public static func primaryMetric(for workload: WorkloadSpec, in experiment: Experiment) -> String? {
+        experiment.primaryMetric(of: workload)
     }
 
-    /// Geometric mean of the primary metric's ratios across workloads, per (condition, configuration).
+    /// Geometric means of the primary metric's ratios across workloads, per (condition,
+    /// configuration) and per (metric, polarity): a mean is never taken across different metrics
+    /// or polarities (PARSEC's roi_throughput and Tailbench's sojourn_p99_ms get one each). A
+    /// colocated group counts under its first member's metric without the member prefix.
     public static func geomeans(experiment: Experiment, comparisons: [Comparison]) -> [GeomeanSummary] {
+        struct Key: Hashable, Comparable {
+            var metric: String
+            var polarity: Polarity
+            static func < (a: Key, b: Key) -> Bool { (a.metric, a.polarity.rawValue) < (b.metric, b.polarity.rawValue) }
+        }
         var result: [GeomeanSummary] = []
         for condition in experiment.conditions {
             for configuration in experiment.configurations where configuration.name != experiment.baseline {
-                var ratios: [String: Double] = [:]
-                var metricNames: Set<String> = []
+                var byKey: [Key: [String: Double]] = [:]
                 for workload in experiment.workloads {
-                    let metric = primaryMetric(for: workload, settings: experiment.analysis)
+                    guard let metric = experiment.primaryMetric(of: workload) else { continue }
+                    let base = workload.colocated?.first.flatMap { experiment.primaryMetric(of: $0) } ?? metric
                     if let c = comparisons.first(where: {
                         $0.workload == workload.label && $0.condition == condition.name
-                            && $0.configuration == configuration.name && $0.metric == metric
-                    }), let r = c.ratio, r > 0 {
-                        ratios[workload.label] = r
-                        metricNames.insert(metric)
+                            && $0.configuration == configuration.name && $0.metric == metric && $0.versus == nil
+                    }), let r = c.ratio, r > 0, r.isFinite {
+                        byKey[Key(metric: base, polarity: c.polarity), default: [:]][workload.label] = r
                     }
                 }
-                guard !ratios.isEmpty else { continue }
-                let estimate = Statistics.geometricMeanRatio(Array(ratios.values))
-                result.append(
-                    GeomeanSummary(
-                        condition: condition.name, configuration: configuration.name,
-                        metric: metricNames.sorted().joined(separator: "+"), geomean: estimate.ratio,
-                        ci: estimate.lower.flatMap { lo in estimate.upper.map { [lo, $0] } }, workloads: ratios,
-                        method: estimate.method))
+                for key in byKey.keys.sorted() {
+                    let ratios = byKey[key]!
+                    let estimate = Statistics.geometricMeanRatio(ratios.keys.sorted().map { ratios[$0]! })
+                    result.append(
+                        GeomeanSummary(
+                            condition: condition.name, configuration: configuration.name, metric: key.metric,
+                            polarity: key.polarity, geomean: estimate.ratio,
+                            ci: estimate.lower.flatMap { lo in estimate.upper.map { [lo, $0] } }, workloads: ratios,
+                            method: estimate.method))
+                }
             }
         }
         return result
+    }
+}
+
+extension CenterStatistic {
+    /// The statistic of a declared center.
+    public init(_ center: MetricCenter) {
+        switch center {
+        case .amean: self = .mean
+        case .hmean: self = .harmonicMean
+        case .median: self = .median
+        }
     }
 }

@@ -1,70 +1,89 @@
 import Foundation
 import NestBenchModel
 import NestBenchStats
+import OrderedCollections
 
-/// One figure of the paper's evaluation (§5, Figs. 11–16), as data: which workloads and which
-/// metric of each it plots, normalized to the baseline configuration.
+/// One figure of the paper's evaluation (§5, Figs. 11–16), as data: which workloads it draws,
+/// normalized to the baseline configuration. Which metric of a workload it plots is what the
+/// workload's (or the collectors') declarations say feeds the figure — never a metric name.
 public struct FigureSpec: Sendable {
-    public var id: String
+    /// Which workloads a figure draws.
+    public enum Workloads: Sendable {
+        /// Single workloads (one per innermost guest).
+        case single
+        /// Colocated groups, one bar group per member.
+        case colocated
+        /// Both.
+        case any
+    }
+
+    public var figure: PaperFigure
     public var title: String
     /// What the bars are, for the caption and for the "no data" message.
     public var measure: String
-    /// Workload role plotted (`main`, `colocated`, `overhead`), nil for all.
-    public var role: String?
-    /// The metric to plot for a workload, given the metrics it has comparisons for.
-    public var pick: @Sendable ([String]) -> String?
-    /// Metric names whose unavailability explains an empty figure.
-    public var matches: @Sendable (String) -> Bool
+    public var workloads: Workloads
 
-    static let throughputNames = [
-        "roi_throughput", "throughput_rps", "throughput", "requests_per_sec", "achieved_qps", "qps", "ops_per_sec",
-    ]
+    public var id: String { figure.rawValue }
 
-    /// A TLB-miss counter, not a proxy: proxies (software events, tracepoints) are named `perf.*`.
-    static func isTLBCounter(_ name: String) -> Bool {
-        name.lowercased().contains("tlb") && !name.hasPrefix("perf.")
+    public init(_ figure: PaperFigure, title: String, measure: String, workloads: Workloads) {
+        self.figure = figure
+        self.title = title
+        self.measure = measure
+        self.workloads = workloads
     }
 
-    static func first(of names: [String]) -> @Sendable ([String]) -> String? {
-        { available in names.first { available.contains($0) } }
+    /// Whether the figure draws this workload.
+    func draws(_ w: ReportWorkload) -> Bool {
+        switch workloads {
+        case .any: return true
+        case .single: return w.members == nil
+        case .colocated: return w.members != nil
+        }
+    }
+
+    /// Whether a metric of a workload feeds this figure, by its declaration.
+    func fed(by metric: String, of w: ReportWorkload) -> Bool {
+        w.metrics.declaration(for: metric)?.figures.contains(figure) ?? false
+    }
+
+    /// The metric to plot for one bar group: among `available` (names without the member
+    /// prefix), those whose declaration feeds the figure, the one declared first.
+    func pick(_ available: [String], prefix: String, of w: ReportWorkload) -> String? {
+        let candidates = available.filter { self.fed(by: prefix + $0, of: w) }
+        func rank(_ name: String) -> Int {
+            guard let d = w.metrics.declaration(for: prefix + name) else { return Int.max }
+            return w.metrics.firstIndex(of: d) ?? Int.max
+        }
+        return candidates.min { (rank($0), $0) < (rank($1), $1) }
     }
 
     /// Figs. 11–16 of the xGemini paper.
     public static let paper: [FigureSpec] = [
         FigureSpec(
-            id: "fig11", title: "Fig. 11 — normalized throughput",
-            measure: "throughput (roi_throughput, throughput_rps or ops_per_sec)", role: "main",
-            pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
+            .fig11, title: "Fig. 11 — normalized throughput", measure: "throughput (metrics declared for Fig. 11)",
+            workloads: .single),
         FigureSpec(
-            id: "fig12", title: "Fig. 12 — normalized TLB misses",
-            measure: "TLB misses (tlb_misses: the PMU's page-walk counters; proxies such as perf.tlb_flush are not drawn)",
-            role: "main",
-            pick: { available in
-                if available.contains("tlb_misses") { return "tlb_misses" }
-                let tlb = available.filter { isTLBCounter($0) }.sorted()
-                return tlb.first { $0.contains("walk") } ?? tlb.first
-            }, matches: { isTLBCounter($0) }),
+            .fig12, title: "Fig. 12 — normalized TLB misses",
+            measure: "TLB misses (metrics declared for Fig. 12: the PMU's page-walk counters; proxies are not drawn)",
+            workloads: .single),
         FigureSpec(
-            id: "fig13-mean", title: "Fig. 13 (a) — normalized mean latency", measure: "mean latency (sojourn_mean_ms)",
-            role: "main", pick: first(of: ["sojourn_mean_ms", "latency_mean_ms"]),
-            matches: { $0.contains("mean_ms") }),
+            .fig13Mean, title: "Fig. 13 (a) — normalized mean latency",
+            measure: "mean latency (metrics declared for Fig. 13 (a))", workloads: .single),
         FigureSpec(
-            id: "fig13-p99", title: "Fig. 13 (b) — normalized p99 latency",
-            measure: "p99 latency (sojourn_p99_ms, median of per-run p99)", role: "main",
-            pick: first(of: ["sojourn_p99_ms", "latency_p99_ms"]), matches: { $0.contains("p99") }),
+            .fig13P99, title: "Fig. 13 (b) — normalized p99 latency",
+            measure: "p99 latency (metrics declared for Fig. 13 (b), median of per-run p99)", workloads: .single),
         FigureSpec(
-            id: "fig14", title: "Fig. 14 — normalized throughput of colocated workloads",
-            measure: "throughput of colocated workloads (labels naming a pair \"a+b\")", role: "colocated",
-            pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
+            .fig14, title: "Fig. 14 — normalized throughput of colocated workloads",
+            measure: "throughput of colocated workloads (members' metrics declared for Fig. 14)", workloads: .colocated),
         FigureSpec(
-            id: "fig15", title: "Fig. 15 — normalized FMFI",
-            measure: "FMFI(9) as the workload started (fmfi_before; else the monitor's reading before the run)", role: nil,
-            pick: first(of: ["fmfi_before", "monitor.fmfi9.before", "monitor.fmfi9.after"]),
-            matches: { $0.hasPrefix("fmfi") || $0.hasPrefix("monitor.fmfi") }),
+            .fig15, title: "Fig. 15 — normalized FMFI",
+            measure: "FMFI(9) as the workload started (metrics declared for Fig. 15: fmfi_before, else the monitor's reading)",
+            workloads: .any),
         FigureSpec(
-            id: "fig16", title: "Fig. 16 — normalized throughput of the overhead workloads",
-            measure: "throughput of the overhead workloads (xapian, ferret)", role: "overhead",
-            pick: first(of: throughputNames), matches: { throughputNames.contains($0) }),
+            .fig16, title: "Fig. 16 — normalized throughput of the overhead workloads",
+            measure:
+                "throughput of the overhead workloads (metrics declared for Fig. 16, e.g. xapian's and ferret's in the suite files)",
+            workloads: .single),
     ]
 }
 
@@ -104,6 +123,8 @@ public enum HTMLReport {
         var ci: [Double]?
         var comparison: Comparison?
         var note: String
+        /// The metric plotted, without a colocated member's prefix (geometric means never mix metrics).
+        var metric: String = ""
     }
 
     public static func render(_ report: Report, figures: [FigureSpec] = FigureSpec.paper) -> String {
@@ -146,7 +167,7 @@ public enum HTMLReport {
 
     /// The bars of one figure, per condition.
     static func bars(_ spec: FigureSpec, _ report: Report) -> (byCondition: [String: [Bar]], metrics: [String: String]) {
-        let workloads = report.workloads.filter { spec.role == nil || $0.role == spec.role }
+        let workloads = report.workloads.filter { spec.draws($0) }
         var byCondition: [String: [Bar]] = [:]
         var chosen: [String: String] = [:]
         for w in workloads {
@@ -156,7 +177,7 @@ public enum HTMLReport {
                 w.members.map { $0.map { ("\(w.label)/\($0)", "\($0).") } } ?? [(w.label, "")]
             for (group, prefix) in groups {
                 let own = available.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
-                guard let picked = spec.pick(own) else { continue }
+                guard let picked = spec.pick(own, prefix: prefix, of: w) else { continue }
                 let metric = prefix + picked
                 chosen[group] = metric
                 for c in report.comparisons where c.workload == w.label && c.metric == metric {
@@ -164,24 +185,29 @@ public enum HTMLReport {
                     byCondition[c.condition, default: []].append(
                         Bar(
                             group: group, configuration: c.configuration, ratio: r, ci: c.ratioCI, comparison: c,
-                            note: "\(c.metric): \(c.verdict), p \(num(c.pValue, "%.4f")), n \(c.n)/\(c.nBaseline)"))
+                            note: "\(c.metric): \(c.verdict), p \(num(c.pValue, "%.4f")), n \(c.n)/\(c.nBaseline)",
+                            metric: picked))
                 }
             }
         }
-        // Geometric mean across workloads per configuration, with its CI, beside the workloads.
+        // Geometric mean across workloads per configuration and metric, with its CI, beside the
+        // workloads: one per metric drawn (never across different metrics).
         for (condition, bars) in byCondition {
-            let groups = Set(bars.map(\.group))
-            guard groups.count >= 2 else { continue }
+            let metrics = Set(bars.map(\.metric)).sorted()
             var extra: [Bar] = []
-            for config in report.configurations where config != report.baseline {
-                let ratios = bars.filter { $0.configuration == config && $0.ratio > 0 }.map(\.ratio)
-                guard ratios.count >= 2 else { continue }
-                let g = Statistics.geometricMeanRatio(ratios)
-                extra.append(
-                    Bar(
-                        group: "geomean", configuration: config, ratio: g.ratio,
-                        ci: g.lower.flatMap { lo in g.upper.map { [lo, $0] } }, comparison: nil,
-                        note: "geometric mean of \(ratios.count) workloads, \(g.method)"))
+            for metric in metrics {
+                let same = bars.filter { $0.metric == metric }
+                guard Set(same.map(\.group)).count >= 2 else { continue }
+                for config in report.configurations where config != report.baseline {
+                    let ratios = same.filter { $0.configuration == config && $0.ratio > 0 }.map(\.ratio)
+                    guard ratios.count >= 2 else { continue }
+                    let g = Statistics.geometricMeanRatio(ratios)
+                    extra.append(
+                        Bar(
+                            group: metrics.count > 1 ? "geomean \(metric)" : "geomean", configuration: config, ratio: g.ratio,
+                            ci: g.lower.flatMap { lo in g.upper.map { [lo, $0] } }, comparison: nil,
+                            note: "geometric mean of \(metric) over \(ratios.count) workloads, \(g.method)", metric: metric))
+                }
             }
             byCondition[condition] = bars + extra
         }
@@ -190,24 +216,32 @@ public enum HTMLReport {
 
     static func figure(_ spec: FigureSpec, _ report: Report) -> String {
         var h = "<section class=\"figure-section\" id=\"\(spec.id)\">\n<h2>\(esc(spec.title))</h2>\n"
-        let workloads = report.workloads.filter { spec.role == nil || $0.role == spec.role }
+        // The workloads this figure draws: of the right kind, with a metric declared for it.
+        let workloads = report.workloads.filter { w in
+            spec.draws(w) && w.metrics.contains { $0.figures.contains(spec.figure) }
+        }
         let (byCondition, chosen) = bars(spec, report)
         if workloads.isEmpty {
+            let kind =
+                switch spec.workloads {
+                case .colocated: "colocated workloads"
+                case .single: "single workloads"
+                case .any: "workloads"
+                }
             h +=
-                "<p class=\"absent\" data-figure=\"\(spec.id)\">Not drawn: this experiment has no \(esc(spec.role ?? "")) "
-                + "workloads, so there is no \(esc(spec.measure)).</p>\n</section>\n"
+                "<p class=\"absent\" data-figure=\"\(spec.id)\">Not drawn: this experiment has no \(kind) with a "
+                + "metric declared for this figure, so there is no \(esc(spec.measure)).</p>\n</section>\n"
             return h
         }
         if byCondition.isEmpty {
-            var why: [String] = []
-            for u in report.unavailable where spec.matches(u.metric) && workloads.contains(where: { $0.label == u.workload }) {
-                let line = "\(u.metric): \(u.reason)"
-                if !why.contains(line) { why.append(line) }
+            var why: OrderedSet<String> = []
+            for u in report.unavailable
+            where workloads.contains(where: { $0.label == u.workload && spec.fed(by: u.metric, of: $0) }) {
+                why.append("\(u.metric): \(u.reason)")
             }
             let failed = report.runs.filter { r in r.status != "ok" && workloads.contains { $0.label == r.workload } }
             for r in failed.prefix(5) {
-                let line = "\(r.configuration)/\(r.workload)/\(r.condition) rep \(r.repetition): \(r.status): \(r.reason ?? "")"
-                if !why.contains(line) { why.append(line) }
+                why.append("\(r.configuration)/\(r.workload)/\(r.condition) rep \(r.repetition): \(r.status): \(r.reason ?? "")")
             }
             h +=
                 "<p class=\"absent\" data-figure=\"\(spec.id)\">Not drawn: no \(esc(spec.measure)) was measured for "
@@ -246,10 +280,8 @@ public enum HTMLReport {
 
     /// Grouped bars with CI whiskers and the baseline at 1.0.
     static func svg(id: String, bars: [Bar], report: Report) -> String {
-        var groups: [String] = []
-        for b in bars where !groups.contains(b.group) { groups.append(b.group) }
-        var configs: [String] = []
-        for b in bars where !configs.contains(b.configuration) { configs.append(b.configuration) }
+        let groups = OrderedSet(bars.map(\.group))
+        let configs = OrderedSet(bars.map(\.configuration))
         let width = 760.0
         let height = 320.0
         let left = 56.0
@@ -417,19 +449,20 @@ public enum HTMLReport {
             h += "<p>Every metric the collectors know of was measured.</p>\n"
         } else {
             h += "<table id=\"unavailable\"><tr><th>metric</th><th>reason</th><th>where</th></tr>\n"
-            var rows: [String: [String]] = [:]
-            var order: [String] = []
-            for u in report.unavailable {
-                let key = "\(u.metric)\u{0}\(u.reason)"
-                if rows[key] == nil { order.append(key) }
-                let cell = "\(u.configuration)/\(u.workload)/\(u.condition)"
-                if !(rows[key]?.contains(cell) ?? false) { rows[key, default: []].append(cell) }
+            struct Key: Hashable {
+                var metric: String
+                var reason: String
             }
-            for key in order {
-                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+            // First-seen order of (metric, reason), each with its distinct cells.
+            var rows: OrderedDictionary<Key, OrderedSet<String>> = [:]
+            for u in report.unavailable {
+                rows[Key(metric: u.metric, reason: u.reason), default: []].append(
+                    "\(u.configuration)/\(u.workload)/\(u.condition)")
+            }
+            for (key, cells) in rows {
                 h +=
-                    "<tr><td>\(esc(parts[0]))</td><td>\(esc(parts.count > 1 ? parts[1] : ""))</td><td>"
-                    + esc(rows[key]!.joined(separator: ", ")) + "</td></tr>\n"
+                    "<tr><td>\(esc(key.metric))</td><td>\(esc(key.reason))</td><td>"
+                    + esc(cells.joined(separator: ", ")) + "</td></tr>\n"
             }
             h += "</table>\n"
         }

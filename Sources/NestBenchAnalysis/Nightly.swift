@@ -118,7 +118,11 @@ public struct NightlySettings: Sendable {
 /// new run against them.
 public enum Nightly {
     /// Groups stored rows into series, one point per experiment run (ordered by start time).
-    public static func series(_ rows: [HistoryRow]) -> [HistorySeries] {
+    ///
+    /// Each series is summarized per run by the center its metric's declaration gives in
+    /// `experiment`, with the declared polarity and unit (undeclared: the arithmetic mean and the
+    /// stored metric's own polarity and unit).
+    public static func series(_ rows: [HistoryRow], experiment: Experiment? = nil) -> [HistorySeries] {
         struct Acc {
             var unit: String
             var polarity: Polarity
@@ -136,7 +140,8 @@ public enum Nightly {
         }
         return acc.keys.sorted().map { key in
             let a = acc[key]!
-            var center = Comparator.center(metric: key.metric, unit: a.unit)
+            let declaration = experiment?.declaration(of: key.metric, workload: key.workload)
+            var center = CenterStatistic(declaration?.center ?? .amean)
             let all = a.runs.values.flatMap(\.values)
             if center == .harmonicMean && !all.allSatisfy({ $0 > 0 }) { center = .mean }
             let points = a.runs.map { id, run in
@@ -144,7 +149,8 @@ public enum Nightly {
                     runID: id, startedAt: run.startedAt, tags: run.tags, value: center.of(run.values), n: run.values.count)
             }.sorted { ($0.startedAt, $0.runID) < ($1.startedAt, $1.runID) }
             return HistorySeries(
-                key: key, unit: a.unit, polarity: a.polarity, center: center == .mean ? "amean" : center.rawValue, points: points)
+                key: key, unit: declaration?.unit ?? a.unit, polarity: declaration?.polarity ?? a.polarity,
+                center: center == .mean ? "amean" : center.rawValue, points: points)
         }
     }
 

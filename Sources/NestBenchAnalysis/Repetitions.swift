@@ -86,7 +86,7 @@ public enum AdaptiveRepetitions {
     static func primaryPairs(experiment: Experiment, comparisons: [Comparison]) -> [(cell: Cell, base: Cell, c: Comparison)] {
         var result: [(cell: Cell, base: Cell, c: Comparison)] = []
         for workload in experiment.workloads {
-            let metric = Comparator.primaryMetric(for: workload, settings: experiment.analysis)
+            guard let metric = experiment.primaryMetric(of: workload) else { continue }
             for c in comparisons where c.workload == workload.label && c.metric == metric {
                 let cell = Cell(configuration: c.configuration, workload: c.workload, condition: c.condition)
                 var base = Cell(configuration: experiment.baseline, workload: c.workload, condition: c.condition)
@@ -137,7 +137,7 @@ public enum AdaptiveRepetitions {
         var result: [RepetitionStatus] = []
         for cell in Planner.cells(of: experiment) where cell.configuration != experiment.baseline {
             guard let workload = experiment.workload(labeled: cell.workload) else { continue }
-            let metric = Comparator.primaryMetric(for: workload, settings: experiment.analysis)
+            let metric = experiment.primaryMetric(of: workload) ?? "(no primary metric declared)"
             let base = Cell(configuration: experiment.baseline, workload: cell.workload, condition: cell.condition)
             let reps = done[cell] ?? 0
             let baseReps = done[base] ?? 0

@@ -1,5 +1,6 @@
 import Foundation
 import NestBenchModel
+import OrderedCollections
 import TextTable
 
 /// One measured run as reports show it.
@@ -38,18 +39,33 @@ public struct ReportWorkload: Codable, Sendable, Hashable {
     public var label: String
     public var suite: String
     public var name: String
-    /// `main`, `colocated` (label names a pair "a+b": Fig. 14) or `overhead` (xapian, ferret: Fig. 16).
+    /// `colocated` for a colocated group (`colocate:`, Fig. 14), else `main`. Which figures a
+    /// workload appears in is what its metrics declare, never its name.
     public var role: String
     public var cpus: [Int]
     /// A colocated group's members (their labels prefix the group's metrics: `silo.throughput`).
     public var members: [String]?
+    /// The metric headlines judge (declared primary, or `analysis.primary_metric`); nil when none is declared.
+    public var primaryMetric: String?
+    /// Every declaration that applies to this workload's metrics (its own, its members' prefixed,
+    /// the collectors'), in priority order.
+    public var metrics: [MetricDeclaration]
 
-    /// The paper's grouping: colocated groups (`colocate:`, or a label naming a pair "a+b"), the
-    /// overhead workloads are Tailbench xapian and PARSEC ferret; everything else is main.
-    public static func role(of w: WorkloadSpec) -> String {
-        if w.colocated != nil || w.label.contains("+") { return "colocated" }
-        if ["xapian", "ferret"].contains(w.name) { return "overhead" }
-        return "main"
+    enum CodingKeys: String, CodingKey {
+        case label, suite, name, role, cpus, members
+        case primaryMetric = "primary_metric"
+        case metrics
+    }
+
+    public init(_ w: WorkloadSpec, in experiment: Experiment) {
+        label = w.label
+        suite = w.suite
+        name = w.name
+        role = w.colocated != nil ? "colocated" : "main"
+        cpus = w.cpus
+        members = w.colocated?.map(\.label)
+        primaryMetric = experiment.primaryMetric(of: w)
+        metrics = experiment.metricDeclarations(of: w)
     }
 }
 
@@ -156,11 +172,7 @@ public struct Report: Codable, Sendable {
         for run in runs { for m in run.metrics { if let p = m.proxyFor, proxies[m.name] == nil { proxies[m.name] = p } } }
         self.proxies = proxies
         description = record.experiment.description
-        workloads = record.experiment.workloads.map {
-            ReportWorkload(
-                label: $0.label, suite: $0.suite, name: $0.name, role: ReportWorkload.role(of: $0), cpus: $0.cpus,
-                members: $0.colocated?.map(\.label))
-        }
+        workloads = record.experiment.workloads.map { ReportWorkload($0, in: record.experiment) }
         conditions = record.experiment.conditions.map(\.name)
         configurations = record.experiment.configurations.map(\.name)
         alpha = record.experiment.analysis.alpha
@@ -169,6 +181,12 @@ public struct Report: Codable, Sendable {
         (provenance, metricProvenance) = Self.provenance(of: runs, configurations: configurations)
         var notes: [String] = []
         if let warning = record.machine.extra["warning"] { notes.append(warning) }
+        let undeclared = workloads.filter { $0.primaryMetric == nil }.map(\.label)
+        if !undeclared.isEmpty {
+            notes.append(
+                "no primary metric is declared for \(undeclared.joined(separator: ", ")) (its suite declares none, or the "
+                    + "suite file is missing here): no headline, geometric mean or adaptive repetitions for it")
+        }
         let failed = runs.filter { $0.status != .ok }
         if !failed.isEmpty {
             notes.append("\(failed.count) of \(runs.count) runs did not succeed; they are excluded from the statistics")
@@ -195,9 +213,10 @@ public struct Report: Codable, Sendable {
                 + "a change smaller than \(record.experiment.analysis.minEffect * 100)% is 'same'; ratio CIs by Fieller's theorem"
         )
         notes.append(
-            "rates (ops/s, throughput) are summarized by the harmonic mean (Welch and Fieller on reciprocals), times and "
-                + "counts by the arithmetic mean, per-run percentiles (p99) by the median of runs with Mann–Whitney U and a "
-                + "bootstrap CI (the run is the unit; percentiles are never averaged); log-t and bootstrap CIs are given beside")
+            "each metric is summarized as its workload or collector declares: rates by the harmonic mean (Welch and Fieller "
+                + "on reciprocals), times and counts by the arithmetic mean, per-run percentiles (p99) by the median of runs "
+                + "with Mann–Whitney U and a bootstrap CI (the run is the unit; percentiles are never averaged); log-t and "
+                + "bootstrap CIs are given beside; geometric means are taken per declared primary metric, never across metrics")
         self.notes = notes
     }
 
@@ -205,8 +224,7 @@ public struct Report: Codable, Sendable {
     static func provenance(of runs: [RunRecord], configurations: [String]) -> ([ConfigurationProvenance], [MetricProvenance]) {
         var settings: [String: [String: [String]]] = [:]
         var commands: [String: [ReportCommandLine]] = [:]
-        var metrics: [String: MetricProvenance] = [:]
-        var order: [String] = []
+        var metrics: OrderedDictionary<String, MetricProvenance> = [:]
         for run in runs {
             let config = run.planned.configuration
             for (key, value) in run.provenance where key != "run_directory" {
@@ -224,7 +242,6 @@ public struct Report: Codable, Sendable {
                 if metrics[m.name] == nil {
                     metrics[m.name] = MetricProvenance(
                         metric: m.name, source: m.source, unit: m.unit, proxyFor: m.proxyFor, details: [])
-                    order.append(m.name)
                 }
                 if let d = m.detail, !metrics[m.name]!.details.contains(d) { metrics[m.name]!.details.append(d) }
             }
@@ -240,7 +257,7 @@ public struct Report: Codable, Sendable {
                     return c
                 })
         }
-        return (layers, order.map { metrics[$0]! })
+        return (layers, Array(metrics.values))
     }
 }
 
@@ -272,22 +289,18 @@ public enum ReportRenderer {
 
     /// One row per comparison.
     public static func csv(_ report: Report) -> String {
-        var lines = [
-            "workload,condition,configuration,metric,unit,mean,baseline_mean,ratio,ratio_ci_lo,ratio_ci_hi,p_value,n,n_baseline,verdict,center"
-        ]
-        func field(_ s: String) -> String {
-            s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-        }
         func num(_ v: Double?) -> String { v.map { String($0) } ?? "" }
-        for c in report.comparisons {
-            lines.append(
-                [
-                    field(c.workload), field(c.condition), field(c.configuration), field(c.metric), field(c.unit),
-                    num(c.mean), num(c.baselineMean), num(c.ratio), num(c.ratioCI?[0]), num(c.ratioCI?[1]),
-                    num(c.pValue), String(c.n), String(c.nBaseline), c.verdict, c.center,
-                ].joined(separator: ","))
+        let header = [
+            "workload", "condition", "configuration", "metric", "unit", "mean", "baseline_mean", "ratio", "ratio_ci_lo",
+            "ratio_ci_hi", "p_value", "n", "n_baseline", "verdict", "center",
+        ]
+        let rows = report.comparisons.map { c in
+            [
+                c.workload, c.condition, c.configuration, c.metric, c.unit, num(c.mean), num(c.baselineMean), num(c.ratio),
+                num(c.ratioCI?[0]), num(c.ratioCI?[1]), num(c.pValue), String(c.n), String(c.nBaseline), c.verdict, c.center,
+            ]
         }
-        return lines.joined(separator: "\n") + "\n"
+        return CSVText.render(header: header, rows: rows)
     }
 
     static func format(_ v: Double) -> String {
@@ -349,12 +362,13 @@ public enum ReportRenderer {
             out += "\n"
         }
         if !report.geomeans.isEmpty {
-            out += "\n\(heading)geometric mean of ratios across workloads\n"
+            out += "\n\(heading)geometric mean of ratios across workloads (one per primary metric)\n"
             for g in report.geomeans {
                 let ci = g.ci.map { String(format: " [%.3f, %.3f]", $0[0], $0[1]) } ?? " (one workload: no CI)"
                 let each = g.workloads.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value))" }
                 out +=
-                    "- \(g.configuration) / \(g.condition) / \(g.metric): \(String(format: "%.3f", g.geomean))\(ci); "
+                    "- \(g.configuration) / \(g.condition) / \(g.metric) (\(g.polarity == .neutral ? "neutral" : g.polarity.rawValue + " is better")): "
+                    + "\(String(format: "%.3f", g.geomean))\(ci); "
                     + each.joined(separator: ", ") + "\n"
             }
         }

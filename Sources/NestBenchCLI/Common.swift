@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NestBenchModel
 import NestBenchPlatforms
 import NestBenchStore
+import NestBenchWorkloads
 
 /// Exit codes, as ordo-one/benchmark documents them so CI scripts carry over.
 public enum ExitCodes {
@@ -92,15 +94,39 @@ enum LoggingBootstrap {
 
 /// Writes to stderr (progress, messages); stdout carries results only.
 enum Console {
+    /// Where one in-process run of a command writes instead of the real stdout/stderr (tests).
+    final class Capture: @unchecked Sendable {
+        private let lock = NSLock()
+        private var outText = ""
+        private var errText = ""
+
+        init() {}
+
+        var stdout: String { lock.withLock { outText } }
+        var stderr: String { lock.withLock { errText } }
+
+        func write(_ text: String, error: Bool) {
+            lock.withLock {
+                if error { errText += text } else { outText += text }
+            }
+        }
+    }
+
+    /// Set for the duration of an in-process run (`Console.$capture.withValue(…)`).
+    @TaskLocal static var capture: Capture?
+
     static func error(_ text: String) {
+        if let capture { return capture.write(text + "\n", error: true) }
         FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 
     static func status(_ text: String) {
+        if let capture { return capture.write(text, error: true) }
         FileHandle.standardError.write(Data(text.utf8))
     }
 
     static func out(_ text: String) {
+        if let capture { return capture.write(text, error: false) }
         FileHandle.standardOutput.write(Data(text.utf8))
     }
 }
@@ -110,4 +136,17 @@ struct CommandFailure: Error, CustomStringConvertible {
     var code: Int32
     var message: String
     var description: String { message }
+}
+
+extension ExperimentRunRecord {
+    /// The record with metric declarations for every workload and the collectors. Runs stored
+    /// since declarations exist carry their own; for older stores they are derived here, at load,
+    /// from today's adapters and suite files (same suite and app), so the analysis never guesses
+    /// from names. A workload whose suite file is missing here stays undeclared: the report says so.
+    func declared(registry: WorkloadRegistry = .standard()) -> ExperimentRunRecord {
+        guard !experiment.hasMetricDeclarations else { return self }
+        var r = self
+        r.experiment = registry.declaring(experiment)
+        return r
+    }
 }

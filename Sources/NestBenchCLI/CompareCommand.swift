@@ -37,7 +37,7 @@ struct ThresholdOptions: ParsableArguments {
                 }
                 let fromFile = try ThresholdSet.parseFile(text, path: path)
                 set.perMetric = fromFile.perMetric
-                if text.contains("default") { set.defaultRelative = fromFile.defaultRelative }
+                if fromFile.fileSetsDefault { set.defaultRelative = fromFile.defaultRelative }
             }
             for t in thresholds {
                 let (metric, threshold) = try ThresholdSet.parse(t, source: "--threshold")
@@ -78,7 +78,7 @@ struct StoreAccess {
                     "experiment run \(record.id) is \(record.status.rawValue), not completed: its data is incomplete; pass --include-incomplete to use it anyway"
             )
         }
-        return record
+        return record.declared()
     }
 
     /// "left out 2 incomplete experiment runs of micro: 2026… (interrupted), …" on stderr.
@@ -126,11 +126,10 @@ struct CompareCommand: AsyncParsableCommand {
     var candidate: String?
 
     @Option(help: "table or json.")
-    var format: String = "table"
+    var format: TableOrJSON = .table
 
     func validate() throws {
         guard (1...2).contains(runs.count) else { throw ValidationError("give one run id or two") }
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
     }
 
     func run() async throws {
@@ -180,13 +179,13 @@ struct CompareCommand: AsyncParsableCommand {
         }
         var primary: Set<String> = []
         for w in baseRecord.experiment.workloads + candRecord.experiment.workloads {
-            primary.insert(Comparator.primaryMetric(for: w, settings: candRecord.experiment.analysis))
+            if let m = Comparator.primaryMetric(for: w, in: candRecord.experiment) { primary.insert(m) }
         }
         let result = ABComparator.compare(
             baseline: baseRuns, candidate: candRuns, baselineLabel: "\(baseRecord.id):\(baseConfig)",
             candidateLabel: "\(candRecord.id):\(candConfig)", thresholds: thresholds, primary: primary,
-            alpha: candRecord.experiment.analysis.alpha)
-        Console.out(format == "json" ? Self.json(result) : Self.table(result))
+            alpha: candRecord.experiment.analysis.alpha, experiment: candRecord.experiment)
+        Console.out(format == .json ? Self.json(result) : Self.table(result))
         let code = result.outcome.exitCode(failOnImprovement: thresholdOptions.failOnImprovement)
         if code != ExitCodes.ok {
             throw CommandFailure(code: code, message: "")

@@ -11,16 +11,12 @@ struct DoctorCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     @Option(help: "table or json.")
-    var format: String = "table"
-
-    func validate() throws {
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be one of: table, json") }
-    }
+    var format: TableOrJSON = .table
 
     func run() async throws {
         _ = global.makeLogger()
         let checks = Doctor.checks()
-        if format == "json" {
+        if format == .json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             Console.out(String(decoding: try encoder.encode(checks), as: UTF8.self) + "\n")
@@ -46,14 +42,12 @@ struct EventsCommand: AsyncParsableCommand {
     var pmu: String?
 
     @Option(help: "host, or guest (guest-only :mg events, for VM vCPU threads).")
-    var scope: String = "host"
+    var scope: PerfScope = .host
 
     @Option(help: "table or json.")
-    var format: String = "table"
+    var format: TableOrJSON = .table
 
     func validate() throws {
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be one of: table, json") }
-        guard PerfScope(rawValue: scope) != nil else { throw ValidationError("--scope must be host or guest") }
         if let pmu, TLBEventSets.forPMU(pmu) == nil {
             throw ValidationError("--pmu \(pmu) has no TLB table; known: \(TLBEventSets.supportedPMUs.joined(separator: ", "))")
         }
@@ -85,7 +79,6 @@ struct EventsCommand: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.makeLogger()
-        let scope = PerfScope(rawValue: scope)!
         let output: Output
         if let pmu {
             let set = TLBEventSets.forPMU(pmu)!
@@ -117,7 +110,7 @@ struct EventsCommand: AsyncParsableCommand {
                 note: plan.eventSet == nil
                     ? "no TLB event set for this machine: TLB-miss metrics are recorded as unavailable" : nil)
         }
-        if format == "json" {
+        if format == .json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             Console.out(String(decoding: try encoder.encode(output), as: UTF8.self) + "\n")

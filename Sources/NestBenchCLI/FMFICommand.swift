@@ -23,13 +23,12 @@ struct FMFICommand: AsyncParsableCommand {
     var order: Int = 9
 
     @Option(help: "table or json.")
-    var format: String = "table"
+    var format: TableOrJSON = .table
 
     @Flag(help: "Compare with the live kernel's extfrag/unusable_index (root); exit 1 on a difference.")
     var checkKernel = false
 
     func validate() throws {
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be one of: table, json") }
         guard (0...10).contains(order) else { throw ValidationError("--order must be in 0...10, found \(order)") }
         if checkKernel && buddyinfo != "/proc/buddyinfo" {
             throw ValidationError("--check-kernel compares the live /proc/buddyinfo: do not pass --buddyinfo with it")
@@ -59,7 +58,7 @@ struct FMFICommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: "\(error)")
         }
         let report = FMFIReport(buddy, order: order, source: buddyinfo)
-        if format == "json" {
+        if format == .json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             Console.out(String(decoding: try encoder.encode(report), as: UTF8.self) + "\n")

@@ -30,7 +30,7 @@ struct FragmentCommand: AsyncParsableCommand {
     var order: Int = 9
 
     @Option(help: "anon-holes (anonymous memory) or page-cache (cached file pages).")
-    var method: String = "anon-holes"
+    var method: FragmentationSpec.Method = .anonHoles
 
     @Option(help: "Memory never taken while populating (OOM margin), e.g. 1GiB.")
     var slack: String = "1GiB"
@@ -54,17 +54,13 @@ struct FragmentCommand: AsyncParsableCommand {
     var timeout: Double = 300
 
     @Option(help: "Result format: table or json.")
-    var format: String = "table"
+    var format: TableOrJSON = .table
 
     func validate() throws {
         guard (0...1).contains(target) else { throw ValidationError("--target must be in 0…1, got \(target)") }
         guard (1...10).contains(order) else { throw ValidationError("--order must be in 1…10, got \(order)") }
-        guard FragmentationSpec.Method(rawValue: method) != nil else {
-            throw ValidationError("--method must be anon-holes or page-cache, got \(method)")
-        }
         guard Units.bytes(slack) != nil else { throw ValidationError("--slack: \"\(slack)\" is not a size such as 1GiB") }
         if let free, Units.bytes(free) == nil { throw ValidationError("--free: \"\(free)\" is not a size such as 6GiB") }
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
         if holdSeconds != nil && !hold { throw ValidationError("--hold-seconds needs --hold") }
     }
 
@@ -80,7 +76,7 @@ struct FragmentCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: error.description)
         }
         let spec = FragmentationSpec(
-            method: FragmentationSpec.Method(rawValue: method)!, targetFMFI: target, order: order,
+            method: method, targetFMFI: target, order: order,
             slackBytes: Units.bytes(slack)!, freeBytes: free.flatMap(Units.bytes), hold: hold, mlock: mlock,
             sysctl: allowCompaction ? [:] : FragmentationSpec.pinnedCompaction, timeoutSeconds: timeout)
         // The pinned sysctls go through the platform (journaled first), as a condition's do in `run`.
@@ -138,7 +134,7 @@ struct FragmentCommand: AsyncParsableCommand {
             "fmfi_max": value("fmfi_max"), "fmfi_released": value("fmfi_released"), "seconds": value("fragment_seconds"),
             "held_bytes": value("fragmenter_held_bytes"), "in_band": value("fmfi_in_band"),
         ]
-        if format == "json" {
+        if format == .json {
             let data = try JSONSerialization.data(
                 withJSONObject: result.mapValues { v -> Any in v.map { $0 as Any } ?? NSNull() },
                 options: [.sortedKeys, .prettyPrinted])

@@ -23,20 +23,21 @@ struct HistoryCommand: AsyncParsableCommand {
     @Option(help: "Only this metric.") var metric: String?
 
     @Option(help: "table, json or csv.")
-    var format: String = "table"
-
-    func validate() throws {
-        guard ["table", "json", "csv"].contains(format) else { throw ValidationError("--format must be table, json or csv") }
-    }
+    var format: TableJSONOrCSV = .table
 
     func run() async throws {
         _ = global.makeLogger()
         let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         let store = try access.store()
-        let name = try experiment ?? access.record("latest", in: store).experiment.name
+        // The latest run's declarations, whatever its status; the history is filtered below.
+        let latest = try StoreAccess(options: resultsOptions, includeIncomplete: true).record("latest", in: store)
+        let name = experiment ?? latest.experiment.name
         access.sayLeftOut(experiment: name, in: store)
-        let series = Nightly.series(try store.history(experiment: name, includeIncomplete: incomplete.includeIncomplete)).filter {
-            s in
+        // The centers of the latest run of this experiment (its declarations).
+        let declaring = latest.experiment.name == name ? latest.experiment : nil
+        let series = Nightly.series(
+            try store.history(experiment: name, includeIncomplete: incomplete.includeIncomplete), experiment: declaring
+        ).filter { s in
             (workload == nil || s.key.workload == workload) && (configuration == nil || s.key.configuration == configuration)
                 && (condition == nil || s.key.condition == condition) && (metric == nil || s.key.metric == metric)
         }
@@ -48,19 +49,23 @@ struct HistoryCommand: AsyncParsableCommand {
             t.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         }
         switch format {
-        case "json":
+        case .json:
             Console.out(CompareCommand.json(series))
-        case "csv":
-            var out = "workload,condition,configuration,metric,unit,center,run_id,started_at,tags,value,n\n"
-            for s in series {
-                for p in s.points {
-                    out +=
-                        "\(s.key.workload),\(s.key.condition),\(s.key.configuration),\(s.key.metric),\(s.unit),\(s.center),"
-                        + "\(p.runID),\(f.string(from: p.startedAt)),\"\(tags(p.tags))\",\(p.value),\(p.n)\n"
+        case .csv:
+            let header = [
+                "workload", "condition", "configuration", "metric", "unit", "center", "run_id", "started_at", "tags", "value",
+                "n",
+            ]
+            let rows = series.flatMap { s in
+                s.points.map { p in
+                    [
+                        s.key.workload, s.key.condition, s.key.configuration, s.key.metric, s.unit, s.center, p.runID,
+                        f.string(from: p.startedAt), tags(p.tags), String(p.value), String(p.n),
+                    ]
                 }
             }
-            Console.out(out)
-        default:
+            Console.out(CSVText.render(header: header, rows: rows))
+        case .table:
             var out = ""
             for s in series {
                 out +=
@@ -101,12 +106,11 @@ struct NightlyCommand: AsyncParsableCommand {
     var minChange: String = "5%"
     @Option(help: "Fewest points of the last stable segment the gate needs.") var minHistory: Int = 3
     @Option(help: "Write a JUnit XML file (one testcase per cell, failures for regressions).") var junit: String?
-    @Option(help: "table or json.") var format: String = "table"
+    @Option(help: "table or json.") var format: TableOrJSON = .table
 
     func validate() throws {
         guard window >= 4 else { throw ValidationError("--window must be at least 4") }
         guard p > 0 && p < 1 else { throw ValidationError("--p must be in (0, 1)") }
-        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
     }
 
     func run() async throws {
@@ -138,7 +142,7 @@ struct NightlyCommand: AsyncParsableCommand {
                 throw CommandFailure(code: ExitCodes.error, message: "\(junit): cannot write the JUnit file")
             }
         }
-        if format == "json" {
+        if format == .json {
             Console.out(CompareCommand.json(checks))
         } else {
             var out = "nightly check of \(record.id) (\(record.experiment.name)) against its history\n"
@@ -156,9 +160,10 @@ struct NightlyCommand: AsyncParsableCommand {
     static func check(
         record: ExperimentRunRecord, store: Store, settings: NightlySettings, includeIncomplete: Bool = false
     ) throws -> [NightlyCheck] {
-        let series = Nightly.series(try store.history(experiment: record.experiment.name, includeIncomplete: includeIncomplete))
-        let primary = Set(
-            record.experiment.workloads.map { Comparator.primaryMetric(for: $0, settings: record.experiment.analysis) })
+        let series = Nightly.series(
+            try store.history(experiment: record.experiment.name, includeIncomplete: includeIncomplete),
+            experiment: record.experiment)
+        let primary = Set(record.experiment.workloads.compactMap { Comparator.primaryMetric(for: $0, in: record.experiment) })
         return Nightly.check(series, runID: record.id, primary: primary, settings: settings)
     }
 }

@@ -16,23 +16,28 @@ public struct NestBenchCommand: AsyncParsableCommand {
 
     public init() {}
 
-    /// The entry point of the executable: parses, runs, maps errors to exit codes
-    /// (0 ok, 1 error, 3 workload failed, 5 run not found, 64 usage).
+    /// The entry point of the executable: runs the command line and exits with its code.
     public static func entry() async -> Never {
         // A closed pipe (a child that died before exec, a closed stdout) is an EPIPE error value.
         ProcessRunner.ignoreBrokenPipes()
-        let code: Int32
+        Foundation.exit(await main(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// Parses and runs one command line in this process; maps errors to exit codes
+    /// (0 ok, 1 error, 3 workload failed, 5 run not found, 64 usage). The executable and the
+    /// in-process command tests both go through here.
+    public static func main(_ arguments: [String]) async -> Int32 {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
                 try command.run()
             }
-            code = ExitCodes.ok
+            return ExitCodes.ok
         } catch let failure as CommandFailure {
             if !failure.message.isEmpty { Console.error("nestbench: \(failure.message)") }
-            code = failure.code
+            return failure.code
         } catch {
             let parserCode = exitCode(for: error)
             if parserCode == .success || parserCode == .validationFailure {
@@ -40,16 +45,13 @@ public struct NestBenchCommand: AsyncParsableCommand {
                 let message = fullMessage(for: error)
                 if parserCode == .success {
                     if !message.isEmpty { Console.out(message + "\n") }
-                    code = ExitCodes.ok
-                } else {
-                    Console.error(message)
-                    code = ExitCodes.usage
+                    return ExitCodes.ok
                 }
-            } else {
-                Console.error("nestbench: \(error)")
-                code = ExitCodes.error
+                Console.error(message)
+                return ExitCodes.usage
             }
+            Console.error("nestbench: \(error)")
+            return ExitCodes.error
         }
-        Foundation.exit(code)
     }
 }

@@ -16,16 +16,10 @@ struct ReportCommand: AsyncParsableCommand {
     var run: String = "latest"
 
     @Option(help: "table, markdown, json or csv.")
-    var format: String = "table"
+    var format: ReportFormat = .table
 
     @Option(help: "Also write a self-contained HTML report (Figs. 11–16 as inline SVG, tables, provenance) to this file.")
     var html: String?
-
-    func validate() throws {
-        guard ReportFormat(rawValue: format) != nil else {
-            throw ValidationError("--format must be one of: \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-    }
 
     func run() async throws {
         _ = global.makeLogger()
@@ -38,14 +32,14 @@ struct ReportCommand: AsyncParsableCommand {
         let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         let record = try access.record(run, in: store)
         let id = record.id
-        let report = Report(record: record, runs: try store.runs(of: id))
+        let report = Report(record: record.declared(), runs: try store.runs(of: id))
         if let html {
             guard FileManager.default.createFile(atPath: html, contents: Data(HTMLReport.render(report).utf8)) else {
                 throw CommandFailure(code: ExitCodes.error, message: "\(html): cannot write the HTML report")
             }
             Console.error("nestbench: wrote \(html)")
         }
-        Console.out(ReportRenderer.render(report, as: ReportFormat(rawValue: format)!))
+        Console.out(ReportRenderer.render(report, as: format))
     }
 }
 

@@ -41,12 +41,9 @@ struct RunCommand: AsyncParsableCommand {
     var dryRun = false
 
     @Option(help: "Report format on stdout: table, markdown, json, csv.")
-    var format: String = "table"
+    var format: ReportFormat = .table
 
     func validate() throws {
-        guard ReportFormat(rawValue: format) != nil else {
-            throw ValidationError("--format must be one of: \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         for tag in tags where !tag.contains("=") {
             throw ValidationError("--tag takes key=value, found \"\(tag)\"")
         }
@@ -164,8 +161,8 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: "run \(id) vanished from the store")
         }
         let runs = try store.runs(of: id)
-        let report = Report(record: record, runs: runs)
-        Console.out(ReportRenderer.render(report, as: ReportFormat(rawValue: format)!))
+        let report = Report(record: record.declared(), runs: runs)
+        Console.out(ReportRenderer.render(report, as: format))
         Console.error("nestbench: stored as run \(id) in \(resultsOptions.databasePath)")
         if runs.contains(where: { $0.status == .failed }) {
             throw CommandFailure(code: ExitCodes.workloadFailed, message: "some runs failed (see the report)")

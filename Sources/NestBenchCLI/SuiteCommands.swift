@@ -15,11 +15,7 @@ struct LatsCommand: AsyncParsableCommand {
     var file: String
 
     @Option(help: "text or json.")
-    var format: String = "text"
-
-    func validate() throws {
-        guard ["text", "json"].contains(format) else { throw ValidationError("--format must be text or json") }
-    }
+    var format: TextOrJSON = .text
 
     func run() async throws {
         _ = global.makeLogger()
@@ -29,7 +25,7 @@ struct LatsCommand: AsyncParsableCommand {
         } catch {
             throw CommandFailure(code: ExitCodes.error, message: error.description)
         }
-        if format == "json" {
+        if format == .json {
             func column(_ s: LatencySummary) -> String {
                 "{\"mean\": \(json(s.mean)), \"p50\": \(json(s.p50)), \"p95\": \(json(s.p95)), \"p99\": \(json(s.p99)), \"max\": \(json(s.max))}"
             }
@@ -89,16 +85,19 @@ struct RoiCommand: AsyncParsableCommand {
 /// `nestbench suites`: the Tailbench and PARSEC apps and whether each can run here.
 struct SuitesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "suites", abstract: "List the Tailbench and PARSEC apps and whether each is ready on this machine.")
+        commandName: "suites",
+        abstract:
+            "List the Tailbench and PARSEC apps (and of suites added through YAML) and whether each is ready on this machine.")
 
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
         _ = global.makeLogger()
-        let adapters: [(String, any WorkloadAdapter)] = [
-            ("tailbench", TailbenchAdapter()), ("parsec", ParsecAdapter()),
-        ]
         let locator = SuiteLocator()
+        // Tailbench, PARSEC and every suite added through a YAML file (`runner:`).
+        let adapters = WorkloadRegistry.standard(suites: locator).adapters.filter { $0.suite != "micro" }.map {
+            ($0.suite, $0)
+        }
         for (suite, adapter) in adapters {
             let definition: SuiteDefinition
             do {

@@ -68,7 +68,10 @@ public enum ExperimentLoader {
         }
         let reader = YAMLReader(file: file, environment: environment)
         let experiment = read(root, reader: reader, catalog: catalog)
-        if let experiment, reader.problems.isEmpty { return experiment }
+        if let experiment, reader.problems.isEmpty {
+            // The workloads' and collectors' metric declarations travel with the experiment.
+            return (catalog as? any MetricDeclaring)?.declaring(experiment) ?? experiment
+        }
         throw ConfigError(problems: reader.problems)
     }
 

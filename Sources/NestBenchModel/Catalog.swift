@@ -14,3 +14,10 @@ public struct WorkloadProblem: Sendable, Hashable {
 public protocol WorkloadCatalog: Sendable {
     func problems(for spec: WorkloadSpec) -> [WorkloadProblem]
 }
+
+/// What the workloads and collectors declare about their metrics; implemented by the workloads
+/// module, so that a loaded experiment carries the declarations the analysis reads.
+public protocol MetricDeclaring: Sendable {
+    /// The experiment with every workload's and the collectors' declarations filled in where missing.
+    func declaring(_ experiment: Experiment) -> Experiment
+}

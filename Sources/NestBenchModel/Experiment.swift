@@ -14,6 +14,9 @@ public struct Experiment: Codable, Sendable, Hashable {
     public var analysis: AnalysisSettings
     /// What the collectors measure; nil = the defaults (`CollectorSettings()`).
     public var collectors: CollectorSettings?
+    /// What the collectors' metrics are (perf, usage, vmstat, monitor, fragmenter …), resolved when
+    /// the experiment is loaded and stored with it; nil in experiments stored before declarations.
+    public var collectorMetrics: [MetricDeclaration]?
 
     public init(
         name: String, description: String? = nil, baseline: String, seed: UInt64? = nil,
@@ -237,6 +240,9 @@ public struct WorkloadSpec: Codable, Sendable, Hashable {
     /// A colocated group (suite `colocated`): these workloads start together, each in its own
     /// innermost guest of the stack (Fig. 14 of the paper); nil for a single workload.
     public var colocated: [WorkloadSpec]?
+    /// What the workload's own metrics are (from its adapter or suite file), resolved when the
+    /// experiment is loaded and stored with it; nil in experiments stored before declarations.
+    public var metrics: [MetricDeclaration]?
 
     public init(
         label: String? = nil, suite: String, name: String, params: [String: String] = [:],
@@ -348,7 +354,7 @@ public struct AnalysisSettings: Codable, Sendable, Hashable {
     public var alpha: Double
     /// A significant change smaller than this relative effect is still reported as `same`.
     public var minEffect: Double
-    /// The metric adaptive repetitions and headlines are judged on (per workload suite default if nil).
+    /// The metric adaptive repetitions and headlines are judged on (nil: each workload's declared primary metric).
     public var primaryMetric: String?
     /// When set, every condition is also compared with this one within each configuration
     /// (e.g. fragmented vs clean).

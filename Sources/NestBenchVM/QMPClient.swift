@@ -25,8 +25,87 @@ public struct VCPUThread: Sendable, Hashable {
     }
 }
 
+/// QMP messages as Codable values (QEMU's docs/interop/qmp-spec).
+public enum QMPMessage {
+    /// `{"execute": …, "arguments": …}`; `arguments` is left out when nil.
+    struct Request<Arguments: Encodable>: Encodable {
+        var execute: String
+        var arguments: Arguments?
+    }
+
+    /// A command without arguments.
+    struct NoArguments: Encodable {}
+
+    /// Any `return` value whose content the caller does not use (QMP's `{}` and the like).
+    public struct Ignored: Decodable, Sendable {
+        public init(from decoder: any Decoder) throws {}
+    }
+
+    /// `{"QMP": {"version": {"qemu": {"major", "minor", "micro"}, "package"}, "capabilities"}}`.
+    struct Greeting: Decodable {
+        struct Body: Decodable {
+            struct Version: Decodable {
+                struct Qemu: Decodable {
+                    var major: Int
+                    var minor: Int
+                    var micro: Int
+                }
+                var qemu: Qemu
+            }
+            var version: Version?
+        }
+        var QMP: Body
+    }
+
+    /// `{"class": …, "desc": …}` of an error reply.
+    struct ErrorBody: Decodable {
+        var `class`: String?
+        var desc: String?
+    }
+
+    /// One line from QEMU: an asynchronous event, an error, or a `return` of type `R`.
+    struct Reply<R: Decodable>: Decodable {
+        enum Kind {
+            case event(String)
+            case error(ErrorBody)
+            case value(R)
+            case other
+        }
+        var kind: Kind
+
+        enum CodingKeys: String, CodingKey {
+            case event, error
+            case value = "return"
+        }
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            if let event = try c.decodeIfPresent(String.self, forKey: .event) {
+                kind = .event(event)
+            } else if let error = try c.decodeIfPresent(ErrorBody.self, forKey: .error) {
+                kind = .error(error)
+            } else if c.contains(.value) {
+                kind = .value(try c.decode(R.self, forKey: .value))
+            } else {
+                kind = .other
+            }
+        }
+    }
+
+    /// One entry of `query-cpus-fast`.
+    struct CPUInfoFast: Decodable {
+        var cpuIndex: Int
+        var threadID: Int
+
+        enum CodingKeys: String, CodingKey {
+            case cpuIndex = "cpu-index"
+            case threadID = "thread-id"
+        }
+    }
+}
+
 /// A small QMP client: greeting, `qmp_capabilities`, commands; asynchronous events (`"event"`
-/// lines) are skipped (and kept) while waiting for a `return` or `error`.
+/// lines) are skipped while waiting for a `return` or `error`. Messages are Codable values.
 public final class QMPClient: Sendable {
     let transport: any QMPTransport
     public let name: String
@@ -40,24 +119,26 @@ public final class QMPClient: Sendable {
     @discardableResult
     public func handshake() throws(QMPError) -> String {
         guard let line = try transport.receiveLine() else { throw QMPError("\(name): QMP closed before its greeting") }
-        guard let greeting = Self.object(line), let qmp = greeting["QMP"] as? [String: Any] else {
+        guard let greeting = try? JSONDecoder().decode(QMPMessage.Greeting.self, from: Data(line.utf8)) else {
             throw QMPError("\(name): expected the QMP greeting, got \(line.prefix(200))")
         }
-        var version = "?"
-        if let v = (qmp["version"] as? [String: Any])?["qemu"] as? [String: Any],
-            let major = v["major"] as? Int, let minor = v["minor"] as? Int, let micro = v["micro"] as? Int
-        {
-            version = "\(major).\(minor).\(micro)"
-        }
-        _ = try execute("qmp_capabilities")
+        let version = greeting.QMP.version.map { "\($0.qemu.major).\($0.qemu.minor).\($0.qemu.micro)" } ?? "?"
+        try execute("qmp_capabilities")
         return version
     }
 
-    /// Runs a command; returns its `return` value. A QMP `error` is thrown with its description.
-    public func execute(_ command: String, arguments: [String: any Sendable]? = nil) throws(QMPError) -> Any {
-        var request: [String: Any] = ["execute": command]
-        if let arguments { request["arguments"] = arguments }
-        guard let data = try? JSONSerialization.data(withJSONObject: request, options: [.sortedKeys]) else {
+    /// Runs a command whose reply value is not used. A QMP `error` is thrown with its description.
+    public func execute(_ command: String) throws(QMPError) {
+        _ = try execute(command, arguments: QMPMessage.NoArguments?.none, returning: QMPMessage.Ignored.self)
+    }
+
+    /// Runs a command and decodes its `return` value. A QMP `error` is thrown with its description.
+    public func execute<Arguments: Encodable, Value: Decodable>(
+        _ command: String, arguments: Arguments?, returning: Value.Type
+    ) throws(QMPError) -> Value {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(QMPMessage.Request(execute: command, arguments: arguments)) else {
             throw QMPError("\(name): cannot encode \(command)")
         }
         try transport.send(String(decoding: data, as: UTF8.self))
@@ -65,33 +146,27 @@ public final class QMPClient: Sendable {
             guard let line = try transport.receiveLine() else {
                 throw QMPError("\(name): QMP closed while waiting for the reply to \(command)")
             }
-            guard let object = Self.object(line) else { throw QMPError("\(name): not JSON: \(line.prefix(200))") }
-            if object["event"] != nil { continue }
-            if let error = object["error"] as? [String: Any] {
-                throw QMPError("\(name): \(command) failed: \(error["desc"] as? String ?? "\(error)")")
+            let reply: QMPMessage.Reply<Value>
+            do {
+                reply = try JSONDecoder().decode(QMPMessage.Reply<Value>.self, from: Data(line.utf8))
+            } catch {
+                throw QMPError("\(name): unexpected reply to \(command): \(line.prefix(200))")
             }
-            if let value = object["return"] { return value }
-            throw QMPError("\(name): unexpected reply to \(command): \(line.prefix(200))")
+            switch reply.kind {
+            case .event: continue
+            case .error(let e):
+                throw QMPError("\(name): \(command) failed: \(e.desc ?? e.class ?? "an error without a description")")
+            case .value(let value): return value
+            case .other: throw QMPError("\(name): unexpected reply to \(command): \(line.prefix(200))")
+            }
         }
     }
 
     /// `query-cpus-fast`: each vCPU's host thread.
     public func vcpuThreads() throws(QMPError) -> [VCPUThread] {
-        guard let list = try execute("query-cpus-fast") as? [[String: Any]] else {
-            throw QMPError("\(name): query-cpus-fast did not return a list")
-        }
-        var result: [VCPUThread] = []
-        for entry in list {
-            guard let index = entry["cpu-index"] as? Int, let tid = entry["thread-id"] as? Int else {
-                throw QMPError("\(name): query-cpus-fast entry without cpu-index/thread-id")
-            }
-            result.append(VCPUThread(cpuIndex: index, threadID: Int32(tid)))
-        }
-        return result.sorted { $0.cpuIndex < $1.cpuIndex }
-    }
-
-    static func object(_ line: String) -> [String: Any]? {
-        (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        let list = try execute(
+            "query-cpus-fast", arguments: QMPMessage.NoArguments?.none, returning: [QMPMessage.CPUInfoFast].self)
+        return list.map { VCPUThread(cpuIndex: $0.cpuIndex, threadID: Int32($0.threadID)) }.sorted { $0.cpuIndex < $1.cpuIndex }
     }
 }
 

@@ -26,6 +26,22 @@ public struct MicroAdapter: WorkloadAdapter {
         self.harness = harness
     }
 
+    /// The `metric` lines of nb-micro: throughput is the headline (Fig. 11).
+    public static let metrics: [MetricDeclaration] = [
+        MetricDeclaration(
+            "ops_per_sec", unit: "ops/s", polarity: .higherIsBetter, center: .hmean, role: .primary,
+            figures: [.fig11, .fig14], description: "operations per second over the timed loop"),
+        MetricDeclaration("ns_per_op", unit: "ns", polarity: .lowerIsBetter, center: .amean, role: .secondary),
+        MetricDeclaration(
+            "touch_seconds", unit: "s", polarity: .lowerIsBetter, center: .amean, role: .diagnostic,
+            description: "time to fault in the buffer"),
+        MetricDeclaration(
+            "anon_huge_bytes", unit: "bytes", polarity: .neutral, center: .amean, role: .diagnostic,
+            description: "AnonHugePages of the buffer after the loop"),
+    ]
+
+    public func metricDeclarations(for spec: WorkloadSpec) -> [MetricDeclaration] { Self.metrics }
+
     public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {
         guard let app = Self.apps[spec.name] else {
             return [

@@ -8,7 +8,8 @@ import NestBenchProcess
 /// Metrics: `roi_seconds` (lower is better) and `roi_throughput` = 1 / roi_seconds (higher is
 /// better, the analysis's primary PARSEC metric). A run without the ROI line is failed with the reason.
 public struct ParsecAdapter: WorkloadAdapter {
-    public let suite = "parsec"
+    /// `parsec`, or the name of a suite file that runs its apps as PARSEC's (`runner: parsec`).
+    public let suite: String
     let source: SuiteSource
     var definition: SuiteDefinition? { source.definition }
     var locator: SuiteLocator { source.locator }
@@ -18,11 +19,25 @@ public struct ParsecAdapter: WorkloadAdapter {
     public init(
         locator: SuiteLocator = SuiteLocator(), environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
-        source = SuiteSource(name: "parsec", locator: locator, environment: environment)
+        self.init(suite: "parsec", locator: locator, environment: environment)
+    }
+
+    /// The adapter of the suite file `<suite>.yaml` (its `runner:` is `parsec`).
+    public init(suite: String, locator: SuiteLocator, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.suite = suite
+        source = SuiteSource(name: suite, locator: locator, environment: environment)
     }
 
     public init(definition: SuiteDefinition, locator: SuiteLocator, environment: [String: String]) {
-        source = SuiteSource(name: "parsec", definition: definition, locator: locator, environment: environment)
+        suite = definition.suite
+        source = SuiteSource(name: definition.suite, definition: definition, locator: locator, environment: environment)
+    }
+
+    /// The suite file's declarations for the app (`metrics:` of the suite, and of the app); none
+    /// when the suite file or the app is missing.
+    public func metricDeclarations(for spec: WorkloadSpec) -> [MetricDeclaration] {
+        guard let definition, let app = definition.apps[spec.name] else { return [] }
+        return definition.metrics(of: app)
     }
 
     public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {

@@ -111,9 +111,12 @@ public struct SuiteApp: Sendable, Hashable, Decodable {
     public var package: String?
     public var exec: String?
     public var inputSizes: [String]?
+    /// Declarations that replace the suite's for this app (same name), or add to them.
+    public var metrics: [MetricDeclaration]?
 
     enum CodingKeys: String, CodingKey {
         case dir, integrated, server, client, args, env, setup, requires, parameters, defaults, inputs, package, exec
+        case metrics
         case clientArgs = "client_args"
         case inputSizes = "input_sizes"
     }
@@ -151,11 +154,17 @@ public struct SuiteDefinition: Sendable, Hashable, Decodable {
     public var parameters: [String: SuiteParameter]
     public var inputs: [String: SuiteInput]
     public var apps: [String: SuiteApp]
+    /// What the apps' metrics are (unit, polarity, center, role, paper figures); an app's own
+    /// `metrics:` replace entries of the same name. Exactly one primary per app.
+    public var metrics: [MetricDeclaration]
+    /// Which adapter runs the apps of a suite added through YAML (`tailbench` or `parsec`); nil
+    /// for tailbench.yaml and parsec.yaml themselves.
+    public var runner: String?
     /// The file it was read from.
     public var file: String = ""
 
     enum CodingKeys: String, CodingKey {
-        case suite, parameters, inputs, apps
+        case suite, parameters, inputs, apps, metrics, runner
         case rootEnv = "root_env"
         case dataEnv = "data_env"
     }
@@ -175,12 +184,31 @@ public struct SuiteDefinition: Sendable, Hashable, Decodable {
             throw SuiteError("\(path): invalid YAML: \(error)")
         }
         definition.file = path
-        for (name, app) in definition.apps {
+        for (name, app) in definition.apps.sorted(by: { $0.key < $1.key }) {
             for input in app.inputs ?? [] where definition.inputs[input] == nil {
                 throw SuiteError("\(path): apps.\(name).inputs: unknown input \"\(input)\"")
             }
+            let primaries = definition.metrics(of: app).filter { $0.role == .primary }
+            guard primaries.count == 1, let primary = primaries.first, !primary.isPattern else {
+                throw SuiteError(
+                    "\(path): apps.\(name): expected exactly one metric with role primary (a name, not a pattern) in metrics, found "
+                        + (primaries.isEmpty ? "none" : primaries.map(\.name).joined(separator: ", ")))
+            }
         }
         return definition
+    }
+
+    /// The metric declarations of one app: the suite's, with the app's own replacing those of the same name.
+    public func metrics(of app: SuiteApp) -> [MetricDeclaration] {
+        let own = app.metrics ?? []
+        return own
+            + metrics.filter { d in !own.contains { $0.name == d.name } }
+            .map { d in
+                // An app that declares its own primary demotes the suite's.
+                var d = d
+                if d.role == .primary && own.contains(where: { $0.role == .primary }) { d.role = .secondary }
+                return d
+            }
     }
 
     static func describe(_ error: DecodingError) -> String {
@@ -280,6 +308,24 @@ public struct SuiteLocator: Sendable {
             }
         }
         return nil
+    }
+
+    /// Suite files besides tailbench.yaml and parsec.yaml: `<name>.yaml` files of the directory
+    /// whose top level has `runner:` (name → runner), in name order. Other YAML files there
+    /// (experiments) have no `runner:` and are skipped.
+    public func additionalSuites() -> [(name: String, runner: String)] {
+        guard let directory, let files = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        var result: [(name: String, runner: String)] = []
+        for file in files.sorted() where file.hasSuffix(".yaml") {
+            let name = String(file.dropLast(5))
+            guard name != "tailbench", name != "parsec",
+                let data = FileManager.default.contents(atPath: "\(directory)/\(file)"),
+                let node = try? Yams.compose(yaml: String(decoding: data, as: UTF8.self)),
+                let runner = node.mapping?["runner"]?.string
+            else { continue }
+            result.append((name, runner))
+        }
+        return result
     }
 
     /// Loads `<directory>/<suite>.yaml`.

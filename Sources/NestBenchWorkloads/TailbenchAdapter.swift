@@ -8,7 +8,8 @@ import NestBenchProcess
 /// `requests` (measured), `throughput_rps` (achieved: measured requests / wall seconds of the
 /// measured process, from exec to exit) and `offered_qps` (TBENCH_QPS as configured).
 public struct TailbenchAdapter: WorkloadAdapter {
-    public let suite = "tailbench"
+    /// `tailbench`, or the name of a suite file that runs its apps as Tailbench's (`runner: tailbench`).
+    public let suite: String
     let source: SuiteSource
     var definition: SuiteDefinition? { source.definition }
     var locator: SuiteLocator { source.locator }
@@ -24,11 +25,25 @@ public struct TailbenchAdapter: WorkloadAdapter {
     public init(
         locator: SuiteLocator = SuiteLocator(), environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
-        source = SuiteSource(name: "tailbench", locator: locator, environment: environment)
+        self.init(suite: "tailbench", locator: locator, environment: environment)
+    }
+
+    /// The adapter of the suite file `<suite>.yaml` (its `runner:` is `tailbench`).
+    public init(suite: String, locator: SuiteLocator, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.suite = suite
+        source = SuiteSource(name: suite, locator: locator, environment: environment)
     }
 
     public init(definition: SuiteDefinition, locator: SuiteLocator, environment: [String: String]) {
-        source = SuiteSource(name: "tailbench", definition: definition, locator: locator, environment: environment)
+        suite = definition.suite
+        source = SuiteSource(name: definition.suite, definition: definition, locator: locator, environment: environment)
+    }
+
+    /// The suite file's declarations for the app (`metrics:` of the suite, and of the app); none
+    /// when the suite file or the app is missing.
+    public func metricDeclarations(for spec: WorkloadSpec) -> [MetricDeclaration] {
+        guard let definition, let app = definition.apps[spec.name] else { return [] }
+        return definition.metrics(of: app)
     }
 
     public func problems(for spec: WorkloadSpec) -> [WorkloadProblem] {

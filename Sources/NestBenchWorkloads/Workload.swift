@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NestBenchCollectors
 import NestBenchModel
 import NestBenchProcess
 
@@ -77,10 +78,13 @@ public protocol WorkloadAdapter: Sendable {
     func unavailableReason(for spec: WorkloadSpec) -> String?
     /// Runs it once. A workload failing is a result, not an error.
     func run(_ spec: WorkloadSpec, context: WorkloadContext) async -> WorkloadResult
+    /// What this workload's own metrics are (exactly one primary); the collectors' are declared
+    /// by `CollectorMetricDeclarations`.
+    func metricDeclarations(for spec: WorkloadSpec) -> [MetricDeclaration]
 }
 
-/// All adapters, as the experiment loader's catalog.
-public struct WorkloadRegistry: WorkloadCatalog {
+/// All adapters, as the experiment loader's catalog and source of metric declarations.
+public struct WorkloadRegistry: WorkloadCatalog, MetricDeclaring {
     public var adapters: [any WorkloadAdapter]
 
     public init(adapters: [any WorkloadAdapter]) {
@@ -90,9 +94,19 @@ public struct WorkloadRegistry: WorkloadCatalog {
     public static func standard(
         harness: HarnessLocator = HarnessLocator(), suites: SuiteLocator = SuiteLocator()
     ) -> WorkloadRegistry {
-        WorkloadRegistry(adapters: [
+        var adapters: [any WorkloadAdapter] = [
             MicroAdapter(harness: harness), TailbenchAdapter(locator: suites), ParsecAdapter(locator: suites),
-        ])
+        ]
+        // Further suites added through a YAML file only: `Suites/<name>.yaml` with `runner: tailbench`
+        // or `runner: parsec` runs its apps as that suite's adapter does, with its own metric declarations.
+        for (name, runner) in suites.additionalSuites() {
+            switch runner {
+            case "tailbench": adapters.append(TailbenchAdapter(suite: name, locator: suites))
+            case "parsec": adapters.append(ParsecAdapter(suite: name, locator: suites))
+            default: break
+            }
+        }
+        return WorkloadRegistry(adapters: adapters)
     }
 
     public func adapter(for suite: String) -> (any WorkloadAdapter)? {
@@ -108,6 +122,30 @@ public struct WorkloadRegistry: WorkloadCatalog {
             ]
         }
         return adapter.problems(for: spec)
+    }
+
+    /// The experiment with every workload's declarations (its adapter's) and the collectors'
+    /// filled in where missing. The loader calls it, so new runs store them; readers call it on
+    /// experiments stored before declarations existed (their workloads get today's declarations
+    /// of the same suite and app: the fallback for old stores). A workload whose suite or app is
+    /// unknown keeps none: its metrics are then reported as undeclared (never a headline).
+    public func declaring(_ experiment: Experiment) -> Experiment {
+        var e = experiment
+        if e.collectorMetrics == nil { e.collectorMetrics = CollectorMetricDeclarations.standard }
+        func declare(_ w: inout WorkloadSpec) {
+            if let members = w.colocated {
+                w.colocated = members.map { m in
+                    var m = m
+                    declare(&m)
+                    return m
+                }
+            } else if w.metrics == nil, let adapter = adapter(for: w.suite) {
+                let declared = adapter.metricDeclarations(for: w)
+                if !declared.isEmpty { w.metrics = declared }
+            }
+        }
+        for i in e.workloads.indices { declare(&e.workloads[i]) }
+        return e
     }
 }
 

@@ -3,6 +3,7 @@ import NestBenchAnalysis
 import NestBenchModel
 import NestBenchStats
 import NestBenchStore
+import NestBenchWorkloads
 
 /// Analysis of 10,000 stored runs: 100 nightly experiment runs × 100 runs (2 configurations ×
 /// 5 workloads × 10 repetitions, 5 metrics each). Measured: the report of the newest run (every
@@ -18,11 +19,13 @@ enum AnalysisBenchmark {
         let dir = NSTemporaryDirectory() + "nestbench-bench-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try Store(path: dir + "/nestbench.sqlite")
-        let experiment = Experiment(
-            name: "bench", baseline: "base", configurations: [Configuration(name: "base"), Configuration(name: "cand")],
-            workloads: (0..<workloads).map { WorkloadSpec(label: "w\($0)", suite: "micro", name: "random-access") },
-            repetitions: RepetitionPolicy(min: reps, max: reps, targetRelativeCI: 0.02),
-            analysis: AnalysisSettings(primaryMetric: "ops_per_sec"))
+        // Declared as the loader declares a real experiment (the micro's and the collectors' metrics).
+        let experiment = WorkloadRegistry.standard().declaring(
+            Experiment(
+                name: "bench", baseline: "base", configurations: [Configuration(name: "base"), Configuration(name: "cand")],
+                workloads: (0..<workloads).map { WorkloadSpec(label: "w\($0)", suite: "micro", name: "random-access") },
+                repetitions: RepetitionPolicy(min: reps, max: reps, targetRelativeCI: 0.02),
+                analysis: AnalysisSettings(primaryMetric: "ops_per_sec")))
         var generator = SplitMix64(seed: 1)
         let machine = MachineDescription(hostname: "bench", cpuModel: "cpu", cores: 2, memoryBytes: 1, kernel: "k", thp: [:])
         var latest = ""
@@ -84,7 +87,7 @@ enum AnalysisBenchmark {
             guard let record = try store.experimentRun(latest) else { return }
             let report = Report(record: record, runs: try store.runs(of: latest))
             html = HTMLReport.render(report).utf8.count
-            let series = Nightly.series(try store.history(experiment: "bench"))
+            let series = Nightly.series(try store.history(experiment: "bench"), experiment: experiment)
             checks = Nightly.check(series, runID: latest, primary: ["ops_per_sec"], settings: NightlySettings())
         }
         let regressions = checks.filter { $0.verdict == "regression" }.count

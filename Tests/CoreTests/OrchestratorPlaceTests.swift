@@ -135,6 +135,9 @@ struct HelperAndMeasuredAdapter: WorkloadAdapter {
     var suite: String { "fake" }
     func problems(for spec: WorkloadSpec) -> [WorkloadProblem] { [] }
     func unavailableReason(for spec: WorkloadSpec) -> String? { nil }
+    func metricDeclarations(for spec: WorkloadSpec) -> [MetricDeclaration] {
+        [MetricDeclaration("wall_seconds", unit: "s", polarity: .lowerIsBetter, role: .primary)]
+    }
     func run(_ spec: WorkloadSpec, context: WorkloadContext) async -> WorkloadResult {
         do {
             let server = try await context.startHelper(ProcessSpec(program: "fake-server", arguments: []))

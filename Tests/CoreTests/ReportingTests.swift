@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import NestBenchModel
 import NestBenchStats
+import NestBenchWorkloads
 import Testing
 
 @testable import NestBenchAnalysis
@@ -11,22 +12,39 @@ import Testing
 enum Synthetic {
     static let machine = MachineDescription(hostname: "tb1", cpuModel: "cpu", cores: 2, memoryBytes: 1, kernel: "6.1", thp: [:])
 
+    /// The checkout's adapters and suite files: the declarations real runs store.
+    static let registry = WorkloadRegistry.standard(suites: SuiteLocator(directory: CLIPaths.packageRoot + "/Suites"))
+
+    /// The experiment with its workloads' and the collectors' metric declarations, as the loader
+    /// resolves them; the micro workloads also declare the synthetic per-run percentile these
+    /// tests give them (`sojourn_p99_ms`, median of runs).
+    static func declared(_ experiment: Experiment) -> Experiment {
+        var e = registry.declaring(experiment)
+        for i in e.workloads.indices where e.workloads[i].suite == "micro" {
+            e.workloads[i].metrics? += [
+                MetricDeclaration("sojourn_p99_ms", unit: "ms", polarity: .lowerIsBetter, center: .median, role: .secondary)
+            ]
+        }
+        return e
+    }
+
     static func experiment(
         name: String = "nightly", configurations: [String] = ["base", "cand"], workloads: [WorkloadSpec]? = nil,
         conditions: [String] = ["clean"], repetitions: RepetitionPolicy = RepetitionPolicy(min: 3, max: 5, targetRelativeCI: 0.02)
     ) -> Experiment {
-        Experiment(
-            name: name, baseline: configurations[0], configurations: configurations.map { Configuration(name: $0) },
-            workloads: workloads ?? [WorkloadSpec(suite: "micro", name: "random-access")],
-            conditions: conditions.map { Condition(name: $0) }, repetitions: repetitions,
-            analysis: AnalysisSettings(primaryMetric: "ops_per_sec"))
+        declared(
+            Experiment(
+                name: name, baseline: configurations[0], configurations: configurations.map { Configuration(name: $0) },
+                workloads: workloads ?? [WorkloadSpec(suite: "micro", name: "random-access")],
+                conditions: conditions.map { Condition(name: $0) }, repetitions: repetitions,
+                analysis: AnalysisSettings(primaryMetric: "ops_per_sec")))
     }
 
     static func record(_ id: String, _ experiment: Experiment, plan: [PlannedRun] = [], at: Date, tags: [String: String] = [:])
         -> ExperimentRunRecord
     {
         ExperimentRunRecord(
-            id: id, experiment: experiment, filePath: "e.yaml", contentHash: "h-\(id)", content: "name: x", seed: 1,
+            id: id, experiment: declared(experiment), filePath: "e.yaml", contentHash: "h-\(id)", content: "name: x", seed: 1,
             plan: plan, startedAt: at, finishedAt: at, status: .completed, machine: machine, tags: tags)
     }
 
@@ -46,8 +64,11 @@ enum Synthetic {
                 Metric(name: "ops_per_sec", value: ops, unit: "ops/s", polarity: .higherIsBetter, source: "workload"),
                 Metric(name: "wall_seconds", value: 1e6 / ops, unit: "s", polarity: .lowerIsBetter, source: "timing"),
                 Metric(
-                    name: "dtlb_load_walks", value: nil, unit: "events", polarity: .lowerIsBetter, source: "perf",
+                    name: "tlb.dtlb_load_walks", value: nil, unit: "events", polarity: .lowerIsBetter, source: "perf",
                     unavailable: "unavailable: no PMU", detail: "DTLB_LOAD_MISSES:WALK_COMPLETED (0x0e08)"),
+                Metric(
+                    name: "tlb_misses", value: nil, unit: "events", polarity: .lowerIsBetter, source: "perf",
+                    unavailable: "unavailable: no PMU"),
             ] + extra,
             provenance: ["knob:/sys/kernel/mm/transparent_hugepage/enabled": config == "base" ? "never" : "always"]
                 .merging(provenance) { $1 })
@@ -72,14 +93,22 @@ enum Synthetic {
 
 @Suite("Comparison centers and intervals")
 struct CenterTests {
+    /// What the checkout's adapters, suite files and collectors declare: rates by the harmonic
+    /// mean, per-run percentiles and maxima by the median of runs, times and counts by the mean.
     @Test(arguments: [
-        ("ops_per_sec", "ops/s", CenterStatistic.harmonicMean), ("roi_throughput", "1/s", .harmonicMean),
-        ("sojourn_p99_ms", "ms", .median), ("anon_huge_bytes_max", "bytes", .median), ("sojourn_mean_ms", "ms", .mean),
-        ("minor_faults", "faults", .mean), ("wall_seconds", "s", .mean), ("max_rss_bytes", "bytes", .mean),
-        ("sojourn_max_ms", "ms", .median), ("sojourn_p999_ms", "ms", .median),
+        ("micro", "random-access", "ops_per_sec", MetricCenter.hmean), ("parsec", "canneal", "roi_throughput", .hmean),
+        ("tailbench", "silo", "sojourn_p99_ms", .median), ("tailbench", "silo", "throughput_rps", .hmean),
+        ("micro", "compute", "anon_huge_bytes_max", .median), ("tailbench", "silo", "sojourn_mean_ms", .amean),
+        ("micro", "compute", "minor_faults", .amean), ("micro", "compute", "wall_seconds", .amean),
+        ("micro", "compute", "max_rss_bytes", .amean), ("tailbench", "xapian", "sojourn_max_ms", .median),
+        ("tailbench", "xapian", "queue_p95_ms", .median), ("parsec", "ferret", "roi_seconds", .amean),
     ])
-    func centerByMetric(name: String, unit: String, expected: CenterStatistic) {
-        #expect(Comparator.center(metric: name, unit: unit) == expected)
+    func declaredCenter(suite: String, app: String, metric: String, expected: MetricCenter) throws {
+        let e = Synthetic.registry.declaring(
+            Experiment(
+                name: "x", baseline: "a", configurations: [Configuration(name: "a")],
+                workloads: [WorkloadSpec(suite: suite, name: app)]))
+        #expect(try #require(e.declaration(of: metric, workload: app)).center == expected)
     }
 
     @Test func p99IsComparedAcrossRunsNotAveraged() throws {
@@ -244,7 +273,7 @@ struct ReportFormatTests {
         #expect(html.contains("class=\"whisker\""))
         // TLB misses were unavailable: said, with the reason.
         #expect(html.contains("data-figure=\"fig12\""))
-        #expect(html.contains("dtlb_load_walks: unavailable: no PMU"))
+        #expect(html.contains("tlb_misses: unavailable: no PMU"))
         #expect(html.contains("DTLB_LOAD_MISSES:WALK_COMPLETED (0x0e08)"), "event encodings in the provenance")
         #expect(html.contains("data-figure=\"fig14\"") && html.contains("no colocated workloads"))
         #expect(html.contains("/bin/nb-micro --ops 10"), "command lines")

@@ -13,6 +13,33 @@ enum CLI {
         ProcessInfo.processInfo.environment["NESTBENCH_BIN"] ?? packageRoot + "/.build/debug/nestbench"
     }
 
+    /// Why the binary must not be run: missing, or older than an object file it is linked from
+    /// (a module rebuilt since, e.g. `swift build --target X` then `swift test --skip-build`).
+    /// nil when current. `swift test` and `swift build --build-tests` build it first (this target
+    /// depends on it); sources edited but not built at all are not built into the tests either.
+    static let stale: String? = {
+        let fm = FileManager.default
+        func date(_ path: String) -> Date? { (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date }
+        guard let built = date(binary) else {
+            return "\(binary) does not exist: run `swift build --build-tests` (or `swift test` without --skip-build)"
+        }
+        let objects = (binary as NSString).deletingLastPathComponent
+        var newest: (Date, String)?
+        for module in (try? fm.contentsOfDirectory(atPath: packageRoot + "/Sources")) ?? [] {
+            let dir = "\(objects)/\(module).build"
+            for f in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where f.hasSuffix(".o") {
+                if let d = date("\(dir)/\(f)"), d > (newest?.0 ?? .distantPast) { newest = (d, "\(dir)/\(f)") }
+            }
+        }
+        guard let (object, path) = newest, object > built else { return nil }
+        return
+            "\(binary) is older than \(path), built since: a stale binary would test old code; run `swift build --build-tests` (or `swift test` without --skip-build)"
+    }()
+
+    struct StaleBinary: Error, CustomStringConvertible {
+        var description: String
+    }
+
     struct Result {
         var status: Int32
         var stdout: String
@@ -26,6 +53,7 @@ enum CLI {
     }
 
     static func start(_ arguments: [String], state: String) throws -> (Process, Pipe, Pipe) {
+        if ProcessInfo.processInfo.environment["NESTBENCH_BIN"] == nil, let stale { throw StaleBinary(description: stale) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = arguments

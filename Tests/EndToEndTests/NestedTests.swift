@@ -301,7 +301,7 @@ extension MachineSuite {
                   fragmented: {fragmentation: {target_fmfi: 0.5, slack: 48MiB, timeout: 300s}}
                 repetitions: {min: 2, max: 2}
                 """
-            for run in try Nested.run(yaml, in: dir, runs: 8) {
+            for run in try Nested.run(yaml, in: dir, runs: 4) {
                 let metrics = run["metrics"] as? [String: Any] ?? [:]
                 let provenance = run["provenance"] as? [String: String] ?? [:]
                 #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
