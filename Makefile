@@ -6,7 +6,7 @@ BIN      := .build/debug/nestbench
 APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy tar \
             qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium
 
-.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke
+.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke fuzz stress
 
 all: build
 
@@ -60,6 +60,25 @@ check: deps lint
 bench: deps
 	$(SWIFT) build -c release --product nestbench-bench
 	.build/release/nestbench-bench $(BENCH)
+
+# Mutation fuzzing of every parser (experiment YAML, lats.bin, PARSEC log, buddyinfo, import JSON,
+# cpulist) for FUZZ_SECONDS each. An input that traps is written to Tests/Corpus/<target>/crash-*
+# and replayed by `make test` (CoreTests "fuzz regression corpus").
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := yaml lats parsec buddyinfo import cpulist
+# A debug build: Swift's runtime checks and debug assertions on, and no second build tree.
+fuzz:
+	$(SWIFT) build --product nestbench-fuzz
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+		.build/debug/nestbench-fuzz $$t $(FUZZ_SECONDS) Tests/Corpus/$$t $$(ls ../shared/fixtures/parsec/* ../shared/fixtures/procfs/*/buddyinfo* Suites/*.yaml 2>/dev/null | head -40) || fail=1; \
+	done; exit $$fail
+
+# The Ctrl-C/SIGTERM stress test with many more trials than `make test` runs.
+stress:
+	$(SWIFT) build --product nestbench
+	$(SWIFT) build --build-tests
+	NESTBENCH_STRESS_TRIALS=$${NESTBENCH_STRESS_TRIALS:-1000} NESTBENCH_STRESS_SECONDS=$${NESTBENCH_STRESS_SECONDS:-1800} \
+		$(SWIFT) test --skip-build --filter InterruptStress
 
 clean:
 	rm -rf .build

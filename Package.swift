@@ -118,6 +118,14 @@ let package = Package(
                 "NestBenchAnalysis", "NestBenchProcess", "NestBenchFragmentation", "NestBenchPlatforms", "NestBenchAlignment",
             ]),
 
+        // Parsers fed arbitrary bytes: `make fuzz` (nestbench-fuzz) and the regression corpus in CoreTests.
+        .target(
+            name: "NestBenchFuzz",
+            dependencies: [
+                "NestBenchModel", "NestBenchConfig", "NestBenchCollectors", "NestBenchWorkloads", "NestBenchStore",
+            ]),
+        .executableTarget(name: "nestbench-fuzz", dependencies: ["NestBenchFuzz"]),
+
         .testTarget(name: "StatsTests", dependencies: ["NestBenchStats"]),
         .testTarget(name: "ConfigTests", dependencies: ["NestBenchConfig", "NestBenchModel"]),
         .testTarget(
@@ -125,7 +133,7 @@ let package = Package(
             dependencies: [
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
-                "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig", "NestBenchAlignment",
+                "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig", "NestBenchAlignment", "NestBenchFuzz",
             ],
             exclude: ["Transcripts"]),
         // The commands run in process (parse + run, stdout/stderr captured): no binary, no machine state.

@@ -71,7 +71,10 @@ int nb_spawn(const nb_spawn_spec *spec, pid_t *pid_out, int *gate_out, int *stat
         if (spec->ncpus > 0) {
             cpu_set_t set;
             CPU_ZERO(&set);
-            for (int i = 0; i < spec->ncpus; i++) CPU_SET(spec->cpus[i], &set);
+            for (int i = 0; i < spec->ncpus; i++) {
+                if (spec->cpus[i] < 0 || spec->cpus[i] >= CPU_SETSIZE) { errno = EINVAL; child_fail(status[1], 2); }
+                CPU_SET(spec->cpus[i], &set);
+            }
             if (sched_setaffinity(0, sizeof set, &set) != 0) child_fail(status[1], 2);
         }
         if (spec->cwd != NULL && chdir(spec->cwd) != 0) child_fail(status[1], 3);

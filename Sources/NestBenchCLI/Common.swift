@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NestBenchModel
+import NestBenchPlatforms
 import NestBenchStore
 import NestBenchWorkloads
 
@@ -47,7 +48,31 @@ struct ResultsOptions: ParsableArguments {
 
     var databasePath: String { Store.path(inResults: results) }
 
-    func openStore() throws -> Store { try Store(path: databasePath) }
+    /// Opens the store; experiment runs whose owner died (kill -9) are marked `killed` first.
+    func openStore() throws -> Store {
+        let store = try Store(path: databasePath)
+        for id in (try? store.markKilled()) ?? [] {
+            Console.error("nestbench: experiment run \(id) was killed before it finished: marked killed")
+        }
+        return store
+    }
+}
+
+/// Marks the experiment runs a killed nestbench left in progress (from the knob journal) as
+/// `killed` in their stores. Call before `KnobJournal.recover()`, which forgets them.
+enum OrphanedExperiments {
+    static func mark(_ journal: KnobJournal) {
+        for orphan in (try? journal.orphanedExperiments()) ?? [] {
+            guard FileManager.default.fileExists(atPath: orphan.store), let store = try? Store(path: orphan.store) else {
+                continue
+            }
+            if (try? store.markKilled(orphan.runID)) != nil {
+                Console.error(
+                    "nestbench: experiment run \(orphan.runID) (pid \(orphan.ownerPID), \(orphan.store)) was killed before it finished: marked killed"
+                )
+            }
+        }
+    }
 }
 
 enum LoggingBootstrap {

@@ -29,8 +29,11 @@ struct ThresholdOptions: ParsableArguments {
         if let d = defaultRelative { set.defaultRelative = d }
         do {
             if let path = thresholdsFile {
-                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                    throw CommandFailure(code: ExitCodes.error, message: "\(path): cannot read the thresholds file")
+                let text: String
+                do {
+                    text = try InputFile.text(path, limit: 16 << 20)
+                } catch {
+                    throw CommandFailure(code: ExitCodes.error, message: "\(error.description) (the thresholds file)")
                 }
                 let fromFile = try ThresholdSet.parseFile(text, path: path)
                 set.perMetric = fromFile.perMetric
@@ -50,6 +53,8 @@ struct ThresholdOptions: ParsableArguments {
 /// Opens the store and resolves run references, mapping "not there" to exit 5.
 struct StoreAccess {
     var options: ResultsOptions
+    /// Also use experiment runs that are not `completed` (interrupted, killed, failed, …).
+    var includeIncomplete = false
 
     func store() throws -> Store {
         guard FileManager.default.fileExists(atPath: options.databasePath) else {
@@ -66,8 +71,33 @@ struct StoreAccess {
                 code: ExitCodes.baselineNotFound,
                 message: "no run \"\(reference)\" in \(options.databasePath) (nestbench list shows the stored runs)")
         }
+        guard record.status.isComplete || includeIncomplete else {
+            throw CommandFailure(
+                code: ExitCodes.error,
+                message:
+                    "experiment run \(record.id) is \(record.status.rawValue), not completed: its data is incomplete; pass --include-incomplete to use it anyway"
+            )
+        }
         return record.declared()
     }
+
+    /// "left out 2 incomplete experiment runs of micro: 2026… (interrupted), …" on stderr.
+    func sayLeftOut(experiment: String, in store: Store) {
+        guard !includeIncomplete, let left = try? store.incomplete(experiment: experiment), !left.isEmpty else { return }
+        let list = left.prefix(5).map { "\($0.id) (\($0.status))" }.joined(separator: ", ") + (left.count > 5 ? ", …" : "")
+        Console.error(
+            "nestbench: left out \(left.count) experiment run\(left.count == 1 ? "" : "s") of \(experiment) that did not complete: \(list); --include-incomplete uses them"
+        )
+    }
+}
+
+/// `--include-incomplete` for the commands that read stored results.
+struct IncompleteOption: ParsableArguments {
+    @Flag(
+        help:
+            "Also use experiment runs that did not complete (interrupted, killed, failed, nothing ran) and the runs they finished; by default they are left out and named on stderr."
+    )
+    var includeIncomplete = false
 }
 
 struct CompareCommand: AsyncParsableCommand {
@@ -84,6 +114,7 @@ struct CompareCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
     @OptionGroup var thresholdOptions: ThresholdOptions
+    @OptionGroup var incomplete: IncompleteOption
 
     @Argument(
         help:
@@ -124,7 +155,7 @@ struct CompareCommand: AsyncParsableCommand {
     func run() async throws {
         _ = global.makeLogger()
         let thresholds = try thresholdOptions.thresholdSet()
-        let access = StoreAccess(options: resultsOptions)
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         let store = try access.store()
         if let by {
             try compareByTag(by, thresholds: thresholds, access: access, store: store)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NestBenchCollectors
+import NestBenchModel
 
 struct FMFICommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,8 +44,11 @@ struct FMFICommand: AsyncParsableCommand {
                 check = try LiveFMFICheck.run()
                 buddy = check!.buddyinfo
             } else {
-                guard let text = KernelFile.read(buddyinfo) else {
-                    throw CommandFailure(code: ExitCodes.error, message: "\(buddyinfo): cannot read the buddyinfo file")
+                let text: String
+                do {
+                    text = try InputFile.text(buddyinfo, limit: 64 << 20)
+                } catch {
+                    throw CommandFailure(code: ExitCodes.error, message: "\(error.description) (the buddyinfo file)")
                 }
                 buddy = try Buddyinfo.parse(text, path: buddyinfo)
             }

@@ -68,6 +68,7 @@ struct FragmentCommand: AsyncParsableCommand {
         let logger = global.makeLogger()
         let journal = KnobJournal()
         do {
+            OrphanedExperiments.mark(journal)
             for entry in try journal.recover() {
                 Console.error("nestbench: restored \(entry.path) to \"\(entry.original)\" (left by a killed nestbench)")
             }

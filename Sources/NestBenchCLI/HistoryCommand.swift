@@ -17,6 +17,7 @@ struct HistoryCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
+    @OptionGroup var incomplete: IncompleteOption
 
     @Argument(help: "Experiment name (default: the latest run's).")
     var experiment: String?
@@ -47,14 +48,16 @@ struct HistoryCommand: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.makeLogger()
-        let access = StoreAccess(options: resultsOptions)
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         let store = try access.store()
-        let latest = try access.record("latest", in: store)
+        // The latest run's declarations, whatever its status; the history is filtered below.
+        let latest = try StoreAccess(options: resultsOptions, includeIncomplete: true).record("latest", in: store)
         let name = experiment ?? latest.experiment.name
+        access.sayLeftOut(experiment: name, in: store)
         // The centers of the latest run of this experiment (its declarations).
         let declaring = latest.experiment.name == name ? latest.experiment : nil
         let filters = RunTags.parseFilters(tags).filters
-        let rows = try store.history(experiment: name).filter { r in
+        let rows = try store.history(experiment: name, includeIncomplete: incomplete.includeIncomplete).filter { r in
             RunTags.matches(r.tags, filters) && (workload == nil || r.cell.workload == workload)
                 && (configuration == nil || r.cell.configuration == configuration)
                 && (condition == nil || r.cell.condition == condition) && (metric == nil || r.metric == metric)
@@ -160,6 +163,7 @@ struct NightlyCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
+    @OptionGroup var incomplete: IncompleteOption
     @OptionGroup var thresholdOptions: ThresholdOptions
 
     @Argument(help: "The new run (id, prefix or 'latest').")
@@ -187,13 +191,15 @@ struct NightlyCommand: AsyncParsableCommand {
             throw CommandFailure(code: ExitCodes.error, message: error.description)
         }
         let thresholds = try thresholdOptions.thresholdSet(defaultRelative: minimum)
-        let access = StoreAccess(options: resultsOptions)
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         let store = try access.store()
         let record = try access.record(run, in: store)
         let settings = NightlySettings(
             detector: ChangePointDetector(windowLength: window, maxPValue: p, minMagnitude: minimum),
             thresholds: thresholds, gatePValue: p, minSegment: minHistory)
-        let checks = try Self.check(record: record, store: store, settings: settings)
+        access.sayLeftOut(experiment: record.experiment.name, in: store)
+        let checks = try Self.check(
+            record: record, store: store, settings: settings, includeIncomplete: incomplete.includeIncomplete)
         guard checks.contains(where: { $0.segmentN > 0 }) else {
             throw CommandFailure(
                 code: ExitCodes.baselineNotFound,
@@ -220,8 +226,12 @@ struct NightlyCommand: AsyncParsableCommand {
     }
 
     /// The checks of one run: the history of its experiment up to it.
-    static func check(record: ExperimentRunRecord, store: Store, settings: NightlySettings) throws -> [NightlyCheck] {
-        let series = Nightly.series(try store.history(experiment: record.experiment.name), experiment: record.experiment)
+    static func check(
+        record: ExperimentRunRecord, store: Store, settings: NightlySettings, includeIncomplete: Bool = false
+    ) throws -> [NightlyCheck] {
+        let series = Nightly.series(
+            try store.history(experiment: record.experiment.name, includeIncomplete: includeIncomplete),
+            experiment: record.experiment)
         let primary = Set(record.experiment.workloads.compactMap { Comparator.primaryMetric(for: $0, in: record.experiment) })
         return Nightly.check(series, runID: record.id, primary: primary, settings: settings)
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NestBenchBuildInfo
+import NestBenchProcess
 
 /// `nestbench`: reproduce and extend huge-page / TLB evaluations in (nested) virtualized systems.
 public struct NestBenchCommand: AsyncParsableCommand {
@@ -19,6 +20,8 @@ public struct NestBenchCommand: AsyncParsableCommand {
 
     /// The entry point of the executable: runs the command line and exits with its code.
     public static func entry() async -> Never {
+        // A closed pipe (a child that died before exec, a closed stdout) is an EPIPE error value.
+        ProcessRunner.ignoreBrokenPipes()
         Foundation.exit(await main(Array(CommandLine.arguments.dropFirst())))
     }
 

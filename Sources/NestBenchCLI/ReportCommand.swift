@@ -11,6 +11,8 @@ struct ReportCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
 
+    @OptionGroup var incomplete: IncompleteOption
+
     @Argument(help: "Run id, a unique prefix of one, or 'latest'.")
     var run: String = "latest"
 
@@ -31,11 +33,9 @@ struct ReportCommand: AsyncParsableCommand {
                 message: "\(resultsOptions.databasePath): no result store here (run an experiment first, or pass --results DIR)")
         }
         let store = try resultsOptions.openStore()
-        guard let id = try store.resolve(run), let record = try store.experimentRun(id) else {
-            throw CommandFailure(
-                code: ExitCodes.baselineNotFound,
-                message: "no run \"\(run)\" in \(resultsOptions.databasePath) (nestbench list shows the stored runs)")
-        }
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
+        let record = try access.record(run, in: store)
+        let id = record.id
         let report = Report(record: record.declared(), runs: try store.runs(of: id))
         if let html {
             guard FileManager.default.createFile(atPath: html, contents: Data(HTMLReport.render(report).utf8)) else {

@@ -14,6 +14,7 @@ struct RestoreCommand: AsyncParsableCommand {
         let journal = KnobJournal()
         let restored: [KnobJournal.Entry]
         do {
+            OrphanedExperiments.mark(journal)
             restored = try journal.recover()
         } catch {
             throw CommandFailure(code: ExitCodes.error, message: error.description)

@@ -93,9 +93,12 @@ struct RunCommand: AsyncParsableCommand {
             if availability.nothingRuns {
                 throw CommandFailure(code: ExitCodes.error, message: "\(file): no cell of the experiment can run here")
             }
-            let problems = LocalPlatform.preflight(loaded.experiment.configurations)
-            for problem in problems { Console.error("preflight: \(problem)") }
+            // The same machine checks as `run` (knobs, pinned CPUs), on this machine.
+            let problems =
+                LocalPlatform.preflight(loaded.experiment.configurations) + Orchestrator.cpuProblems(loaded.experiment)
+            for problem in problems { Console.error("preflight (as run would check it on this machine): \(file): \(problem)") }
             if !problems.isEmpty { throw CommandFailure(code: ExitCodes.error, message: "") }
+            Console.error("nestbench: preflight passed on this machine (knobs, pinned CPUs); nothing was changed")
             if !availability.unavailable.isEmpty {
                 throw CommandFailure(
                     code: ExitCodes.workloadFailed,
@@ -106,8 +109,16 @@ struct RunCommand: AsyncParsableCommand {
             return
         }
 
+        // Pinned CPUs this machine cannot give: before anything is opened or changed.
+        let cpuProblems = Orchestrator.cpuProblems(loaded.experiment)
+        if !cpuProblems.isEmpty {
+            throw CommandFailure(
+                code: ExitCodes.error, message: cpuProblems.map { "\(file): \($0)" }.joined(separator: "\n"))
+        }
+
         let journal = KnobJournal()
         do {
+            OrphanedExperiments.mark(journal)
             let restored = try journal.recover()
             for entry in restored {
                 Console.error(
@@ -143,28 +154,42 @@ struct RunCommand: AsyncParsableCommand {
         let availability = Availability(loaded.experiment, registry: registry)
         for line in availability.lines { Console.error("nestbench: \(line) (its cells will be stored as unavailable)") }
 
-        let signals = SignalTrap.install()
+        let signals = SignalTrap.install(cooperative: true)
         defer { signals.cancel() }
         let interactive = isatty(STDERR_FILENO) == 1
-        let id = try await orchestrator.run(
-            loaded,
-            options: RunOptions(
-                resultsDirectory: resultsOptions.results, seed: seed, tags: parsedTags,
-                fixedRepetitions: fixedRepetitions),
-            progress: { p in
-                if let finished = p.finished {
-                    let status = finished.status == .ok ? "ok" : "\(finished.status.rawValue): \(finished.reason ?? "")"
-                    if !interactive || finished.status != .ok {
-                        Console.status("\(interactive ? "\r\u{1B}[K" : "")  #\(p.index + 1) \(status)\n")
+        let id: String
+        do {
+            id = try await orchestrator.run(
+                loaded,
+                options: RunOptions(
+                    resultsDirectory: resultsOptions.results, seed: seed, tags: parsedTags,
+                    fixedRepetitions: fixedRepetitions),
+                progress: { p in
+                    if let finished = p.finished {
+                        let status = finished.status == .ok ? "ok" : "\(finished.status.rawValue): \(finished.reason ?? "")"
+                        if !interactive || finished.status != .ok {
+                            Console.status("\(interactive ? "\r\u{1B}[K" : "")  #\(p.index + 1) \(status)\n")
+                        }
+                        return
                     }
-                    return
-                }
-                let eta = p.etaSeconds.map { " ETA ~\(Self.duration($0))" } ?? ""
-                let line =
-                    "[\(p.index + 1)/\(p.total)] \(p.planned.configuration) | \(p.planned.workload) | "
-                    + "\(p.planned.condition) | rep \(p.planned.repetition) — elapsed \(Self.duration(p.elapsedSeconds))\(eta)"
-                Console.status(interactive ? "\r\u{1B}[K" + line : line + "\n")
-            })
+                    let eta = p.etaSeconds.map { " ETA ~\(Self.duration($0))" } ?? ""
+                    let line =
+                        "[\(p.index + 1)/\(p.total)] \(p.planned.configuration) | \(p.planned.workload) | "
+                        + "\(p.planned.condition) | rep \(p.planned.repetition) — elapsed \(Self.duration(p.elapsedSeconds))\(eta)"
+                    Console.status(interactive ? "\r\u{1B}[K" + line : line + "\n")
+                })
+        } catch let interrupted as Interrupted {
+            throw CommandFailure(
+                code: 128 + interrupted.signal,
+                message:
+                    "interrupted by signal \(interrupted.signal): the workload was stopped, the machine restored, the experiment run marked interrupted in \(resultsOptions.databasePath)"
+            )
+        }
+        if let signal = Cancellation.shared.signal {
+            throw CommandFailure(
+                code: 128 + signal, message: "interrupted by signal \(signal) after the experiment finished (stored as run \(id))"
+            )
+        }
         if interactive { Console.status("\r\u{1B}[K") }
         guard let record = try store.experimentRun(id) else {
             throw CommandFailure(code: ExitCodes.error, message: "run \(id) vanished from the store")
@@ -217,16 +242,30 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-/// Ctrl-C and SIGTERM: reap children, restore knobs, mark the run interrupted, exit 130/143.
+/// Ctrl-C, SIGTERM and SIGHUP. Cooperative (`run`): the signal requests cancellation and kills
+/// the workload; the run loop stops at its next safe point, restores the machine on its own
+/// thread and marks the run interrupted; the command exits 128 + signal. Otherwise: reap
+/// children, run the cleanup actions, exit 128 + signal.
 final class SignalTrap: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
 
-    static func install() -> SignalTrap {
+    static func install(cooperative: Bool = false) -> SignalTrap {
         let trap = SignalTrap()
+        ProcessRunner.ignoreBrokenPipes()
         for sig in [SIGINT, SIGTERM, SIGHUP] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
+                if cooperative {
+                    let first = !Cancellation.shared.isRequested
+                    Cancellation.shared.request(signal: sig)
+                    Console.error(
+                        first
+                            ? "\nnestbench: interrupted by signal \(sig): stopping the workload; the machine is restored when it has stopped"
+                            : "\nnestbench: already stopping (signal \(sig)); kill -9 leaves the knobs to the next nestbench (journal)"
+                    )
+                    return
+                }
                 Console.error("\nnestbench: interrupted by signal \(sig): stopping workloads and restoring the machine")
                 CleanupRegistry.shared.runAll()
                 let failures = RestoreFailures.all

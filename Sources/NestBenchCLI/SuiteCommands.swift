@@ -61,8 +61,11 @@ struct RoiCommand: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.makeLogger()
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw CommandFailure(code: ExitCodes.error, message: "\(file): cannot read")
+        let data: Data
+        do {
+            data = try InputFile.read(file)
+        } catch {
+            throw CommandFailure(code: ExitCodes.error, message: error.description)
         }
         let results = ParsecLog.parse(String(decoding: data, as: UTF8.self))
         var failed = false

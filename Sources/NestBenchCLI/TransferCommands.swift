@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import NestBenchModel
+import NestBenchOrchestrator
 import NestBenchStore
 
 struct ExportCommand: AsyncParsableCommand {
@@ -14,7 +16,7 @@ struct ExportCommand: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.makeLogger()
-        let access = StoreAccess(options: resultsOptions)
+        let access = StoreAccess(options: resultsOptions, includeIncomplete: true)
         let store = try access.store()
         let record = try access.record(run, in: store)
         guard let bundle = try store.export(record.id) else {
@@ -35,13 +37,19 @@ struct ImportCommand: AsyncParsableCommand {
     @Argument(help: "Files written by nestbench export.")
     var files: [String]
 
+    @Flag(help: "Import under a new experiment-run id (when the id is already stored with other content).")
+    var asNew = false
+
     func run() async throws {
         _ = global.makeLogger()
         // Decode every file before touching the store: a bad file imports nothing.
         var bundles: [(String, RunExport)] = []
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw CommandFailure(code: ExitCodes.error, message: "\(file): cannot read the file")
+            let data: Data
+            do {
+                data = try InputFile.read(file)
+            } catch {
+                throw CommandFailure(code: ExitCodes.error, message: error.description)
             }
             do {
                 bundles.append((file, try RunExport.decoder().decode(RunExport.self, from: data)))
@@ -53,17 +61,25 @@ struct ImportCommand: AsyncParsableCommand {
                 throw CommandFailure(
                     code: ExitCodes.error, message: "\(file): \(Self.path(context.codingPath)): \(context.debugDescription)")
             } catch let DecodingError.dataCorrupted(context) {
+                // Foundation reports an out-of-range number (seed: 1e30) as corrupt data too: say what it said.
+                var what = context.debugDescription
+                if context.codingPath.isEmpty {
+                    // The decoder says only "not valid JSON": ask the parser why, or find the number
+                    // no field can hold.
+                    what = Self.whyNotDecodable(data) ?? what
+                }
                 throw CommandFailure(
                     code: ExitCodes.error,
                     message:
-                        "\(file): \(context.codingPath.isEmpty ? "not valid JSON" : Self.path(context.codingPath) + ": " + context.debugDescription)"
+                        "\(file): \(context.codingPath.isEmpty ? "not a valid export" : Self.path(context.codingPath)): \(what.isEmpty ? "unreadable" : what)"
                 )
             } catch {
                 throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error)")
             }
         }
         let store = try resultsOptions.openStore()
-        for (file, bundle) in bundles {
+        for (file, original) in bundles {
+            let bundle = asNew ? original.renamed(to: Orchestrator.newRunID()) : original
             switch try store.importRun(bundle, source: file) {
             case .imported(let n):
                 Console.out(
@@ -72,6 +88,37 @@ struct ImportCommand: AsyncParsableCommand {
                 Console.out("already present: \(bundle.experimentRun.id) from \(file)\n")
             }
         }
+    }
+
+    /// "Number 1e400 is not representable", "runs[0].record.planned.sequence: 99999999999999999999
+    /// is beyond a 64-bit whole number", or nil.
+    static func whyNotDecodable(_ data: Data) -> String? {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            return (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+        }
+        // Whole numbers beyond UInt64 first (no field holds them), then beyond Int64 in any field
+        // but the seed (the only unsigned 64-bit field).
+        func find(_ value: Any, _ path: String, limit: Double) -> String? {
+            if let dict = value as? [String: Any] {
+                for key in dict.keys.sorted() {
+                    if let hit = find(dict[key]!, path.isEmpty ? key : path + "." + key, limit: limit) { return hit }
+                }
+            } else if let array = value as? [Any] {
+                for (i, item) in array.enumerated() {
+                    if let hit = find(item, "\(path)[\(i)]", limit: limit) { return hit }
+                }
+            } else if let number = value as? NSNumber, !(value is Bool), !path.hasSuffix(".seed") || limit > 1e19 {
+                let d = number.doubleValue
+                if !d.isFinite || (d.rounded() == d && abs(d) >= limit) {
+                    return "\(path): \(number) is beyond what the field can hold (a 64-bit whole number)"
+                }
+            }
+            return nil
+        }
+        return find(object, "", limit: 1.8446744073709552e19) ?? find(object, "", limit: 9.223372036854775807e18)
     }
 
     static func path(_ keys: [any CodingKey]) -> String {

@@ -48,22 +48,53 @@ public struct Buddyinfo: Sendable, Hashable, Codable {
         self.zones = zones
     }
 
+    /// Most orders a zone can have: the kernel's MAX_PAGE_ORDER is at most 15 on every
+    /// architecture (arm64 64K pages), so 16 columns; more is not a buddyinfo line.
+    public static let maxOrders = 16
+    /// Most pages a machine can have: 2^64 bytes of 4 KiB pages. A zone (or all zones) claiming
+    /// more free pages is not a real buddyinfo, and the sums below would overflow.
+    public static let maxPages: Int64 = 1 << 52
+
     /// Parses `Node 0, zone   Normal    271    348 …`.
     public static func parse(_ text: String, path: String = "/proc/buddyinfo") throws(ProcfsError) -> Buddyinfo {
         var zones: [BuddyZone] = []
+        var totalPages: Int64 = 0
         for (index, line) in text.split(separator: "\n").enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty { continue }
             let fields = trimmed.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\t" })
             guard fields.count >= 5, fields[0] == "Node", let node = Int(fields[1]), fields[2] == "zone" else {
-                throw ProcfsError(path: path, message: "line \(index + 1) is not a buddyinfo line: \"\(trimmed)\"")
+                throw ProcfsError(path: path, message: "line \(index + 1) is not a buddyinfo line: \"\(trimmed.prefix(80))\"")
+            }
+            guard fields.count - 4 <= maxOrders else {
+                throw ProcfsError(
+                    path: path,
+                    message: "line \(index + 1) has \(fields.count - 4) orders; the kernel has at most \(maxOrders)")
             }
             var counts: [Int64] = []
-            for f in fields[4...] {
+            var zonePages: Int64 = 0
+            for (order, f) in fields[4...].enumerated() {
                 guard let v = Int64(f), v >= 0 else {
-                    throw ProcfsError(path: path, message: "line \(index + 1): \"\(f)\" is not a block count")
+                    throw ProcfsError(path: path, message: "line \(index + 1): \"\(f.prefix(40))\" is not a block count")
                 }
+                // counts·2^order, summed: checked, and bounded by what a machine can have.
+                let (pages, overflow) = v.multipliedReportingOverflow(by: Int64(1) << Int64(order))
+                let (sum, overflowSum) = zonePages.addingReportingOverflow(pages)
+                guard !overflow, !overflowSum, sum <= maxPages else {
+                    throw ProcfsError(
+                        path: path,
+                        message:
+                            "line \(index + 1): \(v) free blocks of order \(order) make more free pages than a 64-bit machine can have (2^52)"
+                    )
+                }
+                zonePages = sum
                 counts.append(v)
+            }
+            totalPages += zonePages
+            guard totalPages <= maxPages else {
+                throw ProcfsError(
+                    path: path,
+                    message: "line \(index + 1): the zones add up to more free pages than a 64-bit machine can have (2^52)")
             }
             zones.append(BuddyZone(node: node, zone: String(fields[3]), counts: counts))
         }

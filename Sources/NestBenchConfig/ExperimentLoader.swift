@@ -24,11 +24,14 @@ public enum ExperimentLoader {
         path: String, catalog: (any WorkloadCatalog)? = nil,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(ConfigError) -> LoadedExperiment {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let data: Data
+        do {
+            data = try InputFile.read(path, limit: 64 << 20)
+        } catch {
             throw ConfigError(problems: [
                 ConfigProblem(
                     file: path, keyPath: "", line: nil, column: nil,
-                    message: "cannot read the experiment file (does it exist and is it readable?)")
+                    message: "cannot read the experiment file: it \(error.message)")
             ])
         }
         guard let text = String(data: data, encoding: .utf8) else {
@@ -57,7 +60,7 @@ public enum ExperimentLoader {
         } catch let error as ConfigError {
             throw error
         } catch let error as YamlError {
-            throw ConfigError(problems: [yamlProblem(error, file: file)])
+            throw ConfigError(problems: [yamlProblem(error, file: file, text: text)])
         } catch {
             throw ConfigError(problems: [
                 ConfigProblem(file: file, keyPath: "", line: nil, column: nil, message: "invalid YAML: \(error)")
@@ -72,8 +75,19 @@ public enum ExperimentLoader {
         throw ConfigError(problems: reader.problems)
     }
 
-    static func yamlProblem(_ error: YamlError, file: String) -> ConfigProblem {
+    static func yamlProblem(_ error: YamlError, file: String, text: String = "") -> ConfigProblem {
         switch error {
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            // Yams's message embeds the whole file; name the key and the lines it is on instead.
+            let key = duplicates.sorted().first ?? "?"
+            let lines = linesDefining(key: key, in: text)
+            let line = lines.count >= 2 ? lines[1] : (context.mark.line > 0 ? context.mark.line : nil)
+            let also = lines.count >= 2 ? " (first at line \(lines[0]))" : ""
+            let others =
+                duplicates.count > 1 ? "; also duplicated: \(duplicates.sorted().dropFirst().joined(separator: ", "))" : ""
+            return ConfigProblem(
+                file: file, keyPath: key, line: line, column: nil,
+                message: "duplicate key \"\(key)\" in one mapping\(also)\(others)")
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
             return ConfigProblem(
                 file: file, keyPath: "", line: mark.line, column: mark.column,
@@ -85,6 +99,25 @@ public enum ExperimentLoader {
         default:
             return ConfigProblem(file: file, keyPath: "", line: nil, column: nil, message: "invalid YAML: \(error)")
         }
+    }
+
+    /// 1-based lines where `key:` appears as a mapping key (block or flow style).
+    static func linesDefining(key: String, in text: String) -> [Int] {
+        var result: [Int] = []
+        for (index, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            var search = line[...]
+            while let range = search.range(of: key) {
+                let before = range.lowerBound == line.startIndex ? nil : line[line.index(before: range.lowerBound)]
+                let after = line[range.upperBound...].drop { $0 == " " || $0 == "\"" || $0 == "'" }
+                let quoteBefore = before == "\"" || before == "'"
+                let startOK = before == nil || before == " " || before == "{" || before == "," || before == "-" || quoteBefore
+                if startOK && after.first == ":" {
+                    result.append(index + 1)
+                }
+                search = line[range.upperBound...]
+            }
+        }
+        return result
     }
 
     // MARK: - Sections
@@ -306,8 +339,11 @@ public enum ExperimentLoader {
         else { return nil }
         let base = (r.file as NSString).deletingLastPathComponent
         let file = relative.hasPrefix("/") ? relative : (base.isEmpty ? relative : base + "/" + relative)
-        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-            r.problem(f.path, f.value, "cannot read the included file \(file)")
+        let text: String
+        do {
+            text = try InputFile.text(file, limit: 64 << 20)
+        } catch {
+            r.problem(f.path, f.value, "cannot read the included file \(file): it \(error.message)")
             return nil
         }
         let sub = YAMLReader(file: file, environment: r.environment)
@@ -465,11 +501,13 @@ public enum ExperimentLoader {
     /// CPUs as a list `[0, 1]` or a cpulist string `"0-3,6"`.
     static func readCPUs(_ node: Node, at path: String, _ r: YAMLReader) -> [Int] {
         if case .sequence(let seq) = node {
-            return seq.enumerated().compactMap { r.int($1, at: "\(path)[\($0)]", range: 0...4095) }
+            return seq.enumerated().compactMap { r.int($1, at: "\(path)[\($0)]", range: 0...CPUList.maxCPU) }
         }
         guard let text = r.string(node, at: path) else { return [] }
         guard let cpus = CPUList.parse(text) else {
-            r.problem(path, node, "expected a CPU list such as [0, 1] or \"0-3,6\", found \"\(text)\"")
+            r.problem(
+                path, node,
+                "expected a CPU list such as [0, 1] or \"0-3,6\" with CPUs 0–\(CPUList.maxCPU), found \"\(text.prefix(80))\"")
             return []
         }
         return cpus
@@ -559,21 +597,26 @@ public enum ExperimentLoader {
         guard let fields = r.mapping(node, at: path, allowed: ["min", "max", "target_ci", "boots"]) else { return policy }
         var maxNode: Node?
         var explicitMax = false
+        var invalid = false
         for f in fields {
             switch f.key {
-            case "min": if let v = r.int(f.value, at: f.path, range: 2...1000) { policy.min = v }
+            case "min":
+                if let v = r.int(f.value, at: f.path, range: 2...1000) { policy.min = v } else { invalid = true }
             case "boots": if let v = r.int(f.value, at: f.path, range: 1...1000) { policy.boots = v }
             case "max":
                 maxNode = f.value
                 if let v = r.int(f.value, at: f.path, range: 2...1000) {
                     policy.max = v
                     explicitMax = true
+                } else {
+                    invalid = true
                 }
             default: if let v = r.double(f.value, at: f.path, range: 0.0001...1) { policy.targetRelativeCI = v }
             }
         }
         if !explicitMax { policy.max = Swift.max(policy.max, policy.min) }
-        if policy.max < policy.min {
+        // An invalid min or max is reported once, by itself: no comparison with a default.
+        if !invalid && policy.max < policy.min {
             r.problem("\(path).max", maxNode ?? node, "max (\(policy.max)) is smaller than min (\(policy.min))")
         }
         if let b = policy.boots, b > policy.min, let f = fields.first(where: { $0.key == "boots" }) {

@@ -2,7 +2,12 @@ import Foundation
 
 /// The kernel's cpulist format (`0-3,6`), as in /sys/devices/system/cpu/online and taskset -c.
 public enum CPUList {
-    public static func parse(_ text: String) -> [Int]? {
+    /// The highest CPU number a cpulist may name: Linux's NR_CPUS is at most 8192.
+    public static let maxCPU = 8191
+
+    /// The CPUs of a cpulist, or nil when it is malformed or names a CPU above `maxCPU` (a range
+    /// is never expanded beyond what a machine can have).
+    public static func parse(_ text: String, maxCPU: Int = CPUList.maxCPU) -> [Int]? {
         var cpus: [Int] = []
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.isEmpty { return [] }
@@ -10,11 +15,11 @@ public enum CPUList {
             let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
             switch bounds.count {
             case 1:
-                guard let v = Int(bounds[0].trimmingCharacters(in: .whitespaces)), v >= 0 else { return nil }
+                guard let v = Int(bounds[0].trimmingCharacters(in: .whitespaces)), v >= 0, v <= maxCPU else { return nil }
                 cpus.append(v)
             case 2:
                 guard let lo = Int(bounds[0].trimmingCharacters(in: .whitespaces)),
-                    let hi = Int(bounds[1].trimmingCharacters(in: .whitespaces)), lo >= 0, lo <= hi
+                    let hi = Int(bounds[1].trimmingCharacters(in: .whitespaces)), lo >= 0, lo <= hi, hi <= maxCPU
                 else { return nil }
                 cpus.append(contentsOf: lo...hi)
             default:

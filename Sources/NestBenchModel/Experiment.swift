@@ -394,3 +394,47 @@ public struct AnalysisSettings: Codable, Sendable, Hashable {
         self.baselineCondition = baselineCondition
     }
 }
+
+extension Experiment {
+    /// What the loader would reject in an experiment that did not come through it (an import):
+    /// the same ranges and references as `ExperimentLoader`, as "key.path: problem".
+    public var problems: [String] {
+        var problems: [String] = []
+        if name.isEmpty { problems.append("name: empty") }
+        if configurations.isEmpty { problems.append("configurations: at least one configuration is required") }
+        if workloads.isEmpty { problems.append("workloads: at least one workload is required") }
+        if configuration(named: baseline) == nil {
+            problems.append("baseline: \"\(baseline)\" is not one of the configurations")
+        }
+        if Set(configurations.map(\.name)).count != configurations.count {
+            problems.append("configurations: duplicate names")
+        }
+        if Set(workloads.map(\.label)).count != workloads.count { problems.append("workloads: duplicate labels") }
+        if conditions.isEmpty || Set(conditions.map(\.name)).count != conditions.count {
+            problems.append("conditions: none, or duplicate names")
+        }
+        if !(2...1000).contains(repetitions.min) { problems.append("repetitions.min: \(repetitions.min) is outside 2…1000") }
+        if !(2...1000).contains(repetitions.max) { problems.append("repetitions.max: \(repetitions.max) is outside 2…1000") }
+        if repetitions.max < repetitions.min {
+            problems.append("repetitions.max: \(repetitions.max) is smaller than min (\(repetitions.min))")
+        }
+        if !(repetitions.targetRelativeCI >= 0.0001 && repetitions.targetRelativeCI <= 1) {
+            problems.append("repetitions.target_ci: \(repetitions.targetRelativeCI) is outside 0.0001…1")
+        }
+        if !(analysis.alpha >= 0.0001 && analysis.alpha <= 0.5) {
+            problems.append("analysis.alpha: \(analysis.alpha) is outside 0.0001…0.5")
+        }
+        if !(analysis.minEffect >= 0 && analysis.minEffect <= 10) {
+            problems.append("analysis.min_effect: \(analysis.minEffect) is outside 0…10")
+        }
+        if let c = analysis.baselineCondition, condition(named: c) == nil {
+            problems.append("analysis.baseline_condition: \"\(c)\" is not one of the conditions")
+        }
+        for (i, w) in workloads.enumerated() {
+            for m in w.colocated ?? [w] where m.cpus.contains(where: { $0 < 0 || $0 > CPUList.maxCPU }) {
+                problems.append("workloads[\(i)].cpus: CPUs must be 0…\(CPUList.maxCPU)")
+            }
+        }
+        return problems
+    }
+}

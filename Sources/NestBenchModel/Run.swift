@@ -54,6 +54,8 @@ public enum RunStatus: String, Codable, Sendable, Hashable {
     case failed
     /// The run could not be attempted here (a missing suite, an unsupported condition, …).
     case unavailable
+    /// Stopped by a signal to nestbench (Ctrl-C, SIGTERM): its workload was killed.
+    case interrupted
 }
 
 /// One cell of the matrix at one repetition, as planned.
@@ -178,8 +180,18 @@ public struct MachineDescription: Codable, Sendable, Hashable {
 
 /// The record of one execution of an experiment file.
 public struct ExperimentRunRecord: Codable, Sendable, Hashable {
-    public enum Status: String, Codable, Sendable, Hashable {
-        case running, completed, interrupted, failed
+    /// - running: in progress (or its owner died and no invocation has noticed yet)
+    /// - completed: every planned run ended and at least one ran (ok or failed)
+    /// - interrupted: stopped by a signal; the machine was restored
+    /// - killed: its owner died without finishing (kill -9, power loss), found by a later invocation
+    /// - failed: stopped by an error (the store, the platform)
+    /// - nothingRan: every planned run ended but none could run (all unavailable)
+    public enum Status: String, Codable, Sendable, Hashable, CaseIterable {
+        case running, completed, interrupted, killed, failed
+        case nothingRan = "nothing-ran"
+
+        /// Complete data: what history, compare, nightly and report use by default.
+        public var isComplete: Bool { self == .completed }
     }
     public var id: String
     public var experiment: Experiment

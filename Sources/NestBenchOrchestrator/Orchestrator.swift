@@ -140,6 +140,88 @@ public final class Orchestrator: Sendable {
         for provider in providers.values { provider.teardownAll() }
     }
 
+    /// The CPUs this process may use: its affinity mask, within its cgroup's cpuset.
+    public static func allowedCPUs() -> (cpus: [Int], source: String)? {
+        guard var cpus = Affinity.of(0) else { return nil }
+        var source = "this process's affinity mask"
+        if let cpuset = cgroupCPUSet() {
+            let set = Set(cpuset.cpus)
+            cpus = cpus.filter { set.contains($0) }
+            source += " and cgroup cpuset \(cpuset.path)"
+        }
+        return (cpus, source)
+    }
+
+    /// The effective cpuset of this process's cgroup (v2 `cpuset.cpus.effective`, or v1's
+    /// cpuset hierarchy `cpuset.effective_cpus`), when there is one.
+    static func cgroupCPUSet() -> (cpus: [Int], path: String)? {
+        guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+        var candidates: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            let relative = fields[2] == "/" ? "" : String(fields[2])
+            if fields[1].split(separator: ",").contains("cpuset") {
+                candidates.append("/sys/fs/cgroup/cpuset\(relative)/cpuset.effective_cpus")
+            } else if fields[0] == "0" && fields[1].isEmpty {
+                candidates.append("/sys/fs/cgroup\(relative)/cpuset.cpus.effective")
+            }
+        }
+        for path in candidates {
+            if let value = try? String(contentsOfFile: path, encoding: .utf8), let cpus = CPUList.parse(value), !cpus.isEmpty {
+                return (cpus, path)
+            }
+        }
+        return nil
+    }
+
+    /// Pinned CPUs checked against where the workload runs: this machine's CPUs this process may
+    /// use (affinity mask and cgroup cpuset), or the vCPUs of a stack's innermost layer; a
+    /// stack's L0 pinning against this machine's CPUs. Done at preflight on the machine that
+    /// runs the experiment (a file may be written elsewhere, or imported from a bigger testbed).
+    public static func cpuProblems(
+        _ experiment: Experiment, allowed: (cpus: [Int], source: String)? = Orchestrator.allowedCPUs()
+    ) -> [String] {
+        var problems: [String] = []
+        func outside(_ cpus: [Int], _ available: Set<Int>) -> [Int] { cpus.filter { !available.contains($0) } }
+        let local = allowed.map {
+            (Set($0.cpus), "this machine has only CPUs \(CPUList.format($0.cpus)) for nestbench (\($0.source))")
+        }
+        for (index, workload) in experiment.workloads.enumerated() {
+            for member in workload.colocated ?? [workload] where !member.cpus.isEmpty {
+                for configuration in experiment.configurations {
+                    if configuration.platform == .qemu, let inner = configuration.layers.last {
+                        let bad = outside(member.cpus, Set(0..<inner.vcpus))
+                        if !bad.isEmpty {
+                            problems.append(
+                                "workloads[\(index)] (\(member.label)).cpus: CPU \(CPUList.format(bad)) does not exist in \(inner.name) of configuration \(configuration.name), which has \(inner.vcpus) vCPUs"
+                            )
+                        }
+                    } else if let (available, what) = local {
+                        let bad = outside(member.cpus, available)
+                        if !bad.isEmpty {
+                            problems.append(
+                                "workloads[\(index)] (\(member.label)).cpus: CPU \(CPUList.format(bad)) cannot be used: \(what)")
+                        }
+                    }
+                }
+            }
+        }
+        if let (available, what) = local {
+            for configuration in experiment.configurations where configuration.platform == .qemu {
+                guard let l0 = configuration.layers.first, !l0.pinning.isEmpty else { continue }
+                let bad = outside(l0.pinning, available)
+                if !bad.isEmpty {
+                    problems.append(
+                        "configurations.\(configuration.name).layers.\(l0.name).pinning: CPU \(CPUList.format(bad)) cannot be used: \(what)"
+                    )
+                }
+            }
+        }
+        var seen: Set<String> = []
+        return problems.filter { seen.insert($0).inserted }
+    }
+
     /// Checks that the experiment can run here without changing anything.
     public func preflight(_ experiment: Experiment) throws(OrchestratorError) {
         // Nothing to run is an error, found before any knob changes.
@@ -149,6 +231,7 @@ public final class Orchestrator: Sendable {
         }
         environmentKnobs.set(Self.environmentKnobs(experiment.environment))
         var problems = LocalPlatform.preflight(experiment.configurations.map(onThisMachine))
+        problems += Self.cpuProblems(experiment)
         let isRoot = getuid() == 0
         for condition in experiment.conditions {
             if condition.compact && !isRoot {
@@ -199,29 +282,23 @@ public final class Orchestrator: Sendable {
             content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: machine,
             tags: RunTagging.initial(machine: machine, experiment: experiment, user: options.tags))
         try store.begin(record)
+        // With the knob journal: a later invocation marks this run `killed` if this process dies.
+        try? platform.journal.beginExperiment(id, store: store.path)
+        defer { try? platform.journal.endExperiment(id) }
         logger.notice("experiment run started", metadata: ["run.id": "\(id)", "run.seed": "\(seed)", "runs": "\(plan.count)"])
 
-        let store = self.store
-        let platform = self.platform
-        let logger = self.logger
-        let cleanup = CleanupRegistry.shared.register { [self] in
-            teardownPlatforms()
-            do { try platform.restoreAll() } catch {
-                logger.critical("restoring the machine failed", metadata: ["error": "\(error)"])
-                RestoreFailures.record("\(error)")
-            }
-            try? store.finish(id, status: .interrupted)
-        }
-        defer { CleanupRegistry.shared.unregister(cleanup) }
-
+        // Signals only request cancellation (`Cancellation.shared`, which also kills the
+        // workload's process group); this loop notices at its next safe point and restores the
+        // machine here, once, on this thread.
+        let cancellation = Cancellation.shared
         let collectors = self.collectors ?? Self.defaultCollectors(for: experiment)
         let start = ContinuousClock.now
         var durations: [Double] = []
         var index = 0
         var consoleOffsets: [String: UInt64] = [:]
-        var finalStatus: ExperimentRunRecord.Status = .completed
         do {
             while index < plan.count {
+                if let signal = cancellation.signal { throw Interrupted(signal: signal) }
                 let planned = plan[index]
                 let elapsed = (ContinuousClock.now - start).seconds
                 let eta = durations.isEmpty ? nil : Statistics.mean(durations) * Double(plan.count - index)
@@ -230,6 +307,12 @@ public final class Orchestrator: Sendable {
                 let kernelLog = KernelLogWatch()
                 var run = try await execute(
                     planned, experiment: experiment, experimentRunID: id, options: options, collectors: collectors)
+                if cancellation.isRequested && run.status != .ok {
+                    // Its workload (or condition) was stopped by the signal: not a failure of the run.
+                    run.status = .interrupted
+                    run.reason = "interrupted by signal \(cancellation.signal ?? 0)" + (run.reason.map { " (\($0))" } ?? "")
+                    try store.updateRunStatus(id, sequence: planned.sequence, status: .interrupted, reason: run.reason)
+                }
                 run = try afterRun(
                     run, kernelLog: kernelLog, consoleOffsets: &consoleOffsets, environment: experiment.environment)
                 durations.append((ContinuousClock.now - runStart).seconds)
@@ -238,6 +321,7 @@ public final class Orchestrator: Sendable {
                         index: index, total: plan.count, planned: planned,
                         elapsedSeconds: (ContinuousClock.now - start).seconds, etaSeconds: nil, finished: run))
                 index += 1
+                if let signal = cancellation.signal { throw Interrupted(signal: signal) }
                 if index == plan.count && !options.fixedRepetitions {
                     let more = followUp(experiment: experiment, runs: try store.runs(of: id), plan: plan, generator: &generator)
                     if !more.isEmpty {
@@ -248,15 +332,20 @@ public final class Orchestrator: Sendable {
                 }
             }
         } catch {
-            finalStatus = .failed
+            let status: ExperimentRunRecord.Status = cancellation.isRequested ? .interrupted : .failed
             teardownPlatforms()
-            do { try platform.restoreAll() } catch let restoreError {
-                logger.critical("restoring the machine failed", metadata: ["error": "\(restoreError)"])
-                RestoreFailures.record("\(restoreError)")
-                try? store.finish(id, status: finalStatus)
-                throw OrchestratorError("\(error); and restoring the machine failed: \(restoreError)")
+            ChildRegistry.shared.killAll()
+            let restoreError = Result { try platform.restoreAll() }
+            try? store.finish(id, status: status)
+            if case .failure(let e) = restoreError {
+                logger.critical("restoring the machine failed", metadata: ["error": "\(e)"])
+                RestoreFailures.record("\(e)")
+                if let signal = cancellation.signal {
+                    throw OrchestratorError("interrupted by signal \(signal); restoring the machine failed: \(e)")
+                }
+                throw OrchestratorError("\(error); and restoring the machine failed: \(e)")
             }
-            try? store.finish(id, status: finalStatus)
+            if let signal = cancellation.signal { throw Interrupted(signal: signal) }
             throw error
         }
         teardownPlatforms()
@@ -264,7 +353,10 @@ public final class Orchestrator: Sendable {
         if let tags = try store.experimentRun(id)?.tags {
             try store.setTags(id, RunTags.compact(tags, configurations: experiment.configurations.map(\.name)))
         }
-        try store.finish(id, status: finalStatus)
+        // An experiment none of whose runs could run has no data: not `completed`.
+        let runs = try store.runs(of: id)
+        let ranAny = runs.contains { $0.status == .ok || $0.status == .failed }
+        try store.finish(id, status: ranAny ? .completed : .nothingRan)
         return id
     }
 

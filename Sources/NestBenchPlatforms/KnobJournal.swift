@@ -34,6 +34,24 @@ public struct KnobJournal: Sendable {
         var entries: [Entry]
         /// Process groups of helpers (fragmenters) to kill if the owner died.
         var processGroups: [Int32]?
+        /// Experiment runs the owner has in progress: a later invocation marks them `killed`
+        /// when the owner died.
+        var experiments: [ActiveExperiment]?
+
+        var isEmpty: Bool { entries.isEmpty && (processGroups ?? []).isEmpty && (experiments ?? []).isEmpty }
+    }
+
+    /// An experiment run in progress: its id and the result store it is recorded in.
+    public struct ActiveExperiment: Codable, Sendable, Hashable {
+        public var runID: String
+        public var store: String
+        public var ownerPID: Int32
+
+        public init(runID: String, store: String, ownerPID: Int32) {
+            self.runID = runID
+            self.store = store
+            self.ownerPID = ownerPID
+        }
     }
 
     public let path: String
@@ -65,7 +83,7 @@ public struct KnobJournal: Sendable {
     }
 
     func save(_ contents: Contents?) throws(PlatformError) {
-        guard let contents, !contents.entries.isEmpty || !(contents.processGroups ?? []).isEmpty else {
+        guard let contents, !contents.isEmpty else {
             try? FileManager.default.removeItem(atPath: path)
             return
         }
@@ -140,6 +158,35 @@ public struct KnobJournal: Sendable {
         try save(contents)
     }
 
+    /// Records that this process runs experiment run `id` stored in `store`.
+    public func beginExperiment(_ id: String, store: String) throws(PlatformError) {
+        var contents = try load() ?? Self.selfContents
+        if ownedByOther(contents) {
+            throw PlatformError(
+                .busy, "another nestbench (pid \(contents.ownerPID)) is changing this machine's knobs",
+                hint: "wait for it to finish or stop it")
+        }
+        contents.ownerPID = getpid()
+        contents.ownerStart = Self.startTime(of: getpid())
+        contents.experiments =
+            (contents.experiments ?? []).filter { $0.runID != id }
+            + [ActiveExperiment(runID: id, store: store, ownerPID: getpid())]
+        try save(contents)
+    }
+
+    public func endExperiment(_ id: String) throws(PlatformError) {
+        guard var contents = try load() else { return }
+        contents.experiments = (contents.experiments ?? []).filter { $0.runID != id }
+        try save(contents)
+    }
+
+    /// The experiment runs a dead owner left in progress (to be marked `killed` in their
+    /// stores before `recover()` forgets them); empty while the owner lives.
+    public func orphanedExperiments() throws(PlatformError) -> [ActiveExperiment] {
+        guard let contents = try load(), !ownedByOther(contents), contents.ownerPID != getpid() else { return [] }
+        return contents.experiments ?? []
+    }
+
     public func forget(path knob: String) throws(PlatformError) {
         guard var contents = try load() else { return }
         contents.entries.removeAll { $0.path == knob }
@@ -172,6 +219,7 @@ public struct KnobJournal: Sendable {
         var left = contents
         left.entries = remaining.reversed()
         left.processGroups = []
+        if contents.ownerPID != getpid() { left.experiments = [] }
         try save(left)
         if !remaining.isEmpty {
             throw PlatformError(

@@ -153,15 +153,19 @@ public final class RunningProcess: @unchecked Sendable {
     /// Lets the child exec. Throws when the child could not set itself up or exec.
     public func release() throws(ProcessError) {
         let start = ContinuousClock.now
-        if nb_release(gate) != 0 {
-            let e = Glibc.errno
-            kill()
-            released.signal()
-            throw ProcessError(program: spec.program, message: "could not release the child", errno: e)
-        }
+        // A child that failed before the gate (affinity, chdir, redirections) has closed its end:
+        // the write gets EPIPE (SIGPIPE is ignored), and the status pipe says what failed.
+        let releaseFailed = nb_release(gate) != 0
+        let releaseErrno = Glibc.errno
         var step: Int32 = 0
         var err: Int32 = 0
-        if nb_spawn_status(statusFD, &step, &err) != 0 {
+        let setupFailed = nb_spawn_status(statusFD, &step, &err) != 0
+        if releaseFailed && !setupFailed {
+            kill()
+            released.signal()
+            throw ProcessError(program: spec.program, message: "could not release the child", errno: releaseErrno)
+        }
+        if setupFailed {
             released.signal()
             let what = [
                 "", "setpgid", "pinning to CPUs \(CPUListFormat.format(spec.cpus))", "chdir to \(spec.workingDirectory ?? "")",
@@ -263,6 +267,10 @@ enum CPUListFormat {
 
 /// Starts children in their own process group, pinned, gated before exec.
 public enum ProcessRunner {
+    /// A child's pipe closing early is an error value (EPIPE), never a signal that kills
+    /// nestbench. Children get SIGPIPE back before exec (nb_spawn).
+    public static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
+
     /// Resolves a program name through PATH (from `environment`, else ours).
     public static func resolve(_ program: String, environment: [String: String] = [:]) -> String? {
         if program.contains("/") {
@@ -282,6 +290,11 @@ public enum ProcessRunner {
     /// The fork and the blocking wait4 run on one dedicated thread, so PR_SET_PDEATHSIG (tied to
     /// the forking thread) fires only if this process dies.
     public static func start(_ spec: ProcessSpec) throws(ProcessError) -> RunningProcess {
+        ignoreBrokenPipes()
+        if let signal = Cancellation.shared.signal {
+            throw ProcessError(
+                program: spec.program, message: "not started: nestbench was interrupted by signal \(signal)", errno: nil)
+        }
         guard let path = resolve(spec.program, environment: spec.environment) else {
             throw ProcessError(program: spec.program, message: "program not found or not executable", errno: nil)
         }
@@ -348,6 +361,8 @@ public enum ProcessRunner {
             return .failure(ProcessError(program: spec.program, message: message, errno: e))
         }
         ChildRegistry.shared.add(pid)
+        // A signal that arrived while this child was being forked: it is killed like the others.
+        if Cancellation.shared.isRequested { Glibc.kill(-pid, SIGKILL) }
         return .success(RunningProcess(pid: pid, spec: spec, argv: argv, gate: gate, statusFD: status))
     }
 }

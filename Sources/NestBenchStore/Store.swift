@@ -107,7 +107,71 @@ public final class Store: Sendable {
             }
             try db.create(index: "experiment_run_by_name", on: "experiment_run", columns: ["experiment", "started_at"])
         }
+        // v3: which process owns a running experiment run ("host pid start-time"), so that any
+        // later invocation can tell a run whose owner was killed from one still in progress.
+        m.registerMigration("v3") { db in
+            try db.alter(table: "experiment_run") { t in
+                t.add(column: "owner", .text)
+            }
+        }
         return m
+    }
+
+    /// "host pid start" of this process, as stored in `experiment_run.owner`.
+    public static var selfOwner: String { Owner.current }
+
+    /// Experiment runs still `running` whose owner process is gone (kill -9, a crash, power
+    /// loss) become `killed`. Returns their ids. Runs owned by another host are left alone.
+    @discardableResult
+    public func markKilled() throws(StoreError) -> [String] {
+        try wrap("looking for killed experiment runs") {
+            try db.write { db in
+                let rows = try Row.fetchAll(db, sql: "SELECT id, owner FROM experiment_run WHERE status = 'running'")
+                var killed: [String] = []
+                for row in rows {
+                    let id: String = row["id"]
+                    let owner: String? = row["owner"]
+                    // Runs from before v3 have no owner: nothing tells whether they live.
+                    guard let owner, Owner.isDead(owner) else { continue }
+                    try db.execute(
+                        sql: "UPDATE experiment_run SET status = ?, finished_at = ? WHERE id = ?",
+                        arguments: [ExperimentRunRecord.Status.killed.rawValue, Date(), id])
+                    killed.append(id)
+                }
+                return killed
+            }
+        }
+    }
+
+    /// Tests: an owner that is not this process.
+    func setOwnerForTesting(_ id: String, owner: String) throws(StoreError) {
+        try wrap("setting the owner of \(id)") {
+            try db.write { db in
+                try db.execute(sql: "UPDATE experiment_run SET owner = ? WHERE id = ?", arguments: [owner, id])
+            }
+        }
+    }
+
+    /// Marks an experiment run `killed` (its owner was found dead through the knob journal).
+    public func markKilled(_ id: String) throws(StoreError) {
+        try wrap("marking \(id) killed") {
+            try db.write { db in
+                try db.execute(
+                    sql: "UPDATE experiment_run SET status = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                    arguments: [ExperimentRunRecord.Status.killed.rawValue, Date(), id])
+            }
+        }
+    }
+
+    /// Changes a stored run's status (a run whose workload a signal stopped is `interrupted`).
+    public func updateRunStatus(_ id: String, sequence: Int, status: RunStatus, reason: String?) throws(StoreError) {
+        try wrap("updating run \(sequence) of \(id)") {
+            try db.write { db in
+                try db.execute(
+                    sql: "UPDATE run SET status = ?, reason = ? WHERE experiment_runId = ? AND sequence = ?",
+                    arguments: [status.rawValue, reason, id, sequence])
+            }
+        }
     }
 
     private static let encoder: JSONEncoder = {
@@ -135,14 +199,14 @@ public final class Store: Sendable {
                 try db.execute(
                     sql: """
                         INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
-                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, owner)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
                         String(record.seed), try json(record.experiment), try json(record.plan),
                         try json(record.machine), try json(record.tags), record.startedAt, record.finishedAt,
-                        record.status.rawValue,
+                        record.status.rawValue, record.status == .running ? Owner.current : nil,
                     ])
             }
         }
@@ -252,7 +316,14 @@ public final class Store: Sendable {
                     db, sql: "SELECT id FROM experiment_run WHERE id = ? OR id LIKE ? ORDER BY started_at",
                     arguments: [reference, reference + "%"])
                 if ids.contains(reference) { return reference }
-                return ids.count == 1 ? ids[0] : nil
+                if ids.count > 1 {
+                    throw StoreError(
+                        path: path,
+                        message:
+                            "run \"\(reference)\" is ambiguous: \(ids.count) runs start with it: \(ids.prefix(10).joined(separator: ", "))\(ids.count > 10 ? ", …" : ""); give more of the id"
+                    )
+                }
+                return ids.first
             }
         }
     }
@@ -337,9 +408,25 @@ public final class Store: Sendable {
         }
     }
 
+    /// Experiment runs of `experiment` that are not `completed` (interrupted, killed, failed,
+    /// running, nothing ran): what history, compare and nightly leave out by default.
+    public func incomplete(experiment: String) throws(StoreError) -> [(id: String, status: String)] {
+        try wrap("reading the history of \(experiment)") {
+            try db.read { db in
+                try Row.fetchAll(
+                    db,
+                    sql:
+                        "SELECT id, status FROM experiment_run WHERE experiment = ? AND status != 'completed' ORDER BY started_at",
+                    arguments: [experiment]
+                ).map { (id: $0["id"], status: $0["status"]) }
+            }
+        }
+    }
+
     /// Every successful run's metric values of every stored run of an experiment (by name), with
-    /// the experiment run's time and tags, oldest first. One query; for nightly history.
-    public func history(experiment: String) throws(StoreError) -> [HistoryRow] {
+    /// the experiment run's time and tags, oldest first; only `completed` experiment runs unless
+    /// `includeIncomplete` (then also interrupted, killed, … ones, and the runs they finished).
+    public func history(experiment: String, includeIncomplete: Bool = false) throws(StoreError) -> [HistoryRow] {
         try wrap("reading the history of \(experiment)") {
             try db.read { db in
                 var tags: [String: [String: String]] = [:]
@@ -357,8 +444,9 @@ public final class Store: Sendable {
                           m.name, m.unit, m.polarity, m.value
                         FROM experiment_run e JOIN run r ON r.experiment_runId = e.id JOIN metric m ON m.runId = r.id
                         WHERE e.experiment = ? AND r.status = 'ok' AND m.value IS NOT NULL
+                          AND (? OR e.status = 'completed')
                         ORDER BY e.started_at, e.id, r.sequence
-                        """, arguments: [experiment])
+                        """, arguments: [experiment, includeIncomplete])
                 // Each configuration's runs see their scoped tags (`L1.kernel@vanilla`) by plain name.
                 var resolved: [String: [String: String]] = [:]
                 while let row = try cursor.next() {
@@ -471,17 +559,21 @@ public final class Store: Sendable {
                 path: source,
                 message: "version: \(bundle.version) is newer than this nestbench reads (\(RunExport.currentVersion))")
         }
+        let problems = bundle.problems
+        if !problems.isEmpty {
+            throw StoreError(
+                path: source, message: problems.prefix(5).joined(separator: "; ") + (problems.count > 5 ? "; …" : ""))
+        }
         let record = bundle.experimentRun
-        if let existing = try experimentRun(record.id) {
-            let stored = try runs(of: record.id)
-            if existing.contentHash == record.contentHash && stored.count == bundle.runs.count {
-                return .alreadyPresent
-            }
+        if let existing = try export(record.id) {
+            if existing.fingerprint == bundle.fingerprint { return .alreadyPresent }
             throw StoreError(
                 path: source,
                 message:
-                    "experiment_run.id: \(record.id) is already stored with different content (\(stored.count) runs, "
-                    + "file hash \(existing.contentHash.prefix(12))); delete one of them first")
+                    "experiment_run.id: \(record.id) is already stored with different content (stored: \(existing.runs.count) runs, "
+                    + "file hash \(existing.experimentRun.contentHash.prefix(12)), status \(existing.experimentRun.status.rawValue); "
+                    + "\(source): \(bundle.runs.count) runs, file hash \(record.contentHash.prefix(12)), status \(record.status.rawValue)); "
+                    + "import it with --as-new to keep both")
         }
         let origin =
             bundle.origin
@@ -506,6 +598,69 @@ public final class Store: Sendable {
             }
         }
         return .imported(runs: bundle.runs.count)
+    }
+}
+
+extension RunExport {
+    /// What is wrong with a decoded export, as "key.path: problem": the experiment by the
+    /// loader's rules, and every run belonging to this experiment run, each sequence once.
+    public var problems: [String] {
+        var problems = experimentRun.experiment.problems.map { "experiment_run.experiment.\($0)" }
+        let id = experimentRun.id
+        if id.isEmpty || id.count > 200 { problems.append("experiment_run.id: must be 1…200 characters") }
+        if experimentRun.status == .running {
+            problems.append("experiment_run.status: running (an experiment run in progress cannot be imported)")
+        }
+        var sequences: Set<Int> = []
+        for (i, run) in runs.enumerated() {
+            let r = run.record
+            if r.experimentRunID != id {
+                problems.append(
+                    "runs[\(i)].record.experimentRunID: \"\(r.experimentRunID)\" is not this export's experiment run \"\(id)\"")
+            }
+            if r.planned.sequence < 0 {
+                problems.append("runs[\(i)].record.planned.sequence: \(r.planned.sequence) is negative")
+            } else if !sequences.insert(r.planned.sequence).inserted {
+                problems.append("runs[\(i)].record.planned.sequence: \(r.planned.sequence) appears twice")
+            }
+            if r.planned.repetition < 1 { problems.append("runs[\(i)].record.planned.repetition: must be ≥ 1") }
+            for m in r.metrics where m.value.map({ !$0.isFinite }) ?? false {
+                problems.append("runs[\(i)].record.metrics.\(m.name): not a finite number")
+            }
+            if run.samples.contains(where: { !$0.value.isFinite }) {
+                problems.append("runs[\(i)].samples: values must be finite numbers")
+            }
+        }
+        return problems
+    }
+
+    /// The measured content, for telling a re-import of the same export from a different one
+    /// under the same id (dates, origin and export time left out: they change on a round trip).
+    var fingerprint: String {
+        var parts = [
+            experimentRun.id, experimentRun.contentHash, String(experimentRun.seed), experimentRun.status.rawValue,
+            String(experimentRun.plan.count), String(runs.count),
+        ]
+        for run in runs.sorted(by: { $0.record.planned.sequence < $1.record.planned.sequence }) {
+            let r = run.record
+            parts.append(
+                "\(r.planned.sequence)|\(r.planned.configuration)|\(r.planned.workload)|\(r.planned.condition)|\(r.planned.repetition)|\(r.status.rawValue)|\(r.reason ?? "")|\(r.exitStatus.map(String.init) ?? "")|\(r.signal.map(String.init) ?? "")|\(run.samples.count)"
+            )
+            for m in r.metrics { parts.append("\(m.name)=\(m.value.map { "\($0)" } ?? "-")\(m.unit)\(m.unavailable ?? "")") }
+        }
+        return parts.joined(separator: "\n")
+    }
+
+    /// The same export under another experiment-run id (`import --as-new`).
+    public func renamed(to id: String) -> RunExport {
+        var copy = self
+        copy.experimentRun.id = id
+        copy.runs = runs.map { run in
+            var run = run
+            run.record.experimentRunID = id
+            return run
+        }
+        return copy
     }
 }
 
@@ -590,5 +745,32 @@ public struct RunExport: Codable, Sendable {
         }
         d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return d
+    }
+}
+
+/// The owner of a running experiment run: host name, pid and the process's start time (field 22
+/// of /proc/PID/stat), so that a reused pid is not taken for the owner.
+enum Owner {
+    static var current: String {
+        let pid = getpid()
+        return "\(ProcessInfo.processInfo.hostName) \(pid) \(startTime(of: pid).map(String.init) ?? "-")"
+    }
+
+    static func startTime(of pid: Int32) -> UInt64? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+
+    /// Whether the owner recorded as `owner` is certainly gone (same host, pid dead or reused).
+    static func isDead(_ owner: String) -> Bool {
+        let parts = owner.split(separator: " ")
+        guard parts.count == 3, String(parts[0]) == ProcessInfo.processInfo.hostName, let pid = Int32(parts[1]) else {
+            return false
+        }
+        guard let now = startTime(of: pid) else { return true }
+        return String(parts[2]) != "-" && String(now) != String(parts[2])
     }
 }

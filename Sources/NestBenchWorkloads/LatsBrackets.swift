@@ -229,6 +229,11 @@ enum Brackets {
             }
         }
         guard !failed.contains(true) else { return nil }
+        // The kernel compares as signed and sums in 64 bits: its counts mean something only for
+        // values below 2^62 (checked before they are read: beyond, they can exceed the record
+        // count), and its sums only while they fit. Otherwise the histogram path (128-bit sums).
+        let bits = (0..<parts).reduce(UInt64(0)) { $0 | tallies[$1].bits }
+        guard bits < 1 << 62 else { return nil }
 
         var columns = [Column(), Column(), Column()]
         for part in 0..<parts {
@@ -243,16 +248,16 @@ enum Brackets {
                 columns[c].sum &+= sums[c]
                 columns[c].max = Swift.max(columns[c].max, maxima[c])
                 for k in 0..<3 {
-                    columns[c].below[k] += Int(below[3 * c + k])
-                    columns[c].equal[k] += Int(equal[3 * c + k])
+                    guard let b = Int(exactly: below[3 * c + k]), let e = Int(exactly: equal[3 * c + k]), b <= n, e <= n else {
+                        return nil
+                    }
+                    columns[c].below[k] += b
+                    columns[c].equal[k] += e
                     columns[c].inner[k] += UnsafeBufferPointer(start: inner[3 * c + k], count: counts[3 * c + k])
                 }
             }
         }
-        // The kernel compares as signed and sums in 64 bits: exact for values below 2^62 whose
-        // total fits. Otherwise the histogram path (128-bit sums throughout).
-        let bits = (0..<parts).reduce(UInt64(0)) { $0 | tallies[$1].bits }
-        guard bits < 1 << 62, columns.allSatisfy({ $0.max <= UInt64.max / UInt64(n) }) else { return nil }
+        guard columns.allSatisfy({ $0.max <= UInt64.max / UInt64(n) }) else { return nil }
 
         var los: [[UInt64]] = []
         var b = bounds

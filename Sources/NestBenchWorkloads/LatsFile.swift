@@ -1,4 +1,5 @@
 import Foundation
+import NestBenchModel
 
 /// Why a Tailbench `lats.bin` cannot be analysed; every message names the file.
 public struct LatsError: Error, Sendable, CustomStringConvertible {
@@ -56,7 +57,7 @@ public enum LatsFile {
 
     /// Analyses the file at `path`.
     public static func analyze(path: String, threads: Int? = nil) throws(LatsError) -> LatsSummary {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
             throw LatsError(
                 code: .unreadable, path: path, message: "cannot open (\(String(cString: strerror(errno))))")
@@ -65,6 +66,9 @@ public enum LatsFile {
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             throw LatsError(code: .unreadable, path: path, message: "cannot stat (\(String(cString: strerror(errno))))")
+        }
+        if let kind = InputFile.nonRegularKind(st.st_mode) {
+            throw LatsError(code: .unreadable, path: path, message: "is \(kind), not a regular file")
         }
         let size = Int(st.st_size)
         if size == 0 {

@@ -48,6 +48,10 @@ public enum ParsecLog {
 
         func finish() {
             guard var r = current else { return }
+            if r.seconds != nil, r.failure == nil, let crash = r.crash {
+                // A ROI time followed by a crash is not a successful run.
+                r.failure = "the program crashed after its region of interest (\(crash)); the ROI time is not used"
+            }
             if r.seconds == nil && r.failure == nil {
                 if let parsecError {
                     // parsecmgmt's own error (a binary it cannot find under its PARSECPLAT, …): the
@@ -70,8 +74,9 @@ public enum ParsecLog {
             results.append(r)
         }
 
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = rawLine.trimmingCharacters(in: .whitespaces)
+        // `isNewline`: "\r\n" (a CRLF log) is one Character, never equal to "\n".
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
+            let line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
             if line.hasPrefix(benchmarkPrefix) {
                 // parsecmgmt's preamble ("Benchmarks to run") is not a benchmark of its own.
                 if let c = current, c.benchmark == nil, c.seconds == nil, c.crash == nil, !sawHooks {
@@ -94,7 +99,14 @@ public enum ParsecLog {
             if line.hasPrefix(roiPrefix) {
                 var value = line.dropFirst(roiPrefix.count).trimmingCharacters(in: .whitespaces)
                 if value.hasSuffix("s") { value.removeLast() }
-                if let seconds = Double(value), seconds.isFinite, seconds >= 0 {
+                if let previous = current?.seconds {
+                    // Two totals for one benchmark: ambiguous, both reported.
+                    current?.failure =
+                        "two ROI lines for one benchmark (\(previous)s, then \(value)s): ambiguous, neither is used"
+                } else if current?.failure?.hasPrefix("unparsable ROI time") == true {
+                    current?.failure =
+                        "two ROI lines for one benchmark (one unparsable, then \(value)s): ambiguous, neither is used"
+                } else if let seconds = Double(value), seconds.isFinite, seconds >= 0 {
                     current?.seconds = seconds
                     let decimals = value.split(separator: ".", maxSplits: 1).dropFirst().first?.count ?? 0
                     current?.resolution = pow(10, -Double(decimals))

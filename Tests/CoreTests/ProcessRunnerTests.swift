@@ -75,6 +75,26 @@ struct ProcessRunnerTests {
         #expect(state == nil || state == "Z", "the grandchild \(grandchild) survived in state \(state ?? "")")
     }
 
+    /// A child that fails before exec (pinned to a CPU it may not use) is a thrown error with
+    /// the step and errno; the closed gate pipe is EPIPE, not a SIGPIPE that kills the caller.
+    @Test(.timeLimit(.minutes(1)))
+    func pinningFailureBeforeExecIsAnErrorNotSIGPIPE() throws {
+        let mine = try #require(Affinity.of(0))
+        let missing = (mine.max() ?? 0) + 1
+        signal(SIGPIPE, SIG_DFL)  // as a process that never ignored it; start() must ignore it.
+        let child = try ProcessRunner.start(ProcessSpec(program: "/bin/true", cpus: [missing]))
+        // Let the child fail and close its end of the gate before it is released.
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect {
+            try child.release()
+        } throws: { error in
+            let e = error as? ProcessError
+            return e?.errno == EINVAL && e?.description.contains("pinning to CPUs \(missing)") == true
+        }
+        let outcome = child.waitBlocking()
+        #expect(outcome.exitStatus == 127)
+    }
+
     @Test func missingProgramIsNamed() {
         #expect(throws: ProcessError.self) { try ProcessRunner.start(ProcessSpec(program: "/nonexistent/prog")) }
     }

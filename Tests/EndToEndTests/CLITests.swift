@@ -197,7 +197,8 @@ extension MachineSuite {
             let deadline = ContinuousClock.now + .seconds(90)
             while ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(200))
-                let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
+                let list = try CLI.run(
+                    ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/other")
                 if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any],
                     let runs = j["runs"] as? [Any], runs.count >= 2
                 {
@@ -211,7 +212,8 @@ extension MachineSuite {
             p.waitUntilExit()
             #expect(p.terminationStatus == 130, "\(stderr)")
             #expect(CLI.thp() == before, "THP knob restored on Ctrl-C")
-            let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            let r = try CLI.run(
+                ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/state")
             let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
             #expect(j["status"] as? String == "interrupted")
             #expect((j["runs"] as? [Any])?.count ?? 0 >= 2)
@@ -228,7 +230,8 @@ extension MachineSuite {
             let deadline = ContinuousClock.now + .seconds(90)
             while ContinuousClock.now < deadline && stored < 2 {
                 try await Task.sleep(for: .milliseconds(200))
-                let list = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/other")
+                let list = try CLI.run(
+                    ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/other")
                 if let j = try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any] {
                     stored = (j["runs"] as? [Any])?.count ?? 0
                 }
@@ -236,9 +239,13 @@ extension MachineSuite {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             #expect(stored >= 2)
-            let r = try CLI.run(["report", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            let r = try CLI.run(
+                ["report", "--results", dir + "/res", "--format", "json", "--include-incomplete"], state: dir + "/state")
             let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
             #expect((j["runs"] as? [Any])?.count ?? 0 >= stored, "completed runs survive kill -9")
+            #expect(j["status"] as? String == "killed", "the next invocation marks the experiment run killed")
+            let plain = try CLI.run(["report", "--results", dir + "/res"], state: dir + "/state")
+            #expect(plain.status == 1 && plain.stderr.contains("killed") && plain.stderr.contains("--include-incomplete"))
             if CLI.thp() != before {
                 let restore = try CLI.run(["restore"], state: dir + "/state")
                 #expect(restore.status == 0, "\(restore.stderr)")
