@@ -58,7 +58,7 @@ let package = Package(
         .target(
             name: "NestBenchVM",
             dependencies: [
-                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchPlatforms",
+                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchAlignment", "NestBenchPlatforms",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // Workload adapters: the built-in microbenchmarks (Harness/), Tailbench and PARSEC (Suites/*.yaml), lats.bin analysis, input fetching.

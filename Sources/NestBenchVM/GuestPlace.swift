@@ -1,4 +1,5 @@
 import Foundation
+import NestBenchAlignment
 import NestBenchCollectors
 import NestBenchModel
 import NestBenchPlatforms
@@ -146,6 +147,9 @@ public final class GuestPlace: Place {
             m.detail = "in \(name)"
             return m
         }
+        // The alignment probe runs on this machine only so far: the same names, said unavailable.
+        metrics += AlignmentMetrics.unavailable(
+            layer: name, reason: "the alignment probe does not run inside guest layers yet (only on this machine)")
         return MeasuredRun(outcome: outcome, metrics: metrics, samples: samples)
     }
 

@@ -200,7 +200,7 @@ extension MachineSuite {
             try FileManager.default.createDirectory(atPath: tailbench + "/masstree", withIntermediateDirectories: true)
             let cc = Process()
             cc.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            cc.arguments = ["cc", "-O2", "-o", tailbench + "/fake", CLI.packageRoot + "/Tests/FakeApps/fake_tailbench.c"]
+            cc.arguments = ["cc", "-O2", "-o", tailbench + "/fake", CLI.packageRoot + "/Tests/FakeApps/fake_tailbench.c", "-lm"]
             try cc.run()
             cc.waitUntilExit()
             #expect(cc.terminationStatus == 0)

@@ -127,8 +127,10 @@ extension MachineSuite {
 
 @Suite("experiment-run statuses")
 struct StatusTests {
-    /// Every run unavailable (PARSEC not fetched into an empty cache): the experiment run is
-    /// `nothing-ran`, not `completed`, and report leaves it out unless asked.
+    /// Every run unavailable at run time (a colocated pair needs a stack's guests; these
+    /// configurations are this machine), though preflight found each workload runnable: the
+    /// experiment run is `nothing-ran`, not `completed`, and report leaves it out unless asked.
+    /// (A workload unavailable at preflight — PARSEC not fetched — stops the run before it starts.)
     @Test(.timeLimit(.minutes(2)))
     func nothingRanIsNotCompleted() throws {
         let dir = CLI.temporaryDirectory()
@@ -140,7 +142,7 @@ struct StatusTests {
               a: {host: {}}
               b: {host: {}}
             workloads:
-              - {name: streamcluster, suite: parsec}
+              - {label: pair, colocate: [{name: compute, suite: micro, params: {ops: 1000}}, {name: compute, suite: micro, params: {ops: 1000}}]}
             repetitions: {min: 2, max: 2}
             """, to: dir + "/e.yaml")
         let p = Process()
