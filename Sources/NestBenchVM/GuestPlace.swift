@@ -149,7 +149,8 @@ public final class GuestPlace: Place {
         }
         // The alignment probe runs on this machine only so far: the same names, said unavailable.
         metrics += AlignmentMetrics.unavailable(
-            layer: name, reason: "the alignment probe does not run inside guest layers yet (only on this machine)")
+            layer: name,
+            reason: "the alignment probe does not run inside guest layers yet (only on this machine): \(name) not probed")
         return MeasuredRun(outcome: outcome, metrics: metrics, samples: samples)
     }
 

@@ -56,8 +56,8 @@ struct NightlyRecipeTests {
         cc.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         try FileManager.default.createDirectory(atPath: dir + "/tailbench/masstree", withIntermediateDirectories: true)
         cc.arguments = [
-            "cc", "-O2", "-o", dir + "/tailbench/masstree/mttest_integrated", "-lm",
-            CLI.packageRoot + "/Tests/FakeApps/fake_tailbench.c",
+            "cc", "-O2", "-o", dir + "/tailbench/masstree/mttest_integrated",
+            CLI.packageRoot + "/Tests/FakeApps/fake_tailbench.c", "-lm",
         ]
         try cc.run()
         cc.waitUntilExit()
