@@ -142,15 +142,14 @@ public final class GuestPlace: Place {
             m.detail = "measured in \(name) by the guest agent" + (m.detail.map { " (\($0))" } ?? "")
             return m
         }
-        metrics += response.metrics.map { m in
+        // The alignment probe runs on this machine only so far: the same names, said unavailable.
+        let alignment = AlignmentMetrics.unavailable(
+            layer: name, reason: "the alignment probe does not run inside guest layers yet (only on this machine)")
+        metrics += (response.metrics + alignment).map { m in
             var m = m
             m.detail = "in \(name)"
             return m
         }
-        // The alignment probe runs on this machine only so far: the same names, said unavailable.
-        metrics += AlignmentMetrics.unavailable(
-            layer: name,
-            reason: "the alignment probe does not run inside guest layers yet (only on this machine): \(name) not probed")
         return MeasuredRun(outcome: outcome, metrics: metrics, samples: samples)
     }
 
