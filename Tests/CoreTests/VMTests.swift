@@ -385,8 +385,10 @@ struct PlaceCollectorTests {
                 #expect(run.samples.isEmpty, "monitor off: no timeline")
                 #expect(!run.metrics.contains { $0.name == "anon_huge_bytes_max" }, "monitor off: no sampler at all")
             } else {
-                // Before, one per second while it runs, after: about sleepSeconds + 2 (±1).
-                #expect(abs(times.count - Int(Self.sleepSeconds) - 2) <= 1, "\(times)")
+                // Before, one per second while it runs, after: about the run's measured wall time + 2
+                // (±1; the wall time, not the sleep's length, as parallel tests can slow the start).
+                let wall = try #require(run.metrics.first { $0.name == "wall_seconds" }?.value)
+                #expect(abs(Double(times.count) - wall.rounded(.down) - 2) <= 1, "\(times) over \(wall) s")
             }
         }
     }
