@@ -23,13 +23,15 @@ enum CLI {
         guard let built = date(binary) else {
             return "\(binary) does not exist: run `swift build --build-tests` (or `swift test` without --skip-build)"
         }
-        let objects = (binary as NSString).deletingLastPathComponent
+        // The objects the binary is linked from, as SwiftPM's link file list names them (not the
+        // benchmark's or the fuzzer's modules, which the binary does not link).
+        let list = binary + ".product/Objects.LinkFileList"
+        guard let linked = try? String(contentsOfFile: list, encoding: .utf8) else {
+            return "\(list) does not exist: run `swift build --build-tests` (or `swift test` without --skip-build)"
+        }
         var newest: (Date, String)?
-        for module in (try? fm.contentsOfDirectory(atPath: packageRoot + "/Sources")) ?? [] {
-            let dir = "\(objects)/\(module).build"
-            for f in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where f.hasSuffix(".o") {
-                if let d = date("\(dir)/\(f)"), d > (newest?.0 ?? .distantPast) { newest = (d, "\(dir)/\(f)") }
-            }
+        for path in linked.split(separator: "\n").map(String.init) where path.hasSuffix(".o") {
+            if let d = date(path), d > (newest?.0 ?? .distantPast) { newest = (d, path) }
         }
         guard let (object, path) = newest, object > built else { return nil }
         return
