@@ -75,12 +75,27 @@ enum CLI {
     static func run(_ arguments: [String], state: String) throws -> Result {
         let (p, out, err) = try start(arguments, state: state)
         // Read before waiting so a full pipe cannot block the child.
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
+        let (o, e) = readAll(out, err)
         p.waitUntilExit()
         return Result(
             status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
             stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// Both pipes read to their ends at the same time: a child blocked writing one full pipe while
+    /// the other is read first never ends (a long run's stderr passes 64 KiB).
+    static func readAll(_ out: Pipe, _ err: Pipe) -> (Data, Data) {
+        final class Box: @unchecked Sendable { var data = Data() }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        let handle = err.fileHandleForReading
+        Thread {
+            box.data = handle.readDataToEndOfFile()
+            done.signal()
+        }.start()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        done.wait()
+        return (o, box.data)
     }
 
     static func write(_ text: String, to path: String) {
@@ -209,8 +224,7 @@ extension MachineSuite {
             }
             #expect(CLI.thp() == "never" || CLI.thp() == "always", "an experiment configuration is active")
             p.interrupt()
-            _ = out.fileHandleForReading.readDataToEndOfFile()
-            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let stderr = String(decoding: CLI.readAll(out, err).1, as: UTF8.self)
             p.waitUntilExit()
             #expect(p.terminationStatus == 130, "\(stderr)")
             #expect(CLI.thp() == before, "THP knob restored on Ctrl-C")

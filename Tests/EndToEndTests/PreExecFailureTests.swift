@@ -105,8 +105,8 @@ extension MachineSuite {
             let mems = (try? String(contentsOfFile: Self.cpusetRoot + "/cpuset.mems", encoding: .utf8)) ?? "0"
             #expect(Self.write(mems.trimmingCharacters(in: .whitespacesAndNewlines), group + "/cpuset.mems"))
             #expect(Self.write("\(p.processIdentifier)", group + "/cgroup.procs"), "moved nestbench into the cpuset")
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let (stdout, errData) = CLI.readAll(out, err)
+            let stderr = String(decoding: errData, as: UTF8.self)
             p.waitUntilExit()
             #expect(p.terminationReason == .exit, "not killed by a signal (SIGPIPE): \(stderr)")
             #expect(p.terminationStatus == 3, "some runs failed: \(stderr)")
