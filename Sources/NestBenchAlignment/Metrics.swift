@@ -45,6 +45,8 @@ public enum AlignmentMetrics {
         let text = reason.hasPrefix("unavailable:") ? reason : "unavailable: \(reason)"
         return [
             Metric.unavailable("align.regions", unit: "regions", polarity: .neutral, source: source, reason: text),
+            Metric.unavailable("align.not_present", unit: "regions", polarity: .neutral, source: source, reason: text),
+            Metric.unavailable("align.probe_seconds", unit: "s", polarity: .neutral, source: source, reason: text),
             Metric.unavailable("align.huge.\(layer)", unit: "fraction", polarity: .higherIsBetter, source: source, reason: text),
         ]
     }

@@ -236,6 +236,8 @@ struct AlignmentParsingTests {
         let none = AlignmentMetrics.unavailable(layer: "L1", reason: "unavailable: no QMP")
         #expect(none.allSatisfy { $0.value == nil && $0.unavailable == "unavailable: no QMP" })
         #expect(none.map(\.name).contains("align.huge.L1"))
+        // Unavailable or measured, a layer gives the same names.
+        #expect(Set(none.map(\.name)) == Set(AlignmentMetrics.process(result, layer: "L1", when: "-").map(\.name)))
     }
 }
 

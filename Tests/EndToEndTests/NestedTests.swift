@@ -54,6 +54,8 @@ enum Nested {
             let metrics = record["metrics"] as? [[String: Any]] ?? []
             let names = metrics.filter { ($0["source"] as? String) != "perf" }.compactMap { $0["name"] as? String }
                 .filter { !$0.hasPrefix("L0.") && !$0.hasPrefix("L1.") }
+                // Per-layer names carry their layer (`align.huge.host` here, `align.huge.L1` in L1).
+                .map { $0.hasPrefix("align.huge.") ? "align.huge.<layer>" : $0 }
             let wall = metrics.first { $0["name"] as? String == "wall_seconds" }?["value"] as? Double
             let samples = (run["samples"] as? [[String: Any]] ?? []).compactMap { s -> (Int, String)? in
                 guard let t = s["tMillis"] as? Int, let name = s["name"] as? String else { return nil }
@@ -252,7 +254,9 @@ extension MachineSuite {
             let history = try CLI.run(
                 ["history", "e2e-nested", "--results", dir + "/res", "--metric", "ops_per_sec", "--format", "json"],
                 state: dir + "/state")
-            let series = try #require(try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]])
+            #expect(history.status == 0, "\(history.stderr)")
+            let series = try #require(
+                try? JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]], "\(history.stderr)")
             let tags = try #require((series.first?["points"] as? [[String: Any]])?.last?["tags"] as? [String: String])
             let l1 = try #require(tags["L1.kernel"], "\(tags)")
             #expect(tags["L0.kernel"] != nil && tags["L1.cmdline"]?.contains("console=ttyS0") == true, "\(tags)")
