@@ -261,6 +261,15 @@ public struct TailbenchAdapter: WorkloadAdapter {
         }
         while !clientProcess.hasExited {
             if ended.isSet {
+                // A server that exits 0 as its client leaves ("All clients exited") can be seen
+                // first (in a guest the client's end is seen through the agent): a moment's grace.
+                if case .success(let m) = await serverTask.value, m.outcome.succeeded {
+                    let grace = ContinuousClock.now + .seconds(5)
+                    while !clientProcess.hasExited && ContinuousClock.now < grace {
+                        try? await Task.sleep(for: .milliseconds(50))
+                    }
+                    if clientProcess.hasExited { break }
+                }
                 await clientProcess.stop()
                 return await serverEnded()
             }

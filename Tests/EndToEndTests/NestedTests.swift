@@ -252,7 +252,7 @@ extension MachineSuite {
             // The stack's runs are tagged without any --tag: every layer's kernel release and
             // command line (as the guest read them), QEMU's version, the configuration's kernel.
             let history = try CLI.run(
-                ["history", "e2e-nested", "--results", dir + "/res", "--metric", "ops_per_sec", "--format", "json"],
+                ["history", "e2e-monitor", "--results", dir + "/res", "--metric", "ops_per_sec", "--format", "json"],
                 state: dir + "/state")
             #expect(history.status == 0, "\(history.stderr)")
             let series = try #require(
@@ -263,7 +263,7 @@ extension MachineSuite {
             #expect(tags["qemu"]?.split(separator: ".").count == 3, "\(tags)")
             #expect(tags["kernel"] == (tags["L0.kernel"] == l1 ? l1 : "L0 \(tags["L0.kernel"]!), L1 \(l1)"), "\(tags)")
             let byKernel = try CLI.run(
-                ["compare", "--by", "L1.kernel", "e2e-nested", "--results", dir + "/res"], state: dir + "/state")
+                ["compare", "--by", "L1.kernel", "e2e-monitor", "--results", dir + "/res"], state: dir + "/state")
             #expect(byKernel.status == 5 && byKernel.stderr.contains(l1), "one L1 kernel: nothing to compare")
         }
 
