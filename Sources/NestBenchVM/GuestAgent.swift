@@ -152,7 +152,11 @@ public final class GuestAgent: Sendable {
         }
         let response = "\(spool)/resp/\(id).resp"
         let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
-        while ContinuousClock.now < deadline {
+        // The answer is looked for once more after the deadline: on a loaded machine this task
+        // may wake long after its sleep, and an answer already there is not a silent agent.
+        var last = false
+        while !last {
+            last = ContinuousClock.now >= deadline
             if let data = FileManager.default.contents(atPath: response) {
                 try? FileManager.default.removeItem(atPath: response)
                 let parsed = AgentResponse.parse(String(decoding: data, as: UTF8.self))
@@ -162,7 +166,7 @@ public final class GuestAgent: Sendable {
                 return parsed
             }
             if let reason = failure() { throw VMError("\(name): \(reason)", unreachable: true) }
-            try? await Task.sleep(for: .milliseconds(100))
+            if !last { try? await Task.sleep(for: .milliseconds(100)) }
         }
         throw VMError(
             "\(name): the guest agent did not answer \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s",

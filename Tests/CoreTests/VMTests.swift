@@ -213,7 +213,7 @@ struct GuestAgentLocalTests {
             _ = agentProcess.waitBlocking()
         }
         let agent = GuestAgent(spool: spool, name: "L1")
-        for _ in 0..<100 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<600 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
         #expect(agent.ready != nil)
 
         // The spawned process runs until the test creates the gate file (no sleep race on a loaded machine).
@@ -221,7 +221,7 @@ struct GuestAgentLocalTests {
         var spawn = AgentRequest(verb: .spawn)
         spawn.argv = ["sh", "-c", "while [ ! -e \"$1\" ]; do sleep 0.05; done; exit 3", "sh", gate]
         spawn.environment = ["PATH": "/usr/bin:/bin"]
-        let response = try await agent.send(spawn, timeout: 10)
+        let response = try await agent.send(spawn, timeout: 60)
         let pid = try #require(response.int("pid"))
         let qemu = QemuProcess.guest(pid: Int32(pid), parent: agent, layer: "L2")
         #expect(qemu.exitReason == nil)  // still running
