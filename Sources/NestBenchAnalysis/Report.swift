@@ -233,7 +233,7 @@ public struct Report: Codable, Sendable {
         for t in perTestbed {
             for p in t.perTestbed where p.disagrees {
                 notes.append(
-                    "testbed \(p.testbed) disagrees with the others on \(t.configuration)/\(t.workload)/\(t.condition) \(t.metric): its ratio CI excludes the combined ratio"
+                    "testbed \(p.testbed) disagrees with the others on \(t.configuration)/\(t.workload)/\(t.condition) \(t.metric): its ratio CI does not overlap the CI of the other testbeds' combined ratio"
                 )
             }
         }
@@ -608,7 +608,7 @@ public enum ReportRenderer {
                     "- \(t.configuration) / \(t.workload) / \(t.condition) \(t.metric): combined \(ratio(t.ratio, t.ratioCI))\n"
                 for p in t.perTestbed {
                     out +=
-                        "    \(p.testbed): \(ratio(p.ratio, p.ratioCI))\(p.disagrees ? "  DISAGREES (CI excludes the combined ratio)" : "")\n"
+                        "    \(p.testbed): \(ratio(p.ratio, p.ratioCI))\(p.disagrees ? "  DISAGREES (its CI does not overlap the others' combined CI)" : "")\n"
                 }
             }
         }

@@ -24,7 +24,7 @@ public struct TestbedComparison: Codable, Sendable, Hashable {
         public var testbed: String
         public var ratio: Double?
         public var ratioCI: [Double]?
-        /// Its CI excludes the combined ratio.
+        /// Its CI does not overlap the CI of the other testbeds' combined ratio.
         public var disagrees: Bool
 
         enum CodingKeys: String, CodingKey {

@@ -187,7 +187,7 @@ public struct TestbedRatios: Sendable, Hashable {
     public var perTestbed: [Entry]
     /// The geometric mean of the per-testbed ratios with the three-level bootstrap CI.
     public var combined: RatioEstimate
-    /// Testbeds whose own CI excludes the combined ratio: they disagree with the others.
+    /// Testbeds whose own CI does not overlap the others' combined CI: they disagree with the others.
     public var disagreeing: [String]
 }
 
@@ -203,11 +203,12 @@ extension Statistics {
     /// blocking pairs them — and within each drawn testbed, independently per side, its groups
     /// with replacement keeping their runs (Ren et al. 2010, resampling the top level and each
     /// level below with replacement). The CI is the percentile interval. A testbed disagrees when
-    /// its own bootstrap CI (over its groups) excludes the combined ratio. Needs 2 testbeds for
-    /// a combined CI, and 2 groups per side on a testbed for its own CI.
+    /// its own bootstrap CI (over its groups) does not overlap the CI of the combined ratio of the
+    /// other testbeds (leave one out; with two testbeds, the other's own CI). Needs 2 testbeds
+    /// for a combined CI, and 2 groups per side on a testbed for its own CI.
     public static func testbedBootstrapRatio(
         _ a: [TestbedValue], _ b: [TestbedValue], statistic: CenterStatistic = .mean,
-        confidence: Double = 0.95, resamples: Int = 2000, seed: UInt64 = 0x5EED
+        confidence: Double = 0.95, resamples: Int = 2000, seed: UInt64 = 0x5EED, flagging: Bool = true
     ) -> TestbedRatios {
         var order: [String] = []
         for v in a + b where !order.contains(v.testbed) { order.append(v.testbed) }
@@ -266,10 +267,28 @@ extension Statistics {
             combined.lower = percentile(sorted: ratios, tail)
             combined.upper = percentile(sorted: ratios, 100 - tail)
         }
-        let disagreeing = per.filter { entry in
-            guard let lo = entry.estimate.lower, let hi = entry.estimate.upper else { return false }
-            return point < lo || point > hi
-        }.map(\.testbed)
+        // Leave one out: a testbed disagrees when its CI does not overlap the CI of the others'
+        // combined ratio (with one other testbed, that testbed's own CI). With two testbeds
+        // that disagree, both are flagged: nothing tells which one is odd.
+        var disagreeing: [String] = []
+        if flagging {
+            for entry in per {
+                guard let lo = entry.estimate.lower, let hi = entry.estimate.upper else { continue }
+                let others = both.filter { $0 != entry.testbed }
+                let rest: RatioEstimate
+                if others.count >= 2 {
+                    rest =
+                        testbedBootstrapRatio(
+                            a.filter { others.contains($0.testbed) }, b.filter { others.contains($0.testbed) },
+                            statistic: statistic, confidence: confidence, resamples: resamples, seed: seed, flagging: false
+                        ).combined
+                } else {
+                    rest = per.first { $0.testbed == others.first }?.estimate ?? entry.estimate
+                }
+                guard let rlo = rest.lower, let rhi = rest.upper else { continue }
+                if hi < rlo || lo > rhi { disagreeing.append(entry.testbed) }
+            }
+        }
         return TestbedRatios(perTestbed: per, combined: combined, disagreeing: disagreeing)
     }
 }
