@@ -172,16 +172,57 @@ struct ResumeAndLockTests {
         #expect(
             refused.stderr.contains("this machine") && refused.stderr.contains("pid \(p.processIdentifier)"), "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/res2/nestbench.sqlite"), "nothing measured or stored")
-        // --wait: starts when the first has finished, and then runs.
+        // --wait: starts when the first has finished, and then runs. The first's output is read
+        // meanwhile (a full pipe would keep it, and the lock, forever).
+        let reading = Task.detached { CLI.readAll(out, err) }
         let waited = try CLI.run(
             ["run", dir + "/e.yaml", "--results", dir + "/res2", "--wait", "--format", "json"], state: dir + "/state2",
             environment: shared)
-        let first = CLI.readAll(out, err)
+        let first = await reading.value
         p.waitUntilExit()
         #expect(p.terminationStatus == 0, "\(String(decoding: first.1, as: UTF8.self))")
         #expect(waited.status == 0, "\(waited.stderr)")
         #expect(waited.stderr.contains("waiting for this machine"))
         #expect((Self.json(String(decoding: first.0, as: UTF8.self))?["runs"] as? [Any])?.count == 4)
         #expect((Self.json(waited.stdout)?["runs"] as? [Any])?.count == 4)
+    }
+
+    @Test(.timeLimit(.minutes(4)))
+    func twoShardsImportedIntoOneStoreAreReportedAsOneCampaign() throws {
+        let dir = CLI.temporaryDirectory()
+        CLI.write(Self.experiment(ops: 3_000_000, min: 4, max: 4), to: dir + "/e.yaml")
+        let tooMany = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/x", "--shard", "0/3"], state: dir + "/state")
+        #expect(tooMany.status == 1 && tooMany.stderr.contains("at least 6"), "\(tooMany.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/x/nestbench.sqlite"), "refused before anything ran")
+        for k in 0..<2 {
+            let r = try CLI.run(
+                [
+                    "run", dir + "/e.yaml", "--results", dir + "/s\(k)", "--shard", "\(k)/2", "--campaign", "c1",
+                    "--fixed-repetitions", "--format", "json",
+                ],
+                state: dir + "/state")
+            #expect(r.status == 0, "\(r.stderr)")
+            let j = try #require(Self.json(r.stdout))
+            #expect(j["shard"] as? String == "\(k)/2" && j["campaign"] as? String == "c1")
+            #expect((j["runs"] as? [Any])?.count == 4, "2 of the 4 blocks × 2 configurations")
+            #expect((j["adaptive_repetitions"] as? String)?.hasPrefix("off") == true)
+            let runs = try #require(j["runs"] as? [[String: Any]])
+            #expect(runs.allSatisfy { (($0["provenance"] as? [String: String])?["testbed.fingerprint"]) != nil })
+            let export = try CLI.run(["export", "latest", "--results", dir + "/s\(k)"], state: dir + "/state")
+            CLI.write(export.stdout, to: dir + "/s\(k).json")
+        }
+        let imported = try CLI.run(
+            ["import", dir + "/s0.json", dir + "/s1.json", "--results", dir + "/all"], state: dir + "/state")
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let list = try CLI.run(["list", "--results", dir + "/all"], state: dir + "/state")
+        #expect(list.stdout.contains("campaign c1, shard 0/2") && list.stdout.contains("campaign c1, shard 1/2"))
+        let r = try CLI.run(["report", "--campaign", "c1", "--results", dir + "/all", "--format", "json"], state: dir + "/state")
+        #expect(r.status == 0, "\(r.stderr)")
+        let j = try #require(Self.json(r.stdout))
+        #expect((j["runs"] as? [Any])?.count == 8, "both shards' runs")
+        let testbeds = try #require(j["testbeds"] as? [[String: Any]])
+        #expect(testbeds.count == 1 && (testbeds[0]["experiment_runs"] as? [Any])?.count == 2)
+        let missing = try CLI.run(["report", "--campaign", "nope", "--results", dir + "/all"], state: dir + "/state")
+        #expect(missing.status == 5)
     }
 }
