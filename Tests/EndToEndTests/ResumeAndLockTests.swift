@@ -224,5 +224,18 @@ struct ResumeAndLockTests {
         #expect(testbeds.count == 1 && (testbeds[0]["experiment_runs"] as? [Any])?.count == 2)
         let missing = try CLI.run(["report", "--campaign", "nope", "--results", dir + "/all"], state: dir + "/state")
         #expect(missing.status == 5)
+        let html = try CLI.run(
+            ["report", "--campaign", "c1", "--results", dir + "/all", "--html", dir + "/c1.html"], state: dir + "/state")
+        #expect(html.status == 0 && html.stdout.contains("testbeds"), "\(html.stderr)")
+        #expect((try? String(contentsOfFile: dir + "/c1.html", encoding: .utf8))?.contains("id=\"testbeds\"") == true)
+        // compare and history take the campaign too.
+        let compare = try CLI.run(
+            ["compare", "--campaign", "c1", "--results", dir + "/all", "--format", "json"], state: dir + "/state")
+        #expect([0, 2, 4].contains(compare.status), "\(compare.stderr)")
+        #expect(compare.stdout.contains("campaign c1:a") && compare.stdout.contains("campaign c1:b"))
+        let history = try CLI.run(["history", "--campaign", "c1", "--results", dir + "/all"], state: dir + "/state")
+        #expect(history.status == 0, "\(history.stderr)")
+        let noHistory = try CLI.run(["history", "--campaign", "nope", "--results", dir + "/all"], state: dir + "/state")
+        #expect(noHistory.status == 5)
     }
 }
