@@ -185,6 +185,12 @@ struct RunCommand: AsyncParsableCommand {
         }
 
         let store = try resultsOptions.openStore()
+        // This process holds the store's writer lock: a `running` experiment run left in it has no
+        // live owner, even one on another host (a crashed node; a batch job requeued elsewhere).
+        for id in (try? store.markKilledUnderLock()) ?? [] {
+            Console.error(
+                "nestbench: experiment run \(id) was left running by a nestbench that no longer holds the store: marked killed")
+        }
         let resumeID = try resume.flatMap { try resumeTarget($0, loaded: loaded, store: store) }
         let platform = LocalPlatform(journal: journal, logger: logger)
         var vmPlatform: QemuPlatform?
