@@ -214,6 +214,15 @@ struct ResumeAndLockTests {
             let export = try CLI.run(["export", "latest", "--results", dir + "/s\(k)"], state: dir + "/state")
             CLI.write(export.stdout, to: dir + "/s\(k).json")
         }
+        // A shard of the campaign run again with --resume auto (a requeued job) measures nothing twice.
+        let again = try CLI.run(
+            [
+                "run", dir + "/e.yaml", "--results", dir + "/s0", "--shard", "0/2", "--campaign", "c1", "--resume", "auto",
+                "--format", "json",
+            ], state: dir + "/state")
+        #expect(again.status == 0 && again.stderr.contains("already completed"), "\(again.stderr)")
+        let s0 = try CLI.run(["list", "--results", dir + "/s0"], state: dir + "/state")
+        #expect(s0.stdout.split(separator: "\n").count == 1, "still one experiment run: \(s0.stdout)")
         let imported = try CLI.run(
             ["import", dir + "/s0.json", dir + "/s1.json", "--results", dir + "/all"], state: dir + "/state")
         #expect(imported.status == 0, "\(imported.stderr)")
