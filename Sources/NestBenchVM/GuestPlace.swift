@@ -29,13 +29,16 @@ public final class GuestPlace: Place {
     public let layer: BootedLayer
     let health: StackHealth
     let monitor: MonitorSettings
+    /// The stack's layers (for the alignment probe's layers below); nil: this guest alone.
+    let stackLayers: [BootedLayer]?
     /// Knobs changed by `apply`, with their original values, oldest first.
     private let originals = Mutex<[(path: String, value: String)]>([])
 
-    init(layer: BootedLayer, health: StackHealth, monitor: MonitorSettings) {
+    init(layer: BootedLayer, health: StackHealth, monitor: MonitorSettings, stackLayers: [BootedLayer]? = nil) {
         self.layer = layer
         self.health = health
         self.monitor = monitor
+        self.stackLayers = stackLayers
     }
 
     public var name: String { layer.name }
@@ -122,10 +125,53 @@ public final class GuestPlace: Place {
         r.timeoutSeconds = spec.timeoutSeconds
         r.monitorMillis = monitor.intervalMillis
         r.samplesPath = agent.guestPath(samplesFile)
+        // The alignment probe's hook: the workload stops itself at the end of its measured phase
+        // (NB_PHASE_STOP), the agent says so in the stop file, the probe reads every layer while
+        // it is stopped, and the agent continues it.
+        let stopFile = "\(agent.spool)/.stopped-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: stopFile) }
+        r.environment[AlignmentCollector.phaseStopVariable] = "1"
+        r.stopFile = agent.guestPath(stopFile)
+        let finished = Mutex(false)
+        let running = Task { [agent, failure, r] () -> Result<AgentResponse, VMError> in
+            defer { finished.withLock { $0 = true } }
+            do throws(VMError) {
+                return .success(try await agent.send(r, timeout: (spec.timeoutSeconds ?? 3600) + 720, failure: failure))
+            } catch {
+                return .failure(error)
+            }
+        }
+        var alignment: [Metric]?
+        while !finished.withLock({ $0 }) {
+            if let text = FileManager.default.contents(atPath: stopFile).map({ String(decoding: $0, as: UTF8.self) }),
+                let pid = text.split(separator: " ").last.flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+            {
+                let stoppedAt = ContinuousClock.now
+                let probe = StackAlignment(guest: layer, layers: stackLayers)
+                let first = await probe.metrics(
+                    pid: pid,
+                    when:
+                        "probed once, at the end of the measured phase, while the process stood stopped in \(name) (\(probe.chain.count + 1) layer(s) read)",
+                    failure: failure)
+                var k = AgentRequest(verb: .kill)
+                k.pid = pid
+                k.signal = SIGCONT
+                _ = try? await agent.send(k, timeout: 60, failure: failure)
+                let held = (ContinuousClock.now - stoppedAt).seconds
+                let heldText = String(format: " (held stopped %.1f s)", held)
+                alignment = first.map { m in
+                    var m = m
+                    if m.value != nil { m.detail = (m.detail ?? "") + heldText }
+                    return m
+                }
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
         let response: AgentResponse
-        do {
-            response = try await agent.send(r, timeout: (spec.timeoutSeconds ?? 3600) + 120, failure: failure)
-        } catch {
+        switch await running.value {
+        case .success(let answer): response = answer
+        case .failure(let error):
             health.note(error)
             throw ProcessError(program: spec.program, message: "in \(name): \(error)", errno: nil)
         }
@@ -142,12 +188,21 @@ public final class GuestPlace: Place {
             m.detail = "measured in \(name) by the guest agent" + (m.detail.map { " (\($0))" } ?? "")
             return m
         }
-        // The alignment probe runs on this machine only so far: the same names, said unavailable.
-        let alignment = AlignmentMetrics.unavailable(
-            layer: name, reason: "the alignment probe does not run inside guest layers yet (only on this machine)")
-        metrics += (response.metrics + alignment).map { m in
+        let probed =
+            alignment
+            ?? AlignmentMetrics.unavailable(
+                layer: name,
+                reason:
+                    "in \(name): the workload exited without stopping at the end of its measured phase (only nb-micro honours \(AlignmentCollector.phaseStopVariable))"
+            )
+        metrics += response.metrics.map { m in
             var m = m
             m.detail = "in \(name)"
+            return m
+        }
+        metrics += probed.map { m in
+            var m = m
+            m.detail = "in \(name)" + (m.detail.map { ": \($0)" } ?? "")
             return m
         }
         return MeasuredRun(outcome: outcome, metrics: metrics, samples: samples)

@@ -88,6 +88,8 @@ public struct BootedLayer: Sendable {
     /// QEMU's version from its QMP greeting (the QEMUs this machine starts; inner layers run the
     /// same binary, from this machine's root); nil when not read.
     public var qemuVersion: String? = nil
+    /// QEMU's QMP socket, as its parent layer sees it (this machine's path for an outermost VM).
+    public var qmpSocket: String = ""
 }
 
 /// What went wrong booting a stack (a failed run, not a failed experiment).
@@ -475,7 +477,7 @@ public struct StackBooter: Sendable {
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release,
                 commandLine: commandLine.flatMap { $0.0 == 0 ? $0.1.trimmingCharacters(in: .whitespacesAndNewlines) : nil },
-                qemuVersion: qemuVersion))
+                qemuVersion: qemuVersion, qmpSocket: qmp))
     }
 
     /// The paging mode this layer's KVM runs its guests with (EPT/NPT read back, `NestedPaging`);

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NestBenchAlignment
 import NestBenchCollectors
 import NestBenchModel
 import NestBenchPlatforms
@@ -413,5 +414,53 @@ struct PlaceCollectorTests {
         await #expect(throws: PlaceError.missing(place: "L2", path: "/proc/no-such-file")) {
             try await guest.read("/proc/no-such-file")
         }
+    }
+}
+
+/// The guest side of the alignment probe with the real agent on this machine: the agent's probe
+/// file (pagemap in large reads, kpageflags only for candidate frames) gives the same verdicts as
+/// reading this machine's files directly, and a guest place probes nb-micro at its phase stop.
+@Suite("alignment probe through the agent", .serialized)
+struct AgentAlignmentTests {
+    @Test(.enabled(if: getuid() == 0), .timeLimit(.minutes(3)))
+    func agentProbeFileMatchesTheDirectProbeAndTheMicroIsProbedAtItsStop() async throws {
+        let directory = Fixtures.temporaryDirectory()
+        let (guest, agentProcess) = try await PlaceCollectorTests.guestPlace(
+            monitor: MonitorSettings(intervalMillis: nil), spool: directory + "/spool")
+        defer {
+            agentProcess.kill()
+            _ = agentProcess.waitBlocking()
+        }
+        // The agent's own process: heap, stacks, anonymous memory.
+        let pid = agentProcess.pid
+        let snapshot = try await StackAlignment.snapshot(
+            agent: guest.agent, pid: pid, ranges: [], pageTables: true, kvm: true, failure: { nil })
+        let viaAgent = try AlignmentProbe(files: snapshot).probe(pid: pid)
+        let direct = try AlignmentProbe().probe(pid: pid)
+        #expect(viaAgent.regions.map(\.virtualStart) == direct.regions.map(\.virtualStart))
+        #expect(viaAgent.summary == direct.summary)
+        #expect((snapshot.pageTableFrames?.count ?? 0) > 0, "this machine has page-table pages")
+        // The same regions by their starts (the lower-layer form).
+        let starts = direct.regions.map(\.virtualStart)
+        let ranged = try await StackAlignment.snapshot(
+            agent: guest.agent, pid: pid, ranges: StackAlignment.coalesced(starts), pageTables: false, kvm: false,
+            failure: { nil })
+        #expect(try AlignmentProbe(files: ranged).probe(pid: pid, regionStarts: starts).summary == direct.summary)
+
+        // nb-micro through the guest place: stopped at its phase end, probed, continued.
+        let binary = try await HarnessLocator().program("micro/nb-micro.c", name: "nb-micro")
+        let run = try await guest.launchMeasured(
+            ProcessSpec(
+                program: binary, arguments: ["random", "--size", String(32 << 20), "--ops", "100000", "--thp", "nohuge"],
+                environment: ["PATH": "/usr/bin:/bin"], workingDirectory: directory, stdoutPath: directory + "/out",
+                timeoutSeconds: 60))
+        #expect(run.outcome.exitStatus == 0)
+        let stdout = (try? String(contentsOfFile: directory + "/out", encoding: .utf8)) ?? ""
+        #expect(stdout.contains("info phase_stop 1"), "\(stdout)")
+        let metrics = Dictionary(run.metrics.map { ($0.name, $0) }) { a, _ in a }
+        let regions = try #require(metrics["align.regions"]?.value, "\(metrics["align.regions"]?.unavailable ?? "")")
+        #expect(regions >= 16, "the 32 MiB buffer's regions")
+        #expect(metrics["align.huge.L2"]?.value == 0, "MADV_NOHUGEPAGE: \(metrics["align.huge.L2"].debugDescription)")
+        #expect(metrics["align.huge.L2"]?.detail?.contains("end of the measured phase") == true)
     }
 }
