@@ -464,3 +464,31 @@ struct AgentAlignmentTests {
         #expect(metrics["align.huge.L2"]?.detail?.contains("end of the measured phase") == true)
     }
 }
+
+@Suite("alignment across a stack: QMP pieces (pure)")
+struct StackAlignmentPureTests {
+    @Test func gpa2hvaThroughTheAgentsPassThrough() {
+        #expect(
+            HMP.command("gpa2hva 0x200000")
+                == #"{"arguments":{"command-line":"gpa2hva 0x200000"},"execute":"human-monitor-command"}"#)
+        #expect(
+            HMP.gpa2hva(reply: #"{"return": "Host virtual address for 0x200000 (pc.ram) is 0x7fb2a8000000\r\n"}"#)
+                == 0x7fb2_a800_0000)
+        #expect(HMP.gpa2hva(reply: #"{"return": "Memory at address 0x10000000000 is not RAM\r\n"}"#) == nil)
+        #expect(HMP.gpa2hva(reply: #"{"error": {"class": "GenericError", "desc": "x"}}"#) == nil)
+    }
+
+    @Test func regionStartsGoToTheAgentAsRuns() throws {
+        let mb2: UInt64 = 2 << 20
+        let runs = StackAlignment.coalesced([4 * mb2, 0, mb2, 4 * mb2, 7 * mb2])
+        #expect(runs.map(\.start) == [0, 4 * mb2, 7 * mb2] && runs.map(\.length) == [2 * mb2, mb2, mb2])
+        var r = AgentRequest(verb: .probe)
+        r.pid = 7
+        r.path = "/nb/.probe"
+        r.ranges = runs
+        r.pageTables = true
+        r.kvm = true
+        let text = try r.encoded()
+        #expect(text.contains("verb probe\n") && text.contains("range 0x0 4194304\n") && text.contains("pgtable 1\nkvm 1\n"))
+    }
+}
