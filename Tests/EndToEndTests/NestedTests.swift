@@ -375,6 +375,7 @@ extension MachineSuite {
             let dir = CLI.temporaryDirectory()
             let yaml = """
                 name: e2e-align
+                baseline: hugetlb-below
                 seed: 3
                 collectors: {monitor: {interval: off}}
                 configurations:
