@@ -75,6 +75,8 @@ public enum AlignmentFigure {
         let used = Set(metrics.values).sorted().joined(separator: ", ")
         h +=
             "<p>Mean fraction of the workload's present 2 MiB regions per run (\(HTMLReport.esc(used))). "
+            + "The probe ran once per run, at the end of the measured phase, while the workload stood stopped "
+            + "(each align.* metric's detail says how long it was held). "
             + "align.huge.host is one layer only (this machine): well-aligned needs every layer of a stack.</p>\n"
         h += layerSection(report)
         h += "</section>\n"
