@@ -156,7 +156,11 @@ public final class GuestPlace: Place {
                 var k = AgentRequest(verb: .kill)
                 k.pid = pid
                 k.signal = SIGCONT
-                _ = try? await agent.send(k, timeout: 60, failure: failure)
+                // Continued whatever the probe found; one retry (a workload left stopped would
+                // only end at the run's deadline).
+                for _ in 0..<2 {
+                    if (try? await agent.send(k, timeout: 60, failure: failure)) != nil { break }
+                }
                 let held = (ContinuousClock.now - stoppedAt).seconds
                 let heldText = String(format: " (held stopped %.1f s)", held)
                 alignment = first.map { m in
