@@ -33,8 +33,9 @@
  *   involuntary_context_switches N
  *   value TEXT; vcpu I tid T cpus LIST
  * `run` waits for the process (killing its group after the timeout); `spawn` returns at once
- * and the agent reaps the process when it exits, writing SPOOL/exited/PID ("exit N" or
- * "signal N").
+ * and the agent reaps the process when it exits, writing SPOOL/exited/PID: first line "exit N" or
+ * "signal N", then the usage lines of a `run` answer (pid, timed_out 0, wall_seconds from spawn
+ * to reaping, user/system seconds, faults, max_rss_kib, context switches).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -243,16 +244,21 @@ static void write_reading(FILE *out, double t, pid_t pid) {
 }
 
 /* Spawned processes still running; when one ends, SPOOL/exited/PID says how ("exit N" or
- * "signal N"), so that the layer below learns at once that a guest's QEMU is gone. */
+ * "signal N", then its usage), so that the layer below learns at once that a guest's QEMU is
+ * gone, and what a helper (a Tailbench client) used. */
 #define MAX_SPAWNED 256
 static pid_t spawned[MAX_SPAWNED];
+static double spawned_at[MAX_SPAWNED];
 static int n_spawned;
 
-static void record_exit(pid_t pid, int status) {
+static void record_exit(pid_t pid, int status, const struct rusage *ru) {
     int i = 0;
     while (i < n_spawned && spawned[i] != pid) i++;
     if (i == n_spawned) return; /* a worker, not a spawned process */
-    spawned[i] = spawned[--n_spawned];
+    double wall = now() - spawned_at[i];
+    spawned[i] = spawned[n_spawned - 1];
+    spawned_at[i] = spawned_at[n_spawned - 1];
+    n_spawned--;
     char dir[2048], tmp[4096], path[4096];
     snprintf(dir, sizeof dir, "%s/exited", spool);
     mkdir(dir, 0755);
@@ -262,6 +268,11 @@ static void record_exit(pid_t pid, int status) {
     if (!f) return;
     if (WIFSIGNALED(status)) fprintf(f, "signal %d\n", WTERMSIG(status));
     else fprintf(f, "exit %d\n", WEXITSTATUS(status));
+    fprintf(f, "pid %d\ntimed_out 0\nwall_seconds %.6f\n", (int)pid, wall);
+    fprintf(f, "user_seconds %.6f\nsystem_seconds %.6f\n", (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6,
+            (double)ru->ru_stime.tv_sec + ru->ru_stime.tv_usec / 1e6);
+    fprintf(f, "minor_faults %ld\nmajor_faults %ld\nmax_rss_kib %ld\n", ru->ru_minflt, ru->ru_majflt, ru->ru_maxrss);
+    fprintf(f, "voluntary_context_switches %ld\ninvoluntary_context_switches %ld\n", ru->ru_nvcsw, ru->ru_nivcsw);
     fclose(f);
     rename(tmp, path);
 }
@@ -839,7 +850,8 @@ int main(int argc, char **argv) {
         /* Reap spawned processes and finished workers; a spawned process's end is recorded. */
         int status;
         pid_t gone;
-        while ((gone = waitpid(-1, &status, WNOHANG)) > 0) record_exit(gone, status);
+        struct rusage ru;
+        while ((gone = wait4(-1, &status, WNOHANG, &ru)) > 0) record_exit(gone, status, &ru);
         DIR *d = opendir(dir);
         if (!d) {
             sleep(1);
@@ -861,10 +873,14 @@ int main(int argc, char **argv) {
             if (!strcmp(peek.verb, "spawn")) {
                 /* Started by the agent itself so that it reaps it. */
                 response_len = 0;
+                double at = now();
                 pid_t pid = start(&peek);
                 if (pid > 0) {
                     say("ok 1\npid %d\n", (int)pid);
-                    if (n_spawned < MAX_SPAWNED) spawned[n_spawned++] = pid;
+                    if (n_spawned < MAX_SPAWNED) {
+                        spawned_at[n_spawned] = at;
+                        spawned[n_spawned++] = pid;
+                    }
                 }
                 unlink(claimed);
                 char id[256];

@@ -318,18 +318,26 @@ final class GuestHelper: HelperProcess {
     let pid: Int32
     let agent: GuestAgent
     let layer: String
+    let argv: [String]
     let failure: @Sendable () -> String?
 
-    init(pid: Int32, agent: GuestAgent, layer: String, failure: @escaping @Sendable () -> String?) {
+    init(pid: Int32, agent: GuestAgent, layer: String, argv: [String], failure: @escaping @Sendable () -> String?) {
         self.pid = pid
         self.agent = agent
         self.layer = layer
+        self.argv = argv
         self.failure = failure
     }
 
+    /// SPOOL/exited/PID: "exit N" or "signal N", then the helper's usage (an older agent: none).
+    var exitedRecord: String? {
+        FileManager.default.contents(atPath: "\(agent.spool)/exited/\(pid)").map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// How it ended: the record's first line.
     var exitedText: String? {
-        FileManager.default.contents(atPath: "\(agent.spool)/exited/\(pid)").map {
-            String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        exitedRecord.map { $0.split(separator: "\n").first.map(String.init) ?? "" }.map {
+            $0.trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
 
@@ -349,7 +357,9 @@ final class GuestHelper: HelperProcess {
         }
         let parts = text.split(separator: " ")
         let status = parts.first == "exit" && parts.count > 1 ? Int32(parts[1]) : nil
-        return HelperEnd(exitStatus: status, description: "\(text) in \(layer)")
+        // Its usage as the agent measured it when reaping it; none when the record lacks it.
+        let outcome = exitedRecord.flatMap { try? GuestPlace.outcome(AgentResponse.parse($0), argv: argv) }
+        return HelperEnd(exitStatus: status, description: "\(text) in \(layer)", outcome: outcome)
     }
 }
 
@@ -373,6 +383,6 @@ extension GuestPlace {
             throw ProcessError(
                 program: spec.program, message: "in \(name): \(response.error ?? "the agent returned no pid")", errno: nil)
         }
-        return GuestHelper(pid: pid, agent: agent, layer: name, failure: failure)
+        return GuestHelper(pid: pid, agent: agent, layer: name, argv: spawn.argv, failure: failure)
     }
 }

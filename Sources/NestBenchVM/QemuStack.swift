@@ -60,7 +60,10 @@ enum QemuProcess: Sendable {
             return r.hasExited ? "the outermost QEMU exited" : nil
         case .guest(let pid, let parent, let layer):
             guard let data = FileManager.default.contents(atPath: "\(parent.spool)/exited/\(pid)") else { return nil }
-            let how = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            // The record's first line ("exit N" / "signal N"); its usage lines follow.
+            let record = String(decoding: data, as: UTF8.self)
+            let how = (record.split(separator: "\n").first.map(String.init) ?? "").trimmingCharacters(
+                in: .whitespacesAndNewlines)
             return "\(layer)'s QEMU (pid \(pid) in \(parent.name)) ended (\(how)): the guest reset or crashed, or QEMU failed"
         }
     }

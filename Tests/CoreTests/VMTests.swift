@@ -409,6 +409,20 @@ struct PlaceCollectorTests {
         let end = await helper.stop()
         #expect(helper.hasExited)
         #expect(end.description.contains("signal 9"), "\(end.description)")
+        #expect(end.outcome?.signal == 9, "the usage the agent recorded when it reaped the helper")
+        // A helper that ends on its own: its usage as the agent measured it (a Tailbench client's
+        // `client.*` metrics in a guest).
+        let busy = try await guest.startHelper(
+            ProcessSpec(
+                program: "sh", arguments: ["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 4"],
+                environment: ["PATH": "/usr/bin:/bin"]))
+        let busyEnd = await busy.ended()
+        #expect(busyEnd.exitStatus == 4 && busyEnd.description == "exit 4 in L2", "\(busyEnd.description)")
+        let outcome = try #require(busyEnd.outcome, "the agent's record carries the helper's usage")
+        #expect(outcome.exitStatus == 4)
+        #expect(outcome.usage.userSeconds + outcome.usage.systemSeconds > 0, "\(outcome.usage)")
+        #expect(outcome.wallSeconds >= outcome.usage.userSeconds, "\(outcome)")
+        #expect(outcome.usage.maxRSSKiB > 0)
         let text = try await guest.read("/proc/self/status")
         #expect(text.contains("Name:"))
         await #expect(throws: PlaceError.missing(place: "L2", path: "/proc/no-such-file")) {
