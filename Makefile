@@ -6,7 +6,7 @@ BIN      := .build/debug/nestbench
 APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy tar \
             qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium
 
-.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke fuzz stress
+.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke align-smoke fuzz stress
 
 all: build
 
@@ -39,6 +39,11 @@ demo-fragmented: build
 # without hardware virtualization L0 is an emulated host: the report says "functional only".
 nested-smoke: build
 	$(BIN) run Suites/nested-smoke.yaml --fixed-repetitions
+
+# Cross-layer huge-page alignment on 3-layer stacks (aligned, misaligned, guest-base): the micro in
+# L2 probed at every layer; the report shows align.well_aligned beside the micro's throughput.
+align-smoke: build
+	$(BIN) run Suites/align-smoke.yaml --fixed-repetitions
 
 lint:
 	$(SWIFT) format lint --strict -r Sources Tests Package.swift
