@@ -523,7 +523,8 @@ public enum ExperimentLoader {
                 continue
             }
             guard
-                let fields = r.mapping(entry.value, at: entry.path, allowed: ["fragmentation", "compact", "description"])
+                let fields = r.mapping(
+                    entry.value, at: entry.path, allowed: ["fragmentation", "memory_pressure", "compact", "description"])
             else {
                 continue
             }
@@ -531,15 +532,49 @@ public enum ExperimentLoader {
             for f in fields {
                 switch f.key {
                 case "fragmentation": condition.fragmentation = readFragmentation(f.value, at: f.path, r)
+                case "memory_pressure": condition.memoryPressure = readMemoryPressure(f.value, at: f.path, r)
                 case "compact": compact = r.bool(f.value, at: f.path)
                 default: _ = r.string(f.value, at: f.path)
                 }
             }
             condition.compact = compact ?? (condition.fragmentation != nil)
+            if let a = condition.fragmentation?.layer, let b = condition.memoryPressure?.layer, a != b {
+                r.problem(
+                    "\(entry.path).memory_pressure.layer", entry.value,
+                    "a condition runs in one layer: fragmentation.layer is \(a), memory_pressure.layer is \(b)")
+            }
             result.append(condition)
         }
         if result.isEmpty { r.problem(path, node, "at least one condition is required when the key is given") }
         return result
+    }
+
+    static func readMemoryPressure(_ node: Node, at path: String, _ r: YAMLReader) -> MemoryPressureSpec? {
+        guard let fields = r.mapping(node, at: path, allowed: ["available", "step", "timeout", "layer"]) else { return nil }
+        var spec = MemoryPressureSpec(availableBytes: 0)
+        var hasTarget = false
+        for f in fields {
+            switch f.key {
+            case "available":
+                hasTarget = true
+                if let b = r.bytes(f.value, at: f.path) { spec.availableBytes = b }
+            case "step":
+                if let b = r.bytes(f.value, at: f.path) {
+                    if b < 4096 { r.problem(f.path, f.value, "must be at least 4KiB") } else { spec.stepBytes = b }
+                }
+            case "timeout": if let t = r.seconds(f.value, at: f.path) { spec.timeoutSeconds = t }
+            default:
+                if let l = r.string(f.value, at: f.path) {
+                    if l == "host" || l.wholeMatch(of: /L[0-9]+(\.[0-9]+)?/) != nil {
+                        spec.layer = l
+                    } else {
+                        r.problem(f.path, f.value, "must be host or a layer name such as L0, got \"\(l)\"")
+                    }
+                }
+            }
+        }
+        if !hasTarget { r.problem(path, node, "missing required key \"available\" (the MemAvailable to leave, e.g. 512MiB)") }
+        return spec
     }
 
     static func readFragmentation(_ node: Node, at path: String, _ r: YAMLReader) -> FragmentationSpec? {

@@ -99,7 +99,7 @@ public protocol Placement: Sendable {
     /// The processes that make the placement (QEMU command lines), recorded with each run.
     var invocations: [Invocation] { get }
     /// Starts the observations that span a run (e.g. counters on vCPU threads from this machine).
-    func beginRun() -> any PlacementRun
+    func beginRun() async -> any PlacementRun
     /// Each layer's state after a run (named with the layer) and what to record about it.
     func state() async -> (metrics: [Metric], provenance: [String: String])
     /// Why the placement can no longer be used (its VM died), or nil.
@@ -109,7 +109,7 @@ public protocol Placement: Sendable {
 /// Observations spanning one run of a placement.
 public protocol PlacementRun: Sendable {
     /// Stops them: their metrics.
-    func finish() -> [Metric]
+    func finish() async -> [Metric]
 }
 
 /// A platform (`local`, `qemu`): puts configurations in place and gives their places.

@@ -393,8 +393,9 @@ struct StackPlacement: Placement {
 
     var lostReason: String? { health.lostReason }
 
-    func beginRun() -> any PlacementRun {
-        StackRun(stack: stack, counters: GuestCounters(stack: stack, settings: collectors.perf))
+    func beginRun() async -> any PlacementRun {
+        let before = await LayerCounters.read(stack)
+        return StackRun(stack: stack, counters: GuestCounters(stack: stack, settings: collectors.perf), before: before)
     }
 
     func state() async -> (metrics: [Metric], provenance: [String: String]) { await QemuPlatform.layerState(stack) }
@@ -404,6 +405,17 @@ struct StackPlacement: Placement {
 struct StackRun: PlacementRun {
     let stack: QemuStack
     let counters: GuestCounters
+    /// Each layer's vmstat and KSM reading as the run began.
+    let before: [String: LayerCounters.Reading]
 
-    func finish() -> [Metric] { counters.finish() }
+    func finish() async -> [Metric] {
+        let perf = counters.finish()
+        let after = await LayerCounters.read(stack)
+        var metrics = perf
+        for layer in stack.layers {
+            guard let b = before[layer.name], let a = after[layer.name] else { continue }
+            metrics += LayerCounters.metrics(layer: layer.name, before: b, after: a)
+        }
+        return metrics
+    }
 }
