@@ -364,7 +364,12 @@ public enum ExperimentLoader {
         }
     }
 
-    static let layerSettingKeys: Set<String> = ["thp", "khugepaged", "sysctl", "sysfs"]
+    static let layerSettingKeys: Set<String> = ["thp", "khugepaged", "ksm", "sysctl", "sysfs"]
+
+    /// The KSM files a `ksm:` block may set (`/sys/kernel/mm/ksm/<name>`), as whole numbers.
+    static let ksmKnobs: Set<String> = [
+        "run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes", "use_zero_pages", "max_page_sharing",
+    ]
 
     static func readLayer(_ node: Node, at path: String, _ r: YAMLReader) -> LayerSettings {
         guard let fields = r.mapping(node, at: path, allowed: layerSettingKeys) else { return LayerSettings() }
@@ -392,6 +397,17 @@ public enum ExperimentLoader {
                     let range = e.key == "defrag" ? 0...1 : 0...Int(Int32.max)
                     if let v = r.int(e.value, at: e.path, range: range) { layer.khugepaged.settings[e.key] = v }
                 }
+            case "ksm":
+                // Kernel samepage merging: knobs under /sys/kernel/mm/ksm/, restored like every knob.
+                guard let k = r.mapping(f.value, at: f.path, allowed: ksmKnobs) else { continue }
+                for e in k {
+                    let range =
+                        e.key == "run"
+                        ? 0...2 : e.key == "merge_across_nodes" || e.key == "use_zero_pages" ? 0...1 : 0...Int(Int32.max)
+                    if let v = r.int(e.value, at: e.path, range: range) {
+                        layer.sysfs["/sys/kernel/mm/ksm/\(e.key)"] = String(v)
+                    }
+                }
             case "sysctl":
                 if let map = r.stringMap(f.value, at: f.path) {
                     for key in map.keys where key.contains("/") || key.contains("..") {
@@ -405,7 +421,7 @@ public enum ExperimentLoader {
                     where !(key.hasPrefix("/sys/") || key.hasPrefix("/proc/sys/")) || key.contains("/../") {
                         r.problem("\(f.path).\(key)", f.value, "sysfs knobs must be absolute paths under /sys/ or /proc/sys/")
                     }
-                    layer.sysfs = map
+                    layer.sysfs.merge(map) { $1 }
                 }
             }
         }
