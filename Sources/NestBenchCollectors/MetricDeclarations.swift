@@ -73,6 +73,9 @@ public enum CollectorMetricDeclarations {
         MetricDeclaration("*.ksm.full_scans", unit: "scans", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("*.ksm.run", unit: "state", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("*.ksm.*", unit: "pages", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.qemu_major_faults", unit: "faults", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.swap.io_ms", unit: "ms", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.swap.*", unit: "I/Os", polarity: .neutral, role: .diagnostic),
     ]
 
     /// `AlignmentCollector` (NestBenchAlignment): fractions of the workload's 2 MiB regions.

@@ -412,9 +412,14 @@ struct StackRun: PlacementRun {
         let perf = counters.finish()
         let after = await LayerCounters.read(stack)
         var metrics = perf
-        for layer in stack.layers {
+        for (index, layer) in stack.layers.enumerated() {
             guard let b = before[layer.name], let a = after[layer.name] else { continue }
-            metrics += LayerCounters.metrics(layer: layer.name, before: b, after: a)
+            metrics += LayerCounters.metrics(
+                layer: layer.name, before: b, after: a, children: LayerCounters.children(of: index, in: stack))
+        }
+        if let b = before["host"], let a = after["host"] {
+            metrics += LayerCounters.metrics(
+                layer: "host", before: b, after: a, children: LayerCounters.children(of: nil, in: stack))
         }
         return metrics
     }

@@ -75,4 +75,36 @@ struct OvercommitConfigTests {
             #expect(l0.settings.sysfs["/sys/kernel/mm/ksm/run"] == (ksmOn ? "1" : "0"), "\(c.name)")
         }
     }
+
+    @Test func swapAndQemuMemoryMaxAreLayerKeys() throws {
+        func load(l0: String = "", l1: String) throws(ConfigError) -> Experiment {
+            let yaml = """
+                name: t
+                baseline: a
+                configurations:
+                  a:
+                    platform: qemu
+                    layers:
+                      L0: {kernel: /vmlinuz, memory: 2GiB\(l0)}
+                      L1: {kernel: /vmlinuz, memory: 512MiB\(l1)}
+                workloads:
+                  - {name: random-access, suite: micro}
+                """
+            return try ExperimentLoader.parse(yaml, file: "exp.yaml", catalog: FakeCatalog())
+        }
+        guard FileManager.default.isReadableFile(atPath: "/vmlinuz") else { return }
+        let e = try load(l0: ", swap: 1GiB", l1: ", swap: 256MiB, qemu_memory_max: 320MiB")
+        let layers = e.configurations[0].layers
+        #expect(layers[0].swapBytes == 1 << 30 && layers[0].qemuMemoryMaxBytes == nil)
+        #expect(layers[1].swapBytes == 256 << 20 && layers[1].qemuMemoryMaxBytes == 320 << 20)
+        do {
+            _ = try load(l0: ", qemu_memory_max: 1GiB", l1: ", swap: 1MiB")
+            Issue.record("expected errors")
+        } catch {
+            #expect(
+                Set(error.problems.map(\.keyPath)) == [
+                    "configurations.a.layers.L0.qemu_memory_max", "configurations.a.layers.L1.swap",
+                ])
+        }
+    }
 }

@@ -60,4 +60,34 @@ struct OvercommitTests {
         #expect(m["L0.ksm.pages_volatile"] == nil, "a file the layer lacks gives no metric, never 0")
         #expect(m["L0.vmstat.pswpin"] == nil, "a counter read only once gives no delta")
     }
+
+    @Test func qemuMajorFaultsAndSwapDiskAreDeltas() {
+        let before = LayerCounters.parse(
+            """
+            /sys/block/vda/stat:     100        0     800       50      200        0     1600      70        0      120      130        0        0        0        0
+            /proc/4242/stat:4242 (qemu-system-x86) S 1 4242 4242 0 -1 4194560 5000 0 17 0 300 100 0 0 20 0 3 0 100 1 1
+            """)
+        let after = LayerCounters.parse(
+            """
+            /sys/block/vda/stat:     150        0     800       50      900        0     1600      70        0      620      130        0        0        0        0
+            /proc/4242/stat:4242 (qemu-system-x86) S 1 4242 4242 0 -1 4194560 5000 0 117 0 300 100 0 0 20 0 3 0 100 1 1
+            """)
+        let m = Dictionary(
+            uniqueKeysWithValues: LayerCounters.metrics(
+                layer: "L0", before: before, after: after, children: [(name: "L1", pid: 4242)]
+            ).map { ($0.name, $0.value) })
+        #expect(m["L1.qemu_major_faults"] == 100)
+        #expect(m["L0.swap.io_ms"] == 500 && m["L0.swap.reads"] == 50 && m["L0.swap.writes"] == 700)
+    }
+
+    @Test func swapImagesAreVirtioDisks() {
+        var machine = QemuMachine(
+            name: "L1", accelerator: .kvm, vcpus: 1, memoryBytes: 512 << 20, kernel: "/k", initrd: nil, kernelArguments: [],
+            share: "/nb/L1", consoleLog: "/nb/c", qmpSocket: "/run/q")
+        #expect(!QemuCommandLine.arguments(for: machine).contains("-drive"))
+        machine.disks = ["/nb/L1,x.swap.img"]
+        let args = QemuCommandLine.arguments(for: machine)
+        let drive = args.firstIndex(of: "-drive").map { args[$0 + 1] }
+        #expect(drive == "file=/nb/L1,,x.swap.img,if=virtio,format=raw,id=disk0")
+    }
 }
