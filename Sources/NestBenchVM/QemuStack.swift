@@ -144,6 +144,12 @@ public final class QemuStack: @unchecked Sendable {
                 try? FileManager.default.removeItem(atPath: dir)
             }
         }
+        // Swap images (`swap:`) go with the VMs that used them; console logs stay.
+        if let files = FileManager.default.enumerator(atPath: directory) {
+            for case let file as String in files where file.hasSuffix(".swap.img") {
+                try? FileManager.default.removeItem(atPath: directory + "/" + file)
+            }
+        }
     }
 
     /// Pauses (QMP `stop`) or resumes (`cont`) the stack's outermost QEMU, and with it every
