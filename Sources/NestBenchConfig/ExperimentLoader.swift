@@ -566,7 +566,7 @@ public enum ExperimentLoader {
     }
 
     static func readMemoryPressure(_ node: Node, at path: String, _ r: YAMLReader) -> MemoryPressureSpec? {
-        guard let fields = r.mapping(node, at: path, allowed: ["available", "step", "timeout", "layer"]) else { return nil }
+        guard let fields = r.mapping(node, at: path, allowed: ["available", "step", "timeout", "layer", "method"]) else { return nil }
         var spec = MemoryPressureSpec(availableBytes: 0)
         var hasTarget = false
         for f in fields {
@@ -579,6 +579,10 @@ public enum ExperimentLoader {
                     if b < 4096 { r.problem(f.path, f.value, "must be at least 4KiB") } else { spec.stepBytes = b }
                 }
             case "timeout": if let t = r.seconds(f.value, at: f.path) { spec.timeoutSeconds = t }
+            case "method":
+                if let m = r.choice(f.value, at: f.path, from: MemoryPressureSpec.Method.allCases.map(\.rawValue)) {
+                    spec.method = MemoryPressureSpec.Method(rawValue: m)!
+                }
             default:
                 if let l = r.string(f.value, at: f.path) {
                     if l == "host" || l.wholeMatch(of: /L[0-9]+(\.[0-9]+)?/) != nil {

@@ -284,6 +284,14 @@ public struct Condition: Codable, Sendable, Hashable {
 /// layer until its MemAvailable is at most `availableBytes`, and holds it until the run ends (the
 /// memory-overcommit scenarios: THP vs KSM under host pressure).
 public struct MemoryPressureSpec: Codable, Sendable, Hashable {
+    public enum Method: String, Codable, Sendable, Hashable, CaseIterable {
+        /// `nb-hold` allocates in the layer (any place).
+        case hold
+        /// The layer's virtio balloon is inflated over QMP (a guest layer with `balloon: true`
+        /// whose QEMU runs on this machine), and deflated to full after the run.
+        case balloon
+    }
+    public var method: Method = .hold
     /// MemAvailable to leave in the layer, in bytes.
     public var availableBytes: UInt64
     /// Allocation step (the last step takes only what is left above the target).

@@ -64,6 +64,9 @@ public struct VMLayer: Codable, Sendable, Hashable {
     /// Caps this layer's QEMU process in the layer below with cgroup v2 `memory.max` (the layer
     /// below swaps what does not fit, when it has swap): the host side of double paging.
     public var qemuMemoryMaxBytes: UInt64?
+    /// A virtio-balloon device (and its driver loaded after boot), for `memory_pressure` with
+    /// `method: balloon`.
+    public var balloon: Bool = false
 
     public init(
         name: String, kernel: String? = nil, initrd: String? = nil, modulesDirectory: String? = nil,

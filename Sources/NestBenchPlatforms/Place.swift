@@ -70,6 +70,14 @@ public protocol Place: Sendable {
     func runDirectory(_ tag: String) -> String
 }
 
+/// A place whose memory can be taken by a balloon (a guest with a virtio-balloon device whose
+/// QEMU NestBench controls).
+public protocol BalloonPlace: Place {
+    /// Sets the guest's memory to `bytes` (nil: back to all of it) and waits until the balloon
+    /// gets there; returns the guest's memory as the balloon reports it.
+    func balloon(to bytes: UInt64?) async throws(PlaceError) -> UInt64
+}
+
 extension Place {
     /// FMFI(order) over the movable zones of the place's kernel, read now; nil when unreadable.
     public func fmfi(order: Int) async -> Double? {

@@ -88,6 +88,10 @@ public struct BootedLayer: Sendable {
     /// QEMU's version from its QMP greeting (the QEMUs this machine starts; inner layers run the
     /// same binary, from this machine's root); nil when not read.
     public var qemuVersion: String? = nil
+    /// The QMP socket of its QEMU when that runs on this machine (nil: in a guest).
+    public var qmpSocket: String? = nil
+    /// The guest's memory as configured (what a deflated balloon gives back).
+    public var memoryBytes: UInt64 = 0
 }
 
 /// What went wrong booting a stack (a failed run, not a failed experiment).
@@ -341,6 +345,7 @@ public struct StackBooter: Sendable {
             vcpus: layer.vcpus, memoryBytes: layer.memoryBytes, backing: layer.backing, kernel: prepared.kernel,
             initrd: prepared.initrd, kernelArguments: arguments, share: seen(share), consoleLog: seen(consoleHost),
             qmpSocket: qmp)
+        machine.balloon = layer.balloon
         if let bytes = layer.swapBytes {
             // A sparse image on this machine's disk (the share is a directory here), seen by the
             // layer that runs this QEMU through its share; enabled in the guest after boot.
@@ -485,6 +490,11 @@ public struct StackBooter: Sendable {
             if let bytes = layer.swapBytes {
                 knobs["swap"] = try await Self.enableSwap(bytes: bytes, agent: agent, failure: stack.deadReason)
             }
+            if layer.balloon {
+                let (status, _) = try await agent.output(["modprobe", "virtio_balloon"], timeout: 120, failure: stack.deadReason)
+                if status != 0 { throw VMError("balloon: modprobe virtio_balloon failed in \(name)") }
+                knobs["balloon"] = "virtio-balloon-pci"
+            }
             if hostsNext {
                 let (status, _) = try await agent.output(["test", "-c", "/dev/kvm"], failure: stack.deadReason)
                 if status != 0 {
@@ -510,7 +520,7 @@ public struct StackBooter: Sendable {
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release,
                 commandLine: commandLine.flatMap { $0.0 == 0 ? $0.1.trimmingCharacters(in: .whitespacesAndNewlines) : nil },
-                qemuVersion: qemuVersion))
+                qemuVersion: qemuVersion, qmpSocket: parent == nil ? qmp : nil, memoryBytes: layer.memoryBytes))
     }
 
     /// The paging mode this layer's KVM runs its guests with (EPT/NPT read back, `NestedPaging`);

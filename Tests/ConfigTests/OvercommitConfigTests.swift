@@ -28,7 +28,10 @@ struct OvercommitConfigTests {
         #expect(p == MemoryPressureSpec(availableBytes: 512 << 20, stepBytes: 64 << 20, timeoutSeconds: 90, layer: "L0"))
         #expect(!e.conditions[0].compact, "pressure alone does not compact")
         let d = try #require(try load(condition: "{memory_pressure: {available: 1GiB}}").conditions[0].memoryPressure)
-        #expect(d.stepBytes == 16 << 20 && d.layer == nil && d.timeoutSeconds == 600)
+        #expect(d.stepBytes == 16 << 20 && d.layer == nil && d.timeoutSeconds == 600 && d.method == .hold)
+        let b = try #require(
+            try load(condition: "{memory_pressure: {available: 1GiB, method: balloon, layer: L0}}").conditions[0].memoryPressure)
+        #expect(b.method == .balloon)
     }
 
     @Test func memoryPressureProblemsNameTheirKey() {
@@ -43,6 +46,7 @@ struct OvercommitConfigTests {
         #expect(problems("{memory_pressure: {available: 1GiB, step: 100}}") == ["conditions.c.memory_pressure.step"])
         #expect(problems("{memory_pressure: {available: 1GiB, layer: guest}}") == ["conditions.c.memory_pressure.layer"])
         #expect(problems("{memory_pressure: {available: 1GiB, hold: yes}}") == ["conditions.c.memory_pressure.hold"])
+        #expect(problems("{memory_pressure: {available: 1GiB, method: swap}}") == ["conditions.c.memory_pressure.method"])
         #expect(
             problems("{memory_pressure: {available: 1GiB, layer: L0}, fragmentation: {target_fmfi: 0.5, layer: L1}}")
                 == ["conditions.c.memory_pressure.layer"])
@@ -93,9 +97,10 @@ struct OvercommitConfigTests {
             return try ExperimentLoader.parse(yaml, file: "exp.yaml", catalog: FakeCatalog())
         }
         guard FileManager.default.isReadableFile(atPath: "/vmlinuz") else { return }
-        let e = try load(l0: ", swap: 1GiB", l1: ", swap: 256MiB, qemu_memory_max: 320MiB")
+        let e = try load(l0: ", swap: 1GiB, balloon: true", l1: ", swap: 256MiB, qemu_memory_max: 320MiB")
         let layers = e.configurations[0].layers
-        #expect(layers[0].swapBytes == 1 << 30 && layers[0].qemuMemoryMaxBytes == nil)
+        #expect(layers[0].swapBytes == 1 << 30 && layers[0].qemuMemoryMaxBytes == nil && layers[0].balloon)
+        #expect(!layers[1].balloon)
         #expect(layers[1].swapBytes == 256 << 20 && layers[1].qemuMemoryMaxBytes == 320 << 20)
         do {
             _ = try load(l0: ", qemu_memory_max: 1GiB", l1: ", swap: 1MiB")

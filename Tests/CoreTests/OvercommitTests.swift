@@ -89,5 +89,8 @@ struct OvercommitTests {
         let args = QemuCommandLine.arguments(for: machine)
         let drive = args.firstIndex(of: "-drive").map { args[$0 + 1] }
         #expect(drive == "file=/nb/L1,,x.swap.img,if=virtio,format=raw,id=disk0")
+        #expect(!args.contains("virtio-balloon-pci,id=balloon0"))
+        machine.balloon = true
+        #expect(QemuCommandLine.arguments(for: machine).contains("virtio-balloon-pci,id=balloon0"))
     }
 }
