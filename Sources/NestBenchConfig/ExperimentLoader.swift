@@ -566,7 +566,9 @@ public enum ExperimentLoader {
     }
 
     static func readMemoryPressure(_ node: Node, at path: String, _ r: YAMLReader) -> MemoryPressureSpec? {
-        guard let fields = r.mapping(node, at: path, allowed: ["available", "step", "timeout", "layer", "method"]) else { return nil }
+        guard let fields = r.mapping(node, at: path, allowed: ["available", "step", "timeout", "layer", "method"]) else {
+            return nil
+        }
         var spec = MemoryPressureSpec(availableBytes: 0)
         var hasTarget = false
         for f in fields {

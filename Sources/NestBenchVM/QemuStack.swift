@@ -362,6 +362,7 @@ public struct StackBooter: Sendable {
         var pinning: [Int: [Int]] = [:]
         var qemuVersion: String?
         let started = ContinuousClock.now
+        var cap: String?
         logger.info("booting", metadata: ["layer": "\(name)", "console": "\(consoleHost)"])
         if let parentAgent {
             var spawn = AgentRequest(verb: .spawn)
@@ -383,6 +384,7 @@ public struct StackBooter: Sendable {
                 do {
                     try await Self.capMemory(
                         pid: Int32(pid), bytes: max, name: name, agent: parentAgent, failure: stack.deadReason)
+                    cap = "\(max) bytes: memory.max of /sys/fs/cgroup/nb-\(name) in \(parentAgent.name)"
                 } catch {
                     await kill(process, in: stack)
                     throw BootFailure(layer: name, message: "qemu_memory_max: \(error)")
@@ -462,6 +464,7 @@ public struct StackBooter: Sendable {
         logger.info("booted", metadata: ["layer": "\(name)", "seconds": "\(Int(bootSeconds))"])
         // Configure: modules, knobs, required paths, nested virtualization.
         var knobs: [String: String] = ["boot_seconds": String(format: "%.1f", bootSeconds)]
+        if let cap { knobs["qemu_memory_max"] = cap }
         do {
             let modules = try await Self.resolve(layer.modules, agent: agent, failure: stack.deadReason)
             for module in modules {
