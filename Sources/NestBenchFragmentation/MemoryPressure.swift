@@ -33,16 +33,16 @@ public final class PressureSession: Sendable {
     /// Gives the memory back: nb-hold stopped (SIGTERM, then SIGKILL after 10 s), or the balloon
     /// deflated to the guest's full memory. Returns how it ended.
     @discardableResult
-    public func release() async -> String {
+    public func release() async -> (description: String, balloonBytes: UInt64?) {
         if let balloon {
             do {
                 let actual = try await balloon.place.balloon(to: nil)
-                return "balloon deflated to \(actual) bytes"
+                return ("balloon deflated to \(actual) bytes", actual)
             } catch {
-                return "balloon not deflated: \(error)"
+                return ("balloon not deflated: \(error)", nil)
             }
         }
-        guard let child else { return "nothing held" }
+        guard let child else { return ("nothing held", nil) }
         if !child.hasExited { await child.signal(SIGTERM) }
         let deadline = ContinuousClock.now + .seconds(10)
         while !child.hasExited && ContinuousClock.now < deadline {
@@ -51,7 +51,7 @@ public final class PressureSession: Sendable {
         if !child.hasExited { await child.signal(SIGKILL) }
         let outcome = await child.ended()
         reader?.stop()
-        return outcome.description
+        return (outcome.description, nil)
     }
 
     /// MemAvailable of the place, in bytes, or nil.
@@ -66,7 +66,7 @@ public final class PressureSession: Sendable {
     public func finish() async -> (metrics: [Metric], samples: [TimelineSample], provenance: [String: String]) {
         let atEnd = await Self.available(in: place)
         let holds = reader?.events.filter { $0.kind == "hold" } ?? []
-        let outcome = await release()
+        let (outcome, balloonBytes) = await release()
         let released = await Self.available(in: place)
         let during = [ready.double("available")] + holds.map { $0.double("available") } + [atEnd]
         let how = balloon == nil ? "nb-hold held" : "the balloon took"
@@ -93,9 +93,8 @@ public final class PressureSession: Sendable {
         ]
         if let balloon {
             // What the guest has after deflating: all of its memory, or the failure is visible.
-            let back = outcome.hasPrefix("balloon deflated to ") ? Double(outcome.split(separator: " ").last ?? "") : nil
             metrics.append(
-                back.map {
+                balloonBytes.map { Double($0) }.map {
                     Metric(
                         name: "pressure.balloon_released_bytes", value: $0, unit: "bytes", polarity: .neutral,
                         source: "pressure", detail: "\(place.name)'s memory after deflating (full: \(balloon.full))")
