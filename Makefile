@@ -6,7 +6,7 @@ BIN      := .build/debug/nestbench
 APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy tar \
             qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium
 
-.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke align-smoke fuzz stress
+.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke align-smoke fuzz stress scenario-ksm scenario-double-paging
 
 all: build
 
@@ -87,3 +87,10 @@ stress:
 
 clean:
 	rm -rf .build
+
+# Memory-overcommit scenarios (issue: THP vs KSM under host pressure); functional only under an
+# emulated host.
+scenario-ksm: build
+	$(BIN) run Suites/scenario-ksm.yaml --fixed-repetitions --all-metrics
+scenario-double-paging: build
+	$(BIN) run Suites/scenario-double-paging.yaml --fixed-repetitions --all-metrics

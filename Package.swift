@@ -65,7 +65,7 @@ let package = Package(
         .target(
             name: "NestBenchWorkloads",
             dependencies: [
-                "CLats", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors",
+                "CLats", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchStats",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
                 "Yams",
             ]),

@@ -1,8 +1,8 @@
 /*
  * nb-micro: NestBench's built-in microbenchmarks (run on the measured machine or guest).
  *
- *   nb-micro random     --size BYTES --ops N [--thp huge|nohuge|default] [--seed S]
- *   nb-micro sequential --size BYTES --ops N [--thp ...]
+ *   nb-micro random     --size BYTES --ops N [--thp huge|nohuge|default] [--seed S] [--progress SECONDS]
+ *   nb-micro sequential --size BYTES --ops N [--thp ...] [--progress SECONDS]
  *   nb-micro compute    --ops N
  *
  * random: the xGemini paper's Fig. 7 benchmark. A 2 MiB-aligned buffer of BYTES is optionally
@@ -14,6 +14,11 @@
  * Output, one line each, for the NestBench runner:
  *   metric NAME VALUE UNIT POLARITY        POLARITY is higher, lower or neutral
  *   info NAME VALUE
+ *   progress T OPS DT                   with --progress: every SECONDS of the timed loop, the
+ *                                       seconds since it began (T, CLOCK_MONOTONIC at the
+ *                                       interval's end), the operations done in the interval and
+ *                                       its length (DT); for throughput over time (a VM saved and
+ *                                       restored under it, a host swapping)
  * With NB_PHASE_STOP=1 in the environment, random and sequential stop themselves (SIGSTOP) right
  * after the measured phase, with the buffer still mapped, until the runner's alignment probe has
  * read their page tables and sent SIGCONT (the stop is outside the timed loop).
@@ -90,7 +95,7 @@ static inline uint64_t next_random(uint64_t *s) {
 
 static void usage(void) {
     fprintf(stderr, "usage: nb-micro random|sequential|compute --size BYTES --ops N "
-                    "[--thp huge|nohuge|default] [--seed S]\n");
+                    "[--thp huge|nohuge|default] [--seed S] [--progress SECONDS]\n");
 }
 
 static uint64_t *map_buffer(uint64_t size, const char *thp) {
@@ -117,6 +122,7 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     uint64_t size = 1UL << 30, ops = 10000000, seed = 0x9E3779B97F4A7C15ULL;
     const char *thp = "default";
+    double progress = 0;
     for (int i = 2; i < argc; i++) {
         if (i + 1 >= argc) { usage(); return 2; }
         const char *key = argv[i], *value = argv[++i];
@@ -136,6 +142,13 @@ int main(int argc, char **argv) {
                 return 2;
             }
             thp = value;
+        } else if (strcmp(key, "--progress") == 0) {
+            char *end = NULL;
+            progress = strtod(value, &end);
+            if (end == value || *end != '\0' || !(progress >= 0) || progress > 3600) {
+                fprintf(stderr, "nb-micro: --progress: invalid interval \"%s\" (seconds, 0 = off)\n", value);
+                return 2;
+            }
         } else if (strcmp(key, "--seed") == 0) {
             seed = strtoull(value, NULL, 0);
             if (seed == 0) seed = 1;
@@ -167,18 +180,35 @@ int main(int argc, char **argv) {
     for (uint64_t i = 0; i < words; i += 4096 / 8) buf[i] = i;
     double touch = now_seconds() - t0;
 
-    uint64_t s = seed, acc = 0;
-    double t1 = now_seconds();
-    if (strcmp(mode, "random") == 0) {
-        for (uint64_t i = 0; i < ops; i++) {
-            uint64_t idx = next_random(&s) % words;
-            buf[idx] += i;
+    uint64_t s = seed, acc = 0, idx = 0;
+    int random_mode = strcmp(mode, "random") == 0;
+    /* Without --progress one chunk is the whole loop; with it, the clock is read between chunks
+     * of 65536 operations (microseconds each), never inside them. */
+    uint64_t chunk = progress > 0 ? 65536 : ops;
+    double t1 = now_seconds(), last = t1;
+    uint64_t last_ops = 0;
+    for (uint64_t done = 0; done < ops;) {
+        uint64_t end = ops - done < chunk ? ops : done + chunk;
+        if (random_mode) {
+            for (uint64_t i = done; i < end; i++) {
+                uint64_t k = next_random(&s) % words;
+                buf[k] += i;
+            }
+        } else {
+            for (uint64_t i = done; i < end; i++) {
+                buf[idx] += i;
+                if (++idx == words) idx = 0;
+            }
         }
-    } else {
-        uint64_t idx = 0;
-        for (uint64_t i = 0; i < ops; i++) {
-            buf[idx] += i;
-            if (++idx == words) idx = 0;
+        done = end;
+        if (progress > 0) {
+            double now = now_seconds();
+            if (now - last >= progress || done == ops) {
+                printf("progress %.6f %" PRIu64 " %.6f\n", now - t1, done - last_ops, now - last);
+                fflush(stdout);
+                last = now;
+                last_ops = done;
+            }
         }
     }
     double t = now_seconds() - t1;

@@ -5,7 +5,14 @@ import NestBenchModel
 /// VM stacks. Stored with every experiment (`Experiment.collectorMetrics`), so the analysis never
 /// interprets a metric's name. Exact names first; patterns (`*`) cover families.
 public enum CollectorMetricDeclarations {
-    public static let standard: [MetricDeclaration] = usage + perf + vmstat + monitor + fragmentation + layers + alignment
+    public static let standard: [MetricDeclaration] =
+        usage + perf + vmstat + monitor + fragmentation + pressure + layers + alignment
+
+    /// Memory pressure (`nb-hold` of a `memory_pressure:` condition).
+    public static let pressure: [MetricDeclaration] = [
+        MetricDeclaration("pressure.seconds", unit: "s", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("pressure.*", unit: "bytes", polarity: .neutral, role: .diagnostic),
+    ]
 
     /// `UsageCollector` (wait4 rusage, monotonic wall clock).
     public static let usage: [MetricDeclaration] = [
@@ -61,6 +68,14 @@ public enum CollectorMetricDeclarations {
         MetricDeclaration("*.anon_huge_bytes", unit: "bytes", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("*.hugetlb_used_pages", unit: "pages", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("*.fmfi", unit: "ratio", polarity: .neutral, role: .diagnostic),
+        // `LayerCounters`: each guest layer's vmstat deltas and KSM state over the run.
+        MetricDeclaration("*.vmstat.*", unit: "events", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.ksm.full_scans", unit: "scans", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.ksm.run", unit: "state", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.ksm.*", unit: "pages", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.qemu_major_faults", unit: "faults", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.swap.io_ms", unit: "ms", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration("*.swap.*", unit: "I/Os", polarity: .neutral, role: .diagnostic),
     ]
 
     /// `AlignmentCollector` (NestBenchAlignment): fractions of the workload's 2 MiB regions.

@@ -364,7 +364,12 @@ public enum ExperimentLoader {
         }
     }
 
-    static let layerSettingKeys: Set<String> = ["thp", "khugepaged", "sysctl", "sysfs"]
+    static let layerSettingKeys: Set<String> = ["thp", "khugepaged", "ksm", "sysctl", "sysfs"]
+
+    /// The KSM files a `ksm:` block may set (`/sys/kernel/mm/ksm/<name>`), as whole numbers.
+    static let ksmKnobs: Set<String> = [
+        "run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes", "use_zero_pages", "max_page_sharing",
+    ]
 
     static func readLayer(_ node: Node, at path: String, _ r: YAMLReader) -> LayerSettings {
         guard let fields = r.mapping(node, at: path, allowed: layerSettingKeys) else { return LayerSettings() }
@@ -392,6 +397,17 @@ public enum ExperimentLoader {
                     let range = e.key == "defrag" ? 0...1 : 0...Int(Int32.max)
                     if let v = r.int(e.value, at: e.path, range: range) { layer.khugepaged.settings[e.key] = v }
                 }
+            case "ksm":
+                // Kernel samepage merging: knobs under /sys/kernel/mm/ksm/, restored like every knob.
+                guard let k = r.mapping(f.value, at: f.path, allowed: ksmKnobs) else { continue }
+                for e in k {
+                    let range =
+                        e.key == "run"
+                        ? 0...2 : e.key == "merge_across_nodes" || e.key == "use_zero_pages" ? 0...1 : 0...Int(Int32.max)
+                    if let v = r.int(e.value, at: e.path, range: range) {
+                        layer.sysfs["/sys/kernel/mm/ksm/\(e.key)"] = String(v)
+                    }
+                }
             case "sysctl":
                 if let map = r.stringMap(f.value, at: f.path) {
                     for key in map.keys where key.contains("/") || key.contains("..") {
@@ -405,7 +421,7 @@ public enum ExperimentLoader {
                     where !(key.hasPrefix("/sys/") || key.hasPrefix("/proc/sys/")) || key.contains("/../") {
                         r.problem("\(f.path).\(key)", f.value, "sysfs knobs must be absolute paths under /sys/ or /proc/sys/")
                     }
-                    layer.sysfs = map
+                    layer.sysfs.merge(map) { $1 }
                 }
             }
         }
@@ -523,7 +539,8 @@ public enum ExperimentLoader {
                 continue
             }
             guard
-                let fields = r.mapping(entry.value, at: entry.path, allowed: ["fragmentation", "compact", "description"])
+                let fields = r.mapping(
+                    entry.value, at: entry.path, allowed: ["fragmentation", "memory_pressure", "compact", "description"])
             else {
                 continue
             }
@@ -531,15 +548,55 @@ public enum ExperimentLoader {
             for f in fields {
                 switch f.key {
                 case "fragmentation": condition.fragmentation = readFragmentation(f.value, at: f.path, r)
+                case "memory_pressure": condition.memoryPressure = readMemoryPressure(f.value, at: f.path, r)
                 case "compact": compact = r.bool(f.value, at: f.path)
                 default: _ = r.string(f.value, at: f.path)
                 }
             }
             condition.compact = compact ?? (condition.fragmentation != nil)
+            if let a = condition.fragmentation?.layer, let b = condition.memoryPressure?.layer, a != b {
+                r.problem(
+                    "\(entry.path).memory_pressure.layer", entry.value,
+                    "a condition runs in one layer: fragmentation.layer is \(a), memory_pressure.layer is \(b)")
+            }
             result.append(condition)
         }
         if result.isEmpty { r.problem(path, node, "at least one condition is required when the key is given") }
         return result
+    }
+
+    static func readMemoryPressure(_ node: Node, at path: String, _ r: YAMLReader) -> MemoryPressureSpec? {
+        guard let fields = r.mapping(node, at: path, allowed: ["available", "step", "timeout", "layer", "method"]) else {
+            return nil
+        }
+        var spec = MemoryPressureSpec(availableBytes: 0)
+        var hasTarget = false
+        for f in fields {
+            switch f.key {
+            case "available":
+                hasTarget = true
+                if let b = r.bytes(f.value, at: f.path) { spec.availableBytes = b }
+            case "step":
+                if let b = r.bytes(f.value, at: f.path) {
+                    if b < 4096 { r.problem(f.path, f.value, "must be at least 4KiB") } else { spec.stepBytes = b }
+                }
+            case "timeout": if let t = r.seconds(f.value, at: f.path) { spec.timeoutSeconds = t }
+            case "method":
+                if let m = r.choice(f.value, at: f.path, from: MemoryPressureSpec.Method.allCases.map(\.rawValue)) {
+                    spec.method = MemoryPressureSpec.Method(rawValue: m)!
+                }
+            default:
+                if let l = r.string(f.value, at: f.path) {
+                    if l == "host" || l.wholeMatch(of: /L[0-9]+(\.[0-9]+)?/) != nil {
+                        spec.layer = l
+                    } else {
+                        r.problem(f.path, f.value, "must be host or a layer name such as L0, got \"\(l)\"")
+                    }
+                }
+            }
+        }
+        if !hasTarget { r.problem(path, node, "missing required key \"available\" (the MemAvailable to leave, e.g. 512MiB)") }
+        return spec
     }
 
     static func readFragmentation(_ node: Node, at path: String, _ r: YAMLReader) -> FragmentationSpec? {

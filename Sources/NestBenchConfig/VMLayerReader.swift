@@ -6,7 +6,7 @@ import Yams
 enum VMLayerReader {
     static let keys: Set<String> = ExperimentLoader.layerSettingKeys.union([
         "kernel", "initrd", "modules_dir", "cmdline", "vcpus", "memory", "backing", "cpu", "pinning", "modules",
-        "requires", "boot_timeout", "boot_retries", "instances",
+        "requires", "boot_timeout", "boot_retries", "instances", "swap", "qemu_memory_max", "balloon",
     ])
 
     static func readLayers(_ node: Node, at path: String, _ r: YAMLReader) -> [VMLayer] {
@@ -121,6 +121,24 @@ enum VMLayerReader {
                 }
             case "boot_timeout": if let t = r.seconds(f.value, at: f.path) { layer.bootTimeoutSeconds = t }
             case "boot_retries": if let v = r.int(f.value, at: f.path, range: 0...10) { layer.bootRetries = v }
+            case "balloon": if let b = r.bool(f.value, at: f.path) { layer.balloon = b }
+            case "swap":
+                if let b = r.bytes(f.value, at: f.path) {
+                    if b < 16 << 20 { r.problem(f.path, f.value, "a swap device of at least 16MiB") } else { layer.swapBytes = b }
+                }
+            case "qemu_memory_max":
+                if let b = r.bytes(f.value, at: f.path) {
+                    if isHost {
+                        r.problem(
+                            f.path, f.value,
+                            "L0's QEMU runs on this machine: cap it with this machine's own cgroup; qemu_memory_max is for guest layers (L1 …), capped in the layer below"
+                        )
+                    } else if b < 64 << 20 {
+                        r.problem(f.path, f.value, "at least 64MiB")
+                    } else {
+                        layer.qemuMemoryMaxBytes = b
+                    }
+                }
             default:
                 if isHost {
                     r.problem(f.path, f.value, "L0 is the host: it cannot have several instances")

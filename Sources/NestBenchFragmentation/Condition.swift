@@ -11,6 +11,7 @@ public struct PreparedCondition: Sendable {
     public var metrics: [Metric] = []
     public var provenance: [String: String] = [:]
     public var fragmentation: FragmentationSession?
+    public var pressure: PressureSession?
     public var place: (any Place)?
 
     public init() {}
@@ -52,7 +53,8 @@ public struct ConditionRunner: Sendable {
         self.logger = logger
     }
 
-    /// Compaction, the fragmentation's sysctls, nb-fragment started and holding. On failure what
+    /// Compaction, memory pressure (nb-hold) holding, the fragmentation's sysctls, nb-fragment
+    /// started and holding. On failure what
     /// was started is released and the knobs put back before the error is thrown.
     public func prepare(_ condition: Condition, in place: any Place, directory: String) async throws -> PreparedCondition {
         var prepared = PreparedCondition()
@@ -66,6 +68,10 @@ public struct ConditionRunner: Sendable {
                 let after = await place.fmfi(order: order)
                 prepared.metrics += PreparedCondition.compactionMetrics(
                     before: before, after: after, order: order, in: place.name)
+            }
+            if let pressure = condition.memoryPressure {
+                prepared.pressure = try await MemoryPressure(harness: harness, logger: logger)
+                    .start(pressure, directory: directory, place: place)
             }
             guard let spec = condition.fragmentation else { return prepared }
             let owner = "condition \(condition.name)"
@@ -88,6 +94,7 @@ public struct ConditionRunner: Sendable {
             if raiseTHP { _ = try await place.apply([Knob(path: thpEnabled, value: "never")], owner: owner) }
         } catch {
             if let session = prepared.fragmentation { await session.release() }
+            if let session = prepared.pressure { await session.release() }
             _ = await prepared.restore()
             throw error
         }

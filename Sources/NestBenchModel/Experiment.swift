@@ -267,6 +267,8 @@ public struct WorkloadSpec: Codable, Sendable, Hashable {
 public struct Condition: Codable, Sendable, Hashable {
     public var name: String
     public var fragmentation: FragmentationSpec?
+    /// Memory held in a layer during the run (host memory pressure), see `MemoryPressureSpec`.
+    public var memoryPressure: MemoryPressureSpec?
     /// Before each run: sync, drop the page cache and compact all memory (needs root), so every
     /// run starts from the same unfragmented state. Default: on for fragmented conditions.
     public var compact: Bool
@@ -275,6 +277,35 @@ public struct Condition: Codable, Sendable, Hashable {
         self.name = name
         self.fragmentation = fragmentation
         self.compact = compact ?? (fragmentation != nil)
+    }
+}
+
+/// Memory pressure: before the workload starts, `nb-hold` allocates anonymous memory in the
+/// layer until its MemAvailable is at most `availableBytes`, and holds it until the run ends (the
+/// memory-overcommit scenarios: THP vs KSM under host pressure).
+public struct MemoryPressureSpec: Codable, Sendable, Hashable {
+    public enum Method: String, Codable, Sendable, Hashable, CaseIterable {
+        /// `nb-hold` allocates in the layer (any place).
+        case hold
+        /// The layer's virtio balloon is inflated over QMP (a guest layer with `balloon: true`
+        /// whose QEMU runs on this machine), and deflated to full after the run.
+        case balloon
+    }
+    public var method: Method = .hold
+    /// MemAvailable to leave in the layer, in bytes.
+    public var availableBytes: UInt64
+    /// Allocation step (the last step takes only what is left above the target).
+    public var stepBytes: UInt64
+    /// How long reaching the target may take.
+    public var timeoutSeconds: Double
+    /// The layer to pressure in a `qemu` stack (`host`, `L0`, `L1`, …); nil = where the workload runs.
+    public var layer: String?
+
+    public init(availableBytes: UInt64, stepBytes: UInt64 = 16 << 20, timeoutSeconds: Double = 600, layer: String? = nil) {
+        self.availableBytes = availableBytes
+        self.stepBytes = stepBytes
+        self.timeoutSeconds = timeoutSeconds
+        self.layer = layer
     }
 }
 

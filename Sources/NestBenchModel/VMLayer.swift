@@ -58,6 +58,15 @@ public struct VMLayer: Codable, Sendable, Hashable {
     /// Per instance, vCPU → CPU of the layer below, when instances differ (a colocated split);
     /// nil: every instance uses `pinning`.
     public var instancePinning: [[Int]]?
+    /// A swap device for this layer: a sparse raw image NestBench creates on this machine's disk
+    /// (under the stack's share), attached as a virtio-blk disk and enabled in the guest after boot.
+    public var swapBytes: UInt64?
+    /// Caps this layer's QEMU process in the layer below with cgroup v2 `memory.max` (the layer
+    /// below swaps what does not fit, when it has swap): the host side of double paging.
+    public var qemuMemoryMaxBytes: UInt64?
+    /// A virtio-balloon device (and its driver loaded after boot), for `memory_pressure` with
+    /// `method: balloon`.
+    public var balloon: Bool = false
 
     public init(
         name: String, kernel: String? = nil, initrd: String? = nil, modulesDirectory: String? = nil,

@@ -668,11 +668,11 @@ public final class Orchestrator: Sendable {
         // The condition, in the layer it names (default: where the workload runs); with several
         // places, in each, its metrics under the workload's label there (or the place's name).
         var conditionPlaces = targets
-        if let layer = condition.fragmentation?.layer {
+        if let layer = condition.fragmentation?.layer ?? condition.memoryPressure?.layer {
             guard let named = placement.places(forLayer: layer) else {
                 let reason =
                     configuration.platform == .local
-                    ? "condition \(condition.name): fragmentation.layer \(layer) names a VM layer; configuration \(configuration.name) runs on this machine (platform local)"
+                    ? "condition \(condition.name): layer \(layer) names a VM layer; configuration \(configuration.name) runs on this machine (platform local)"
                     : "condition \(condition.name): configuration \(configuration.name) has no layer \(layer)"
                 return try store(
                     WorkloadResult(status: configuration.platform == .local ? .unavailable : .failed, reason: reason))
@@ -680,7 +680,7 @@ public final class Orchestrator: Sendable {
             conditionPlaces = named
         }
         var prepared: [(prefix: String, condition: PreparedCondition)] = []
-        if condition.fragmentation != nil || condition.compact {
+        if condition.fragmentation != nil || condition.memoryPressure != nil || condition.compact {
             let runner = ConditionRunner(harness: harness, journal: platform.journal, logger: logger)
             do {
                 for place in conditionPlaces {
@@ -692,6 +692,7 @@ public final class Orchestrator: Sendable {
             } catch {
                 for (_, p) in prepared {
                     if let session = p.fragmentation { await session.release() }
+                    if let session = p.pressure { await session.release() }
                     _ = await p.restore()
                 }
                 if placement.lostReason != nil { provider.discard(configuration) }
@@ -703,7 +704,7 @@ public final class Orchestrator: Sendable {
         }
 
         // The workload in each workload place, collectors attached there.
-        let observation = placement.beginRun()
+        let observation = await placement.beginRun()
         let logger = self.logger
         let runMembers = members
         let labels = targets.indices.map(label)
@@ -741,7 +742,7 @@ public final class Orchestrator: Sendable {
 
         // Counters stop, the fragmenter releases its memory and the condition's knobs go back,
         // whatever the workload's outcome.
-        var conditionMetrics = observation.finish()
+        var conditionMetrics = await observation.finish()
         var restoreFailures: [String] = []
         for (prefix, p) in prepared {
             var metrics = p.metrics
@@ -750,6 +751,17 @@ public final class Orchestrator: Sendable {
                 metrics += fragmentMetrics
                 samples.append(
                     fragmentSamples.map { s in
+                        var s = s
+                        s.name = PreparedCondition.prefixed(s.name, prefix)
+                        return s
+                    })
+                for (key, value) in extra { provenance[PreparedCondition.prefixed(key, prefix)] = value }
+            }
+            if let pressure = p.pressure {
+                let (pressureMetrics, pressureSamples, extra) = await pressure.finish()
+                metrics += pressureMetrics
+                samples.append(
+                    pressureSamples.map { s in
                         var s = s
                         s.name = PreparedCondition.prefixed(s.name, prefix)
                         return s
@@ -771,6 +783,16 @@ public final class Orchestrator: Sendable {
         }
         guard var result = results.first else {
             return try store(WorkloadResult(status: .failed, reason: "the placement has no place to run the workload in"))
+        }
+        // The workloads' own timelines, under each member's label as their metrics.
+        for (i, other) in results.enumerated() {
+            let prefix = colocated || i > 0 ? label(i) : ""
+            samples.append(
+                other.samples.map { s in
+                    var s = s
+                    s.name = PreparedCondition.prefixed(s.name, prefix)
+                    return s
+                })
         }
         // Colocated group: every member's metrics under its label. Copies of one workload
         // (`instances:`): the first as it is, the others under their place's name. Any failure

@@ -70,6 +70,14 @@ public protocol Place: Sendable {
     func runDirectory(_ tag: String) -> String
 }
 
+/// A place whose memory can be taken by a balloon (a guest with a virtio-balloon device whose
+/// QEMU NestBench controls).
+public protocol BalloonPlace: Place {
+    /// Sets the guest's memory to `bytes` (nil: back to all of it) and waits until the balloon
+    /// gets there; returns the guest's memory as the balloon reports it.
+    func balloon(to bytes: UInt64?) async throws(PlaceError) -> UInt64
+}
+
 extension Place {
     /// FMFI(order) over the movable zones of the place's kernel, read now; nil when unreadable.
     public func fmfi(order: Int) async -> Double? {
@@ -99,7 +107,7 @@ public protocol Placement: Sendable {
     /// The processes that make the placement (QEMU command lines), recorded with each run.
     var invocations: [Invocation] { get }
     /// Starts the observations that span a run (e.g. counters on vCPU threads from this machine).
-    func beginRun() -> any PlacementRun
+    func beginRun() async -> any PlacementRun
     /// Each layer's state after a run (named with the layer) and what to record about it.
     func state() async -> (metrics: [Metric], provenance: [String: String])
     /// Why the placement can no longer be used (its VM died), or nil.
@@ -109,7 +117,7 @@ public protocol Placement: Sendable {
 /// Observations spanning one run of a placement.
 public protocol PlacementRun: Sendable {
     /// Stops them: their metrics.
-    func finish() -> [Metric]
+    func finish() async -> [Metric]
 }
 
 /// A platform (`local`, `qemu`): puts configurations in place and gives their places.

@@ -386,3 +386,42 @@ extension GuestPlace {
         return GuestHelper(pid: pid, agent: agent, layer: name, argv: spawn.argv, failure: failure)
     }
 }
+
+extension GuestPlace: BalloonPlace {
+    struct BalloonValue: Encodable { var value: UInt64 }
+    struct BalloonInfo: Decodable { var actual: UInt64 }
+
+    /// QMP `balloon` on this layer's QEMU (on this machine), then `query-balloon` until the guest
+    /// has given (or taken back) the memory — within 4 MiB of the target, at most 120 s.
+    public func balloon(to bytes: UInt64?) async throws(PlaceError) -> UInt64 {
+        guard layer.parent == nil else {
+            throw .unsupported(
+                place: name, what: "balloon: its QEMU runs in a guest (use memory_pressure method: hold there)")
+        }
+        let target = bytes ?? layer.memoryBytes
+        do {
+            let client = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 20), name: name)
+            _ = try client.handshake()
+            _ = try client.execute("balloon", arguments: BalloonValue(value: target), returning: QMPMessage.Ignored.self)
+            let deadline = ContinuousClock.now + .seconds(120)
+            var actual = try client.execute("query-balloon", arguments: QMPMessage.NoArguments?.none, returning: BalloonInfo.self)
+                .actual
+            while actual.distance(to: target).magnitude > 4 << 20 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(500))
+                actual = try client.execute("query-balloon", arguments: QMPMessage.NoArguments?.none, returning: BalloonInfo.self)
+                    .actual
+            }
+            if actual.distance(to: target).magnitude > 4 << 20 {
+                throw PlaceError.failed(
+                    place: name, message: "the balloon reached \(actual) bytes, not \(target), within 120 s")
+            }
+            return actual
+        } catch let error as QMPError {
+            throw .failed(place: name, message: "balloon over QMP: \(error)")
+        } catch let error as PlaceError {
+            throw error
+        } catch {
+            throw .failed(place: name, message: "balloon: \(error)")
+        }
+    }
+}

@@ -30,6 +30,10 @@ public struct QemuMachine: Sendable, Hashable {
     /// File the serial console is written to.
     public var consoleLog: String
     public var qmpSocket: String
+    /// Raw disk images attached as virtio-blk disks (vda, vdb … in this order), e.g. a swap device.
+    public var disks: [String] = []
+    /// A virtio-balloon device (`balloon0`).
+    public var balloon = false
 
     public init(
         name: String, binary: String = "qemu-system-x86_64", accelerator: Accelerator, cpuModel: String? = nil,
@@ -105,6 +109,10 @@ public enum QemuCommandLine {
             "-qmp", "unix:\(optionValue(m.qmpSocket)),server=on,wait=off",
             "-S",
         ]
+        if m.balloon { args += ["-device", "virtio-balloon-pci,id=balloon0"] }
+        for (i, disk) in m.disks.enumerated() {
+            args += ["-drive", "file=\(optionValue(disk)),if=virtio,format=raw,id=disk\(i)"]
+        }
         return args
     }
 }

@@ -396,8 +396,9 @@ struct StackPlacement: Placement {
 
     var lostReason: String? { health.lostReason }
 
-    func beginRun() -> any PlacementRun {
-        StackRun(stack: stack, counters: GuestCounters(stack: stack, settings: collectors.perf))
+    func beginRun() async -> any PlacementRun {
+        let before = await LayerCounters.read(stack)
+        return StackRun(stack: stack, counters: GuestCounters(stack: stack, settings: collectors.perf), before: before)
     }
 
     func state() async -> (metrics: [Metric], provenance: [String: String]) { await QemuPlatform.layerState(stack) }
@@ -407,6 +408,22 @@ struct StackPlacement: Placement {
 struct StackRun: PlacementRun {
     let stack: QemuStack
     let counters: GuestCounters
+    /// Each layer's vmstat and KSM reading as the run began.
+    let before: [String: LayerCounters.Reading]
 
-    func finish() -> [Metric] { counters.finish() }
+    func finish() async -> [Metric] {
+        let perf = counters.finish()
+        let after = await LayerCounters.read(stack)
+        var metrics = perf
+        for (index, layer) in stack.layers.enumerated() {
+            guard let b = before[layer.name], let a = after[layer.name] else { continue }
+            metrics += LayerCounters.metrics(
+                layer: layer.name, before: b, after: a, children: LayerCounters.children(of: index, in: stack))
+        }
+        if let b = before["host"], let a = after["host"] {
+            metrics += LayerCounters.metrics(
+                layer: "host", before: b, after: a, children: LayerCounters.children(of: nil, in: stack))
+        }
+        return metrics
+    }
 }

@@ -93,6 +93,8 @@ public struct BootedLayer: Sendable {
     public var qemuVersion: String? = nil
     /// QEMU's QMP socket, as its parent layer sees it (this machine's path for an outermost VM).
     public var qmpSocket: String = ""
+    /// The guest's memory as configured (what a deflated balloon gives back).
+    public var memoryBytes: UInt64 = 0
 }
 
 /// What went wrong booting a stack (a failed run, not a failed experiment).
@@ -147,6 +149,12 @@ public final class QemuStack: @unchecked Sendable {
                 r.kill()
                 _ = r.waitBlocking()
                 try? FileManager.default.removeItem(atPath: dir)
+            }
+        }
+        // Swap images (`swap:`) go with the VMs that used them; console logs stay.
+        if let files = FileManager.default.enumerator(atPath: directory) {
+            for case let file as String in files where file.hasSuffix(".swap.img") {
+                try? FileManager.default.removeItem(atPath: directory + "/" + file)
             }
         }
     }
@@ -335,17 +343,29 @@ public struct StackBooter: Sendable {
         let qmp = parent == nil ? socketDirectory + "/qmp" : "/run/nb-\(name).qmp"
         var arguments = ["console=ttyS0", "panic=-1", "nb.agent=\(agentBinary)"]
         arguments += layer.cmdline
-        let machine = QemuMachine(
+        var machine = QemuMachine(
             name: name, binary: qemuBinary, accelerator: emulatedHost ? .tcg : .kvm, cpuModel: layer.cpuModel,
             vcpus: layer.vcpus, memoryBytes: layer.memoryBytes, backing: layer.backing, kernel: prepared.kernel,
             initrd: prepared.initrd, kernelArguments: arguments, share: seen(share), consoleLog: seen(consoleHost),
             qmpSocket: qmp)
+        machine.balloon = layer.balloon
+        if let bytes = layer.swapBytes {
+            // A sparse image on this machine's disk (the share is a directory here), seen by the
+            // layer that runs this QEMU through its share; enabled in the guest after boot.
+            let image = "\(parentShare)/\(name)\(suffix).swap.img"
+            guard FileManager.default.createFile(atPath: image, contents: nil), truncate(image, off_t(bytes)) == 0 else {
+                throw BootFailure(
+                    layer: name, message: "\(image): cannot create the swap image (\(String(cString: strerror(errno))))")
+            }
+            machine.disks = [seen(image)]
+        }
         let argv = [qemuBinary] + QemuCommandLine.arguments(for: machine)
         let agent = GuestAgent(spool: share, name: name)
         let process: QemuProcess
         var pinning: [Int: [Int]] = [:]
         var qemuVersion: String?
         let started = ContinuousClock.now
+        var cap: String?
         logger.info("booting", metadata: ["layer": "\(name)", "console": "\(consoleHost)"])
         if let parentAgent {
             var spawn = AgentRequest(verb: .spawn)
@@ -363,6 +383,16 @@ public struct StackBooter: Sendable {
                 throw BootFailure(layer: name, message: "the agent did not report QEMU's pid")
             }
             process = .guest(pid: Int32(pid), parent: parentAgent, layer: name)
+            if let max = layer.qemuMemoryMaxBytes {
+                do {
+                    try await Self.capMemory(
+                        pid: Int32(pid), bytes: max, name: name, agent: parentAgent, failure: stack.deadReason)
+                    cap = "\(max) bytes: memory.max of /sys/fs/cgroup/nb-\(name) in \(parentAgent.name)"
+                } catch {
+                    await kill(process, in: stack)
+                    throw BootFailure(layer: name, message: "qemu_memory_max: \(error)")
+                }
+            }
             var pin = AgentRequest(verb: .pin)
             pin.qmpSocket = qmp
             pin.vcpuCPUs = layer.pinning
@@ -376,6 +406,13 @@ public struct StackBooter: Sendable {
                     layer: name, message: "pinning/continuing over QMP: \(error) — \(tail(qemuLogHost))", consoleLog: consoleHost)
             }
         } else {
+            if layer.qemuMemoryMaxBytes != nil {
+                throw BootFailure(
+                    layer: name,
+                    message:
+                        "qemu_memory_max: \(name)'s QEMU runs on this machine, whose cgroups NestBench does not manage; cap a guest layer's QEMU (e.g. L1 under an emulated L0)"
+                )
+            }
             do {
                 try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
             } catch {
@@ -430,6 +467,7 @@ public struct StackBooter: Sendable {
         logger.info("booted", metadata: ["layer": "\(name)", "seconds": "\(Int(bootSeconds))"])
         // Configure: modules, knobs, required paths, nested virtualization.
         var knobs: [String: String] = ["boot_seconds": String(format: "%.1f", bootSeconds)]
+        if let cap { knobs["qemu_memory_max"] = cap }
         do {
             let modules = try await Self.resolve(layer.modules, agent: agent, failure: stack.deadReason)
             for module in modules {
@@ -454,6 +492,14 @@ public struct StackBooter: Sendable {
             if let first = missing.first {
                 throw VMError(
                     "this kernel (\(release)) has no \(first)\(missing.count > 1 ? " (and \(missing.count - 1) more)" : "")")
+            }
+            if let bytes = layer.swapBytes {
+                knobs["swap"] = try await Self.enableSwap(bytes: bytes, agent: agent, failure: stack.deadReason)
+            }
+            if layer.balloon {
+                let (status, _) = try await agent.output(["modprobe", "virtio_balloon"], timeout: 120, failure: stack.deadReason)
+                if status != 0 { throw VMError("balloon: modprobe virtio_balloon failed in \(name)") }
+                knobs["balloon"] = "virtio-balloon-pci"
             }
             if hostsNext {
                 let (status, _) = try await agent.output(["test", "-c", "/dev/kvm"], failure: stack.deadReason)
@@ -480,7 +526,7 @@ public struct StackBooter: Sendable {
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release,
                 commandLine: commandLine.flatMap { $0.0 == 0 ? $0.1.trimmingCharacters(in: .whitespacesAndNewlines) : nil },
-                qemuVersion: qemuVersion, qmpSocket: qmp))
+                qemuVersion: qemuVersion, qmpSocket: qmp, memoryBytes: layer.memoryBytes))
     }
 
     /// The paging mode this layer's KVM runs its guests with (EPT/NPT read back, `NestedPaging`);
@@ -501,6 +547,58 @@ public struct StackBooter: Sendable {
             throw VMError("nested paging was asked for (npt/ept=1) but this layer's KVM reports \(mode)")
         }
         return mode
+    }
+
+    /// The swap image (the guest's first virtio disk, /dev/vda) made swap and enabled; what
+    /// `/proc/swaps` then says.
+    static func enableSwap(bytes: UInt64, agent: GuestAgent, failure: @escaping @Sendable () -> String?)
+        async throws(VMError) -> String
+    {
+        _ = try await agent.output(["modprobe", "virtio_blk"], timeout: 120, failure: failure)
+        var present = false
+        for _ in 0..<60 where !present {
+            present = try await agent.output(["test", "-b", "/dev/vda"], failure: failure).status == 0
+            if !present { try? await Task.sleep(for: .seconds(1)) }
+        }
+        guard present else { throw VMError("swap: no /dev/vda in the guest (virtio_blk missing from its kernel?)") }
+        for argv in [["mkswap", "/dev/vda"], ["swapon", "/dev/vda"]] {
+            let (status, out) = try await agent.output(argv, timeout: 120, failure: failure)
+            if status != 0 {
+                throw VMError(
+                    "swap: \(argv.joined(separator: " ")) failed (exit \(status.map(String.init) ?? "?")): \(out.suffix(200))")
+            }
+        }
+        let (_, swaps) = try await agent.output(["cat", "/proc/swaps"], failure: failure)
+        guard let line = swaps.split(separator: "\n").first(where: { $0.hasPrefix("/dev/vda") }) else {
+            throw VMError("swap: /dev/vda is not in /proc/swaps after swapon")
+        }
+        return
+            "/dev/vda \(Units.formatBytes(Double(bytes))) (\(line.split(separator: " ", omittingEmptySubsequences: true).prefix(3).joined(separator: " ")))"
+    }
+
+    /// Puts a QEMU process of a guest layer into its own cgroup v2 group with `memory.max` (cgroup2
+    /// mounted at /sys/fs/cgroup first if it is not); the group goes with the guest.
+    static func capMemory(
+        pid: Int32, bytes: UInt64, name: String, agent: GuestAgent, failure: @escaping @Sendable () -> String?
+    ) async throws(VMError) {
+        let root = "/sys/fs/cgroup"
+        if try await agent.output(["test", "-e", "\(root)/cgroup.controllers"], failure: failure).status != 0 {
+            let (status, out) = try await agent.output(["mount", "-t", "cgroup2", "cgroup2", root], failure: failure)
+            if status != 0 { throw VMError("cannot mount cgroup2 at \(root) in \(agent.name): \(out.suffix(200))") }
+        }
+        let group = "\(root)/nb-\(name)"
+        if try await agent.output(["mkdir", "-p", group], failure: failure).status != 0 {
+            throw VMError("cannot create \(group) in \(agent.name)")
+        }
+        _ = try await agent.write("+memory", to: "\(root)/cgroup.subtree_control", failure: failure)
+        let max = try await agent.write(String(bytes), to: "\(group)/memory.max", failure: failure)
+        guard let limit = UInt64(max.trimmingCharacters(in: .whitespacesAndNewlines)), limit <= bytes else {
+            throw VMError("\(group)/memory.max reads \"\(max)\" after writing \(bytes)")
+        }
+        let procs = try await agent.write(String(pid), to: "\(group)/cgroup.procs", failure: failure)
+        guard procs.split(whereSeparator: \.isWhitespace).contains(Substring(String(pid))) else {
+            throw VMError("QEMU (pid \(pid)) is not in \(group) after moving it (cgroup.procs: \(procs.prefix(80)))")
+        }
     }
 
     /// The modules as the guest's CPU vendor needs them (`kvm_vendor` → kvm_intel or kvm_amd).

@@ -1,6 +1,8 @@
 import Foundation
+import NestBenchCollectors
 import NestBenchModel
 import NestBenchProcess
+import NestBenchStats
 
 /// The built-in microbenchmarks of `Harness/micro/nb-micro.c`.
 ///
@@ -17,8 +19,10 @@ public struct MicroAdapter: WorkloadAdapter {
     }
 
     static let apps: [String: App] = [
-        "random-access": App(mode: "random", params: ["size": "1GiB", "ops": "20000000", "thp": "default", "seed": "1"]),
-        "sequential": App(mode: "sequential", params: ["size": "1GiB", "ops": "200000000", "thp": "default"]),
+        "random-access": App(
+            mode: "random", params: ["size": "1GiB", "ops": "20000000", "thp": "default", "seed": "1", "progress": "0"]),
+        "sequential": App(
+            mode: "sequential", params: ["size": "1GiB", "ops": "200000000", "thp": "default", "progress": "0"]),
         "compute": App(mode: "compute", params: ["ops": "200000000"]),
     ]
 
@@ -81,6 +85,13 @@ public struct MicroAdapter: WorkloadAdapter {
                             key: "params.thp",
                             message: "expected huge (MADV_HUGEPAGE), nohuge (MADV_NOHUGEPAGE) or default, found \"\(value)\""))
                 }
+            case "progress":
+                if !((Double(value) ?? -1) >= 0 && (Double(value) ?? 0) <= 3600) {
+                    problems.append(
+                        WorkloadProblem(
+                            key: "params.progress",
+                            message: "expected an interval in seconds (0 = off, at most 3600) such as 0.5, found \"\(value)\""))
+                }
             case "seed":
                 if UInt64(value) == nil {
                     problems.append(WorkloadProblem(key: "params.seed", message: "expected a whole number, found \"\(value)\""))
@@ -102,6 +113,7 @@ public struct MicroAdapter: WorkloadAdapter {
         for key in app.params.keys.sorted() {
             var value = spec.params[key] ?? app.params[key]!
             if key == "size", let bytes = Units.bytes(value) { value = String(bytes) }
+            if key == "progress" && Double(value) == 0 { continue }  // off: nb-micro's loop unchanged
             args += ["--\(key)", value]
         }
         return args
@@ -136,6 +148,11 @@ public struct MicroAdapter: WorkloadAdapter {
         var result = WorkloadResult(
             status: .ok, metrics: own + measured.metrics, invocations: [invocation], exitStatus: outcome.exitStatus,
             signal: outcome.signal)
+        // With params.progress: the timeline `progress.ops_per_sec`, each interval's rate at its
+        // end (milliseconds since the timed loop began, not since the process started).
+        result.samples = Self.progress(output).map {
+            TimelineSample(tMillis: Int64(($0.end * 1000).rounded()), name: "progress.ops_per_sec", value: $0.rate)
+        }
         if !outcome.succeeded {
             result.status = .failed
             result.reason = "nb-micro: \(outcome.describe(timeout: spec.timeoutSeconds))"
@@ -146,5 +163,16 @@ public struct MicroAdapter: WorkloadAdapter {
             result.outputTail = MetricLines.tail(of: stdout)
         }
         return result
+    }
+
+    /// nb-micro's `progress T OPS DT` lines as intervals (T: seconds since the timed loop began).
+    public static func progress(_ output: String) -> [Responsiveness.Interval] {
+        output.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ")
+            guard f.count == 4, f[0] == "progress", let t = Double(f[1]), let ops = Double(f[2]), let dt = Double(f[3]),
+                dt > 0
+            else { return nil }
+            return Responsiveness.Interval(end: t, seconds: dt, operations: ops)
+        }
     }
 }

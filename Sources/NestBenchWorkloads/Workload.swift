@@ -53,6 +53,8 @@ public struct WorkloadResult: Sendable {
     public var exitStatus: Int32?
     public var signal: Int32?
     public var outputTail: String?
+    /// The workload's own timeline (e.g. nb-micro's `progress` lines), beside the collectors'.
+    public var samples: [TimelineSample] = []
     /// What the adapter chose on this machine (e.g. the hooks library a PARSEC binary was given);
     /// keys `warning.*` are warnings every report shows (e.g. a ROI too short for its resolution).
     public var provenance: [String: String]

@@ -317,6 +317,64 @@ extension MachineSuite {
             #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
         }
 
+        /// The memory-overcommit pieces in a 2-layer stack, set up and torn down: L0's balloon
+        /// inflated to a MemAvailable target and deflated to all of L0's memory after each run; nb-hold
+        /// holding in L1; swap disks enabled in both layers; L1's QEMU capped by cgroup v2 in L0;
+        /// KSM on in L0 — and nothing left afterwards (no QEMU, no swap image).
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, Nested.requirement))
+        func overcommitConditionsInAStack() throws {
+            let dir = CLI.temporaryDirectory()
+            let l0Memory = 2 << 30
+            let yaml = """
+                name: e2e-overcommit
+                baseline: guest
+                seed: 13
+                configurations:
+                  guest:
+                    platform: qemu
+                    layers:
+                      \(Nested.layer0(", swap: 256MiB, balloon: true, ksm: {run: 1, sleep_millisecs: 50}"))
+                      L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 384MiB, pinning: [1], swap: 128MiB, qemu_memory_max: 320MiB, boot_timeout: 480s}
+                workloads:
+                  - {name: random-access, suite: micro, label: micro, params: {size: 16MiB, ops: 100000, progress: 1}, timeout: 300s}
+                conditions:
+                  ballooned: {memory_pressure: {layer: L0, method: balloon, available: 768MiB, timeout: 200s}}
+                  held: {memory_pressure: {layer: L1, available: 128MiB, step: 16MiB, timeout: 200s}}
+                repetitions: {min: 2, max: 2, boots: 1}
+                """
+            for run in try Nested.run(yaml, in: dir, runs: 4) {
+                let metrics = run["metrics"] as? [String: Any] ?? [:]
+                let provenance = run["provenance"] as? [String: String] ?? [:]
+                let condition = run["condition"] as? String ?? "?"
+                #expect(run["status"] as? String == "ok", "\(condition): \(run["reason"] ?? "")")
+                let held = try #require(metrics["pressure.held_bytes"] as? Double, "\(condition): \(metrics.keys.sorted())")
+                let available = try #require(metrics["pressure.available_bytes"] as? Double)
+                #expect(held > 0, "\(condition): memory taken")
+                if condition == "ballooned" {
+                    #expect(provenance["pressure.place"] == "L0" && provenance["pressure.method"] == "balloon")
+                    #expect(available <= Double(768 << 20) + Double(128 << 20), "L0's MemAvailable \(available) after inflating")
+                    #expect(
+                        metrics["pressure.balloon_released_bytes"] as? Double == Double(l0Memory),
+                        "the balloon gives L0 all its memory back: \(metrics["pressure.balloon_released_bytes"] ?? "none")")
+                } else {
+                    #expect(provenance["pressure.place"] == "L1" && provenance["pressure.method"] == "hold")
+                    #expect(available <= Double(128 << 20), "L1's MemAvailable \(available) as the workload started")
+                }
+                #expect(metrics["L0.ksm.run"] as? Double == 1, "KSM on in L0")
+                #expect(metrics["L1.ksm.run"] as? Double == 0, "and only there")
+                #expect(metrics["L1.qemu_major_faults"] is Double, "L1's QEMU's major faults counted in L0")
+                #expect(metrics["L0.swap.io_ms"] is Double && metrics["L1.swap.io_ms"] is Double, "both swap disks read")
+                #expect(provenance["L0.knob:swap"]?.hasPrefix("/dev/vda") == true, "\(provenance["L0.knob:swap"] ?? "none")")
+                #expect(provenance["L1.knob:swap"]?.hasPrefix("/dev/vda") == true, "\(provenance["L1.knob:swap"] ?? "none")")
+                #expect(provenance["L1.knob:qemu_memory_max"] != nil, "the cap is recorded")
+            }
+            #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
+            let images = FileManager.default.enumerator(atPath: dir)?.compactMap { $0 as? String }.filter {
+                $0.hasSuffix(".swap.img")
+            }
+            #expect(images == [], "swap images removed with their stack")
+        }
+
         /// A colocated pair runs in two innermost guests started together, which share the single
         /// guest's memory and pinning; each member's metrics come back under its label. A
         /// fragmented condition fragments each of the two guests, its metrics under the member's label.
