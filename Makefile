@@ -4,9 +4,10 @@
 SWIFT    ?= swift
 BIN      := .build/debug/nestbench
 APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy tar \
-            qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium
+            qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium \
+            slurmctld slurmd slurm-client munge
 
-.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke fuzz stress
+.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke fuzz stress cluster-demo
 
 all: build
 
@@ -40,6 +41,11 @@ demo-fragmented: build
 nested-smoke: build
 	$(BIN) run Suites/nested-smoke.yaml --fixed-repetitions
 
+# Suites/cluster-demo.yaml as 2 shards through Slurm on a loopback cluster (munged, slurmctld, slurmd
+# started under a temporary directory, stopped by pid at the end), merged; prints the campaign report.
+cluster-demo: build
+	Harness/slurm/cluster-demo.sh $(BIN)
+
 lint:
 	$(SWIFT) format lint --strict -r Sources Tests Package.swift
 
@@ -51,10 +57,11 @@ test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-# The quick loop: everything but the tests that boot VM stacks (NESTBENCH_SKIP_VM=1), under 5 minutes.
+# The quick loop: everything but the tests that boot VM stacks (NESTBENCH_SKIP_VM=1) and the Slurm
+# cluster test (NESTBENCH_SKIP_SLURM=1), under 5 minutes.
 check: deps lint
 	$(SWIFT) build --build-tests
-	NESTBENCH_SKIP_VM=1 $(SWIFT) test --skip-build
+	NESTBENCH_SKIP_VM=1 NESTBENCH_SKIP_SLURM=1 $(SWIFT) test --skip-build
 
 # Speed and memory targets, each against a reference measured in the same run (release build).
 bench: deps
