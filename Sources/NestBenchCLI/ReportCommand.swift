@@ -55,6 +55,12 @@ struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list", abstract: "List stored experiment runs, newest first.")
 
+    /// A shell word for a copy-pasted command line.
+    static func quoted(_ word: String) -> String {
+        word.allSatisfy { $0.isLetter || $0.isNumber || "-_./=:@+,".contains($0) }
+            ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
 
@@ -67,7 +73,17 @@ struct ListCommand: AsyncParsableCommand {
         let f = ISO8601DateFormatter()
         for s in try resultsOptions.openStore().list() {
             let tags = RunTags.describe(s.tags.filter { !RunTags.isVerbose($0.key) })
-            Console.out("\(s.id)\t\(s.experiment)\t\(f.string(from: s.startedAt))\t\(s.status)\t\(s.runs) runs\t\(tags)\n")
+            let where_ = [s.campaign.map { "campaign \($0)" }, s.shard.map { "shard \($0)" }].compactMap { $0 }
+            Console.out(
+                "\(s.id)\t\(s.experiment)\t\(f.string(from: s.startedAt))\t\(s.status)\t\(s.runs) runs\t\(tags)"
+                    + (where_.isEmpty ? "" : "\t" + where_.joined(separator: ", ")) + "\n")
+            // A stopped experiment run says how to continue it.
+            if ["interrupted", "killed", "failed"].contains(s.status), let file = s.filePath {
+                var argv = ["nestbench", "run", file, "--resume", s.id]
+                if resultsOptions.results != "Results" { argv += ["--results", resultsOptions.results] }
+                if let shard = s.shard { argv += ["--shard", shard] }
+                Console.out("\t↳ resume: \(argv.map(Self.quoted).joined(separator: " "))\n")
+            }
         }
     }
 }

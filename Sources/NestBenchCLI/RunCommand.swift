@@ -47,7 +47,39 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Show every metric's comparison in the table/markdown report (JSON, CSV and HTML always have them).")
     var allMetrics = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Continue a stopped experiment run of this file: its id (or a unique prefix), 'latest' (the newest of this experiment and shard), or 'auto' (that one if it can be resumed, else start a new run).",
+            valueName: "RUN_ID|latest|auto"))
+    var resume: String?
+
+    @Flag(help: "With --resume: also run the failed runs again.")
+    var retryFailed = false
+
+    @Flag(help: "Wait for the result store's and this machine's locks instead of exiting 1 when another nestbench holds them.")
+    var wait = false
+
+    @Option(
+        help: ArgumentHelp(
+            "Run only share K of N (K from 0, as Slurm's array task ids): whole repetition blocks K, K+N, …",
+            valueName: "K/N"))
+    var shard: String?
+
+    @Option(help: "A campaign id stored with the experiment run (the shards of one experiment; report --campaign ID).")
+    var campaign: String?
+
+    var parsedShard: Shard? { shard.flatMap { Shard(parsing: $0) } }
+
     func validate() throws {
+        if let shard, Shard(parsing: shard) == nil {
+            throw ValidationError("--shard takes K/N with 0 ≤ K < N (e.g. 0/4), found \"\(shard)\"")
+        }
+        if resume != nil && seed != nil { throw ValidationError("--resume continues with the stored seed; drop --seed") }
+        if retryFailed && resume == nil { throw ValidationError("--retry-failed goes with --resume") }
+        if resume != nil && dryRun { throw ValidationError("--dry-run plans a new run; drop --resume") }
+        if let campaign, campaign.isEmpty || campaign.count > 200 {
+            throw ValidationError("--campaign takes an id of 1…200 characters")
+        }
         for tag in tags where !tag.contains("=") || tag.split(separator: "=", maxSplits: 1)[0].contains(RunTags.scopeSeparator) {
             throw ValidationError("--tag takes key=value with no \"@\" in the key, found \"\(tag)\"")
         }
@@ -74,7 +106,16 @@ struct RunCommand: AsyncParsableCommand {
             // `run --seed N` reproduces exactly this order.
             let chosen = Orchestrator.seed(option: seed, experiment: loaded.experiment)
             var generator = SeededGenerator(seed: chosen)
-            let plan = Planner.initialPlan(for: loaded.experiment, generator: &generator)
+            let plan: [PlannedRun]
+            if let shard = parsedShard {
+                do {
+                    plan = try Planner.initialPlan(for: loaded.experiment, shard: shard, generator: &generator)
+                } catch {
+                    throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error.message)")
+                }
+            } else {
+                plan = Planner.initialPlan(for: loaded.experiment, generator: &generator)
+            }
             let source = seed != nil ? "--seed" : loaded.experiment.seed != nil ? "the file's seed" : "drawn now"
             Console.out("seed \(chosen) (\(source)); `nestbench run \(file) --seed \(chosen)` runs this order\n")
             Console.out(Self.bootCost(loaded.experiment))
@@ -116,6 +157,20 @@ struct RunCommand: AsyncParsableCommand {
                 code: ExitCodes.error, message: cpuProblems.map { "\(file): \($0)" }.joined(separator: "\n"))
         }
 
+        // A shard too small for its own ratio: refused before anything is taken or changed.
+        if let shard = parsedShard {
+            var generator = SeededGenerator(seed: 0)
+            do {
+                _ = try Planner.initialPlan(for: loaded.experiment, shard: shard, generator: &generator)
+            } catch {
+                throw CommandFailure(code: ExitCodes.error, message: "\(file): \(error.message)")
+            }
+        }
+
+        // One writer per store, one measurement per machine: both locks before any knob or
+        // measurement, held until this process exits.
+        let locks = try await takeLocks()
+
         let journal = KnobJournal()
         do {
             OrphanedExperiments.mark(journal)
@@ -130,6 +185,7 @@ struct RunCommand: AsyncParsableCommand {
         }
 
         let store = try resultsOptions.openStore()
+        let resumeID = try resume.flatMap { try resumeTarget($0, loaded: loaded, store: store) }
         let platform = LocalPlatform(journal: journal, logger: logger)
         var vmPlatform: QemuPlatform?
         if loaded.experiment.configurations.contains(where: { $0.platform == .qemu }) {
@@ -163,7 +219,12 @@ struct RunCommand: AsyncParsableCommand {
                 loaded,
                 options: RunOptions(
                     resultsDirectory: resultsOptions.results, seed: seed, tags: parsedTags,
-                    fixedRepetitions: fixedRepetitions),
+                    fixedRepetitions: fixedRepetitions, shard: parsedShard, campaign: campaign,
+                    resume: resumeID.map { RunOptions.Resume(id: $0, retryFailed: retryFailed) },
+                    started: { id in
+                        for lock in locks { lock.note(run: id) }
+                        if resumeID != nil { Console.error("nestbench: resuming experiment run \(id)") }
+                    }),
                 progress: { p in
                     if let finished = p.finished {
                         let status = finished.status == .ok ? "ok" : "\(finished.status.rawValue): \(finished.reason ?? "")"
@@ -206,6 +267,81 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandFailure(
                 code: ExitCodes.workloadFailed, message: "some runs failed or could not run here (see the report)")
         }
+    }
+
+    /// The store's lock (`<results>/nestbench.sqlite.lock`) and the machine's
+    /// (`Locks.machineLockPath`), in that order; with `--wait` polled until free, else a holder
+    /// is an error naming it.
+    func takeLocks() async throws -> [FileLock] {
+        var taken: [FileLock] = []
+        for (what, path) in [
+            ("the result store \(resultsOptions.databasePath)", Locks.storeLockPath(database: resultsOptions.databasePath)),
+            ("this machine (one measurement at a time)", Locks.machineLockPath),
+        ] {
+            var said = false
+            while true {
+                do {
+                    taken.append(try FileLock.tryAcquire(path))
+                    break
+                } catch {
+                    if error.failure != nil || !wait {
+                        throw CommandFailure(
+                            code: ExitCodes.error,
+                            message:
+                                "another nestbench is measuring: \(what) is locked: \(error.description)\(error.failure == nil ? "; pass --wait to wait for it" : "")"
+                        )
+                    }
+                    if !said {
+                        Console.error("nestbench: waiting for \(what): \(error.description)")
+                        said = true
+                    }
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            }
+        }
+        return taken
+    }
+
+    /// The experiment run `--resume` continues (nil: `auto` found none, a new run starts), or an
+    /// error naming why it cannot be resumed.
+    func resumeTarget(_ reference: String, loaded: LoadedExperiment, store: Store) throws -> String? {
+        let id: String
+        if reference == "latest" || reference == "auto" {
+            let shardText = parsedShard?.description
+            guard
+                let newest = try store.list().first(where: {
+                    $0.experiment == loaded.experiment.name && $0.shard == shardText
+                })
+            else {
+                if reference == "auto" { return nil }
+                throw CommandFailure(
+                    code: ExitCodes.baselineNotFound,
+                    message:
+                        "\(resultsOptions.databasePath): no experiment run of \(loaded.experiment.name)\(shardText.map { " shard \($0)" } ?? "") to resume"
+                )
+            }
+            id = newest.id
+        } else {
+            guard let found = try store.resolve(reference) else {
+                throw CommandFailure(
+                    code: ExitCodes.baselineNotFound,
+                    message: "no run \"\(reference)\" in \(resultsOptions.databasePath) (nestbench list shows the stored runs)")
+            }
+            id = found
+        }
+        guard let stored = try store.experimentRun(id) else {
+            throw CommandFailure(code: ExitCodes.baselineNotFound, message: "run \(id) vanished from the store")
+        }
+        let hasFailed = try store.runs(of: id).contains { $0.status == .failed }
+        if reference == "auto" && !ResumeCheck.resumable.contains(stored.status) && !(retryFailed && hasFailed) {
+            return nil
+        }
+        if let problem = ResumeCheck.problem(
+            stored: stored, loaded: loaded, shard: parsedShard, retryFailed: retryFailed, hasFailedRuns: hasFailed)
+        {
+            throw CommandFailure(code: ExitCodes.error, message: "--resume: \(problem)")
+        }
+        return id
     }
 
     /// The qemu platform: the guest agent built from Harness/guest, images cached beside the harness.

@@ -1,10 +1,16 @@
 /// SplitMix64: a small, well-known seeded generator (Steele, Lea & Flood, OOPSLA 2014),
 /// so a recorded seed reproduces the same order on any platform.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    /// The whole state: stored with a run's plan, so a resumed run draws what it would have drawn.
+    public private(set) var state: UInt64
 
     public init(seed: UInt64) {
         state = seed
+    }
+
+    /// The generator exactly where `state` (from `state`) left it.
+    public init(state: UInt64) {
+        self.state = state
     }
 
     public mutating func next() -> UInt64 {
@@ -64,4 +70,42 @@ public enum Planner {
     public static func initialPlan(for experiment: Experiment, generator: inout SeededGenerator) -> [PlannedRun] {
         blocks(cells: cells(of: experiment), blocks: experiment.repetitions.min, generator: &generator)
     }
+
+    /// Shard `shard`'s share of the initial plan: the whole repetition blocks `K`, `K+N`, … of
+    /// the full initial plan (drawn from the same seed on every testbed, so the shards together
+    /// are exactly the unsharded plan), numbered afresh from sequence 0 and repetition 1.
+    /// Throws when a shard would get fewer than 2 blocks (it could not have its own ratio).
+    public static func initialPlan(
+        for experiment: Experiment, shard: Shard, generator: inout SeededGenerator
+    ) throws(ShardError) -> [PlannedRun] {
+        let blocks = experiment.repetitions.min
+        let fewest = shard.blocks(of: blocks) < 2 ? shard : Shard(index: shard.count - 1, count: shard.count)
+        if fewest.blocks(of: blocks) < 2 {
+            throw ShardError(
+                message:
+                    "--shard \(shard): shard \(fewest) would get \(fewest.blocks(of: blocks)) of the \(blocks) repetition blocks (repetitions.min); each shard needs at least 2 so each testbed has its own ratio: set repetitions.min to at least \(2 * shard.count) or use at most \(max(1, blocks / 2)) shards"
+            )
+        }
+        let full = initialPlan(for: experiment, generator: &generator)
+        let size = cells(of: experiment).count
+        var plan: [PlannedRun] = []
+        var repetitions: [Cell: Int] = [:]
+        for block in stride(from: shard.index, to: blocks, by: shard.count) {
+            for p in full[(block * size)..<((block + 1) * size)] {
+                let repetition = (repetitions[p.cell] ?? 0) + 1
+                repetitions[p.cell] = repetition
+                plan.append(
+                    PlannedRun(
+                        sequence: plan.count, configuration: p.configuration, workload: p.workload,
+                        condition: p.condition, repetition: repetition))
+            }
+        }
+        return plan
+    }
+}
+
+/// A shard that cannot be run as asked.
+public struct ShardError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
 }

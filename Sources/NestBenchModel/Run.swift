@@ -208,12 +208,23 @@ public struct ExperimentRunRecord: Codable, Sendable, Hashable {
     /// Tags: the user's (commit, patch series …) and the automatic ones (`AutomaticTags`), some
     /// scoped to a configuration (`RunTags`).
     public var tags: [String: String]
+    /// The campaign this experiment run belongs to (`run --campaign ID`): the shards of one
+    /// experiment run on several testbeds, analysed together by `report --campaign ID`.
+    public var campaign: String?
+    /// This experiment run's share of the plan (`run --shard K/N`); nil: the whole plan.
+    public var shard: Shard?
+    /// Whether adaptive repetitions were off (`--fixed-repetitions`); nil in stores from before.
+    public var fixedRepetitions: Bool?
 
     public init(
         id: String, experiment: Experiment, filePath: String, contentHash: String, content: String,
         seed: UInt64, plan: [PlannedRun], startedAt: Date, finishedAt: Date? = nil,
-        status: Status = .running, machine: MachineDescription, tags: [String: String] = [:]
+        status: Status = .running, machine: MachineDescription, tags: [String: String] = [:],
+        campaign: String? = nil, shard: Shard? = nil, fixedRepetitions: Bool? = nil
     ) {
+        self.campaign = campaign
+        self.shard = shard
+        self.fixedRepetitions = fixedRepetitions
         self.id = id
         self.experiment = experiment
         self.filePath = filePath
@@ -229,7 +240,57 @@ public struct ExperimentRunRecord: Codable, Sendable, Hashable {
     }
 }
 
+/// One share of a sharded experiment: shard `index` (0-based, as Slurm's array task ids) of
+/// `count`. It runs the whole repetition blocks `index`, `index + count`, `index + 2·count`, … of
+/// the experiment's initial plan, so a testbed is a blocking factor, never confounded with a
+/// configuration.
+public struct Shard: Codable, Sendable, Hashable, CustomStringConvertible {
+    public var index: Int
+    public var count: Int
+
+    public init(index: Int, count: Int) {
+        self.index = index
+        self.count = count
+    }
+
+    /// "K/N" with 0 ≤ K < N; nil for anything else.
+    public init?(parsing text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, k >= 0, k < n else { return nil }
+        self.init(index: k, count: n)
+    }
+
+    public var description: String { "\(index)/\(count)" }
+
+    /// How many of `blocks` repetition blocks this shard runs.
+    public func blocks(of blocks: Int) -> Int { blocks > index ? (blocks - index + count - 1) / count : 0 }
+}
+
+/// The testbed a run happened on: provenance keys every run records, so runs of one campaign
+/// measured on several machines can be told apart and analysed per testbed.
+public enum Testbed {
+    /// Provenance key: the testbed's host name.
+    public static let hostKey = "testbed"
+    /// Provenance key: "CPU model | kernel release | memory bytes".
+    public static let fingerprintKey = "testbed.fingerprint"
+
+    /// The provenance entries of a machine.
+    public static func provenance(_ machine: MachineDescription) -> [String: String] {
+        [hostKey: machine.hostname, fingerprintKey: fingerprint(machine)]
+    }
+
+    public static func fingerprint(_ machine: MachineDescription) -> String {
+        "\(machine.cpuModel) | \(machine.kernel) | \(machine.memoryBytes) bytes"
+    }
+}
+
 extension RunRecord {
+    /// The testbed the run happened on (host name and fingerprint), nil for runs stored before
+    /// testbeds were recorded.
+    public var testbed: String? {
+        provenance[Testbed.hostKey].map { host in provenance[Testbed.fingerprintKey].map { "\(host) (\($0))" } ?? host }
+    }
+
     /// Provenance key naming the VM boot a run happened in. Runs that share a boot are resampled
     /// together by the hierarchical bootstrap; a run without it is its own group.
     public static let bootProvenanceKey = "vm_boot"

@@ -38,12 +38,41 @@ public struct RunOptions: Sendable {
     public var tags: [String: String]
     /// Skip adaptive repetitions (run exactly `repetitions.min` per cell).
     public var fixedRepetitions: Bool
+    /// Run only this share of the plan (`--shard K/N`).
+    public var shard: Shard?
+    /// Stored with the experiment run (`--campaign ID`).
+    public var campaign: String?
+    /// Continue this stored experiment run instead of starting one (`--resume`).
+    public var resume: Resume?
+    /// Called with the experiment run's id once it is known (the lock files name it).
+    public var started: @Sendable (String) -> Void
+    /// This machine as every run's provenance names it (set by `run`).
+    var testbed: [String: String] = [:]
 
-    public init(resultsDirectory: String, seed: UInt64? = nil, tags: [String: String] = [:], fixedRepetitions: Bool = false) {
+    /// What a resume continues: the experiment run, and whether failed runs are run again.
+    public struct Resume: Sendable {
+        public var id: String
+        public var retryFailed: Bool
+
+        public init(id: String, retryFailed: Bool = false) {
+            self.id = id
+            self.retryFailed = retryFailed
+        }
+    }
+
+    public init(
+        resultsDirectory: String, seed: UInt64? = nil, tags: [String: String] = [:], fixedRepetitions: Bool = false,
+        shard: Shard? = nil, campaign: String? = nil, resume: Resume? = nil,
+        started: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.resultsDirectory = resultsDirectory
         self.seed = seed
         self.tags = tags
         self.fixedRepetitions = fixedRepetitions
+        self.shard = shard
+        self.campaign = campaign
+        self.resume = resume
+        self.started = started
     }
 }
 
@@ -259,7 +288,7 @@ public final class Orchestrator: Sendable {
     ) async throws -> String {
         let experiment = loaded.experiment
         try preflight(experiment)
-        let id = Self.newRunID()
+        let id = options.resume?.id ?? Self.newRunID()
         var machine = MachineProbe.describe()
         let kinds = Set(experiment.configurations.map(\.platform))
         for kind in PlatformKind.allCases where kinds.contains(kind) {
@@ -273,15 +302,96 @@ public final class Orchestrator: Sendable {
             )
             if !problems.isEmpty { throw OrchestratorError(problems.joined(separator: "\n")) }
         }
-        let seed = Self.seed(option: options.seed, experiment: experiment)
-        var generator = SeededGenerator(seed: seed)
-        var plan = Planner.initialPlan(for: experiment, generator: &generator)
+        var options = options
+        options.testbed = Testbed.provenance(machine)
+        let seed: UInt64
+        var generator: SeededGenerator
+        var plan: [PlannedRun]
+        // The runs still to do, in order: the whole plan, or what a resumed run has left.
+        var queue: [PlannedRun]
+        var fixed = options.fixedRepetitions
+        var shard = options.shard
         bootPlan.reset(policy: experiment.repetitions)
-        let record = ExperimentRunRecord(
-            id: id, experiment: experiment, filePath: loaded.path, contentHash: loaded.contentHash,
-            content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: machine,
-            tags: RunTagging.initial(machine: machine, experiment: experiment, user: options.tags))
-        try store.begin(record)
+        if let resume = options.resume {
+            guard let stored = try store.experimentRun(resume.id) else {
+                throw OrchestratorError("no experiment run \(resume.id) in \(store.path) to resume")
+            }
+            seed = stored.seed
+            shard = stored.shard
+            fixed = stored.fixedRepetitions ?? options.fixedRepetitions
+            let point = try store.resumePoint(id)
+            plan = stored.plan
+            if let state = point.generatorState {
+                generator = SeededGenerator(state: state)
+            } else {
+                // Stored before resume existed: the initial plan alone can be drawn again.
+                generator = SeededGenerator(seed: seed)
+                let initial = try Self.initialPlan(experiment, shard: shard, generator: &generator)
+                guard initial == plan else {
+                    throw OrchestratorError(
+                        "experiment run \(id) cannot be resumed: it has adaptive blocks but was stored without its plan generator's state (by an older nestbench)"
+                    )
+                }
+            }
+            let resumedAt = Date()
+            var records = Dictionary(try store.runs(of: id).map { ($0.planned.sequence, $0) }) { a, _ in a }
+            // The run in flight when it stopped (kill -9, a crash) has no record: it is stored
+            // `interrupted`, never left dangling, and run again.
+            if let k = point.inFlight, k < plan.count, records[k] == nil {
+                let interrupted = RunRecord(
+                    experimentRunID: id, planned: plan[k], status: .interrupted,
+                    reason:
+                        "in flight when experiment run \(id) stopped (\(stored.status.rawValue)); run again by --resume",
+                    startedAt: stored.finishedAt ?? resumedAt, endedAt: stored.finishedAt ?? resumedAt,
+                    provenance: ["resumed_at": ISO8601DateFormatter().string(from: resumedAt)])
+                try store.record(interrupted)
+                records[k] = interrupted
+            }
+            // Interrupted runs (and failed ones with --retry-failed) not yet run again are run
+            // again first, as new plan entries of the same cell and repetition.
+            var retries: [PlannedRun] = []
+            for (i, p) in plan.enumerated() {
+                guard let r = records[p.sequence],
+                    r.status == .interrupted || (resume.retryFailed && r.status == .failed)
+                else { continue }
+                let again = plan[(i + 1)...].contains { $0.cell == p.cell && $0.repetition == p.repetition }
+                if !again {
+                    retries.append(
+                        PlannedRun(
+                            sequence: plan.count + retries.count, configuration: p.configuration, workload: p.workload,
+                            condition: p.condition, repetition: p.repetition))
+                }
+            }
+            plan += retries
+            queue = retries + plan.filter { records[$0.sequence] == nil && $0.sequence < plan.count - retries.count }
+            try store.updatePlan(id, plan: plan, generatorState: generator.state)
+            try store.reopen(id)
+            logger.notice(
+                "experiment run resumed",
+                metadata: [
+                    "run.id": "\(id)", "runs.kept": "\(records.count)", "runs.again": "\(retries.count)",
+                    "runs.left": "\(queue.count)",
+                ])
+        } else {
+            seed = Self.seed(option: options.seed, experiment: experiment)
+            generator = SeededGenerator(seed: seed)
+            plan = try Self.initialPlan(experiment, shard: shard, generator: &generator)
+            queue = plan
+            let record = ExperimentRunRecord(
+                id: id, experiment: experiment, filePath: loaded.path, contentHash: loaded.contentHash,
+                content: loaded.content, seed: seed, plan: plan, startedAt: Date(), machine: machine,
+                tags: RunTagging.initial(machine: machine, experiment: experiment, user: options.tags),
+                campaign: options.campaign, shard: shard, fixedRepetitions: options.fixedRepetitions)
+            try store.begin(record, generatorState: generator.state)
+        }
+        options.started(id)
+        // Adaptive repetitions of a shard: per shard, up to its share of `repetitions.max`.
+        var adaptive = experiment
+        if let shard {
+            let blocks = shard.blocks(of: experiment.repetitions.min)
+            adaptive.repetitions.min = blocks
+            adaptive.repetitions.max = Swift.max(blocks, (experiment.repetitions.max + shard.count - 1) / shard.count)
+        }
         // With the knob journal: a later invocation marks this run `killed` if this process dies.
         try? platform.journal.beginExperiment(id, store: store.path)
         defer { try? platform.journal.endExperiment(id) }
@@ -294,17 +404,31 @@ public final class Orchestrator: Sendable {
         let collectors = self.collectors ?? Self.defaultCollectors(for: experiment)
         let start = ContinuousClock.now
         var durations: [Double] = []
-        var index = 0
         var consoleOffsets: [String: UInt64] = [:]
+        // Progress counts the whole plan; a resumed run starts where it stopped.
+        var done = plan.count - queue.count
         do {
-            while index < plan.count {
+            while true {
                 if let signal = cancellation.signal { throw Interrupted(signal: signal) }
-                let planned = plan[index]
+                if queue.isEmpty && !fixed {
+                    // Every planned run ended (also when a resumed run stopped just there).
+                    let more = followUp(experiment: adaptive, runs: try store.runs(of: id), plan: plan, generator: &generator)
+                    if !more.isEmpty {
+                        plan += more
+                        queue += more
+                        try store.updatePlan(id, plan: plan, generatorState: generator.state)
+                        logger.info("adaptive repetitions", metadata: ["runs.added": "\(more.count)"])
+                    }
+                }
+                if queue.isEmpty { break }
+                let planned = queue.removeFirst()
+                let index = done
                 let elapsed = (ContinuousClock.now - start).seconds
                 let eta = durations.isEmpty ? nil : Statistics.mean(durations) * Double(plan.count - index)
                 progress(Progress(index: index, total: plan.count, planned: planned, elapsedSeconds: elapsed, etaSeconds: eta))
                 let runStart = ContinuousClock.now
                 let kernelLog = KernelLogWatch()
+                try store.setInFlight(id, sequence: planned.sequence)
                 var run = try await execute(
                     planned, experiment: experiment, experimentRunID: id, options: options, collectors: collectors)
                 if cancellation.isRequested && run.status != .ok {
@@ -320,17 +444,9 @@ public final class Orchestrator: Sendable {
                     Progress(
                         index: index, total: plan.count, planned: planned,
                         elapsedSeconds: (ContinuousClock.now - start).seconds, etaSeconds: nil, finished: run))
-                index += 1
-                if let signal = cancellation.signal { throw Interrupted(signal: signal) }
-                if index == plan.count && !options.fixedRepetitions {
-                    let more = followUp(experiment: experiment, runs: try store.runs(of: id), plan: plan, generator: &generator)
-                    if !more.isEmpty {
-                        plan += more
-                        try store.updatePlan(id, plan: plan)
-                        logger.info("adaptive repetitions", metadata: ["runs.added": "\(more.count)"])
-                    }
-                }
+                done += 1
             }
+            try store.setInFlight(id, sequence: nil)
         } catch {
             let status: ExperimentRunRecord.Status = cancellation.isRequested ? .interrupted : .failed
             teardownPlatforms()
@@ -358,6 +474,18 @@ public final class Orchestrator: Sendable {
         let ranAny = runs.contains { $0.status == .ok || $0.status == .failed }
         try store.finish(id, status: ranAny ? .completed : .nothingRan)
         return id
+    }
+
+    /// The initial plan: the whole experiment's, or a shard's share of it.
+    static func initialPlan(_ experiment: Experiment, shard: Shard?, generator: inout SeededGenerator) throws(OrchestratorError)
+        -> [PlannedRun]
+    {
+        guard let shard else { return Planner.initialPlan(for: experiment, generator: &generator) }
+        do {
+            return try Planner.initialPlan(for: experiment, shard: shard, generator: &generator)
+        } catch {
+            throw OrchestratorError(error.message)
+        }
     }
 
     /// After each run: the kernel log of this machine since the run started and of every VM layer
@@ -436,7 +564,7 @@ public final class Orchestrator: Sendable {
         collectors: [any RunCollector]
     ) async throws -> RunRecord {
         let started = Date()
-        var provenance: [String: String] = [:]
+        var provenance: [String: String] = options.testbed
         guard let requested = experiment.configuration(named: planned.configuration),
             let workload = experiment.workload(labeled: planned.workload),
             let condition = experiment.condition(named: planned.condition)

@@ -19,6 +19,10 @@ public struct ExperimentRunSummary: Sendable, Hashable, Codable {
     public var status: String
     public var runs: Int
     public var tags: [String: String]
+    public var campaign: String? = nil
+    public var shard: String? = nil
+    /// The experiment file it was run from.
+    public var filePath: String? = nil
 }
 
 /// The SQLite store (GRDB). Every measured run is committed in its own transaction as soon as
@@ -114,6 +118,20 @@ public final class Store: Sendable {
                 t.add(column: "owner", .text)
             }
         }
+        // v4: long evaluations. The campaign and shard of an experiment run; whether adaptive
+        // repetitions were off; the plan generator's state after the stored plan (a resumed run
+        // draws its adaptive blocks exactly as the uninterrupted one would); the sequence of the
+        // run in flight (so a resume after kill -9 marks it `interrupted`, never dangling).
+        m.registerMigration("v4") { db in
+            try db.alter(table: "experiment_run") { t in
+                t.add(column: "campaign", .text)
+                t.add(column: "shard", .text)
+                t.add(column: "fixed_repetitions", .boolean)
+                t.add(column: "generator_state", .text)
+                t.add(column: "in_flight", .integer)
+            }
+            try db.create(index: "experiment_run_by_campaign", on: "experiment_run", columns: ["campaign"])
+        }
         return m
     }
 
@@ -192,31 +210,88 @@ public final class Store: Sendable {
         }
     }
 
-    /// Records the start of an experiment run.
-    public func begin(_ record: ExperimentRunRecord) throws(StoreError) {
+    /// Records the start of an experiment run (with the plan generator's state after its plan).
+    public func begin(_ record: ExperimentRunRecord, generatorState: UInt64? = nil) throws(StoreError) {
         try wrap("recording the experiment run") {
             try db.write { db in
                 try db.execute(
                     sql: """
                         INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
-                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, owner)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, owner,
+                          campaign, shard, fixed_repetitions, generator_state)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
                         String(record.seed), try json(record.experiment), try json(record.plan),
                         try json(record.machine), try json(record.tags), record.startedAt, record.finishedAt,
                         record.status.rawValue, record.status == .running ? Owner.current : nil,
+                        record.campaign, record.shard?.description, record.fixedRepetitions,
+                        generatorState.map { String($0) },
                     ])
             }
         }
     }
 
-    /// Replaces the stored plan (adaptive repetitions append to it).
-    public func updatePlan(_ id: String, plan: [PlannedRun]) throws(StoreError) {
+    /// Replaces the stored plan (adaptive repetitions append to it), with the generator's state after it.
+    public func updatePlan(_ id: String, plan: [PlannedRun], generatorState: UInt64? = nil) throws(StoreError) {
         try wrap("updating the plan") {
             try db.write { db in
-                try db.execute(sql: "UPDATE experiment_run SET plan_json = ? WHERE id = ?", arguments: [try json(plan), id])
+                if let generatorState {
+                    try db.execute(
+                        sql: "UPDATE experiment_run SET plan_json = ?, generator_state = ? WHERE id = ?",
+                        arguments: [try json(plan), String(generatorState), id])
+                } else {
+                    try db.execute(sql: "UPDATE experiment_run SET plan_json = ? WHERE id = ?", arguments: [try json(plan), id])
+                }
+            }
+        }
+    }
+
+    /// What a resume needs besides the record: the generator's state after the stored plan and
+    /// the sequence of the run that was in flight when the experiment run stopped.
+    public struct ResumePoint: Sendable, Equatable {
+        public var generatorState: UInt64?
+        public var inFlight: Int?
+    }
+
+    public func resumePoint(_ id: String) throws(StoreError) -> ResumePoint {
+        try wrap("reading experiment run \(id)") {
+            try db.read { db in
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT generator_state, in_flight FROM experiment_run WHERE id = ?", arguments: [id])
+                return ResumePoint(
+                    generatorState: (row?["generator_state"] as String?).flatMap { UInt64($0) }, inFlight: row?["in_flight"])
+            }
+        }
+    }
+
+    /// Records the run now executing (nil: none), before it starts.
+    public func setInFlight(_ id: String, sequence: Int?) throws(StoreError) {
+        try wrap("recording the run in flight") {
+            try db.write { db in
+                try db.execute(sql: "UPDATE experiment_run SET in_flight = ? WHERE id = ?", arguments: [sequence, id])
+            }
+        }
+    }
+
+    /// An interrupted (killed, failed) experiment run continues: `running` again, owned by this process.
+    public func reopen(_ id: String) throws(StoreError) {
+        try wrap("reopening \(id)") {
+            try db.write { db in
+                try db.execute(
+                    sql: "UPDATE experiment_run SET status = 'running', finished_at = NULL, owner = ? WHERE id = ?",
+                    arguments: [Owner.current, id])
+            }
+        }
+    }
+
+    /// The ids of the experiment runs of a campaign, oldest first.
+    public func campaign(_ campaign: String) throws(StoreError) -> [String] {
+        try wrap("reading campaign \(campaign)") {
+            try db.read { db in
+                try String.fetchAll(
+                    db, sql: "SELECT id FROM experiment_run WHERE campaign = ? ORDER BY started_at, rowid", arguments: [campaign])
             }
         }
     }
@@ -343,7 +418,9 @@ public final class Store: Sendable {
                     startedAt: row["started_at"], finishedAt: row["finished_at"],
                     status: ExperimentRunRecord.Status(rawValue: row["status"]) ?? .failed,
                     machine: try decoder.decode(MachineDescription.self, from: row["machine_json"] as Data),
-                    tags: try decoder.decode([String: String].self, from: row["tags_json"] as Data))
+                    tags: try decoder.decode([String: String].self, from: row["tags_json"] as Data),
+                    campaign: row["campaign"], shard: (row["shard"] as String?).flatMap { Shard(parsing: $0) },
+                    fixedRepetitions: row["fixed_repetitions"])
             }
         }
     }
@@ -394,7 +471,7 @@ public final class Store: Sendable {
                 let rows = try Row.fetchAll(
                     db,
                     sql: """
-                        SELECT e.id, e.experiment, e.started_at, e.finished_at, e.status, e.tags_json,
+                        SELECT e.id, e.experiment, e.started_at, e.finished_at, e.status, e.tags_json, e.campaign, e.shard, e.file_path,
                           (SELECT COUNT(*) FROM run r WHERE r.experiment_runId = e.id) AS n
                         FROM experiment_run e ORDER BY e.started_at DESC, e.rowid DESC
                         """)
@@ -402,7 +479,8 @@ public final class Store: Sendable {
                     ExperimentRunSummary(
                         id: row["id"], experiment: row["experiment"], startedAt: row["started_at"],
                         finishedAt: row["finished_at"], status: row["status"], runs: row["n"],
-                        tags: try JSONDecoder().decode([String: String].self, from: row["tags_json"] as Data))
+                        tags: try JSONDecoder().decode([String: String].self, from: row["tags_json"] as Data),
+                        campaign: row["campaign"], shard: row["shard"], filePath: row["file_path"])
                 }
             }
         }
@@ -583,14 +661,15 @@ public final class Store: Sendable {
                 try db.execute(
                     sql: """
                         INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
-                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, origin)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, origin,
+                          campaign, shard, fixed_repetitions)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
                         String(record.seed), try json(record.experiment), try json(record.plan),
                         try json(record.machine), try json(record.tags), record.startedAt, record.finishedAt,
-                        record.status.rawValue, origin,
+                        record.status.rawValue, origin, record.campaign, record.shard?.description, record.fixedRepetitions,
                     ])
                 for run in bundle.runs {
                     _ = try Self.insert(run.record, samples: run.samples.map { ($0.tMillis, $0.name, $0.value) }, db: db)
