@@ -126,7 +126,8 @@ struct SlurmCommand: AsyncParsableCommand {
 struct ShardStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shard-status",
-        abstract: "Say what a shard of a campaign needs: `new`, `resume RUN_ID` or `done RUN_ID` (used by `nestbench slurm`'s jobs).")
+        abstract:
+            "Say what a shard of a campaign needs: `new`, `resume RUN_ID` or `done RUN_ID` (used by `nestbench slurm`'s jobs).")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var resultsOptions: ResultsOptions
@@ -134,12 +135,14 @@ struct ShardStatusCommand: AsyncParsableCommand {
     @Option(help: "The campaign id.")
     var campaign: String
 
-    @Option(help: "The shard, K/N.", transform: { text in
-        guard let shard = Shard(parsing: text) else {
-            throw ValidationError("--shard takes K/N with 0 ≤ K < N (e.g. 0/4), found \"\(text)\"")
-        }
-        return shard
-    })
+    @Option(
+        help: "The shard, K/N.",
+        transform: { text in
+            guard let shard = Shard(parsing: text) else {
+                throw ValidationError("--shard takes K/N with 0 ≤ K < N (e.g. 0/4), found \"\(text)\"")
+            }
+            return shard
+        })
     var shard: Shard
 
     @Flag(

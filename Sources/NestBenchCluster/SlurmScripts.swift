@@ -135,7 +135,7 @@ public enum SlurmScripts {
             #"case "$action" in"#,
             #"done) echo "shard $shard/$shards of campaign $campaign is complete: experiment run $run_id" >&2; exit 0 ;;"#,
             #"resume) run=(--resume "$run_id") ;;"#,
-            "new) run=(\(newRun.map(q).joined(separator: " ")))) ;;",
+            "new) run=(\(newRun.map(q).joined(separator: " "))) ;;",
             #"*) echo "nestbench shard-status answered \"$state\"" >&2; exit 1 ;;"#,
             "esac",
             #"exec "$nestbench" run "$experiment" --shard "$shard/$shards" --campaign "$campaign" --results "$results" --wait "${run[@]}""#,

@@ -58,7 +58,8 @@ public struct SlurmSubmitter: Sendable {
                     + (err.isEmpty ? "" : ": \(err)"))
         }
         guard let id = SlurmScripts.jobID(parsable: out) else {
-            throw ClusterError("submitting \(what): sbatch answered \"\(out.trimmingCharacters(in: .whitespacesAndNewlines))\", not a job id")
+            throw ClusterError(
+                "submitting \(what): sbatch answered \"\(out.trimmingCharacters(in: .whitespacesAndNewlines))\", not a job id")
         }
         return id
     }

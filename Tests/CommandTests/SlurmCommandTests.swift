@@ -37,7 +37,8 @@ struct SlurmCommandTests {
             name: "sharded", baseline: "base", configurations: [Configuration(name: "base")],
             workloads: [WorkloadSpec(suite: "micro", name: "random-access")])
         for (i, entry) in runs.enumerated() {
-            let planned = PlannedRun(sequence: 0, configuration: "base", workload: "random-access", condition: "clean", repetition: 1)
+            let planned = PlannedRun(
+                sequence: 0, configuration: "base", workload: "random-access", condition: "clean", repetition: 1)
             try store.begin(
                 ExperimentRunRecord(
                     id: entry.id, experiment: experiment, filePath: "e.yaml", contentHash: "h", content: "name: sharded", seed: 1,
@@ -80,7 +81,9 @@ struct SlurmCommandTests {
             "slurm", dir + "/e.yaml", "--shards", "3", "--share", "/s", "--nestbench", "/nb",
         ])
         #expect(tooMany.status == ExitCodes.error)
-        #expect(tooMany.stderr.contains(dir + "/e.yaml: --shard") && tooMany.stderr.contains("repetition blocks"), "\(tooMany.stderr)")
+        #expect(
+            tooMany.stderr.contains(dir + "/e.yaml: --shard") && tooMany.stderr.contains("repetition blocks"), "\(tooMany.stderr)"
+        )
         let badID = await InProcess.run([
             "slurm", dir + "/e.yaml", "--shards", "2", "--share", "/s", "--nestbench", "/nb", "--campaign", "a b",
         ])
@@ -118,7 +121,8 @@ struct SlurmCommandTests {
     func takeOverWaitsForTheStoreLock() async throws {
         let results = try Self.store([("r-live", "c", Shard(index: 0, count: 1), .running)])
         let refused = await InProcess.run(["shard-status", "--results", results, "--campaign", "c", "--shard", "0/1"])
-        #expect(refused.status == ExitCodes.error && refused.stderr.contains("r-live") && refused.stderr.contains("still running"))
+        #expect(
+            refused.status == ExitCodes.error && refused.stderr.contains("r-live") && refused.stderr.contains("still running"))
         #expect(try Self.status(results, "r-live") == "running")
 
         // An earlier attempt holding the store's lock (flock on its own open file description).
@@ -154,7 +158,9 @@ struct SlurmCommandTests {
         #expect(first.stderr.contains("experiment run b1 (shard 1/2) is interrupted, not imported"), "\(first.stderr)")
         #expect(first.stderr.contains(merged + "/missing/nestbench.sqlite: no result store"), "\(first.stderr)")
         let listed = await InProcess.run(["list", "--results", merged])
-        #expect(listed.stdout.split(separator: "\n").filter { !$0.hasPrefix("\t") }.map { $0.prefix(2) } == ["a0"], "\(listed.stdout)")
+        #expect(
+            listed.stdout.split(separator: "\n").filter { !$0.hasPrefix("\t") }.map { $0.prefix(2) } == ["a0"], "\(listed.stdout)"
+        )
 
         try Store(path: Store.path(inResults: shard1)).finish("b1", status: .completed)
         let second = await InProcess.run([

@@ -85,7 +85,8 @@ struct SlurmScriptTests {
             #expect(
                 calls.dropFirst().first
                     == run + [
-                        "--seed", "18446744073709551615", "--fixed-repetitions", "--tag", "kernel=6.1 rc'1", "--tag", "note=$HOME",
+                        "--seed", "18446744073709551615", "--fixed-repetitions", "--tag", "kernel=6.1 rc'1", "--tag",
+                        "note=$HOME",
                     ])
         case "done 20261203-101010-abcd":
             #expect(calls.count == 1, "a complete shard is not run again")
@@ -155,14 +156,15 @@ struct SlurmScriptTests {
         try Self.fake(bin + "/sbatch", log: log, answer: "")
         // The fake sbatch also keeps the script it read on stdin.
         try """
-            #!/bin/bash
-            for a in "$@"; do printf '%s\\n' "$a" >> \(ScriptQuoting.word(log)); done
-            echo -- >> \(ScriptQuoting.word(log))
-            n=$(ls \(ScriptQuoting.word(root)) | grep -c '^stdin-' || true)
-            cat > \(ScriptQuoting.word(root))/stdin-$n
-            echo "$((41 + n));cluster"
+        #!/bin/bash
+        for a in "$@"; do printf '%s\\n' "$a" >> \(ScriptQuoting.word(log)); done
+        echo -- >> \(ScriptQuoting.word(log))
+        n=$(ls \(ScriptQuoting.word(root)) | grep -c '^stdin-' || true)
+        cat > \(ScriptQuoting.word(root))/stdin-$n
+        echo "$((41 + n));cluster"
 
-            """.write(toFile: bin + "/sbatch", atomically: true, encoding: .utf8)
+        """.write(toFile: bin + "/sbatch", atomically: true, encoding: .utf8)
+        chmod(bin + "/sbatch", 0o755)
         let (status, stderr) = try await Self.bash(
             SlurmScripts.submission(c), in: root, environment: ["PATH": bin + ":/usr/bin:/bin"])
         #expect(status == 0, "\(stderr)")
@@ -184,7 +186,10 @@ struct SlurmScriptTests {
         let ids = try await SlurmSubmitter(sbatch: root + "/sbatch", environment: ["NEXT_JOB": "7", "PATH": "/usr/bin:/bin"])
             .submit(c)
         #expect(ids.array == "7" && ids.merge == "7")
-        #expect(Self.calls(log) == [["--parsable", c.shardsScriptPath], ["--parsable", "--dependency=afterany:7", c.mergeScriptPath]])
+        #expect(
+            Self.calls(log) == [
+                ["--parsable", c.shardsScriptPath], ["--parsable", "--dependency=afterany:7", c.mergeScriptPath],
+            ])
         #expect(try String(contentsOfFile: c.shardsScriptPath, encoding: .utf8) == SlurmScripts.shards(c))
         #expect(try String(contentsOfFile: c.mergeScriptPath, encoding: .utf8) == SlurmScripts.merge(c))
     }
