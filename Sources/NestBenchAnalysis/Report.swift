@@ -153,6 +153,15 @@ public struct Report: Codable, Sendable {
     public var alpha: Double
     /// Published values to compare with (the experiment's `reference:`); nil when it has none.
     public var reference: ReferenceSet? = nil
+    /// The campaign and shard of the experiment run (or the campaign the report pools).
+    public var campaign: String? = nil
+    public var shard: String? = nil
+    /// Whether adaptive repetitions ran: "on", "per shard (…)" or "off (--fixed-repetitions)".
+    public var adaptiveRepetitions: String? = nil
+    /// The testbeds the runs were measured on.
+    public var testbeds: [TestbedEntry]? = nil
+    /// With two or more testbeds: each primary comparison per testbed and combined.
+    public var testbedRatios: [TestbedComparison]? = nil
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
@@ -162,7 +171,9 @@ public struct Report: Codable, Sendable {
         case machine, tags, runs, comparisons, geomeans, unavailable, proxies, notes
         case description, workloads, conditions, configurations, repetitions, provenance
         case metricProvenance = "metric_provenance"
-        case alpha, reference
+        case alpha, reference, campaign, shard, testbeds
+        case adaptiveRepetitions = "adaptive_repetitions"
+        case testbedRatios = "testbed_ratios"
     }
 
     public init(record: ExperimentRunRecord, runs: [RunRecord]) {
@@ -203,7 +214,29 @@ public struct Report: Codable, Sendable {
         repetitions = AdaptiveRepetitions.status(
             experiment: record.experiment, plan: record.plan, comparisons: comparisons, experimentStatus: record.status)
         (provenance, metricProvenance) = Self.provenance(of: runs, configurations: configurations)
+        campaign = record.campaign
+        shard = record.shard?.description
+        if record.fixedRepetitions == true {
+            adaptiveRepetitions = "off (--fixed-repetitions)"
+        } else if let shard = record.shard {
+            adaptiveRepetitions =
+                "per shard: each of the \(shard.count) shards repeats its own cells up to its share of repetitions.max (\((record.experiment.repetitions.max + shard.count - 1) / shard.count))"
+        } else if record.fixedRepetitions == false {
+            adaptiveRepetitions = "on"
+        }
+        let testbeds = TestbedAnalysis.testbeds(runs)
+        self.testbeds = testbeds
+        let perTestbed = TestbedAnalysis.comparisons(experiment: record.experiment, runs: runs, comparisons: comparisons)
+        testbedRatios = perTestbed.isEmpty ? nil : perTestbed
         var notes: [String] = []
+        if let adaptiveRepetitions { notes.append("adaptive repetitions: \(adaptiveRepetitions)") }
+        for t in perTestbed {
+            for p in t.perTestbed where p.disagrees {
+                notes.append(
+                    "testbed \(p.testbed) disagrees with the others on \(t.configuration)/\(t.workload)/\(t.condition) \(t.metric): its ratio CI does not overlap the CI of the other testbeds' combined ratio"
+                )
+            }
+        }
         if let warning = record.machine.extra["warning"] { notes.append(warning) }
         let undeclared = workloads.filter { $0.primaryMetric == nil }.map(\.label)
         if !undeclared.isEmpty {
@@ -557,6 +590,26 @@ public enum ReportRenderer {
             var seen: Set<String> = []
             for u in report.unavailable where seen.insert("\(u.metric)|\(u.reason)").inserted {
                 out += "- \(u.metric): \(u.reason)\n"
+            }
+        }
+        // Listed when the report spans testbeds, or is one shard of a campaign.
+        if let testbeds = report.testbeds, testbeds.count >= 2 || report.shard != nil || report.campaign != nil {
+            out += "\n\(heading)testbeds\n"
+            for t in testbeds {
+                out +=
+                    "- \(t.testbed): \(t.runs) runs (experiment run\(t.experimentRuns.count == 1 ? "" : "s") \(t.experimentRuns.joined(separator: ", ")))\n"
+            }
+            func ratio(_ r: Double?, _ ci: [Double]?) -> String {
+                (r.map { String(format: "%.4f", $0) } ?? "-")
+                    + (ci.map { String(format: " [%.4f, %.4f]", $0[0], $0[1]) } ?? " [no CI]")
+            }
+            for t in report.testbedRatios ?? [] {
+                out +=
+                    "- \(t.configuration) / \(t.workload) / \(t.condition) \(t.metric): combined \(ratio(t.ratio, t.ratioCI))\n"
+                for p in t.perTestbed {
+                    out +=
+                        "    \(p.testbed): \(ratio(p.ratio, p.ratioCI))\(p.disagrees ? "  DISAGREES (its CI does not overlap the others' combined CI)" : "")\n"
+                }
             }
         }
         if !report.repetitions.isEmpty {

@@ -81,6 +81,40 @@ struct StoreAccess {
         return record.declared()
     }
 
+    /// The experiment runs of campaign `id` pooled (`--campaign`): completed ones unless
+    /// `--include-incomplete` (the others named on stderr); exit 5 when it has none.
+    func campaign(_ id: String, in store: Store) throws -> Campaign {
+        let ids = try store.campaign(id)
+        var records: [ExperimentRunRecord] = []
+        var left: [String] = []
+        for runID in ids {
+            guard let record = try store.experimentRun(runID) else { continue }
+            if record.status.isComplete || includeIncomplete {
+                records.append(record.declared())
+            } else {
+                left.append("\(record.id) (\(record.status.rawValue))")
+            }
+        }
+        if !left.isEmpty {
+            Console.error(
+                "nestbench: left out \(left.count) experiment run\(left.count == 1 ? "" : "s") of campaign \(id) that did not complete: \(left.joined(separator: ", ")); --include-incomplete uses them"
+            )
+        }
+        guard !records.isEmpty else {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message:
+                    "no \(ids.isEmpty ? "" : "completed ")experiment run of campaign \"\(id)\" in \(options.databasePath) (nestbench list shows campaigns)"
+            )
+        }
+        if let problem = Campaign.problem(records) {
+            throw CommandFailure(code: ExitCodes.error, message: "campaign \(id): \(problem)")
+        }
+        var runs: [String: [RunRecord]] = [:]
+        for record in records { runs[record.id] = try store.runs(of: record.id) }
+        return Campaign(id: id, records: records, runs: runs)
+    }
+
     /// "left out 2 incomplete experiment runs of micro: 2026… (interrupted), …" on stderr.
     func sayLeftOut(experiment: String, in store: Store) {
         guard !includeIncomplete, let left = try? store.incomplete(experiment: experiment), !left.isEmpty else { return }
@@ -140,8 +174,14 @@ struct CompareCommand: AsyncParsableCommand {
     @Option(help: "table or json.")
     var format: TableOrJSON = .table
 
+    @Option(help: "Compare two configurations over every experiment run (shard) of this campaign, pooled.")
+    var campaign: String?
+
     func validate() throws {
-        if by != nil {
+        if campaign != nil {
+            guard runs.isEmpty && by == nil else { throw ValidationError("--campaign replaces the run ids and --by") }
+            guard valueA == nil && valueB == nil else { throw ValidationError("--a and --b go with --by TAG") }
+        } else if by != nil {
             guard runs.count <= 1 else { throw ValidationError("with --by, give at most the experiment's name") }
             guard baseline == nil && candidate == nil else {
                 throw ValidationError("--by compares each configuration with itself: drop --baseline/--candidate")
@@ -161,8 +201,10 @@ struct CompareCommand: AsyncParsableCommand {
             try compareByTag(by, thresholds: thresholds, access: access, store: store)
             return
         }
-        let baseRecord = try access.record(runs[0], in: store)
+        let pooled = try campaign.map { try access.campaign($0, in: store) }
+        let baseRecord = try pooled?.record ?? access.record(runs[0], in: store)
         let candRecord = runs.count == 2 ? try access.record(runs[1], in: store) : baseRecord
+        let runsOf = { (id: String) throws -> [RunRecord] in try pooled?.runs ?? store.runs(of: id) }
         let baseConfig = baseline ?? baseRecord.experiment.baseline
         if baseRecord.experiment.configuration(named: baseConfig) == nil {
             throw CommandFailure(
@@ -195,8 +237,8 @@ struct CompareCommand: AsyncParsableCommand {
                     "run \(record.id) has no configuration \"\(config)\" (it has: \(record.experiment.configurations.map(\.name).joined(separator: ", ")))"
             )
         }
-        let baseRuns = try store.runs(of: baseRecord.id).filter { $0.planned.configuration == baseConfig }
-        let candRuns = try store.runs(of: candRecord.id).filter { $0.planned.configuration == candConfig }
+        let baseRuns = try runsOf(baseRecord.id).filter { $0.planned.configuration == baseConfig }
+        let candRuns = try runsOf(candRecord.id).filter { $0.planned.configuration == candConfig }
         guard baseRuns.contains(where: { $0.status == .ok }) else {
             throw CommandFailure(
                 code: ExitCodes.baselineNotFound, message: "run \(baseRecord.id) has no successful runs of \(baseConfig)")

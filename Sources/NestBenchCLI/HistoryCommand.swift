@@ -40,6 +40,8 @@ struct HistoryCommand: AsyncParsableCommand {
     var minChange: String = "5%"
     @Option(help: "Page: fewest points of the last stable segment the gate needs, as nightly.") var minHistory: Int = 3
 
+    @Option(help: "Only the experiment runs (shards) of this campaign.") var campaign: String?
+
     func validate() throws {
         if let bad = RunTags.parseFilters(tags).bad { throw ValidationError("--tag takes key=value, found \"\(bad)\"") }
         guard window >= 4 else { throw ValidationError("--window must be at least 4") }
@@ -57,8 +59,15 @@ struct HistoryCommand: AsyncParsableCommand {
         // The centers of the latest run of this experiment (its declarations).
         let declaring = latest.experiment.name == name ? latest.experiment : nil
         let filters = RunTags.parseFilters(tags).filters
+        let inCampaign = try campaign.map { Set(try store.campaign($0)) }
+        if let campaign, inCampaign?.isEmpty == true {
+            throw CommandFailure(
+                code: ExitCodes.baselineNotFound,
+                message: "no experiment run of campaign \"\(campaign)\" in \(resultsOptions.databasePath)")
+        }
         let rows = try store.history(experiment: name, includeIncomplete: incomplete.includeIncomplete).filter { r in
-            RunTags.matches(r.tags, filters) && (workload == nil || r.cell.workload == workload)
+            (inCampaign?.contains(r.experimentRunID) ?? true) && RunTags.matches(r.tags, filters)
+                && (workload == nil || r.cell.workload == workload)
                 && (configuration == nil || r.cell.configuration == configuration)
                 && (condition == nil || r.cell.condition == condition) && (metric == nil || r.metric == metric)
         }

@@ -25,6 +25,12 @@ struct ReportCommand: AsyncParsableCommand {
     @Option(help: "Also write a self-contained HTML report (Figs. 11–16 as inline SVG, tables, provenance) to this file.")
     var html: String?
 
+    @Option(
+        help:
+            "Analyse every experiment run (shard) of this campaign together: ratios per testbed, then combined (instead of a run id)."
+    )
+    var campaign: String?
+
     func run() async throws {
         _ = global.makeLogger()
         guard FileManager.default.fileExists(atPath: resultsOptions.databasePath) else {
@@ -34,9 +40,25 @@ struct ReportCommand: AsyncParsableCommand {
         }
         let store = try resultsOptions.openStore()
         let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
-        let record = try access.record(run, in: store)
-        let id = record.id
-        let report = Report(record: record.declared(), runs: try store.runs(of: id))
+        var report: Report
+        if let campaign {
+            guard run == "latest" else {
+                throw CommandFailure(code: ExitCodes.usage, message: "--campaign replaces the run id: give one or the other")
+            }
+            let pooled = try access.campaign(campaign, in: store)
+            report = Report(record: pooled.record, runs: pooled.runs)
+            let shards = Set(try store.campaign(campaign).compactMap { try store.experimentRun($0)?.shard?.count })
+            if let n = shards.first, pooled.record.fixedRepetitions != true {
+                report.adaptiveRepetitions =
+                    "per shard: each of the \(n) shards repeated its own cells up to its share of repetitions.max"
+                report.notes = report.notes.map {
+                    $0.hasPrefix("adaptive repetitions: ") ? "adaptive repetitions: \(report.adaptiveRepetitions!)" : $0
+                }
+            }
+        } else {
+            let record = try access.record(run, in: store)
+            report = Report(record: record.declared(), runs: try store.runs(of: record.id))
+        }
         if let html {
             guard FileManager.default.createFile(atPath: html, contents: Data(HTMLReport.render(report).utf8)) else {
                 throw CommandFailure(code: ExitCodes.error, message: "\(html): cannot write the HTML report")

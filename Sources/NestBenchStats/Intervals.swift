@@ -161,3 +161,134 @@ extension Statistics {
         return r
     }
 }
+
+/// One observation of a multi-testbed bootstrap: a run's value, its group (VM boot, or the run
+/// itself) and the testbed it was measured on.
+public struct TestbedValue: Sendable, Hashable, Codable {
+    public var value: Double
+    public var group: String
+    public var testbed: String
+
+    public init(value: Double, group: String, testbed: String) {
+        self.value = value
+        self.group = group
+        self.testbed = testbed
+    }
+}
+
+/// The ratio of a candidate to a baseline over several testbeds: each testbed's own ratio and
+/// the combined one.
+public struct TestbedRatios: Sendable, Hashable {
+    public struct Entry: Sendable, Hashable {
+        public var testbed: String
+        public var estimate: RatioEstimate
+    }
+    /// Each testbed's ratio and its bootstrap CI (over its groups), testbeds in first-seen order.
+    public var perTestbed: [Entry]
+    /// The geometric mean of the per-testbed ratios with the three-level bootstrap CI.
+    public var combined: RatioEstimate
+    /// Testbeds whose own CI does not overlap the others' combined CI: they disagree with the others.
+    public var disagreeing: [String]
+}
+
+extension Statistics {
+    /// Ratio of a statistic of a to that of b over several testbeds, the testbed as the top level
+    /// of a hierarchical bootstrap (testbed → group (VM boot) → run).
+    ///
+    /// A testbed is a blocking factor (every configuration of a repetition block runs on the same
+    /// testbed), so only testbeds with both sides count, and the ratio is taken per testbed first:
+    /// r_t = stat(a_t) / stat(b_t). The combined ratio is the geometric mean of the r_t (each
+    /// testbed weighs the same, whatever its number of runs). Each resample draws as many
+    /// testbeds as there are, with replacement — the same testbeds for both sides, as the
+    /// blocking pairs them — and within each drawn testbed, independently per side, its groups
+    /// with replacement keeping their runs (Ren et al. 2010, resampling the top level and each
+    /// level below with replacement). The CI is the percentile interval. A testbed disagrees when
+    /// its own bootstrap CI (over its groups) does not overlap the CI of the combined ratio of the
+    /// other testbeds (leave one out; with two testbeds, the other's own CI). Needs 2 testbeds
+    /// for a combined CI, and 2 groups per side on a testbed for its own CI.
+    public static func testbedBootstrapRatio(
+        _ a: [TestbedValue], _ b: [TestbedValue], statistic: CenterStatistic = .mean,
+        confidence: Double = 0.95, resamples: Int = 2000, seed: UInt64 = 0x5EED, flagging: Bool = true
+    ) -> TestbedRatios {
+        var order: [String] = []
+        for v in a + b where !order.contains(v.testbed) { order.append(v.testbed) }
+        let both = order.filter { t in a.contains { $0.testbed == t } && b.contains { $0.testbed == t } }
+        var per: [TestbedRatios.Entry] = []
+        var levels: [(a: [[Double]], b: [[Double]], ratio: Double)] = []
+        for t in both {
+            let ta = a.filter { $0.testbed == t }.map { GroupedValue(value: $0.value, group: $0.group) }
+            let tb = b.filter { $0.testbed == t }.map { GroupedValue(value: $0.value, group: $0.group) }
+            per.append(
+                TestbedRatios.Entry(
+                    testbed: t,
+                    estimate: bootstrapRatio(
+                        ta, tb, statistic: statistic, confidence: confidence, resamples: resamples, seed: seed)
+                ))
+            levels.append((grouped(ta), grouped(tb), per.last!.estimate.ratio))
+        }
+        let method =
+            "bootstrap over testbeds (testbed → VM boot → run), geometric mean of per-testbed ratios, percentile, \(resamples) resamples"
+        let usable = levels.filter { $0.ratio > 0 && $0.ratio.isFinite }
+        guard usable.count == levels.count, !levels.isEmpty else {
+            let combined = RatioEstimate(
+                ratio: .nan, lower: nil, upper: nil, confidence: confidence,
+                method: method + ": a testbed's ratio is not positive")
+            return TestbedRatios(perTestbed: per, combined: combined, disagreeing: [])
+        }
+        let point = exp(levels.map { log($0.ratio) }.reduce(0, +) / Double(levels.count))
+        guard levels.count >= 2 else {
+            let combined = RatioEstimate(
+                ratio: point, lower: nil, upper: nil, confidence: confidence, method: method + ": needs 2 testbeds")
+            return TestbedRatios(perTestbed: per, combined: combined, disagreeing: [])
+        }
+        var generator = SplitMix64(seed: seed)
+        var ratios: [Double] = []
+        ratios.reserveCapacity(resamples)
+        func draw(_ groups: [[Double]]) -> [Double] {
+            var out: [Double] = []
+            for _ in 0..<groups.count { out += groups[Int.random(in: 0..<groups.count, using: &generator)] }
+            return out
+        }
+        resampling: for _ in 0..<resamples {
+            var sum = 0.0
+            for _ in 0..<levels.count {
+                let t = levels[Int.random(in: 0..<levels.count, using: &generator)]
+                let denominator = statistic.of(draw(t.b))
+                let numerator = statistic.of(draw(t.a))
+                guard denominator > 0, numerator > 0 else { continue resampling }
+                sum += log(numerator / denominator)
+            }
+            ratios.append(exp(sum / Double(levels.count)))
+        }
+        var combined = RatioEstimate(ratio: point, lower: nil, upper: nil, confidence: confidence, method: method)
+        if ratios.count >= 2 {
+            ratios.sort()
+            let tail = (1 - confidence) / 2 * 100
+            combined.lower = percentile(sorted: ratios, tail)
+            combined.upper = percentile(sorted: ratios, 100 - tail)
+        }
+        // Leave one out: a testbed disagrees when its CI does not overlap the CI of the others'
+        // combined ratio (with one other testbed, that testbed's own CI). With two testbeds
+        // that disagree, both are flagged: nothing tells which one is odd.
+        var disagreeing: [String] = []
+        if flagging {
+            for entry in per {
+                guard let lo = entry.estimate.lower, let hi = entry.estimate.upper else { continue }
+                let others = both.filter { $0 != entry.testbed }
+                let rest: RatioEstimate
+                if others.count >= 2 {
+                    rest =
+                        testbedBootstrapRatio(
+                            a.filter { others.contains($0.testbed) }, b.filter { others.contains($0.testbed) },
+                            statistic: statistic, confidence: confidence, resamples: resamples, seed: seed, flagging: false
+                        ).combined
+                } else {
+                    rest = per.first { $0.testbed == others.first }?.estimate ?? entry.estimate
+                }
+                guard let rlo = rest.lower, let rhi = rest.upper else { continue }
+                if hi < rlo || lo > rhi { disagreeing.append(entry.testbed) }
+            }
+        }
+        return TestbedRatios(perTestbed: per, combined: combined, disagreeing: disagreeing)
+    }
+}

@@ -54,7 +54,14 @@ enum CLI {
         return dir
     }
 
-    static func start(_ arguments: [String], state: String) throws -> (Process, Pipe, Pipe) {
+    /// The machine lock a test's nestbench takes: its own, beside its state directory, so suites
+    /// that run experiments in parallel do not refuse each other; the lock tests share one on
+    /// purpose (`environment`).
+    static func machineLock(state: String) -> String { state + "-machine.lock" }
+
+    static func start(_ arguments: [String], state: String, environment: [String: String] = [:]) throws -> (
+        Process, Pipe, Pipe
+    ) {
         if ProcessInfo.processInfo.environment["NESTBENCH_BIN"] == nil, let stale { throw StaleBinary(description: stale) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
@@ -62,7 +69,9 @@ enum CLI {
         p.currentDirectoryURL = URL(fileURLWithPath: packageRoot)
         var env = ProcessInfo.processInfo.environment
         env["NESTBENCH_STATE_DIR"] = state
+        env["NESTBENCH_MACHINE_LOCK"] = machineLock(state: state)
         env["NO_COLOR"] = "1"
+        env.merge(environment) { $1 }
         p.environment = env
         let out = Pipe()
         let err = Pipe()
@@ -72,8 +81,8 @@ enum CLI {
         return (p, out, err)
     }
 
-    static func run(_ arguments: [String], state: String) throws -> Result {
-        let (p, out, err) = try start(arguments, state: state)
+    static func run(_ arguments: [String], state: String, environment: [String: String] = [:]) throws -> Result {
+        let (p, out, err) = try start(arguments, state: state, environment: environment)
         // Read before waiting so a full pipe cannot block the child.
         let (o, e) = readAll(out, err)
         p.waitUntilExit()

@@ -378,6 +378,7 @@ extension MachineSuite {
             p.arguments = ["run", dir + "/g.yaml", "--results", dir + "/res"]
             var env = ProcessInfo.processInfo.environment
             env["NESTBENCH_STATE_DIR"] = dir + "/state"
+            env["NESTBENCH_MACHINE_LOCK"] = CLI.machineLock(state: dir + "/state")
             for name in ["GEMINI_KERNEL", "XGEMINI_HOST_KERNEL", "XGEMINI_GUEST_KERNEL"] { env[name] = Nested.kernel }
             p.environment = env
             p.currentDirectoryURL = URL(fileURLWithPath: CLI.packageRoot)

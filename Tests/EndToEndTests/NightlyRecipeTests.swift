@@ -35,6 +35,7 @@ struct NightlyRecipeTests {
         env["NIGHTLY_MIN_HISTORY"] = "3"
         env["TAILBENCH_ROOT"] = dir + "/tailbench"
         env["NESTBENCH_STATE_DIR"] = dir + "/state"
+        env["NESTBENCH_MACHINE_LOCK"] = CLI.machineLock(state: dir + "/state")
         env["NO_COLOR"] = "1"
         p.environment = env
         let err = Pipe()

@@ -150,6 +150,7 @@ struct StatusTests {
         p.arguments = ["run", dir + "/e.yaml", "--results", dir + "/res"]
         var env = ProcessInfo.processInfo.environment
         env["NESTBENCH_STATE_DIR"] = dir + "/state"
+        env["NESTBENCH_MACHINE_LOCK"] = CLI.machineLock(state: dir + "/state")
         env["NESTBENCH_CACHE"] = dir + "/cache"
         p.environment = env
         p.standardOutput = FileHandle.nullDevice
