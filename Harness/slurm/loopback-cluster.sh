@@ -65,15 +65,29 @@ EOF
 }
 
 # A daemon in its own session (Ctrl-C on the terminal reaches the caller, which stops it in
-# order), stdin/stdout/stderr off the caller's pipes, its pid recorded before anything else.
+# order), holding none of the caller's descriptors (a caller reading our output through a pipe
+# must see its end), its pid recorded before anything else.
 launch() {
     local name=$1
     shift
-    setsid "$@" </dev/null >"$dir/log/$name.out" 2>&1 &
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+        done
+        exec setsid "$@" </dev/null >"$dir/log/$name.out" 2>&1
+    ) &
     echo $! >"$dir/pids/$name"
 }
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# A live process (a zombie is not: it ended and waits for its parent).
+alive() {
+    [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
 
 # The pid in DIR/pids/NAME if that process is still the daemon started with DIR (its command
 # line names DIR): a recycled pid is never signalled.
