@@ -521,6 +521,29 @@ public enum HTMLReport {
             }
             h += "</ul>\n"
         }
+        if let testbeds = report.testbeds, testbeds.count >= 2 || report.shard != nil || report.campaign != nil {
+            h += "<h2>Testbeds</h2>\n<table id=\"testbeds\"><tr><th>testbed</th><th>runs</th><th>experiment runs</th></tr>\n"
+            for t in testbeds {
+                h +=
+                    "<tr><td>\(esc(t.testbed))</td><td>\(t.runs)</td><td>\(esc(t.experimentRuns.joined(separator: ", ")))</td></tr>\n"
+            }
+            h += "</table>\n"
+            func ratio(_ r: Double?, _ ci: [Double]?) -> String {
+                (r.map { String(format: "%.4f", $0) } ?? "—") + (ci.map { String(format: " [%.4f, %.4f]", $0[0], $0[1]) } ?? "")
+            }
+            if let ratios = report.testbedRatios, !ratios.isEmpty {
+                h += "<table id=\"testbed-ratios\"><tr><th>cell</th><th>metric</th><th>combined</th><th>per testbed</th></tr>\n"
+                for t in ratios {
+                    let per = t.perTestbed.map {
+                        esc($0.testbed) + ": " + ratio($0.ratio, $0.ratioCI) + ($0.disagrees ? " <strong>disagrees</strong>" : "")
+                    }
+                    h +=
+                        "<tr><td>\(esc("\(t.configuration) / \(t.workload) / \(t.condition)"))</td><td>\(esc(t.metric))</td>"
+                        + "<td>\(ratio(t.ratio, t.ratioCI))</td><td>\(per.joined(separator: "<br>"))</td></tr>\n"
+                }
+                h += "</table>\n"
+            }
+        }
         h += "<h2>Repetitions: why each cell stopped</h2>\n"
         if report.repetitions.isEmpty {
             h += "<p class=\"absent\">No cells other than the baseline.</p>\n"

@@ -49,7 +49,7 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Continue a stopped experiment run of this file: its id (or a unique prefix), 'latest' (the newest of this experiment and shard), or 'auto' (that one if it can be resumed, else start a new run).",
+            "Continue a stopped experiment run of this file: its id (or a unique prefix), 'latest' (the newest of this experiment and shard, and --campaign), or 'auto' (that one if it can be resumed; nothing when it is a completed shard of the --campaign; else start a new run).",
             valueName: "RUN_ID|latest|auto"))
     var resume: String?
 
@@ -185,7 +185,24 @@ struct RunCommand: AsyncParsableCommand {
         }
 
         let store = try resultsOptions.openStore()
-        let resumeID = try resume.flatMap { try resumeTarget($0, loaded: loaded, store: store) }
+        // This process holds the store's writer lock: a `running` experiment run left in it has no
+        // live owner, even one on another host (a crashed node; a batch job requeued elsewhere).
+        for id in (try? store.markKilledUnderLock()) ?? [] {
+            Console.error(
+                "nestbench: experiment run \(id) was left running by a nestbench that no longer holds the store: marked killed")
+        }
+        let resumeID: String?
+        do {
+            resumeID = try resume.flatMap { try resumeTarget($0, loaded: loaded, store: store) }
+        } catch let done as AlreadyComplete {
+            Console.error(
+                "nestbench: \(parsedShard.map { "shard \($0) of " } ?? "")campaign \(campaign ?? "") already completed as experiment run \(done.id): nothing to run (--resume auto)"
+            )
+            guard let record = try store.experimentRun(done.id) else { return }
+            let report = Report(record: record.declared(), runs: try store.runs(of: done.id))
+            Console.out(try ReportRenderer.render(report, as: format, allMetrics: allMetrics))
+            return
+        }
         let platform = LocalPlatform(journal: journal, logger: logger)
         var vmPlatform: QemuPlatform?
         if loaded.experiment.configurations.contains(where: { $0.platform == .qemu }) {
@@ -302,6 +319,11 @@ struct RunCommand: AsyncParsableCommand {
         return taken
     }
 
+    /// `--resume auto --campaign ID`: this campaign's shard has a completed experiment run.
+    struct AlreadyComplete: Error {
+        var id: String
+    }
+
     /// The experiment run `--resume` continues (nil: `auto` found none, a new run starts), or an
     /// error naming why it cannot be resumed.
     func resumeTarget(_ reference: String, loaded: LoadedExperiment, store: Store) throws -> String? {
@@ -311,6 +333,7 @@ struct RunCommand: AsyncParsableCommand {
             guard
                 let newest = try store.list().first(where: {
                     $0.experiment == loaded.experiment.name && $0.shard == shardText
+                        && (campaign == nil || $0.campaign == campaign)
                 })
             else {
                 if reference == "auto" { return nil }
@@ -334,6 +357,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         let hasFailed = try store.runs(of: id).contains { $0.status == .failed }
         if reference == "auto" && !ResumeCheck.resumable.contains(stored.status) && !(retryFailed && hasFailed) {
+            // A campaign's shard that already completed (a batch job run again) is not measured twice.
+            if let campaign, stored.status == .completed, stored.campaign == campaign {
+                throw AlreadyComplete(id: id)
+            }
             return nil
         }
         if let problem = ResumeCheck.problem(

@@ -161,6 +161,24 @@ public final class Store: Sendable {
         }
     }
 
+    /// Experiment runs still `running` in a store whose writer lock this process holds: their
+    /// owner cannot be writing (it would hold the lock), wherever it ran — a node that crashed
+    /// and a job requeued on another node included. They become `killed`; returns their ids.
+    @discardableResult
+    public func markKilledUnderLock() throws(StoreError) -> [String] {
+        try wrap("looking for killed experiment runs") {
+            try db.write { db in
+                let ids = try String.fetchAll(db, sql: "SELECT id FROM experiment_run WHERE status = 'running'")
+                for id in ids {
+                    try db.execute(
+                        sql: "UPDATE experiment_run SET status = ?, finished_at = ? WHERE id = ?",
+                        arguments: [ExperimentRunRecord.Status.killed.rawValue, Date(), id])
+                }
+                return ids
+            }
+        }
+    }
+
     /// Tests: an owner that is not this process.
     func setOwnerForTesting(_ id: String, owner: String) throws(StoreError) {
         try wrap("setting the owner of \(id)") {

@@ -136,6 +136,17 @@ struct LongEvaluationTests {
         #expect(back.status == .running && back.finishedAt == nil)
     }
 
+    @Test func underTheStoreLockARunLeftRunningOnAnotherHostIsKilled() throws {
+        let store = try Store(path: Fixtures.temporaryDirectory() + "/r/nestbench.sqlite")
+        try store.begin(Self.record("r1", status: .running))
+        try store.setOwnerForTesting("r1", owner: "another-node 123 456")
+        // Without the lock nothing tells whether another host's owner lives …
+        #expect(try store.markKilled().isEmpty)
+        // … with it, no writer can be alive.
+        #expect(try store.markKilledUnderLock() == ["r1"])
+        #expect(try store.experimentRun("r1")?.status == .killed)
+    }
+
     // MARK: campaigns
 
     @Test func campaignSelectsItsExperimentRunsAndImportKeepsThemApart() throws {

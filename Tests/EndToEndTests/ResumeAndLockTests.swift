@@ -48,7 +48,7 @@ struct ResumeAndLockTests {
     @Test(.timeLimit(.minutes(6)))
     func killNineThenResumeLatestRunsEachPlannedRunOnce() async throws {
         let dir = CLI.temporaryDirectory()
-        CLI.write(Self.experiment(), to: dir + "/e.yaml")
+        CLI.write(Self.experiment(ops: 60_000_000), to: dir + "/e.yaml")
         // The uninterrupted run: the shape a resumed run's report must have.
         let whole = try CLI.run(
             ["run", dir + "/e.yaml", "--results", dir + "/whole", "--format", "json"], state: dir + "/state")
@@ -56,19 +56,22 @@ struct ResumeAndLockTests {
         let wholeReport = try #require(Self.json(whole.stdout))
         #expect((wholeReport["runs"] as? [Any])?.count == 12)
 
-        let (p, _, _) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
-        var stored = 0
-        let deadline = ContinuousClock.now + .seconds(120)
-        while ContinuousClock.now < deadline && stored < 4 {
-            try await Task.sleep(for: .milliseconds(100))
-            stored = try Self.storedRuns(dir + "/res", state: dir + "/other")?.count ?? 0
+        let (p, out, err) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
+        // Its progress on stderr, read as it comes: "[5/12] …" is printed as the 5th run starts.
+        let progress = StreamText(err.fileHandleForReading)
+        let drain = StreamText(out.fileHandleForReading)
+        let deadline = ContinuousClock.now + .seconds(180)
+        while ContinuousClock.now < deadline && !progress.text.contains("[5/12]") {
+            try await Task.sleep(for: .milliseconds(20))
         }
-        // In the middle of a run: a third of a run after the 4th was stored.
-        try await Task.sleep(for: .milliseconds(300))
+        #expect(progress.text.contains("[5/12]"), "the 5th run started: \(progress.text)")
+        // In the middle of the 5th run (each takes about a second or more).
+        try await Task.sleep(for: .milliseconds(150))
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
+        _ = drain.text
         let atKill = try #require(try Self.storedRuns(dir + "/res", state: dir + "/other"))
-        #expect(atKill.count >= 4 && atKill.count < 12, "killed in the middle: \(atKill.count) runs stored")
+        #expect(atKill.count == 4, "killed in the middle of the 5th run: \(atKill.count) runs stored")
 
         let listed = try CLI.run(["list", "--results", dir + "/res"], state: dir + "/state")
         #expect(listed.stdout.contains("killed") && listed.stdout.contains("--resume"), "\(listed.stdout)")
@@ -107,16 +110,16 @@ struct ResumeAndLockTests {
         let dir = CLI.temporaryDirectory()
         CLI.write(Self.experiment(ops: 40_000_000, min: 4, max: 4), to: dir + "/e.yaml")
         let (p, out, err) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
-        var stored = 0
-        let deadline = ContinuousClock.now + .seconds(90)
-        while ContinuousClock.now < deadline && stored < 1 {
-            try await Task.sleep(for: .milliseconds(100))
-            stored = try Self.storedRuns(dir + "/res", state: dir + "/other")?.count ?? 0
+        let progress = StreamText(err.fileHandleForReading)
+        let drain = StreamText(out.fileHandleForReading)
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline && !progress.text.contains("[2/8]") {
+            try await Task.sleep(for: .milliseconds(20))
         }
+        _ = drain.text
         p.interrupt()
-        _ = CLI.readAll(out, err)
         p.waitUntilExit()
-        #expect(p.terminationStatus == 130)
+        #expect(p.terminationStatus == 130, "\(progress.text)")
         CLI.write(
             Self.experiment(ops: 40_000_000, min: 4, max: 4).replacingOccurrences(of: "size: 64MiB", with: "size: 32MiB"),
             to: dir + "/e.yaml")
@@ -211,6 +214,15 @@ struct ResumeAndLockTests {
             let export = try CLI.run(["export", "latest", "--results", dir + "/s\(k)"], state: dir + "/state")
             CLI.write(export.stdout, to: dir + "/s\(k).json")
         }
+        // A shard of the campaign run again with --resume auto (a requeued job) measures nothing twice.
+        let again = try CLI.run(
+            [
+                "run", dir + "/e.yaml", "--results", dir + "/s0", "--shard", "0/2", "--campaign", "c1", "--resume", "auto",
+                "--format", "json",
+            ], state: dir + "/state")
+        #expect(again.status == 0 && again.stderr.contains("already completed"), "\(again.stderr)")
+        let s0 = try CLI.run(["list", "--results", dir + "/s0"], state: dir + "/state")
+        #expect(s0.stdout.split(separator: "\n").count == 1, "still one experiment run: \(s0.stdout)")
         let imported = try CLI.run(
             ["import", dir + "/s0.json", dir + "/s1.json", "--results", dir + "/all"], state: dir + "/state")
         #expect(imported.status == 0, "\(imported.stderr)")
@@ -224,5 +236,36 @@ struct ResumeAndLockTests {
         #expect(testbeds.count == 1 && (testbeds[0]["experiment_runs"] as? [Any])?.count == 2)
         let missing = try CLI.run(["report", "--campaign", "nope", "--results", dir + "/all"], state: dir + "/state")
         #expect(missing.status == 5)
+        let html = try CLI.run(
+            ["report", "--campaign", "c1", "--results", dir + "/all", "--html", dir + "/c1.html"], state: dir + "/state")
+        #expect(html.status == 0 && html.stdout.contains("testbeds"), "\(html.stderr)")
+        #expect((try? String(contentsOfFile: dir + "/c1.html", encoding: .utf8))?.contains("id=\"testbeds\"") == true)
+        // compare and history take the campaign too.
+        let compare = try CLI.run(
+            ["compare", "--campaign", "c1", "--results", dir + "/all", "--format", "json"], state: dir + "/state")
+        #expect([0, 2, 4].contains(compare.status), "\(compare.stderr)")
+        #expect(compare.stdout.contains("campaign c1:a") && compare.stdout.contains("campaign c1:b"))
+        let history = try CLI.run(["history", "--campaign", "c1", "--results", dir + "/all"], state: dir + "/state")
+        #expect(history.status == 0, "\(history.stderr)")
+        let noHistory = try CLI.run(["history", "--campaign", "nope", "--results", dir + "/all"], state: dir + "/state")
+        #expect(noHistory.status == 5)
     }
+}
+
+/// Everything a pipe delivers, read on a thread of its own as it comes.
+final class StreamText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+
+    init(_ handle: FileHandle) {
+        Thread {
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                self.lock.withLock { self.data.append(chunk) }
+            }
+        }.start()
+    }
+
+    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
 }
