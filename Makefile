@@ -7,7 +7,7 @@ APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev p
             qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium \
             slurmctld slurmd slurm-client munge
 
-.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke fuzz stress cluster-demo
+.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke align-smoke fuzz stress cluster-demo
 
 all: build
 
@@ -45,6 +45,11 @@ nested-smoke: build
 # started under a temporary directory, stopped by pid at the end), merged; prints the campaign report.
 cluster-demo: build
 	Harness/slurm/cluster-demo.sh $(BIN)
+
+# Cross-layer huge-page alignment on 3-layer stacks (aligned, misaligned, guest-base): the micro in
+# L2 probed at every layer; the report shows align.well_aligned beside the micro's throughput.
+align-smoke: build
+	$(BIN) run Suites/align-smoke.yaml --fixed-repetitions
 
 lint:
 	$(SWIFT) format lint --strict -r Sources Tests Package.swift

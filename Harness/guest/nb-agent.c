@@ -8,7 +8,7 @@
  * SPOOL/resp/N.resp (also renamed in when complete). On start the agent writes SPOOL/ready.
  *
  * A request is lines "key value" (no newlines inside values; argv elements one per line):
- *   verb run|spawn|write|pin|kill
+ *   verb run|spawn|write|pin|kill|probe|qmp
  *   arg A            (repeated: argv; argv[0] is looked up in PATH)
  *   env K=V          (repeated: the complete environment)
  *   cwd DIR, stdout FILE, stderr FILE, cpus 0,2-3, timeout SECONDS
@@ -19,6 +19,13 @@
  *   qmp SOCKET, vcpu CPU (repeated, vCPU i -> CPU; pin: QMP handshake, query-cpus-fast,
  *                    sched_setaffinity of each vCPU thread, read back, then "cont")
  *   pid N, signal S  (kill: signals the process group of a spawned process)
+ *   stopfile FILE    (run: when the process stops itself (SIGSTOP, e.g. nb-micro with
+ *                    NB_PHASE_STOP=1) the agent writes "stopped PID" to FILE and keeps waiting;
+ *                    the layer below probes it, then sends SIGCONT with `kill`)
+ *   verb probe: pid N, path OUT, range START LEN (repeated, bytes, 0x… allowed), pgtable 1, kvm 1:
+ *                    the page-table files the alignment probe needs, written to OUT (see do_probe)
+ *   verb qmp: qmp SOCKET, arg JSON (repeated: one QMP command each): handshake, then each command;
+ *                    answers "reply.I LINE" (the first non-event line QEMU sent back to command I)
  * A response is lines:
  *   ok 1 | error MESSAGE
  *   pid N; exit N; signal N; timed_out 0|1; wall_seconds S; user_seconds S; system_seconds S;
@@ -26,8 +33,9 @@
  *   involuntary_context_switches N
  *   value TEXT; vcpu I tid T cpus LIST
  * `run` waits for the process (killing its group after the timeout); `spawn` returns at once
- * and the agent reaps the process when it exits, writing SPOOL/exited/PID ("exit N" or
- * "signal N").
+ * and the agent reaps the process when it exits, writing SPOOL/exited/PID: first line "exit N" or
+ * "signal N", then the usage lines of a `run` answer (pid, timed_out 0, wall_seconds from spawn
+ * to reaping, user/system seconds, faults, max_rss_kib, context switches).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -36,6 +44,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +72,10 @@ struct request {
     int pid, sig;
     int monitor;          /* run: memory monitor period in ms, 0 = off */
     char samples[4096];   /* run: where readings go */
+    char stopfile[4096];  /* run: written when the process stops itself */
+    unsigned long long ranges[MAX_ITEMS][2]; /* probe: virtual ranges (start, length) */
+    int nranges;
+    int pgtable, kvm;     /* probe: also list page-table frames / KVM's per-VM page counts */
 };
 
 static const char *spool;
@@ -136,6 +149,15 @@ static int read_request(const char *file, struct request *r) {
         else if (!strcmp(line, "vcpu") && r->nvcpus < 256) r->vcpus[r->nvcpus++] = atoi(val);
         else if (!strcmp(line, "monitor")) r->monitor = atoi(val);
         else if (!strcmp(line, "samples")) COPY(samples);
+        else if (!strcmp(line, "stopfile")) COPY(stopfile);
+        else if (!strcmp(line, "pgtable")) r->pgtable = atoi(val);
+        else if (!strcmp(line, "kvm")) r->kvm = atoi(val);
+        else if (!strcmp(line, "range") && r->nranges < MAX_ITEMS) {
+            char *end;
+            r->ranges[r->nranges][0] = strtoull(val, &end, 0);
+            r->ranges[r->nranges][1] = strtoull(end, NULL, 0);
+            r->nranges++;
+        }
 #undef COPY
     }
     free(line);
@@ -222,16 +244,21 @@ static void write_reading(FILE *out, double t, pid_t pid) {
 }
 
 /* Spawned processes still running; when one ends, SPOOL/exited/PID says how ("exit N" or
- * "signal N"), so that the layer below learns at once that a guest's QEMU is gone. */
+ * "signal N", then its usage), so that the layer below learns at once that a guest's QEMU is
+ * gone, and what a helper (a Tailbench client) used. */
 #define MAX_SPAWNED 256
 static pid_t spawned[MAX_SPAWNED];
+static double spawned_at[MAX_SPAWNED];
 static int n_spawned;
 
-static void record_exit(pid_t pid, int status) {
+static void record_exit(pid_t pid, int status, const struct rusage *ru) {
     int i = 0;
     while (i < n_spawned && spawned[i] != pid) i++;
     if (i == n_spawned) return; /* a worker, not a spawned process */
-    spawned[i] = spawned[--n_spawned];
+    double wall = now() - spawned_at[i];
+    spawned[i] = spawned[n_spawned - 1];
+    spawned_at[i] = spawned_at[n_spawned - 1];
+    n_spawned--;
     char dir[2048], tmp[4096], path[4096];
     snprintf(dir, sizeof dir, "%s/exited", spool);
     mkdir(dir, 0755);
@@ -241,6 +268,11 @@ static void record_exit(pid_t pid, int status) {
     if (!f) return;
     if (WIFSIGNALED(status)) fprintf(f, "signal %d\n", WTERMSIG(status));
     else fprintf(f, "exit %d\n", WEXITSTATUS(status));
+    fprintf(f, "pid %d\ntimed_out 0\nwall_seconds %.6f\n", (int)pid, wall);
+    fprintf(f, "user_seconds %.6f\nsystem_seconds %.6f\n", (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6,
+            (double)ru->ru_stime.tv_sec + ru->ru_stime.tv_usec / 1e6);
+    fprintf(f, "minor_faults %ld\nmajor_faults %ld\nmax_rss_kib %ld\n", ru->ru_minflt, ru->ru_majflt, ru->ru_maxrss);
+    fprintf(f, "voluntary_context_switches %ld\ninvoluntary_context_switches %ld\n", ru->ru_nvcsw, ru->ru_nivcsw);
     fclose(f);
     rename(tmp, path);
 }
@@ -331,15 +363,39 @@ static void do_run(struct request *r) {
     double term_at = 0;
     /* Wakes at once when the child exits; else at the next sample or after 200 ms (the timeout). */
     double next_sample = r->monitor > 0 ? r->monitor / 1000.0 : -1;
+    int stop_noted = 0;
+    double stopped_at = -1, paused = 0; /* the time it stands stopped does not count towards the timeout */
     for (;;) {
-        pid_t w = wait4(pid, &status, WNOHANG, &ru);
+        pid_t w = wait4(pid, &status, WNOHANG | WUNTRACED | WCONTINUED, &ru);
+        if (w == pid && WIFCONTINUED(status)) {
+            if (stopped_at >= 0) paused += now() - t0 - stopped_at;
+            stopped_at = -1;
+            continue;
+        }
+        if (w == pid && WIFSTOPPED(status)) {
+            if (stopped_at < 0) stopped_at = now() - t0;
+            /* Stopped itself at the end of its measured phase: tell the layer below once. */
+            if (r->stopfile[0] && !stop_noted) {
+                char tmp[4200];
+                snprintf(tmp, sizeof tmp, "%s.tmp", r->stopfile);
+                FILE *sf = fopen(tmp, "w");
+                if (sf) {
+                    fprintf(sf, "stopped %d\n", (int)pid);
+                    fclose(sf);
+                    rename(tmp, r->stopfile);
+                }
+                stop_noted = 1;
+            }
+            continue;
+        }
         if (w == pid) break;
         double t = now() - t0;
         if (readings && next_sample > 0 && t >= next_sample) {
             write_reading(readings, t, pid);
             while (next_sample <= t) next_sample += r->monitor / 1000.0;
         }
-        if (r->timeout > 0 && t > r->timeout && !timed_out) {
+        double counted = t - paused - (stopped_at >= 0 ? t - stopped_at : 0);
+        if (r->timeout > 0 && counted > r->timeout && !timed_out) {
             timed_out = 1;
             kill(-pid, SIGTERM);
             term_at = t;
@@ -399,6 +455,201 @@ static void do_write(struct request *r) {
     say("ok 1\nvalue %s\n", buf);
 }
 
+/* ---- probe: the page-table files of one process, for the alignment probe of the layer below ----
+ * OUT is "NBPROBE 1\n", then sections "NAME OFFSET LENGTH\n" each followed by LENGTH raw bytes,
+ * then "end 0 0\n". Sections: maps (the text of /proc/PID/maps), pagemap (bytes of
+ * /proc/PID/pagemap from OFFSET), kpageflags (bytes of /proc/kpageflags from OFFSET), pgtable
+ * (u64 frame numbers whose kpageflags has PGTABLE, bit 26), kvm (text lines "VM FILE VALUE" of
+ * /sys/kernel/debug/kvm/VM/pages_{4k,2m,1g}), error (text "WHAT: WHY"). Pagemap covers every
+ * whole 2 MiB region of the ranges asked for (none asked: of every private anonymous or
+ * anonymous-hugetlb mapping), read in 8 MiB preads; kpageflags only the 512 frames of each region
+ * whose first page is present at a 512-aligned frame (the only ones that can be one huge page). */
+static void section(FILE *out, const char *name, unsigned long long offset, const void *data, size_t length) {
+    fprintf(out, "%s %llu %zu\n", name, offset, length);
+    if (length) fwrite(data, 1, length, out);
+}
+
+static void section_error(FILE *out, const char *fmt, ...) {
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    section(out, "error", 0, text, n > 0 ? (size_t)(n < (int)sizeof text ? n : (int)sizeof text - 1) : 0);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define HUGE_SZ (2ULL << 20)
+#define CHUNK_ENTRIES (1 << 20) /* 8 MiB of pagemap: 4 GiB of virtual memory */
+
+static void probe_range(FILE *out, int pagemap, unsigned long long start, unsigned long long end, uint64_t *buf,
+                        unsigned long long **frames, size_t *nframes, size_t *capframes) {
+    start = (start + HUGE_SZ - 1) / HUGE_SZ * HUGE_SZ;
+    end = end / HUGE_SZ * HUGE_SZ;
+    for (unsigned long long va = start; va < end;) {
+        unsigned long long entries = (end - va) / 4096;
+        if (entries > CHUNK_ENTRIES) entries = CHUNK_ENTRIES;
+        unsigned long long offset = va / 4096 * 8;
+        size_t want = (size_t)entries * 8, got = 0;
+        while (got < want) {
+            ssize_t n = pread(pagemap, (char *)buf + got, want - got, (off_t)(offset + got));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+        section(out, "pagemap", offset, buf, got);
+        for (size_t i = 0; i + 512 <= got / 8; i += 512) {
+            uint64_t e = buf[i];
+            uint64_t pfn = e & ((1ULL << 55) - 1);
+            if ((e >> 63) && pfn && pfn % 512 == 0) {
+                if (*nframes == *capframes) {
+                    *capframes = *capframes ? *capframes * 2 : 1024;
+                    *frames = realloc(*frames, *capframes * sizeof **frames);
+                }
+                (*frames)[(*nframes)++] = pfn;
+            }
+        }
+        va += entries * 4096;
+    }
+}
+
+static void do_probe(struct request *r) {
+    if (r->pid <= 0 || !r->path[0]) {
+        say("error probe needs pid and path\n");
+        return;
+    }
+    char tmp[4200], file[64];
+    snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        say("error %s: %s\n", tmp, strerror(errno));
+        return;
+    }
+    double t0 = now();
+    fputs("NBPROBE 1\n", out);
+    uint64_t *buf = malloc((size_t)CHUNK_ENTRIES * 8);
+    unsigned long long *frames = NULL;
+    size_t nframes = 0, capframes = 0;
+    /* maps */
+    snprintf(file, sizeof file, "/proc/%d/maps", r->pid);
+    char *maps = NULL;
+    size_t maps_len = 0;
+    FILE *m = fopen(file, "r");
+    if (m) {
+        FILE *mem = open_memstream(&maps, &maps_len);
+        char line[8192];
+        while (fgets(line, sizeof line, m)) fputs(line, mem);
+        fclose(mem);
+        fclose(m);
+        section(out, "maps", 0, maps, maps_len);
+    } else {
+        section_error(out, "%s: %s", file, strerror(errno));
+    }
+    snprintf(file, sizeof file, "/proc/%d/pagemap", r->pid);
+    int pagemap = open(file, O_RDONLY | O_CLOEXEC);
+    if (pagemap < 0) {
+        section_error(out, "%s: %s", file, strerror(errno));
+    } else if (r->nranges > 0) {
+        for (int i = 0; i < r->nranges; i++)
+            probe_range(out, pagemap, r->ranges[i][0], r->ranges[i][0] + r->ranges[i][1], buf, &frames, &nframes, &capframes);
+    } else if (maps) {
+        /* Private anonymous and anonymous-hugetlb mappings (a superset of what the probe tests). */
+        char *save = NULL;
+        for (char *line = strtok_r(maps, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            unsigned long long start, end, inode;
+            char perms[8], path[4096] = "";
+            if (sscanf(line, "%llx-%llx %7s %*s %*s %llu %4095[^\n]", &start, &end, perms, &inode, path) < 4) continue;
+            if (perms[3] != 'p') continue;
+            char *p = path;
+            while (*p == ' ') p++;
+            if (inode != 0 && strncmp(p, "/anon_hugepage", 14) != 0) continue;
+            probe_range(out, pagemap, start, end, buf, &frames, &nframes, &capframes);
+        }
+    }
+    if (pagemap >= 0) close(pagemap);
+    int kpf = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+    if (kpf < 0 && (nframes > 0 || r->pgtable)) section_error(out, "/proc/kpageflags: %s", strerror(errno));
+    if (kpf >= 0 && nframes > 0) {
+        qsort(frames, nframes, sizeof *frames, cmp_u64);
+        size_t i = 0;
+        while (i < nframes) {
+            size_t j = i + 1;
+            while (j < nframes && (frames[j] == frames[j - 1] || frames[j] == frames[j - 1] + 512) &&
+                   (frames[j] - frames[i] + 512) <= CHUNK_ENTRIES)
+                j++;
+            size_t count = (size_t)(frames[j - 1] - frames[i] + 512);
+            ssize_t n = pread(kpf, buf, count * 8, (off_t)(frames[i] * 8));
+            if (n < 0) section_error(out, "/proc/kpageflags at frame %llu: %s", frames[i], strerror(errno));
+            else section(out, "kpageflags", frames[i] * 8, buf, (size_t)n);
+            i = j;
+        }
+    }
+    if (kpf >= 0 && r->pgtable) {
+        unsigned long long *pg = NULL;
+        size_t npg = 0, cappg = 0;
+        for (unsigned long long off = 0;; off += (unsigned long long)CHUNK_ENTRIES * 8) {
+            ssize_t n = pread(kpf, buf, (size_t)CHUNK_ENTRIES * 8, (off_t)off);
+            if (n <= 0) break;
+            for (size_t k = 0; k < (size_t)n / 8; k++) {
+                if (buf[k] & (1ULL << 26)) {
+                    if (npg == cappg) {
+                        cappg = cappg ? cappg * 2 : 1024;
+                        pg = realloc(pg, cappg * sizeof *pg);
+                    }
+                    pg[npg++] = off / 8 + k;
+                }
+            }
+        }
+        section(out, "pgtable", 0, pg, npg * 8);
+        free(pg);
+    }
+    if (kpf >= 0) close(kpf);
+    if (r->kvm) {
+        DIR *d = opendir("/sys/kernel/debug/kvm");
+        if (!d) {
+            section_error(out, "kvm: /sys/kernel/debug/kvm: %s", strerror(errno));
+        } else {
+            char *text = NULL;
+            size_t text_len = 0;
+            FILE *t = open_memstream(&text, &text_len);
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL) {
+                if (e->d_name[0] == '.' || !strchr(e->d_name, '-')) continue;
+                static const char *names[] = {"pages_4k", "pages_2m", "pages_1g"};
+                for (int k = 0; k < 3; k++) {
+                    char path[512], value[64];
+                    snprintf(path, sizeof path, "/sys/kernel/debug/kvm/%s/%s", e->d_name, names[k]);
+                    FILE *f = fopen(path, "r");
+                    if (!f) continue;
+                    if (fgets(value, sizeof value, f)) fprintf(t, "%s %s %lld\n", e->d_name, names[k], strtoll(value, NULL, 10));
+                    fclose(f);
+                }
+            }
+            closedir(d);
+            fclose(t);
+            section(out, "kvm", 0, text, text_len);
+            free(text);
+        }
+    }
+    fputs("end 0 0\n", out);
+    int failed = ferror(out);
+    fclose(out);
+    free(buf);
+    free(frames);
+    free(maps);
+    if (failed) {
+        say("error writing %s failed\n", tmp);
+        unlink(tmp);
+        return;
+    }
+    rename(tmp, r->path);
+    say("ok 1\nseconds %.6f\n", now() - t0);
+}
+
 /* Reads one QMP message line that is not an event. */
 static int qmp_reply(FILE *f, char *buf, size_t size) {
     while (fgets(buf, (int)size, f)) {
@@ -406,6 +657,62 @@ static int qmp_reply(FILE *f, char *buf, size_t size) {
         return 0;
     }
     return -1;
+}
+
+/* Connects to a QMP socket and does the handshake; NULL with a message in the response. */
+static FILE *qmp_open(const char *socket_path, int wait_seconds) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(socket_path) >= sizeof addr.sun_path) {
+        say("error %s: QMP socket path too long\n", socket_path);
+        return NULL;
+    }
+    memcpy(addr.sun_path, socket_path, strlen(socket_path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int connected = -1;
+    for (int i = 0; i < wait_seconds * 10 && connected != 0; i++) {
+        connected = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+        if (connected != 0) usleep(100000);
+    }
+    if (connected != 0) {
+        say("error %s: cannot connect to QMP: %s\n", socket_path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r+");
+    static char buf[1 << 16];
+    if (qmp_reply(f, buf, sizeof buf) != 0 || !strstr(buf, "\"QMP\"")) {
+        say("error %s: no QMP greeting\n", socket_path);
+        fclose(f);
+        return NULL;
+    }
+    fputs("{\"execute\":\"qmp_capabilities\"}\n", f);
+    fflush(f);
+    if (qmp_reply(f, buf, sizeof buf) != 0 || !strstr(buf, "\"return\"")) {
+        say("error %s: qmp_capabilities failed\n", socket_path);
+        fclose(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* QMP pass-through: each arg is one command line; each answer comes back as reply.I. */
+static void do_qmp(struct request *r) {
+    FILE *f = qmp_open(r->qmp, 30);
+    if (!f) return;
+    say("ok 1\n");
+    static char buf[1 << 16];
+    for (int i = 0; i < r->argc; i++) {
+        fputs(r->argv[i], f);
+        fputc('\n', f);
+        fflush(f);
+        if (qmp_reply(f, buf, sizeof buf) != 0) {
+            say("error %s: no reply to command %d\n", r->qmp, i);
+            break;
+        }
+        buf[strcspn(buf, "\r\n")] = '\0';
+        say("reply.%d %s\n", i, buf);
+    }
+    fclose(f);
 }
 
 static void do_pin(struct request *r) {
@@ -499,6 +806,10 @@ static void handle(const char *file, const char *id) {
         do_write(r);
     } else if (!strcmp(r->verb, "pin")) {
         do_pin(r);
+    } else if (!strcmp(r->verb, "probe")) {
+        do_probe(r);
+    } else if (!strcmp(r->verb, "qmp")) {
+        do_qmp(r);
     } else if (!strcmp(r->verb, "kill")) {
         if (r->pid > 0 && kill(-r->pid, r->sig ? r->sig : SIGKILL) == 0) say("ok 1\n");
         else say("error kill %d: %s\n", r->pid, strerror(errno));
@@ -539,7 +850,8 @@ int main(int argc, char **argv) {
         /* Reap spawned processes and finished workers; a spawned process's end is recorded. */
         int status;
         pid_t gone;
-        while ((gone = waitpid(-1, &status, WNOHANG)) > 0) record_exit(gone, status);
+        struct rusage ru;
+        while ((gone = wait4(-1, &status, WNOHANG, &ru)) > 0) record_exit(gone, status, &ru);
         DIR *d = opendir(dir);
         if (!d) {
             sleep(1);
@@ -561,10 +873,14 @@ int main(int argc, char **argv) {
             if (!strcmp(peek.verb, "spawn")) {
                 /* Started by the agent itself so that it reaps it. */
                 response_len = 0;
+                double at = now();
                 pid_t pid = start(&peek);
                 if (pid > 0) {
                     say("ok 1\npid %d\n", (int)pid);
-                    if (n_spawned < MAX_SPAWNED) spawned[n_spawned++] = pid;
+                    if (n_spawned < MAX_SPAWNED) {
+                        spawned_at[n_spawned] = at;
+                        spawned[n_spawned++] = pid;
+                    }
                 }
                 unlink(claimed);
                 char id[256];

@@ -23,6 +23,9 @@ public struct RegionMapping: Sendable, Hashable {
     public var physicalStart: UInt64?
     /// Present base pages in the region (0…512).
     public var presentPages: Int
+    /// A base region's pages: the distinct 2 MiB-aligned physical ranges they lie in (empty
+    /// without page frame numbers). Followed down for `align.misaligned.host_huge`.
+    public var frames: [UInt64] = []
 
     public init(virtualStart: UInt64, kind: RegionKind, hugeKind: HugeKind?, physicalStart: UInt64?, presentPages: Int) {
         self.virtualStart = virtualStart
@@ -73,6 +76,18 @@ public enum RegionClassifier {
             }
         }
         return present == 0 ? .notPresent : .base(present: present, pfnsVisible: anyPFN)
+    }
+
+    /// The distinct 2 MiB-aligned physical ranges of a region's present pages.
+    public static func frames(_ entries: UnsafeBufferPointer<UInt64>) -> [UInt64] {
+        var set = Set<UInt64>()
+        for e in entries {
+            let v = UInt64(littleEndian: e)
+            guard v & PagemapBits.present != 0 else { continue }
+            let pfn = v & PagemapBits.pfnMask
+            if pfn != 0 { set.insert(pfn / UInt64(PageGeometry.pagesPerHuge) * PageGeometry.hugeSize) }
+        }
+        return set.sorted()
     }
 
     /// Step 2: the kpageflags words of the 512 frames from a contiguous candidate's first PFN.

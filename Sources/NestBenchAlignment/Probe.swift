@@ -116,6 +116,30 @@ public struct AlignmentProbe: Sendable {
         } catch {
             throw AlignmentUnavailable("\(mapsPath): \(error)")
         }
+        return try classify(pid: pid, ranges: mappings.map(\.hugeAlignedRange), mappings: mappings.count, start: start)
+    }
+
+    /// The verdicts on exactly the 2 MiB regions starting at `regionStarts` (2 MiB-aligned
+    /// virtual addresses) of `pid`, whatever mapping holds them: a layer below, where the guest's
+    /// memory is one mapping of its QEMU (private or shared, anonymous, memfd or hugetlbfs).
+    public func probe(pid: Int32, regionStarts: [UInt64]) throws(AlignmentUnavailable) -> ProcessAlignment {
+        let start = ContinuousClock.now
+        var ranges: [Range<UInt64>] = []
+        for va in Set(regionStarts.map { $0 / PageGeometry.hugeSize * PageGeometry.hugeSize }).sorted() {
+            if let last = ranges.last, last.upperBound == va {
+                ranges[ranges.count - 1] = last.lowerBound..<(va + PageGeometry.hugeSize)
+            } else {
+                ranges.append(va..<(va + PageGeometry.hugeSize))
+            }
+        }
+        return try classify(pid: pid, ranges: ranges, mappings: ranges.count, start: start)
+    }
+
+    /// Virtual ranges (whole 2 MiB regions) → verdicts: pagemap in `chunkBytes` preads, kpageflags
+    /// only for the candidates.
+    func classify(pid: Int32, ranges: [Range<UInt64>], mappings: Int, start: ContinuousClock.Instant)
+        throws(AlignmentUnavailable) -> ProcessAlignment
+    {
         let pagemap = try files.open("/proc/\(pid)/pagemap")
         let kpageflags = try files.open(kpageflagsPath)
 
@@ -128,8 +152,7 @@ public struct AlignmentProbe: Sendable {
         var presentWithoutPFN = 0
         var anyPFN = false
         var pagemapBytes = 0
-        for mapping in mappings {
-            let range = mapping.hugeAlignedRange
+        for range in ranges {
             var va = range.lowerBound
             while va < range.upperBound {
                 let entries = Int(min((range.upperBound - va) / PageGeometry.baseSize, UInt64(chunkEntries)))
@@ -152,16 +175,17 @@ public struct AlignmentProbe: Sendable {
                         )
                     case .base(let present, let visible):
                         if visible { anyPFN = true } else { presentWithoutPFN += 1 }
-                        regions.append(
-                            RegionMapping(
-                                virtualStart: virtualStart, kind: .base, hugeKind: nil, physicalStart: nil, presentPages: present)
-                        )
+                        var region = RegionMapping(
+                            virtualStart: virtualStart, kind: .base, hugeKind: nil, physicalStart: nil, presentPages: present)
+                        if visible { region.frames = RegionClassifier.frames(slice) }
+                        regions.append(region)
                     case .contiguous(let pfn):
                         anyPFN = true
                         candidates.append((regions.count, pfn))
-                        regions.append(
-                            RegionMapping(
-                                virtualStart: virtualStart, kind: .base, hugeKind: nil, physicalStart: nil, presentPages: per))
+                        var region = RegionMapping(
+                            virtualStart: virtualStart, kind: .base, hugeKind: nil, physicalStart: nil, presentPages: per)
+                        region.frames = [pfn * PageGeometry.baseSize]
+                        regions.append(region)
                     }
                 }
                 va += UInt64(entries) * PageGeometry.baseSize
@@ -205,7 +229,7 @@ public struct AlignmentProbe: Sendable {
             i = j
         }
         return ProcessAlignment(
-            pid: pid, mappings: mappings.count, regions: regions, seconds: (ContinuousClock.now - start).seconds,
+            pid: pid, mappings: mappings, regions: regions, seconds: (ContinuousClock.now - start).seconds,
             pagemapBytes: pagemapBytes, kpageflagsBytes: kpageflagsBytes)
     }
 }

@@ -508,6 +508,17 @@ public enum ReportRenderer {
                         guard let s = cell.first(where: { $0.metric == side }) else { continue }
                         line += "; \(side) \(s.ratio.map { String(format: "%.3f", $0) } ?? "n/a") \(ciText(s)) \(s.verdict)"
                     }
+                    // The cross-layer alignment (a fraction: its mean on each side, not a ratio).
+                    if let a = cell.first(where: { $0.metric == prefix + "align.well_aligned" }) {
+                        line += String(
+                            format:
+                                "; align.well_aligned %.3f vs %.3f in %@ (probed once per run, at the end of the measured phase)",
+                            a.mean, a.baselineMean, report.baseline)
+                    } else if let why = report.unavailable.first(where: {
+                        $0.workload == w.label && $0.configuration == configuration && $0.metric == prefix + "align.well_aligned"
+                    })?.reason {
+                        line += "; align.well_aligned \(why)"
+                    }
                     lines.append(line)
                 }
             }

@@ -73,6 +73,12 @@ public enum CollectorMetricDeclarations {
             description: "present 2 MiB regions of the workload mapped by one huge page at that layer"),
         MetricDeclaration("align.backed.*", unit: "fraction", polarity: .higherIsBetter, role: .diagnostic),
         MetricDeclaration("align.misaligned.*", unit: "fraction", polarity: .lowerIsBetter, role: .diagnostic),
+        MetricDeclaration(
+            "align.pgtable_backed.*", unit: "fraction", polarity: .higherIsBetter, role: .diagnostic,
+            description: "the whole guest's page-table pages in 2 MiB ranges backed by one huge page at that layer"),
+        MetricDeclaration(
+            "align.kvm.*", unit: "pages", polarity: .neutral, role: .diagnostic,
+            description: "KVM's whole-VM count of pages it maps at that size (debugfs), not the workload's"),
         MetricDeclaration("align.regions", unit: "regions", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("align.not_present", unit: "regions", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("align.probe_seconds", unit: "s", polarity: .neutral, role: .diagnostic),

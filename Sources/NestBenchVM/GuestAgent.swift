@@ -3,8 +3,8 @@ import NestBenchCollectors
 import NestBenchModel
 
 /// A request to the guest agent (Harness/guest/nb-agent.c): see that file for the protocol.
-public struct AgentRequest: Sendable, Hashable {
-    public enum Verb: String, Sendable { case run, spawn, write, pin, kill }
+public struct AgentRequest: Sendable {
+    public enum Verb: String, Sendable { case run, spawn, write, pin, kill, probe, qmp }
     public var verb: Verb
     public var argv: [String] = []
     public var environment: [String: String] = [:]
@@ -23,6 +23,13 @@ public struct AgentRequest: Sendable, Hashable {
     /// run: the memory monitor's period in ms (nil: off) and the file its readings go to.
     public var monitorMillis: Int?
     public var samplesPath: String?
+    /// run: the file the agent writes when the process stops itself (the alignment probe's hook).
+    public var stopFile: String?
+    /// probe: virtual ranges (start, length) to read; none: the process's anonymous mappings.
+    public var ranges: [(start: UInt64, length: UInt64)] = []
+    /// probe: also list the page-table frames / KVM's per-VM page counts.
+    public var pageTables = false
+    public var kvm = false
 
     public init(verb: Verb) { self.verb = verb }
 
@@ -53,6 +60,10 @@ public struct AgentRequest: Sendable, Hashable {
         if let signal { lines.append("signal \(signal)") }
         if let monitorMillis { lines.append("monitor \(monitorMillis)") }
         if let samplesPath { lines.append("samples \(samplesPath)") }
+        if let stopFile { lines.append("stopfile \(stopFile)") }
+        lines += ranges.map { "range 0x\(String($0.start, radix: 16)) \($0.length)" }
+        if pageTables { lines.append("pgtable 1") }
+        if kvm { lines.append("kvm 1") }
         if let bad = lines.first(where: { $0.contains("\n") || $0.contains("\0") }) {
             throw VMError("cannot pass a value with a newline to the guest agent: \(bad.prefix(80))")
         }

@@ -29,13 +29,16 @@ public final class GuestPlace: Place {
     public let layer: BootedLayer
     let health: StackHealth
     let monitor: MonitorSettings
+    /// The stack's layers (for the alignment probe's layers below); nil: this guest alone.
+    let stackLayers: [BootedLayer]?
     /// Knobs changed by `apply`, with their original values, oldest first.
     private let originals = Mutex<[(path: String, value: String)]>([])
 
-    init(layer: BootedLayer, health: StackHealth, monitor: MonitorSettings) {
+    init(layer: BootedLayer, health: StackHealth, monitor: MonitorSettings, stackLayers: [BootedLayer]? = nil) {
         self.layer = layer
         self.health = health
         self.monitor = monitor
+        self.stackLayers = stackLayers
     }
 
     public var name: String { layer.name }
@@ -122,10 +125,57 @@ public final class GuestPlace: Place {
         r.timeoutSeconds = spec.timeoutSeconds
         r.monitorMillis = monitor.intervalMillis
         r.samplesPath = agent.guestPath(samplesFile)
+        // The alignment probe's hook: the workload stops itself at the end of its measured phase
+        // (NB_PHASE_STOP), the agent says so in the stop file, the probe reads every layer while
+        // it is stopped, and the agent continues it.
+        let stopFile = "\(agent.spool)/.stopped-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: stopFile) }
+        r.environment[AlignmentCollector.phaseStopVariable] = "1"
+        r.stopFile = agent.guestPath(stopFile)
+        let finished = Mutex(false)
+        let running = Task { [agent, failure, r] () -> Result<AgentResponse, VMError> in
+            defer { finished.withLock { $0 = true } }
+            do throws(VMError) {
+                return .success(try await agent.send(r, timeout: (spec.timeoutSeconds ?? 3600) + 720, failure: failure))
+            } catch {
+                return .failure(error)
+            }
+        }
+        var alignment: [Metric]?
+        while !finished.withLock({ $0 }) {
+            if let text = FileManager.default.contents(atPath: stopFile).map({ String(decoding: $0, as: UTF8.self) }),
+                let pid = text.split(separator: " ").last.flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+            {
+                let stoppedAt = ContinuousClock.now
+                let probe = StackAlignment(guest: layer, layers: stackLayers)
+                let first = await probe.metrics(
+                    pid: pid,
+                    when:
+                        "probed once, at the end of the measured phase, while the process stood stopped in \(name) (\(probe.chain.count + 1) layer(s) read)",
+                    failure: failure)
+                var k = AgentRequest(verb: .kill)
+                k.pid = pid
+                k.signal = SIGCONT
+                // Continued whatever the probe found; one retry (a workload left stopped would
+                // only end at the run's deadline).
+                for _ in 0..<2 {
+                    if (try? await agent.send(k, timeout: 60, failure: failure)) != nil { break }
+                }
+                let held = (ContinuousClock.now - stoppedAt).seconds
+                let heldText = String(format: " (held stopped %.1f s)", held)
+                alignment = first.map { m in
+                    var m = m
+                    if m.value != nil { m.detail = (m.detail ?? "") + heldText }
+                    return m
+                }
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
         let response: AgentResponse
-        do {
-            response = try await agent.send(r, timeout: (spec.timeoutSeconds ?? 3600) + 120, failure: failure)
-        } catch {
+        switch await running.value {
+        case .success(let answer): response = answer
+        case .failure(let error):
             health.note(error)
             throw ProcessError(program: spec.program, message: "in \(name): \(error)", errno: nil)
         }
@@ -142,12 +192,21 @@ public final class GuestPlace: Place {
             m.detail = "measured in \(name) by the guest agent" + (m.detail.map { " (\($0))" } ?? "")
             return m
         }
-        // The alignment probe runs on this machine only so far: the same names, said unavailable.
-        let alignment = AlignmentMetrics.unavailable(
-            layer: name, reason: "the alignment probe does not run inside guest layers yet (only on this machine)")
-        metrics += (response.metrics + alignment).map { m in
+        let probed =
+            alignment
+            ?? AlignmentMetrics.unavailable(
+                layer: name,
+                reason:
+                    "in \(name): the workload exited without stopping at the end of its measured phase (only nb-micro honours \(AlignmentCollector.phaseStopVariable))"
+            )
+        metrics += response.metrics.map { m in
             var m = m
             m.detail = "in \(name)"
+            return m
+        }
+        metrics += probed.map { m in
+            var m = m
+            m.detail = "in \(name)" + (m.detail.map { ": \($0)" } ?? "")
             return m
         }
         return MeasuredRun(outcome: outcome, metrics: metrics, samples: samples)
@@ -259,18 +318,26 @@ final class GuestHelper: HelperProcess {
     let pid: Int32
     let agent: GuestAgent
     let layer: String
+    let argv: [String]
     let failure: @Sendable () -> String?
 
-    init(pid: Int32, agent: GuestAgent, layer: String, failure: @escaping @Sendable () -> String?) {
+    init(pid: Int32, agent: GuestAgent, layer: String, argv: [String], failure: @escaping @Sendable () -> String?) {
         self.pid = pid
         self.agent = agent
         self.layer = layer
+        self.argv = argv
         self.failure = failure
     }
 
+    /// SPOOL/exited/PID: "exit N" or "signal N", then the helper's usage (an older agent: none).
+    var exitedRecord: String? {
+        FileManager.default.contents(atPath: "\(agent.spool)/exited/\(pid)").map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// How it ended: the record's first line.
     var exitedText: String? {
-        FileManager.default.contents(atPath: "\(agent.spool)/exited/\(pid)").map {
-            String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        exitedRecord.map { $0.split(separator: "\n").first.map(String.init) ?? "" }.map {
+            $0.trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
 
@@ -290,7 +357,9 @@ final class GuestHelper: HelperProcess {
         }
         let parts = text.split(separator: " ")
         let status = parts.first == "exit" && parts.count > 1 ? Int32(parts[1]) : nil
-        return HelperEnd(exitStatus: status, description: "\(text) in \(layer)")
+        // Its usage as the agent measured it when reaping it; none when the record lacks it.
+        let outcome = exitedRecord.flatMap { try? GuestPlace.outcome(AgentResponse.parse($0), argv: argv) }
+        return HelperEnd(exitStatus: status, description: "\(text) in \(layer)", outcome: outcome)
     }
 }
 
@@ -314,6 +383,6 @@ extension GuestPlace {
             throw ProcessError(
                 program: spec.program, message: "in \(name): \(response.error ?? "the agent returned no pid")", errno: nil)
         }
-        return GuestHelper(pid: pid, agent: agent, layer: name, failure: failure)
+        return GuestHelper(pid: pid, agent: agent, layer: name, argv: spawn.argv, failure: failure)
     }
 }

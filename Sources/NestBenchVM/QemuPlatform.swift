@@ -353,7 +353,10 @@ struct StackPlacement: Placement {
         let health = StackHealth(stack: stack)
         self.health = health
         var guests: [String: GuestPlace] = [:]
-        for layer in stack.layers { guests[layer.name] = GuestPlace(layer: layer, health: health, monitor: collectors.monitor) }
+        for layer in stack.layers {
+            guests[layer.name] = GuestPlace(
+                layer: layer, health: health, monitor: collectors.monitor, stackLayers: stack.layers)
+        }
         self.guests = guests
     }
 

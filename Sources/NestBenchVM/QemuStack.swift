@@ -60,7 +60,10 @@ enum QemuProcess: Sendable {
             return r.hasExited ? "the outermost QEMU exited" : nil
         case .guest(let pid, let parent, let layer):
             guard let data = FileManager.default.contents(atPath: "\(parent.spool)/exited/\(pid)") else { return nil }
-            let how = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            // The record's first line ("exit N" / "signal N"); its usage lines follow.
+            let record = String(decoding: data, as: UTF8.self)
+            let how = (record.split(separator: "\n").first.map(String.init) ?? "").trimmingCharacters(
+                in: .whitespacesAndNewlines)
             return "\(layer)'s QEMU (pid \(pid) in \(parent.name)) ended (\(how)): the guest reset or crashed, or QEMU failed"
         }
     }
@@ -88,6 +91,8 @@ public struct BootedLayer: Sendable {
     /// QEMU's version from its QMP greeting (the QEMUs this machine starts; inner layers run the
     /// same binary, from this machine's root); nil when not read.
     public var qemuVersion: String? = nil
+    /// QEMU's QMP socket, as its parent layer sees it (this machine's path for an outermost VM).
+    public var qmpSocket: String = ""
 }
 
 /// What went wrong booting a stack (a failed run, not a failed experiment).
@@ -475,7 +480,7 @@ public struct StackBooter: Sendable {
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release,
                 commandLine: commandLine.flatMap { $0.0 == 0 ? $0.1.trimmingCharacters(in: .whitespacesAndNewlines) : nil },
-                qemuVersion: qemuVersion))
+                qemuVersion: qemuVersion, qmpSocket: qmp))
     }
 
     /// The paging mode this layer's KVM runs its guests with (EPT/NPT read back, `NestedPaging`);

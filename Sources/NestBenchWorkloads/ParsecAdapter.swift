@@ -220,6 +220,9 @@ public struct ParsecAdapter: WorkloadAdapter {
             var reason = "\(spec.name): \(outcome.describe(timeout: spec.timeoutSeconds))"
             if let lastError { reason += " (\(lastError))" }
             if roi?.succeeded != true { reason += "; no ROI time" }
+            if outcome.timedOut, values["mode"] == "parsecmgmt", !output.contains("[PARSEC] Running") {
+                reason += "; \(Self.parsecmgmtStartupAdvice)"
+            }
             if outcome.exitStatus == 127, lastError?.contains("libhooks") == true {
                 reason +=
                     "; the hooks library is not where the binary looks: build parsec.hooks for platform \(platform.name) under \(root)"
@@ -280,6 +283,12 @@ public struct ParsecAdapter: WorkloadAdapter {
 }
 
 extension ParsecAdapter {
+    /// Why a parsecmgmt run can time out before the benchmark starts: parsecmgmt 3.0 starts a
+    /// process per package configuration and alias (~300) before its first line, each an exec
+    /// that costs seconds in an inner guest on an emulated host.
+    static let parsecmgmtStartupAdvice =
+        "parsecmgmt had not started the benchmark yet: it starts ~300 processes before it (one per package configuration), minutes in a nested guest on an emulated host; raise the workload's `timeout` or use mode direct"
+
     /// The last non-empty line of a file (the loader's or the program's last complaint).
     static func lastLine(of path: String) -> String? {
         MetricLines.tail(of: path, lines: 5)?.split(separator: "\n").last.map {

@@ -337,7 +337,7 @@ public struct TailbenchAdapter: WorkloadAdapter {
             return ["client.wall_seconds", "client.user_seconds", "client.system_seconds"].map {
                 Metric.unavailable(
                     $0, unit: "s", polarity: .neutral, source: "rusage",
-                    reason: "unavailable: the client ran in a guest, whose agent reports no resource usage of helpers")
+                    reason: "unavailable: the place the client ran in reported no resource usage of it")
             }
         }
         return [

@@ -379,6 +379,41 @@ struct AlignmentFigureTests {
         #expect(html.contains("data-figure=\"alignment-layers\""), "says the per-layer bars are missing")
     }
 
+    /// Runs in a stack: L2 huge 0.8; backed 1.0 in L1, 0.5 in L0, 0.5 here (thp-always) → segments
+    /// 0 (L2 only), 0.4 (also L1), 0 (also L0), 0.4 well-aligned; the baseline all base pages.
+    @Test func stackedBarPerLayerAndWellAlignedOnTheVerdictLine() {
+        let e = Synthetic.experiment(configurations: ["thp-never", "thp-always"])
+        let runs = Synthetic.runs("q", ["thp-never": [100, 102, 98, 101], "thp-always": [140, 143, 139, 141]]).map { r in
+            var r = r
+            r.planned.workload = "random-4g"
+            let aligned = r.planned.configuration == "thp-always"
+            let values: [(String, Double?)] = [
+                ("align.huge.L2", aligned ? 0.8 : 0), ("align.backed.L1", aligned ? 1 : nil),
+                ("align.backed.L0", aligned ? 0.5 : nil), ("align.backed.host", aligned ? 0.5 : nil),
+                ("align.well_aligned", aligned ? 0.4 : 0),
+            ]
+            for (name, v) in values {
+                r.metrics.append(
+                    Metric(
+                        name: name, value: v, unit: "fraction", polarity: .higherIsBetter, source: "pagemap",
+                        unavailable: v == nil ? "unavailable: none to count" : nil))
+            }
+            return r
+        }
+        let e2 = Experiment(
+            name: "quickstart", baseline: "thp-never", configurations: e.configurations,
+            workloads: [WorkloadSpec(label: "random-4g", suite: "micro", name: "random-access", cpus: [1])],
+            repetitions: e.repetitions, analysis: e.analysis)
+        let report = Report(record: Synthetic.record("q", e2, plan: runs.map(\.planned), at: Date()), runs: runs)
+        let html = HTMLReport.render(report)
+        #expect(html.contains("<svg class=\"figure\" data-figure=\"alignment-layers\""))
+        #expect(html.contains("huge in L2 only") && html.contains("also in L1") && html.contains("also in L0"))
+        #expect(html.contains("well-aligned (also in host: every layer): 0.400"))
+        #expect(html.contains("also in L1: 0.400"))
+        let lines = ReportRenderer.verdictLines(report)
+        #expect(lines.contains { $0.contains("align.well_aligned 0.400 vs 0.000 in thp-never") }, "\(lines)")
+    }
+
     @Test func saysWhyWhenNothingWasProbed() {
         let html = HTMLReport.render(report(withAlignment: false))
         #expect(html.contains("data-figure=\"alignment\""))
@@ -435,5 +470,127 @@ struct CrossLayerTests {
         let r = CrossLayer.follow(guest: [region(0, .notPresent)], guestLayer: "L1", below: [])
         let m = CrossLayer.metrics(r, when: "x")
         #expect(m.allSatisfy { $0.value == nil && $0.unavailable != nil })
+    }
+}
+
+@Suite("Alignment: the agent's probe file, base regions over huge pages, page tables, KVM counts (pure)")
+struct StackProbePieceTests {
+    static func file(_ sections: [(String, UInt64, [UInt8])], end: Bool = true) -> [UInt8] {
+        var out = Array("NBPROBE 1\n".utf8)
+        for (name, offset, bytes) in sections {
+            out += Array("\(name) \(offset) \(bytes.count)\n".utf8) + bytes
+        }
+        if end { out += Array("end 0 0\n".utf8) }
+        return out
+    }
+
+    static func words(_ values: [UInt64]) -> [UInt8] {
+        values.flatMap { v in (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+    }
+
+    @Test func snapshotServesReadsFromItsSectionsAndRefusesTheRest() throws {
+        let data = Self.file([
+            ("maps", 0, Array("00400000-00600000 rw-p 00000000 00:00 0 \n".utf8)),
+            ("pagemap", 8192, Self.words([1, 2, 3, 4])), ("pagemap", 8224, Self.words([5, 6])),
+            ("pgtable", 0, Self.words([7, 4096])), ("error", 0, Array("/proc/kpageflags: Permission denied".utf8)),
+        ])
+        let s = try PageSnapshot.parse(data, pid: 42, origin: "L2")
+        #expect(try s.text("/proc/42/maps").hasPrefix("00400000-00600000"))
+        #expect(s.pageTableFrames == [7, 4096])
+        let reader = try s.open("/proc/42/pagemap")
+        var buffer = [UInt64](repeating: 0, count: 6)
+        // Across two adjacent sections.
+        let n = try buffer.withUnsafeMutableBytes { try reader.read(at: 8192, into: $0) }
+        #expect(n == 48 && buffer == [1, 2, 3, 4, 5, 6])
+        // Never read by the agent: unavailable, not zeros.
+        #expect(throws: AlignmentUnavailable.self) {
+            try buffer.withUnsafeMutableBytes { _ = try reader.read(at: 0, into: $0) }
+        }
+        // The agent could not open kpageflags: its reason, not a made-up reading.
+        #expect {
+            _ = try s.open("/proc/kpageflags")
+        } throws: { ($0 as? AlignmentUnavailable)?.reason.contains("Permission denied") == true }
+        #expect(throws: AlignmentUnavailable.self) { _ = try s.open("/proc/43/pagemap") }
+        if case .success = s.kvmText { Issue.record("no kvm section: its counts are unavailable") }
+    }
+
+    @Test func aTruncatedOrForeignFileIsUnavailable() {
+        #expect(throws: AlignmentUnavailable.self) {
+            _ = try PageSnapshot.parse(Self.file([("maps", 0, [65])], end: false), pid: 1, origin: "L1")
+        }
+        #expect(throws: AlignmentUnavailable.self) { _ = try PageSnapshot.parse(Array("hello".utf8), pid: 1, origin: "L1") }
+        var cut = Self.file([("pagemap", 0, Self.words([1, 2]))])
+        cut.removeLast(12)
+        #expect(throws: AlignmentUnavailable.self) { _ = try PageSnapshot.parse(cut, pid: 1, origin: "L1") }
+    }
+
+    @Test func baseRegionsOverHugePagesAndPageTablesAreFollowedDown() {
+        let mb2: UInt64 = 2 << 20
+        var base1 = RegionMapping(virtualStart: 0, kind: .base, hugeKind: nil, physicalStart: nil, presentPages: 10)
+        base1.frames = [0, mb2]  // both huge below
+        var base2 = RegionMapping(virtualStart: mb2, kind: .base, hugeKind: nil, physicalStart: nil, presentPages: 10)
+        base2.frames = [mb2, 2 * mb2]  // 4 MiB is base below
+        let huge = RegionMapping(virtualStart: 2 * mb2, kind: .huge, hugeKind: .thp, physicalStart: mb2, presentPages: 512)
+        let l1 = LowerLayer(
+            name: "L1", translate: { 0x1000_0000 + $0 },
+            regions: [
+                RegionMapping(virtualStart: 0x1000_0000, kind: .huge, hugeKind: .thp, physicalStart: 9 * mb2, presentPages: 512),
+                RegionMapping(
+                    virtualStart: 0x1000_0000 + mb2, kind: .huge, hugeKind: .hugetlb, physicalStart: 8 * mb2, presentPages: 512),
+                RegionMapping(
+                    virtualStart: 0x1000_0000 + 2 * mb2, kind: .base, hugeKind: nil, physicalStart: nil, presentPages: 512),
+            ])
+        let host = LowerLayer(name: "host", translate: { $0 }, regions: [])
+        // Page-table pages: two in [0, 2 MiB) (huge in L1), one in [4, 6 MiB) (base in L1).
+        let r = CrossLayer.follow(
+            guest: [base1, base2, huge], guestLayer: "L2", below: [l1, host], pageTableFrames: [1, 2, 1024 + 5])
+        #expect(r.baseOverHuge == 1)
+        #expect(r.backed == [1, 0])
+        #expect(r.pageTables == 3 && r.pageTablesBacked == [2, 0])
+        #expect(
+            Set(CrossLayer.framesToTranslate(guest: [base1, base2, huge], pageTableFrames: [1, 1024 + 5]))
+                == [0, mb2, 2 * mb2])
+        let m = Dictionary(uniqueKeysWithValues: CrossLayer.metrics(r, when: "t").map { ($0.name, $0) })
+        #expect(m["align.misaligned.host_huge"]?.value == 1.0 / 3.0)
+        #expect(m["align.pgtable_backed.L1"]?.value == 2.0 / 3.0)
+        #expect(m["align.pgtable_backed.host"]?.value == 0)
+        #expect(m["align.pgtable_backed.L1"]?.detail?.contains("whole guest") == true)
+        // The unavailable form has the same names.
+        let none = CrossLayer.unavailable(guestLayer: "L2", layers: ["L1", "host"], pageTables: true, reason: "x")
+        #expect(Set(none.map(\.name)) == Set(m.keys).subtracting(["align.huge.L2"]))
+    }
+
+    @Test func kvmCountsAreWholeVMAndNamedForTheirVM() {
+        let text = "1234-11 pages_4k 100\n1234-11 pages_2m 7\n1234-11 pages_1g 0\n99-3 pages_4k 5\n"
+        #expect(KVMPageCounts.counts(text, qemuPID: 1234) == ["pages_4k": 100, "pages_2m": 7, "pages_1g": 0])
+        #expect(KVMPageCounts.counts(text, qemuPID: 12) == nil)
+        let m = KVMPageCounts.metrics(vm: "L1", in: "L0", qemuPID: 1234, text: .success(text))
+        #expect(m.map(\.name) == ["align.kvm.L1.pages_4k", "align.kvm.L1.pages_2m", "align.kvm.L1.pages_1g"])
+        #expect(m.allSatisfy { $0.detail?.contains("whole-VM") == true })
+        let tcg = KVMPageCounts.metrics(vm: "L0", in: "host", qemuPID: 5, text: .success(text))
+        #expect(tcg.allSatisfy { $0.value == nil && $0.unavailable?.contains("not a KVM guest") == true })
+        let noDebugfs = KVMPageCounts.metrics(
+            vm: "L2", in: "L1", qemuPID: 5, text: .failure(AlignmentUnavailable("kvm: /sys/kernel/debug/kvm: No such file")))
+        #expect(noDebugfs.allSatisfy { $0.unavailable?.contains("No such file") == true })
+    }
+
+    @Test func regionStartsAreProbedWhateverTheirMapping() throws {
+        // A shared mapping (a memfd-backed guest RAM) is not probed as a process's memory, but by its starts it is.
+        let maps = "00400000-00800000 rw-s 00000000 00:01 77 /memfd:ram0 (deleted)\n"
+        var pagemap = [UInt64](repeating: 0, count: 1024)
+        for i in 0..<512 { pagemap[i] = (1 << 63) | UInt64(1024 + i) }
+        let pagemapStart = UInt64(0x400000 / 4096 * 8)
+        var flags = [UInt64](repeating: (1 << 16) | (1 << 17), count: 512)
+        flags[0] = (1 << 15) | (1 << 17)
+        let s = try PageSnapshot.parse(
+            Self.file([
+                ("maps", 0, Array(maps.utf8)), ("pagemap", pagemapStart, Self.words(pagemap)),
+                ("kpageflags", 1024 * 8, Self.words(flags)),
+            ]), pid: 9, origin: "L1")
+        let probe = AlignmentProbe(files: s)
+        #expect(try probe.probe(pid: 9).regions.isEmpty)
+        let byStart = try probe.probe(pid: 9, regionStarts: [0x400000, 0x600000])
+        #expect(byStart.regions.map(\.kind) == [.huge, .notPresent])
+        #expect(byStart.regions.first?.hugeKind == .hugetlb && byStart.regions.first?.physicalStart == 1024 * 4096)
     }
 }

@@ -441,6 +441,30 @@ final class LaunchLog: @unchecked Sendable {
         #expect(env == "\(root) amd64-linux.gcc-hooks\n")
     }
 
+    /// parsecmgmt prints nothing while it starts ~300 processes: in a nested guest on an emulated
+    /// host that took minutes, and a timeout there said only "timed out; no ROI time".
+    @Test(.timeLimit(.minutes(1)))
+    func parsecmgmtTimingOutInItsStartUpSaysWhatToChange() async throws {
+        try await installCanneal()
+        try SuitePaths.install(SuitePaths.fakeApps + "/fake_parsecmgmt.sh", at: root + "/bin/parsecmgmt")
+        let spec = WorkloadSpec(
+            suite: "parsec", name: "canneal", params: ["mode": "parsecmgmt"], timeoutSeconds: 2,
+            environment: ["FAKE_STARTUP_SECONDS": "60"])
+        let result = try await adapter().run(spec, context: SuitePaths.context(runDirectory: root + "/run-slow"))
+        #expect(result.status == .failed)
+        let reason = try #require(result.reason)
+        #expect(reason.contains("timed out after 2s"), "\(reason)")
+        #expect(reason.contains("raise the workload's `timeout` or use mode direct"), "\(reason)")
+        // A benchmark that itself runs past the timeout is not blamed on parsecmgmt's start-up.
+        let long = WorkloadSpec(
+            suite: "parsec", name: "canneal", params: ["mode": "parsecmgmt"], timeoutSeconds: 2,
+            environment: ["FAKE_SLEEP_S": "60"])
+        let slow = try await adapter().run(long, context: SuitePaths.context(runDirectory: root + "/run-slow2"))
+        #expect(slow.status == .failed)
+        #expect(
+            slow.reason?.contains("start-up") != true && slow.reason?.contains("~300 processes") != true, "\(slow.reason ?? "")")
+    }
+
     @Test func missingHooksLibraryIsExplained() throws {
         let fake = try #require(SuitePaths.fakeParsec)
         try SuitePaths.install(fake.program, at: binary("pkgs/kernels/streamcluster", "bin/streamcluster"))

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NestBenchAlignment
 import NestBenchCollectors
 import NestBenchModel
 import NestBenchPlatforms
@@ -408,10 +409,100 @@ struct PlaceCollectorTests {
         let end = await helper.stop()
         #expect(helper.hasExited)
         #expect(end.description.contains("signal 9"), "\(end.description)")
+        #expect(end.outcome?.signal == 9, "the usage the agent recorded when it reaped the helper")
+        // A helper that ends on its own: its usage as the agent measured it (a Tailbench client's
+        // `client.*` metrics in a guest).
+        let busy = try await guest.startHelper(
+            ProcessSpec(
+                program: "sh", arguments: ["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 4"],
+                environment: ["PATH": "/usr/bin:/bin"]))
+        let busyEnd = await busy.ended()
+        #expect(busyEnd.exitStatus == 4 && busyEnd.description == "exit 4 in L2", "\(busyEnd.description)")
+        let outcome = try #require(busyEnd.outcome, "the agent's record carries the helper's usage")
+        #expect(outcome.exitStatus == 4)
+        #expect(outcome.usage.userSeconds + outcome.usage.systemSeconds > 0, "\(outcome.usage)")
+        #expect(outcome.wallSeconds >= outcome.usage.userSeconds, "\(outcome)")
+        #expect(outcome.usage.maxRSSKiB > 0)
         let text = try await guest.read("/proc/self/status")
         #expect(text.contains("Name:"))
         await #expect(throws: PlaceError.missing(place: "L2", path: "/proc/no-such-file")) {
             try await guest.read("/proc/no-such-file")
         }
+    }
+}
+
+/// The guest side of the alignment probe with the real agent on this machine: the agent's probe
+/// file (pagemap in large reads, kpageflags only for candidate frames) gives the same verdicts as
+/// reading this machine's files directly, and a guest place probes nb-micro at its phase stop.
+@Suite("alignment probe through the agent", .serialized)
+struct AgentAlignmentTests {
+    @Test(.enabled(if: getuid() == 0), .timeLimit(.minutes(3)))
+    func agentProbeFileMatchesTheDirectProbeAndTheMicroIsProbedAtItsStop() async throws {
+        let directory = Fixtures.temporaryDirectory()
+        let (guest, agentProcess) = try await PlaceCollectorTests.guestPlace(
+            monitor: MonitorSettings(intervalMillis: nil), spool: directory + "/spool")
+        defer {
+            agentProcess.kill()
+            _ = agentProcess.waitBlocking()
+        }
+        // The agent's own process: heap, stacks, anonymous memory.
+        let pid = agentProcess.pid
+        let snapshot = try await StackAlignment.snapshot(
+            agent: guest.agent, pid: pid, ranges: [], pageTables: true, kvm: true, failure: { nil })
+        let viaAgent = try AlignmentProbe(files: snapshot).probe(pid: pid)
+        let direct = try AlignmentProbe().probe(pid: pid)
+        #expect(viaAgent.regions.map(\.virtualStart) == direct.regions.map(\.virtualStart))
+        #expect(viaAgent.summary == direct.summary)
+        #expect((snapshot.pageTableFrames?.count ?? 0) > 0, "this machine has page-table pages")
+        // The same regions by their starts (the lower-layer form).
+        let starts = direct.regions.map(\.virtualStart)
+        let ranged = try await StackAlignment.snapshot(
+            agent: guest.agent, pid: pid, ranges: StackAlignment.coalesced(starts), pageTables: false, kvm: false,
+            failure: { nil })
+        #expect(try AlignmentProbe(files: ranged).probe(pid: pid, regionStarts: starts).summary == direct.summary)
+
+        // nb-micro through the guest place: stopped at its phase end, probed, continued.
+        let binary = try await HarnessLocator().program("micro/nb-micro.c", name: "nb-micro")
+        let run = try await guest.launchMeasured(
+            ProcessSpec(
+                program: binary, arguments: ["random", "--size", String(32 << 20), "--ops", "100000", "--thp", "nohuge"],
+                environment: ["PATH": "/usr/bin:/bin"], workingDirectory: directory, stdoutPath: directory + "/out",
+                timeoutSeconds: 60))
+        #expect(run.outcome.exitStatus == 0)
+        let stdout = (try? String(contentsOfFile: directory + "/out", encoding: .utf8)) ?? ""
+        #expect(stdout.contains("info phase_stop 1"), "\(stdout)")
+        let metrics = Dictionary(run.metrics.map { ($0.name, $0) }) { a, _ in a }
+        let regions = try #require(metrics["align.regions"]?.value, "\(metrics["align.regions"]?.unavailable ?? "")")
+        #expect(regions >= 16, "the 32 MiB buffer's regions")
+        #expect(metrics["align.huge.L2"]?.value == 0, "MADV_NOHUGEPAGE: \(metrics["align.huge.L2"].debugDescription)")
+        #expect(metrics["align.huge.L2"]?.detail?.contains("end of the measured phase") == true)
+    }
+}
+
+@Suite("alignment across a stack: QMP pieces (pure)")
+struct StackAlignmentPureTests {
+    @Test func gpa2hvaThroughTheAgentsPassThrough() {
+        #expect(
+            HMP.command("gpa2hva 0x200000")
+                == #"{"arguments":{"command-line":"gpa2hva 0x200000"},"execute":"human-monitor-command"}"#)
+        #expect(
+            HMP.gpa2hva(reply: #"{"return": "Host virtual address for 0x200000 (pc.ram) is 0x7fb2a8000000\r\n"}"#)
+                == 0x7fb2_a800_0000)
+        #expect(HMP.gpa2hva(reply: #"{"return": "Memory at address 0x10000000000 is not RAM\r\n"}"#) == nil)
+        #expect(HMP.gpa2hva(reply: #"{"error": {"class": "GenericError", "desc": "x"}}"#) == nil)
+    }
+
+    @Test func regionStartsGoToTheAgentAsRuns() throws {
+        let mb2: UInt64 = 2 << 20
+        let runs = StackAlignment.coalesced([4 * mb2, 0, mb2, 4 * mb2, 7 * mb2])
+        #expect(runs.map(\.start) == [0, 4 * mb2, 7 * mb2] && runs.map(\.length) == [2 * mb2, mb2, mb2])
+        var r = AgentRequest(verb: .probe)
+        r.pid = 7
+        r.path = "/nb/.probe"
+        r.ranges = runs
+        r.pageTables = true
+        r.kvm = true
+        let text = try r.encoded()
+        #expect(text.contains("verb probe\n") && text.contains("range 0x0 4194304\n") && text.contains("pgtable 1\nkvm 1\n"))
     }
 }

@@ -54,7 +54,9 @@ enum Nested {
             let metrics = record["metrics"] as? [[String: Any]] ?? []
             let names = metrics.filter { ($0["source"] as? String) != "perf" }.compactMap { $0["name"] as? String }
                 .filter { !$0.hasPrefix("L0.") && !$0.hasPrefix("L1.") }
-                // Per-layer names carry their layer (`align.huge.host` here, `align.huge.L1` in L1).
+                // Per-layer names carry their layer (`align.huge.host` here, `align.huge.L1` in L1);
+                // the cross-layer ones exist only where there are layers below.
+                .filter { !Nested.crossLayerPrefixes.contains(where: $0.hasPrefix) }
                 .map { $0.hasPrefix("align.huge.") ? "align.huge.<layer>" : $0 }
             let wall = metrics.first { $0["name"] as? String == "wall_seconds" }?["value"] as? Double
             let samples = (run["samples"] as? [[String: Any]] ?? []).compactMap { s -> (Int, String)? in
@@ -75,6 +77,12 @@ enum Nested {
         for c in checks { byName[c["name"] ?? ""] = c }
         return byName
     }
+
+    /// Alignment metrics that only a guest has (its layers below): backed, well-aligned,
+    /// misaligned, page tables, KVM's whole-VM counts.
+    static let crossLayerPrefixes = [
+        "align.backed.", "align.well_aligned", "align.misaligned.", "align.pgtable_backed.", "align.kvm.",
+    ]
 
     static func layer0(_ extra: String = "") -> String {
         "L0: {kernel: \(kernel), vcpus: 2, memory: 2GiB, pinning: [1, 0], modules: {kvm_amd: {nested: 1, npt: 1}}, boot_timeout: 300s\(extra)}"
@@ -354,6 +362,66 @@ extension MachineSuite {
                 let guests = invocations.filter { $0.first == "qemu-system-x86_64" && $0.contains("kvm") }
                 #expect(guests.count == 2 && guests.allSatisfy { $0.contains("512M") }, "two guests of half the memory")
             }
+            #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
+        }
+
+        /// The alignment probe against ground truth by construction, in a 2-layer stack: the
+        /// micro's buffer huge in L1 (MADV_HUGEPAGE, THP madvise), L1's memory hugetlb-2m in L0 →
+        /// every huge region backed in L0 (1.0); L0's memory anonymous on this machine with THP
+        /// never → none backed here (0.0), so none well-aligned. Cross-checked against the QEMU
+        /// processes' own counts: L0's hugetlb pool in use, AnonHugePages of L0's QEMU here.
+        @Test(.timeLimit(.minutes(12)), .enabled(if: Nested.canBoot, Nested.requirement))
+        func alignmentProbeFollowsHugePagesDownTheStack() throws {
+            let dir = CLI.temporaryDirectory()
+            let yaml = """
+                name: e2e-align
+                baseline: hugetlb-below
+                seed: 3
+                collectors: {monitor: {interval: off}}
+                configurations:
+                  hugetlb-below:
+                    platform: qemu
+                    host: {thp: {enabled: never, defrag: never}}
+                    layers:
+                      \(Nested.layer0(", backing: anonymous, sysctl: {vm.nr_hugepages: 400}"))
+                      L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 768MiB, backing: hugetlb-2m, pinning: [1], thp: {enabled: madvise, defrag: madvise}, boot_timeout: 480s}
+                workloads:
+                  - {name: random-access, suite: micro, label: micro, params: {size: 32MiB, ops: 100000, thp: huge}, cpus: [0], timeout: 240s}
+                repetitions: {min: 2, max: 2, boots: 1}
+                """
+            CLI.write(yaml, to: dir + "/e.yaml")
+            let r = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res", "--format", "json"], state: dir + "/state")
+            #expect(r.status == 0, "\(r.stderr.suffix(3000))")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            let runs = json["runs"] as? [[String: Any]] ?? []
+            #expect(runs.count == 2)
+            // The second run of the boot: the probe's first run left nothing behind that changes it.
+            let run = try #require(runs.last)
+            #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
+            let metrics = run["metrics"] as? [String: Any] ?? [:]
+            var unavailable: [String: String] = [:]
+            for u in json["unavailable"] as? [[String: Any]] ?? [] {
+                if let m = u["metric"] as? String { unavailable[m] = u["reason"] as? String }
+            }
+            func value(_ name: String) -> Double? { metrics[name] as? Double }
+            let regions = try #require(value("align.regions"), "\(unavailable["align.regions"] ?? "")")
+            #expect(regions >= 16, "the 32 MiB buffer's regions")
+            let huge = try #require(value("align.huge.L1"), "\(unavailable["align.huge.L1"] ?? "")")
+            #expect(huge >= 0.8, "MADV_HUGEPAGE with THP madvise in L1: \(huge)")
+            #expect(value("align.backed.L0") == 1.0, "hugetlb-2m under L1: \(unavailable["align.backed.L0"] ?? "")")
+            #expect(value("align.backed.host") == 0.0, "anonymous with THP never here: \(unavailable["align.backed.host"] ?? "")")
+            #expect(value("align.well_aligned") == 0.0)
+            #expect(value("align.misaligned.guest_huge") == huge)
+            // The page-table pages of all of L1 lie in hugetlb memory in L0 (whole-guest figure).
+            #expect(value("align.pgtable_backed.L0") == 1.0, "\(unavailable["align.pgtable_backed.L0"] ?? "")")
+            // The QEMU processes' own counts agree: L1's memory is L0's hugetlb pool; L0's QEMU
+            // here has no AnonHugePages.
+            #expect((value("L0.hugetlb_used_pages") ?? 0) >= 384, "768 MiB of L1 in 2 MiB hugetlb pages in L0")
+            #expect(value("L0.qemu_anon_huge_bytes") == 0, "THP never here")
+            // KVM's whole-VM counts: L0's KVM runs L1 (debugfs mounted in guests); this machine
+            // runs L0 under TCG when emulated, which KVM does not count.
+            #expect(metrics.keys.contains("align.kvm.L1.pages_2m"))
+            #expect(value("align.kvm.L1.pages_4k") != nil, "\(unavailable["align.kvm.L1.pages_4k"] ?? "")")
             #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
         }
 

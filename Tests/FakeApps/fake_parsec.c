@@ -2,7 +2,8 @@
  * linked against the shared fake hooks library (fake_hooks.c), like a real gcc-hooks build.
  * Writes its arguments to args.txt and "$PARSECDIR $PARSECPLAT" to env.txt in its working
  * directory; when FAKE_INPUT_ARG=N, argument N must name a file there (canneal's netlist, which
- * parsecmgmt unpacks from the input archive) or it fails like canneal does. */
+ * parsecmgmt unpacks from the input archive) or it fails like canneal does. FAKE_SLEEP_S=N keeps
+ * it N seconds in its ROI (a benchmark that runs past its timeout). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -32,6 +33,8 @@ int main(int argc, char **argv) {
     fprintf(f, "%s %s\n", dir ? dir : "", plat ? plat : "");
     fclose(f);
     __parsec_roi_begin();
+    const char *pause = getenv("FAKE_SLEEP_S");
+    if (pause) sleep((unsigned)atoi(pause));
     __parsec_roi_end();
     __parsec_bench_end();
     return 0;
