@@ -4,9 +4,10 @@
 SWIFT    ?= swift
 BIN      := .build/debug/nestbench
 APT_PKGS := gcc make libc6-dev libpfm4-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy tar \
-            qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium
+            qemu-system-x86 busybox-static linux-image-amd64 xz-utils cpio chromium \
+            slurmctld slurmd slurm-client munge
 
-.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke align-smoke fuzz stress scenario-ksm scenario-double-paging
+.PHONY: all deps build demo demo-fragmented test check lint format bench harness clean nested-smoke align-smoke fuzz stress cluster-demo scenario-ksm scenario-double-paging
 
 all: build
 
@@ -40,6 +41,11 @@ demo-fragmented: build
 nested-smoke: build
 	$(BIN) run Suites/nested-smoke.yaml --fixed-repetitions
 
+# Suites/cluster-demo.yaml as 2 shards through Slurm on a loopback cluster (munged, slurmctld, slurmd
+# started under a temporary directory, stopped by pid at the end), merged; prints the campaign report.
+cluster-demo: build
+	Harness/slurm/cluster-demo.sh $(BIN)
+
 # Cross-layer huge-page alignment on 3-layer stacks (aligned, misaligned, guest-base): the micro in
 # L2 probed at every layer; the report shows align.well_aligned beside the micro's throughput.
 align-smoke: build
@@ -56,10 +62,11 @@ test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-# The quick loop: everything but the tests that boot VM stacks (NESTBENCH_SKIP_VM=1), under 5 minutes.
+# The quick loop: everything but the tests that boot VM stacks (NESTBENCH_SKIP_VM=1) and the Slurm
+# cluster test (NESTBENCH_SKIP_SLURM=1), under 5 minutes.
 check: deps lint
 	$(SWIFT) build --build-tests
-	NESTBENCH_SKIP_VM=1 $(SWIFT) test --skip-build
+	NESTBENCH_SKIP_VM=1 NESTBENCH_SKIP_SLURM=1 $(SWIFT) test --skip-build
 
 # Speed and memory targets, each against a reference measured in the same run (release build).
 bench: deps
@@ -88,8 +95,8 @@ stress:
 clean:
 	rm -rf .build
 
-# Memory-overcommit scenarios (issue: THP vs KSM under host pressure); functional only under an
-# emulated host.
+# Memory-overcommit scenarios: THP vs KSM under host memory pressure, and double paging (guest and
+# host both swapping); functional only under an emulated host.
 scenario-ksm: build
 	$(BIN) run Suites/scenario-ksm.yaml --fixed-repetitions --all-metrics
 scenario-double-paging: build

@@ -80,6 +80,8 @@ let package = Package(
         .target(
             name: "NestBenchStore",
             dependencies: ["NestBenchModel", .product(name: "GRDB", package: "GRDB.swift")]),
+        // Slurm: the job scripts of a sharded campaign (a job array and a merge job), quoting, sbatch submission.
+        .target(name: "NestBenchCluster", dependencies: ["NestBenchProcess"]),
         // Analysis: comparisons against the baseline (by the metrics' declarations) and report rendering (table, markdown, JSON, CSV).
         .target(
             name: "NestBenchAnalysis",
@@ -105,7 +107,7 @@ let package = Package(
             dependencies: [
                 "NestBenchBuildInfo", "NestBenchOrchestrator", "NestBenchConfig", "NestBenchStore", "NestBenchAnalysis",
                 "NestBenchCollectors", "NestBenchPlatforms", "NestBenchWorkloads", "NestBenchFragmentation", "NestBenchVM",
-                "NestBenchAlignment", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "NestBenchAlignment", "NestBenchCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The executable: a stub that calls the root command.
@@ -134,12 +136,13 @@ let package = Package(
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
                 "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig", "NestBenchAlignment", "NestBenchFuzz",
+                "NestBenchCluster",
             ],
             exclude: ["Transcripts"]),
         // The commands run in process (parse + run, stdout/stderr captured): no binary, no machine state.
         .testTarget(
             name: "CommandTests",
-            dependencies: ["NestBenchCLI", "NestBenchStore", "NestBenchModel", "NestBenchAnalysis"]),
+            dependencies: ["NestBenchCLI", "NestBenchStore", "NestBenchModel", "NestBenchAnalysis", "NestBenchCluster"]),
         // Runs the built binary; depending on the executable makes `swift build --build-tests` and
         // `swift test` (re)build it first. The tests refuse a binary older than the sources.
         .testTarget(name: "EndToEndTests", dependencies: ["nestbench"]),

@@ -14,6 +14,7 @@ public struct NestBenchCommand: AsyncParsableCommand {
             FMFICommand.self, DoctorCommand.self, EventsCommand.self, LatsCommand.self, RoiCommand.self,
             FetchCommand.self, SuitesCommand.self, AlignCommand.self,
             CompareCommand.self, HistoryCommand.self, NightlyCommand.self, ExportCommand.self, ImportCommand.self,
+            SlurmCommand.self, ShardStatusCommand.self,
         ])
 
     public init() {}

@@ -35,13 +35,28 @@ struct ImportCommand: AsyncParsableCommand {
     @OptionGroup var resultsOptions: ResultsOptions
 
     @Argument(help: "Files written by nestbench export.")
-    var files: [String]
+    var files: [String] = []
 
     @Flag(help: "Import under a new experiment-run id (when the id is already stored with other content).")
     var asNew = false
 
+    @Option(
+        name: .customLong("from"),
+        help: "Also import the finished experiment runs of another results directory (a shard's store); repeatable.")
+    var fromResults: [String] = []
+
+    @Option(help: "With --from: only this campaign's experiment runs, and fail when it has none or one not finished.")
+    var campaign: String?
+
+    func validate() throws {
+        if files.isEmpty && fromResults.isEmpty { throw ValidationError("give export files, or --from DIR") }
+        if campaign != nil && fromResults.isEmpty { throw ValidationError("--campaign goes with --from DIR") }
+    }
+
     func run() async throws {
         _ = global.makeLogger()
+        // Another store's experiment runs: read completely before this store is touched.
+        let (fromStores, unfinished) = try storeBundles()
         // Decode every file before touching the store: a bad file imports nothing.
         var bundles: [(String, RunExport)] = []
         for file in files {
@@ -78,7 +93,7 @@ struct ImportCommand: AsyncParsableCommand {
             }
         }
         let store = try resultsOptions.openStore()
-        for (file, original) in bundles {
+        for (file, original) in bundles + fromStores {
             let bundle = asNew ? original.renamed(to: Orchestrator.newRunID()) : original
             switch try store.importRun(bundle, source: file) {
             case .imported(let n):
@@ -88,6 +103,46 @@ struct ImportCommand: AsyncParsableCommand {
                 Console.out("already present: \(bundle.experimentRun.id) from \(file)\n")
             }
         }
+        if !unfinished.isEmpty {
+            throw CommandFailure(code: ExitCodes.error, message: unfinished.joined(separator: "\n"))
+        }
+    }
+
+    /// The finished experiment runs of the `--from` stores (of `--campaign` when given), and a
+    /// line for each one left out because it has not finished (it may still change: importing it
+    /// now would conflict with what it becomes) or each store without the campaign.
+    func storeBundles() throws -> (bundles: [(String, RunExport)], unfinished: [String]) {
+        var bundles: [(String, RunExport)] = []
+        var unfinished: [String] = []
+        for dir in fromResults {
+            let path = Store.path(inResults: dir)
+            guard FileManager.default.fileExists(atPath: path) else {
+                unfinished.append("\(path): no result store (did the shard run? see its log)")
+                continue
+            }
+            let other: Store
+            do {
+                other = try Store(path: path)
+            } catch {
+                throw CommandFailure(code: ExitCodes.error, message: "--from \(dir): \(error)")
+            }
+            let summaries = try other.list().reversed().filter { campaign == nil || $0.campaign == campaign }
+            if let campaign, summaries.isEmpty {
+                unfinished.append("\(path): no experiment run of campaign \(campaign)")
+            }
+            for summary in summaries {
+                let status = ExperimentRunRecord.Status(rawValue: summary.status)
+                guard status == .completed || status == .nothingRan else {
+                    unfinished.append(
+                        "\(path): experiment run \(summary.id)\(summary.shard.map { " (shard \($0))" } ?? "") is \(summary.status), not imported"
+                            + (status == .running ? "" : "; `nestbench list --results \(dir)` shows how to resume it"))
+                    continue
+                }
+                guard let bundle = try other.export(summary.id) else { continue }
+                bundles.append((path, bundle))
+            }
+        }
+        return (bundles, unfinished)
     }
 
     /// "Number 1e400 is not representable", "runs[0].record.planned.sequence: 99999999999999999999
