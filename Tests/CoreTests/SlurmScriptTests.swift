@@ -22,6 +22,18 @@ struct SlurmScriptTests {
 
     /// A fake program that writes its argv, one argument a line, to `log` (appending a `--` line
     /// after each call) and then prints `answer`.
+    /// Writes an executable script through a close-on-exec descriptor: a process another test forks
+    /// meanwhile does not keep it open for writing (which makes exec fail with "Text file busy").
+    static func executable(_ text: String, at path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count else { throw CocoaError(.fileWriteUnknown) }
+        chmod(path, 0o755)
+    }
+
     static func fake(_ path: String, log: String, answer: String) throws {
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -34,20 +46,30 @@ struct SlurmScriptTests {
             exit 0
 
             """
-        try script.write(toFile: path, atomically: true, encoding: .utf8)
-        chmod(path, 0o755)
+        try executable(script, at: path)
     }
 
     /// Runs `script` with bash in `dir`; returns the exit status and stderr.
     static func bash(_ script: String, in dir: String, environment: [String: String]) async throws -> (Int32, String) {
         let path = dir + "/job.sh"
         try script.write(toFile: path, atomically: true, encoding: .utf8)
-        let outcome = try await ProcessRunner.run(
-            ProcessSpec(
-                program: "/bin/bash", arguments: [path],
-                environment: ["PATH": "/usr/bin:/bin", "HOME": "/nonexistent"].merging(environment) { $1 },
-                workingDirectory: dir, stdoutPath: dir + "/stdout", stderrPath: dir + "/stderr", timeoutSeconds: 30))
-        return (outcome.exitStatus ?? -1, (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? "")
+        // A fake written just before may still be open for writing in a child another test forked
+        // at that moment (exec then fails with "Text file busy"): run again, at most a few times.
+        for attempt in 0..<5 {
+            let outcome = try await ProcessRunner.run(
+                ProcessSpec(
+                    program: "/bin/bash", arguments: [path],
+                    environment: ["PATH": "/usr/bin:/bin", "HOME": "/nonexistent"].merging(environment) { $1 },
+                    workingDirectory: dir, stdoutPath: dir + "/stdout", stderrPath: dir + "/stderr", timeoutSeconds: 30))
+            let stderr = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
+            if stderr.contains("Text file busy") && attempt < 4 {
+                try? FileManager.default.removeItem(atPath: dir + "/calls")
+                try await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            return (outcome.exitStatus ?? -1, stderr)
+        }
+        return (-1, "unreachable")
     }
 
     static func calls(_ log: String) -> [[String]] {
@@ -136,9 +158,9 @@ struct SlurmScriptTests {
         let c = Self.campaign(root: root, shards: 2)
         try FileManager.default.createDirectory(
             atPath: (c.nestbench as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try "#!/bin/bash\n[ \"$1\" = import ] && [ \"$5\" = \(ScriptQuoting.word(c.shardResults(1))) ] && exit 1\nexit 0\n".write(
-            toFile: c.nestbench, atomically: true, encoding: .utf8)
-        chmod(c.nestbench, 0o755)
+        try Self.executable(
+            "#!/bin/bash\n[ \"$1\" = import ] && [ \"$5\" = \(ScriptQuoting.word(c.shardResults(1))) ] && exit 1\nexit 0\n",
+            at: c.nestbench)
         try FileManager.default.createDirectory(atPath: c.share, withIntermediateDirectories: true)
         let (status, _) = try await Self.bash(SlurmScripts.merge(c), in: root, environment: [:])
         #expect(status == 1, "a shard that could not be imported fails the merge job (after the report)")
@@ -155,16 +177,16 @@ struct SlurmScriptTests {
         let log = root + "/calls"
         try Self.fake(bin + "/sbatch", log: log, answer: "")
         // The fake sbatch also keeps the script it read on stdin.
-        try """
-        #!/bin/bash
-        for a in "$@"; do printf '%s\\n' "$a" >> \(ScriptQuoting.word(log)); done
-        echo -- >> \(ScriptQuoting.word(log))
-        n=$(ls \(ScriptQuoting.word(root)) | grep -c '^stdin-' || true)
-        cat > \(ScriptQuoting.word(root))/stdin-$n
-        echo "$((41 + n));cluster"
+        try Self.executable(
+            """
+            #!/bin/bash
+            for a in "$@"; do printf '%s\\n' "$a" >> \(ScriptQuoting.word(log)); done
+            echo -- >> \(ScriptQuoting.word(log))
+            n=$(ls \(ScriptQuoting.word(root)) | grep -c '^stdin-' || true)
+            cat > \(ScriptQuoting.word(root))/stdin-$n
+            echo "$((41 + n));cluster"
 
-        """.write(toFile: bin + "/sbatch", atomically: true, encoding: .utf8)
-        chmod(bin + "/sbatch", 0o755)
+            """, at: bin + "/sbatch")
         let (status, stderr) = try await Self.bash(
             SlurmScripts.submission(c), in: root, environment: ["PATH": bin + ":/usr/bin:/bin"])
         #expect(status == 0, "\(stderr)")
@@ -198,9 +220,8 @@ struct SlurmScriptTests {
     func submitterNamesSbatchsComplaint() async throws {
         let root = Fixtures.temporaryDirectory()
         let c = Self.campaign(root: root)
-        try "#!/bin/bash\necho 'sbatch: error: invalid partition specified: long' >&2\nexit 1\n".write(
-            toFile: root + "/sbatch", atomically: true, encoding: .utf8)
-        chmod(root + "/sbatch", 0o755)
+        try Self.executable(
+            "#!/bin/bash\necho 'sbatch: error: invalid partition specified: long' >&2\nexit 1\n", at: root + "/sbatch")
         await #expect(throws: ClusterError.self) {
             try await SlurmSubmitter(sbatch: root + "/sbatch", environment: [:]).submit(c)
         }

@@ -71,7 +71,9 @@ struct ResumeAndLockTests {
         p.waitUntilExit()
         _ = drain.text
         let atKill = try #require(try Self.storedRuns(dir + "/res", state: dir + "/other"))
-        #expect(atKill.count == 4, "killed in the middle of the 5th run: \(atKill.count) runs stored")
+        // At least the 4 runs before the 5th; a test task starved on a loaded machine may kill later,
+        // but always before the end (the exactly-once checks below hold wherever the kill lands).
+        #expect((4..<12).contains(atKill.count), "killed in the middle of the experiment: \(atKill.count) runs stored")
 
         let listed = try CLI.run(["list", "--results", dir + "/res"], state: dir + "/state")
         #expect(listed.stdout.contains("killed") && listed.stdout.contains("--resume"), "\(listed.stdout)")
