@@ -56,15 +56,20 @@ extension MachineSuite {
             let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
             let runs = try #require(json["runs"] as? [[String: Any]])
             #expect(runs.count == 4)
+            var helds: [Double] = []
             for run in runs {
                 #expect(run["status"] as? String == "ok", "\(run["reason"] ?? "")")
                 let metrics = try #require(run["metrics"] as? [String: Any])
                 let held = try #require(metrics["pressure.held_bytes"] as? Double)
                 let atStart = try #require(metrics["pressure.available_bytes"] as? Double)
-                #expect(held >= Double(64 << 20), "held \(held) bytes")
+                helds.append(held)
                 #expect(atStart <= Double(target), "MemAvailable \(atStart) when the workload started, target \(target)")
                 #expect(metrics["pressure.seconds"] is Double)
             }
+            // What nb-hold needs to hold depends on what the rest of the machine does meanwhile (in CI
+            // MemAvailable fell by over 2 GiB in one run before it started): every run reaches the
+            // target, and at least one had to hold memory to get there.
+            #expect(helds.contains { $0 >= Double(64 << 20) }, "held \(helds) bytes")
             #expect(holderPIDs().isEmpty, "no nb-hold left: \(holderPIDs())")
             #expect(read() == before, "KSM knobs back as they were")
 
