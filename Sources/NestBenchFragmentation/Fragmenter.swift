@@ -79,13 +79,7 @@ public final class FragmentationSession: Sendable {
     /// Stops the fragmenter (SIGTERM, then SIGKILL after 10 s), which gives all its memory back.
     @discardableResult
     public func release() async -> HelperEnd {
-        if !child.hasExited { await child.signal(SIGTERM) }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !child.hasExited && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        if !child.hasExited { await child.signal(SIGKILL) }
-        let outcome = await child.ended()
+        let outcome = await child.terminate()
         reader.stop()
         return outcome
     }
@@ -150,6 +144,19 @@ public final class FragmentationSession: Sendable {
         ]
         if ready.fields["reached"] == "0" { provenance["fragmentation.reached"] = "no" }
         return (metrics, samples, provenance)
+    }
+}
+
+extension HelperProcess {
+    /// Stops a holding helper (nb-fragment, nb-hold): SIGTERM, then SIGKILL after `grace`; its end.
+    func terminate(grace: Duration = .seconds(10)) async -> HelperEnd {
+        if !hasExited { await signal(SIGTERM) }
+        let deadline = ContinuousClock.now + grace
+        while !hasExited && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if !hasExited { await signal(SIGKILL) }
+        return await ended()
     }
 }
 

@@ -43,13 +43,7 @@ public final class PressureSession: Sendable {
             }
         }
         guard let child else { return ("nothing held", nil) }
-        if !child.hasExited { await child.signal(SIGTERM) }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !child.hasExited && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        if !child.hasExited { await child.signal(SIGKILL) }
-        let outcome = await child.ended()
+        let outcome = await child.terminate()
         reader?.stop()
         return (outcome.description, nil)
     }
