@@ -58,8 +58,9 @@ let package = Package(
         .target(
             name: "NestBenchVM",
             dependencies: [
-                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchAlignment", "NestBenchPlatforms",
-                .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+                "CProcess", "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchAlignment",
+                "NestBenchPlatforms", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // Workload adapters: the built-in microbenchmarks (Harness/), Tailbench and PARSEC (Suites/*.yaml), lats.bin analysis, input fetching.
         .target(
@@ -73,7 +74,7 @@ let package = Package(
         .target(
             name: "NestBenchFragmentation",
             dependencies: [
-                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchPlatforms",
+                "NestBenchModel", "NestBenchProcess", "NestBenchCollectors", "NestBenchPlatforms", "NestBenchStats",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The SQLite store (GRDB): experiment runs, measured runs, metrics.

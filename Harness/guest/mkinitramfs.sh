@@ -16,7 +16,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bin" "$work/sbin" "$work/proc" "$work/sys" "$work/dev" "$work/mnt" "$work/newroot" "$work/lib/nb"
 cp "$busybox" "$work/bin/busybox"
-for applet in sh mount umount mkdir cat echo sleep insmod modprobe chroot poweroff grep sed ls switch_root ip; do
+for applet in sh mount umount mkdir cat echo sleep insmod modprobe chroot poweroff grep sed ls switch_root ip tr dirname cp chmod; do
     ln -s busybox "$work/bin/$applet"
 done
 ln -s ../bin/busybox "$work/sbin/modprobe"
@@ -48,5 +48,11 @@ add() {
 for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 9pnet 9pnet_virtio netfs fscache 9p overlay; do
     add "$m"
 done
+# A standalone guest (nb.standalone=1) also loads virtio_console (the doorbell's virtio-serial port):
+# listed apart so that other guests load exactly what they did before.
+cp "$work/lib/nb/modules" "$work/lib/nb/base-modules"
+add virtio_console
+grep -vxF -f "$work/lib/nb/base-modules" "$work/lib/nb/modules" >"$work/lib/nb/standalone-modules" || true
+mv "$work/lib/nb/base-modules" "$work/lib/nb/modules"
 (cd "$work" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp.$$"
 mv "$out.tmp.$$" "$out"

@@ -1,7 +1,7 @@
 /*
  * nb-agent: NestBench's agent inside a guest (started by Harness/guest/init).
  *
- *   nb-agent SPOOL
+ *   nb-agent SPOOL [--local-output]
  *
  * The layer below talks to it through files in SPOOL (the guest's writable 9p share, /nb):
  * it writes a request as SPOOL/req/N.req (written elsewhere, then renamed in) and waits for
@@ -26,6 +26,15 @@
  *                    the page-table files the alignment probe needs, written to OUT (see do_probe)
  *   verb qmp: qmp SOCKET, arg JSON (repeated: one QMP command each): handshake, then each command;
  *                    answers "reply.I LINE" (the first non-event line QEMU sent back to command I)
+ *   verb detach: path NAME (a virtio-serial port name, the doorbell): answers "ok 1" and
+ *                    "clock C" (CLOCK_MONOTONIC seconds), unmounts SPOOL (QEMU refuses to migrate
+ *                    while a 9p export is mounted; unmounting drops its blocker), waits until a byte
+ *                    arrives on the port, mounts SPOOL again (9p tag nbshare) and writes
+ *                    SPOOL/resumed: "clock C" (when the doorbell rang) and "detached C". Meanwhile
+ *                    no request is taken and a worker that finishes waits to write its files.
+ * With --local-output (a standalone guest that can be saved) a `run`'s stdout and stderr go to
+ * files in /run while it runs and are copied to the requested paths after it ends, so that
+ * nothing holds the share open.
  * A response is lines:
  *   ok 1 | error MESSAGE
  *   pid N; exit N; signal N; timed_out 0|1; wall_seconds S; user_seconds S; system_seconds S;
@@ -49,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -79,6 +89,32 @@ struct request {
 };
 
 static const char *spool;
+static int local_output; /* --local-output: a run's stdout/stderr in /run until it ends */
+#define DETACHED_FLAG "/run/nb-detached"
+
+/* While the share is unmounted (detach), a worker waits here before writing to it. */
+static void wait_attached(void) {
+    while (access(DETACHED_FLAG, F_OK) == 0) usleep(100000);
+}
+
+/* Copies FROM to TO (then removes FROM); 0 on success. */
+static int copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "r");
+    if (!in) return -1;
+    FILE *out = fopen(to, "w");
+    if (!out) {
+        fclose(in);
+        return -1;
+    }
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, out);
+    int failed = ferror(out);
+    fclose(in);
+    if (fclose(out) != 0) failed = 1;
+    unlink(from);
+    return failed ? -1 : 0;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -178,6 +214,7 @@ static void say(const char *fmt, ...) {
 }
 
 static void finish(const char *id) {
+    wait_attached();
     char tmp[4096], final[4096];
     snprintf(tmp, sizeof tmp, "%s/resp/.%s.tmp", spool, id);
     snprintf(final, sizeof final, "%s/resp/%s.resp", spool, id);
@@ -351,6 +388,18 @@ static void do_run(struct request *r) {
     sigprocmask(SIG_BLOCK, &chld, NULL);
     double t0 = now();
     if (readings) write_reading(readings, 0, 0);
+    char wanted_out[4096] = "", wanted_err[4096] = "";
+    if (local_output) {
+        /* The process writes to /run; its files go to the share after it ends. */
+        snprintf(wanted_out, sizeof wanted_out, "%s", r->out);
+        snprintf(wanted_err, sizeof wanted_err, "%s", r->err);
+        if (r->out[0]) snprintf(r->out, sizeof r->out, "/run/nb-out.%d", (int)getpid());
+        if (r->err[0]) snprintf(r->err, sizeof r->err, "/run/nb-err.%d", (int)getpid());
+        if (r->err[0] && !strcmp(wanted_out, wanted_err)) snprintf(r->err, sizeof r->err, "%s", r->out);
+        /* A working directory on the share would keep it busy: the process runs in /run. */
+        size_t sl = strlen(spool);
+        if (!strncmp(r->cwd, spool, sl) && (r->cwd[sl] == '/' || r->cwd[sl] == '\0')) snprintf(r->cwd, sizeof r->cwd, "/run");
+    }
     pid_t pid = start(r);
     if (pid < 0) {
         if (readings) fclose(readings);
@@ -409,6 +458,12 @@ static void do_run(struct request *r) {
     }
     double wall = now() - t0;
     kill(-pid, SIGKILL); /* anything left in its group goes with it */
+    wait_attached();
+    if (local_output) {
+        if (wanted_out[0] && copy_file(r->out, wanted_out) != 0) say("error copying %s to %s\n", r->out, wanted_out);
+        if (wanted_err[0] && strcmp(r->err, r->out) && copy_file(r->err, wanted_err) != 0)
+            say("error copying %s to %s\n", r->err, wanted_err);
+    }
     if (readings) {
         write_reading(readings, now() - t0, 0);
         fclose(readings);
@@ -794,6 +849,78 @@ static void do_pin(struct request *r) {
     fclose(f);
 }
 
+/* The /dev node of the virtio-serial port named NAME (/sys/class/virtio-ports/vportNpM/name). */
+static int find_port(const char *name, char *dev, size_t size) {
+    DIR *d = opendir("/sys/class/virtio-ports");
+    if (!d) return -1;
+    struct dirent *e;
+    int found = -1;
+    while (found != 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[512], value[256] = "";
+        snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        if (fgets(value, sizeof value, f)) value[strcspn(value, "\n")] = '\0';
+        fclose(f);
+        if (!strcmp(value, name)) {
+            snprintf(dev, size, "/dev/%s", e->d_name);
+            found = 0;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* detach (in the agent itself, between two scans of the spool): see the header. */
+static void do_detach(struct request *r, const char *id) {
+    response_len = 0;
+    char dev[300];
+    if (!r->path[0] || find_port(r->path, dev, sizeof dev) != 0) {
+        say("error no virtio-serial port named \"%s\" (the layer needs detachable: true)\n", r->path);
+        finish(id);
+        return;
+    }
+    int port = open(dev, O_RDWR | O_CLOEXEC);
+    if (port < 0) {
+        say("error %s: %s\n", dev, strerror(errno));
+        finish(id);
+        return;
+    }
+    double detached = now();
+    say("ok 1\nclock %.6f\n", detached);
+    finish(id);
+    FILE *flag = fopen(DETACHED_FLAG, "w");
+    if (flag) fclose(flag);
+    int unmounted = -1;
+    for (int i = 0; i < 300 && unmounted != 0; i++) { /* a worker may still be closing a file */
+        unmounted = umount(spool);
+        if (unmounted != 0) usleep(100000);
+    }
+    if (unmounted != 0) fprintf(stderr, "nb-agent: cannot unmount %s: %s\n", spool, strerror(errno));
+    else fprintf(stderr, "nb-agent: detached: %s unmounted, waiting on %s\n", spool, dev);
+    char byte;
+    ssize_t n;
+    do n = read(port, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    double rang = now();
+    close(port);
+    if (unmounted == 0 &&
+        mount("nbshare", spool, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144") != 0)
+        fprintf(stderr, "nb-agent: cannot mount %s again: %s\n", spool, strerror(errno));
+    unlink(DETACHED_FLAG);
+    fprintf(stderr, "nb-agent: resumed on %s\n", spool);
+    char tmp[4096], path[4096];
+    snprintf(tmp, sizeof tmp, "%s/.resumed.tmp", spool);
+    snprintf(path, sizeof path, "%s/resumed", spool);
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        fprintf(f, "clock %.6f\ndetached %.6f\n%s", rang, detached, n == 1 ? "" : "error the doorbell closed without a byte\n");
+        fclose(f);
+        rename(tmp, path);
+    }
+}
+
 static void handle(const char *file, const char *id) {
     struct request *r = calloc(1, sizeof *r);
     response_len = 0;
@@ -821,11 +948,12 @@ static void handle(const char *file, const char *id) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: nb-agent SPOOL\n");
+    if (argc != 2 && !(argc == 3 && !strcmp(argv[2], "--local-output"))) {
+        fprintf(stderr, "usage: nb-agent SPOOL [--local-output]\n");
         return 2;
     }
     spool = argv[1];
+    local_output = argc == 3;
     char dir[2048];
     snprintf(dir, sizeof dir, "%s/req", spool);
     mkdir(dir, 0755);
@@ -870,6 +998,16 @@ int main(int argc, char **argv) {
             if (rename(file, claimed) != 0) continue;
             struct request peek;
             read_request(claimed, &peek);
+            if (!strcmp(peek.verb, "detach")) {
+                /* The spool's directory must not be open while it is unmounted. */
+                unlink(claimed);
+                closedir(d);
+                d = NULL;
+                char id[256];
+                snprintf(id, sizeof id, "%.*s", (int)(len - 4), name);
+                do_detach(&peek, id);
+                break;
+            }
             if (!strcmp(peek.verb, "spawn")) {
                 /* Started by the agent itself so that it reaps it. */
                 response_len = 0;
@@ -890,13 +1028,14 @@ int main(int argc, char **argv) {
             }
             /* Everything else in a worker, so that a long run does not block the others. */
             if (fork() == 0) {
+                closedir(d); /* the worker must not hold the spool open (a detach unmounts it) */
                 char id[256];
                 snprintf(id, sizeof id, "%.*s", (int)(len - 4), name);
                 handle(claimed, id);
                 _exit(0);
             }
         }
-        closedir(d);
+        if (d) closedir(d);
         usleep(100000);
     }
 }

@@ -18,7 +18,10 @@
  *                                       seconds since it began (T, CLOCK_MONOTONIC at the
  *                                       interval's end), the operations done in the interval and
  *                                       its length (DT); for throughput over time (a VM saved and
- *                                       restored under it, a host swapping)
+ *                                       restored under it, a host swapping); before the first,
+ *                                       "info progress_clock_start C": CLOCK_MONOTONIC at the
+ *                                       start of the timed loop (seconds), to place the lines on
+ *                                       the clock of the agent that runs it
  * With NB_PHASE_STOP=1 in the environment, random and sequential stop themselves (SIGSTOP) right
  * after the measured phase, with the buffer still mapped, until the runner's alignment probe has
  * read their page tables and sent SIGCONT (the stop is outside the timed loop).
@@ -187,6 +190,10 @@ int main(int argc, char **argv) {
     uint64_t chunk = progress > 0 ? 65536 : ops;
     double t1 = now_seconds(), last = t1;
     uint64_t last_ops = 0;
+    if (progress > 0) {
+        printf("info progress_clock_start %.6f\n", t1);
+        fflush(stdout);
+    }
     for (uint64_t done = 0; done < ops;) {
         uint64_t end = ops - done < chunk ? ops : done + chunk;
         if (random_mode) {

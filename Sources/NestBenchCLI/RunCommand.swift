@@ -382,9 +382,18 @@ struct RunCommand: AsyncParsableCommand {
         }
         let agent = try await harness.program("guest/nb-agent.c", name: "nb-agent")
         let cache = (harness.cacheDirectory as NSString).deletingLastPathComponent
-        let booter = StackBooter(
+        var booter = StackBooter(
             images: GuestImages(harnessDirectory: directory, cacheDirectory: cache), agentBinary: agent,
             virtualization: HostVirtualization.detect(), logger: logger)
+        // `detachable:` guests run statically linked copies of the agent and the micro, put where
+        // the dynamic ones are seen (their paths in this machine's root).
+        // Only those guests need them: a build that fails (no libc.a) fails only their boot.
+        if let micro = try? await harness.program("micro/nb-micro.c", name: "nb-micro"),
+            let staticAgent = try? await harness.program("guest/nb-agent.c", name: "nb-agent-static", flags: ["-static"]),
+            let staticMicro = try? await harness.program("micro/nb-micro.c", name: "nb-micro-static", flags: ["-static"])
+        {
+            booter.standaloneFiles = [(staticAgent, agent), (staticMicro, micro)]
+        }
         return QemuPlatform(booter: booter, logger: logger)
     }
 

@@ -175,6 +175,13 @@ public enum ExperimentLoader {
                 }
             }
         }
+        if let (node, path) = fields["conditions"] {
+            for c in conditions {
+                if let spec = c.saveRestore {
+                    saveRestoreProblems(spec, at: "\(path).\(c.name).save_restore", node, configurations, workloads, r)
+                }
+            }
+        }
         guard let name, let baseline else { return nil }
         var experiment = Experiment(
             name: name, description: description, baseline: baseline, seed: seed,
@@ -540,7 +547,8 @@ public enum ExperimentLoader {
             }
             guard
                 let fields = r.mapping(
-                    entry.value, at: entry.path, allowed: ["fragmentation", "memory_pressure", "compact", "description"])
+                    entry.value, at: entry.path,
+                    allowed: ["fragmentation", "memory_pressure", "save_restore", "compact", "description"])
             else {
                 continue
             }
@@ -549,6 +557,7 @@ public enum ExperimentLoader {
                 switch f.key {
                 case "fragmentation": condition.fragmentation = readFragmentation(f.value, at: f.path, r)
                 case "memory_pressure": condition.memoryPressure = readMemoryPressure(f.value, at: f.path, r)
+                case "save_restore": condition.saveRestore = readSaveRestore(f.value, at: f.path, r)
                 case "compact": compact = r.bool(f.value, at: f.path)
                 default: _ = r.string(f.value, at: f.path)
                 }
@@ -563,6 +572,73 @@ public enum ExperimentLoader {
         }
         if result.isEmpty { r.problem(path, node, "at least one condition is required when the key is given") }
         return result
+    }
+
+    /// A save/restore condition needs its layer to be a detachable guest in every configuration,
+    /// and workloads that report their progress (the micro with params.progress).
+    static func saveRestoreProblems(
+        _ spec: SaveRestoreSpec, at path: String, _ node: Node, _ configurations: [Configuration],
+        _ workloads: [WorkloadSpec], _ r: YAMLReader
+    ) {
+        guard !spec.layer.isEmpty else { return }
+        for c in configurations {
+            guard c.platform == .qemu else {
+                r.problem("\(path).layer", node, "configuration \(c.name) is not a qemu stack: there is no guest \(spec.layer) to save")
+                continue
+            }
+            guard let layer = c.layers.first(where: { $0.name == spec.layer }) else {
+                r.problem("\(path).layer", node, "configuration \(c.name) has no layer \(spec.layer)")
+                continue
+            }
+            if !layer.detachable {
+                r.problem(
+                    "\(path).layer", node,
+                    "configuration \(c.name)'s \(spec.layer) must be detachable: true (a guest that can be saved: it runs from its initramfs)")
+            }
+        }
+        for (i, w) in workloads.enumerated() {
+            for member in w.colocated ?? [w] {
+                let progress = member.params["progress"].flatMap(Double.init) ?? 0
+                if member.suite != "micro" || progress <= 0 {
+                    r.problem(
+                        "workloads[\(i)]", node,
+                        "\(member.label): \(path) needs the micro with params.progress (seconds per progress interval) to measure TTR")
+                }
+            }
+        }
+    }
+
+    static func readSaveRestore(_ node: Node, at path: String, _ r: YAMLReader) -> SaveRestoreSpec? {
+        guard let fields = r.mapping(node, at: path, allowed: ["layer", "at", "tolerance"]) else { return nil }
+        var spec = SaveRestoreSpec(layer: "", atSeconds: 0)
+        var has: Set<String> = []
+        for f in fields {
+            has.insert(f.key)
+            switch f.key {
+            case "at":
+                if let t = r.seconds(f.value, at: f.path) {
+                    if t <= 0 { r.problem(f.path, f.value, "must be after the workload's start (e.g. 10s)") } else { spec.atSeconds = t }
+                }
+            case "tolerance":
+                if let t = r.double(f.value, at: f.path, range: 0...1) {
+                    if t == 0 || t == 1 { r.problem(f.path, f.value, "must be between 0 and 1 (e.g. 0.1: within 10%)") } else {
+                        spec.tolerance = t
+                    }
+                }
+            default:
+                if let l = r.string(f.value, at: f.path) {
+                    if l.wholeMatch(of: /L[0-9]+/) != nil && l != "L0" {
+                        spec.layer = l
+                    } else {
+                        r.problem(f.path, f.value, "must be the guest layer to save, such as L1, got \"\(l)\"")
+                    }
+                }
+            }
+        }
+        for key in ["layer", "at"] where !has.contains(key) {
+            r.problem(path, node, "missing required key \"\(key)\"" + (key == "at" ? " (when to save, e.g. 10s)" : " (the guest layer to save, e.g. L1)"))
+        }
+        return spec
     }
 
     static func readMemoryPressure(_ node: Node, at path: String, _ r: YAMLReader) -> MemoryPressureSpec? {

@@ -7,6 +7,7 @@ enum VMLayerReader {
     static let keys: Set<String> = ExperimentLoader.layerSettingKeys.union([
         "kernel", "initrd", "modules_dir", "cmdline", "vcpus", "memory", "backing", "cpu", "pinning", "modules",
         "requires", "boot_timeout", "boot_retries", "instances", "swap", "qemu_memory_max", "balloon",
+        "detachable", "this_machine",
     ])
 
     static func readLayers(_ node: Node, at path: String, _ r: YAMLReader) -> [VMLayer] {
@@ -38,9 +39,15 @@ enum VMLayerReader {
                         "\(layer.name) needs less memory than its host \(parent.name) (\(Units.formatBytes(Double(parent.memoryBytes))))"
                     )
                 }
-                for cpu in layer.pinning where cpu >= parent.vcpus {
+                // (L0 as this machine: its CPUs are this machine's, checked at the run's preflight.)
+                for cpu in layer.pinning where cpu >= parent.vcpus && !(index == 1 && parent.thisMachine) {
                     r.problem("\(p).pinning", n, "CPU \(cpu) does not exist in \(parent.name), which has \(parent.vcpus) vCPUs")
                 }
+            }
+            if layer.detachable && (index != layers.count - 1 || index > 1 || layer.instances > 1) {
+                r.problem(
+                    "\(p).detachable", n,
+                    "only a single innermost L1 can be detachable (its QEMU runs on this machine: L0 is this machine)")
             }
             if layer.instances > 1 && index != layers.count - 1 {
                 r.problem("\(p).instances", n, "only the innermost layer can have several instances (colocation)")
@@ -122,6 +129,15 @@ enum VMLayerReader {
             case "boot_timeout": if let t = r.seconds(f.value, at: f.path) { layer.bootTimeoutSeconds = t }
             case "boot_retries": if let v = r.int(f.value, at: f.path, range: 0...10) { layer.bootRetries = v }
             case "balloon": if let b = r.bool(f.value, at: f.path) { layer.balloon = b }
+            case "detachable":
+                if let b = r.bool(f.value, at: f.path) {
+                    if isHost && b { r.problem(f.path, f.value, "L0 hosts the other layers: only L1 can be detachable") }
+                    layer.detachable = b && !isHost
+                }
+            case "this_machine":
+                if let b = r.bool(f.value, at: f.path) {
+                    if isHost { layer.thisMachine = b } else { r.problem(f.path, f.value, "only L0 can be this machine") }
+                }
             case "swap":
                 if let b = r.bytes(f.value, at: f.path) {
                     if b < 16 << 20 { r.problem(f.path, f.value, "a swap device of at least 16MiB") } else { layer.swapBytes = b }

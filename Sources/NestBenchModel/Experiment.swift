@@ -269,6 +269,8 @@ public struct Condition: Codable, Sendable, Hashable {
     public var fragmentation: FragmentationSpec?
     /// Memory held in a layer during the run (host memory pressure), see `MemoryPressureSpec`.
     public var memoryPressure: MemoryPressureSpec?
+    /// The guest the workload runs in is saved and restored while it runs (time-to-responsiveness).
+    public var saveRestore: SaveRestoreSpec?
     /// Before each run: sync, drop the page cache and compact all memory (needs root), so every
     /// run starts from the same unfragmented state. Default: on for fragmented conditions.
     public var compact: Bool
@@ -277,6 +279,26 @@ public struct Condition: Codable, Sendable, Hashable {
         self.name = name
         self.fragmentation = fragmentation
         self.compact = compact ?? (fragmentation != nil)
+    }
+}
+
+/// Save and restore (working-set restore, TTR): `atSeconds` after the workload starts, the guest
+/// layer `layer` is saved to an image file and restored from it (eagerly: the whole image is
+/// loaded before it runs again) while the workload keeps running inside. The workload must
+/// report its progress per interval (the micro with `params.progress`); TTR is the time from the
+/// restore's start until its rate stays within `tolerance` of the rate before the save.
+public struct SaveRestoreSpec: Codable, Sendable, Hashable {
+    /// The guest layer saved (`detachable: true`, its QEMU on this machine).
+    public var layer: String
+    /// Seconds after the workload's start.
+    public var atSeconds: Double
+    /// Fraction below the rate before the save that still counts as responsive.
+    public var tolerance: Double
+
+    public init(layer: String, atSeconds: Double, tolerance: Double = 0.10) {
+        self.layer = layer
+        self.atSeconds = atSeconds
+        self.tolerance = tolerance
     }
 }
 

@@ -67,6 +67,13 @@ public struct VMLayer: Codable, Sendable, Hashable {
     /// A virtio-balloon device (and its driver loaded after boot), for `memory_pressure` with
     /// `method: balloon`.
     public var balloon: Bool = false
+    /// A guest that can be saved and restored (`save_restore:`): it runs from its initramfs with
+    /// statically linked copies of the agent and the micro, keeps only its share on 9p (unmounted
+    /// by the agent before a save) and has a virtio-serial doorbell. Its QEMU runs on this machine.
+    public var detachable: Bool = false
+    /// L0 only: L0 is this machine even without hardware virtualization (no emulated host); L1
+    /// then runs under TCG here (`this_machine: true`, for guests NestBench saves and restores).
+    public var thisMachine: Bool = false
 
     public init(
         name: String, kernel: String? = nil, initrd: String? = nil, modulesDirectory: String? = nil,

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import NestBenchAnalysis
 import NestBenchCollectors
@@ -703,8 +704,38 @@ public final class Orchestrator: Sendable {
             for (key, value) in p.provenance { provenance[PreparedCondition.prefixed(key, prefix)] = value }
         }
 
+        // Save/restore: the guest it names (where the workload runs) is saved and restored
+        // `at` seconds after the workload starts.
+        var savePlace: (any SaveRestorePlace)?
+        if let spec = condition.saveRestore {
+            guard let named = placement.places(forLayer: spec.layer), named.count == 1,
+                let place = named[0] as? any SaveRestorePlace, targets.contains(where: { $0.name == place.name })
+            else {
+                return try store(
+                    WorkloadResult(
+                        status: .failed,
+                        reason:
+                            "condition \(condition.name): \(spec.layer) of configuration \(configuration.name) cannot be saved and restored (it must be the single guest the workload runs in, detachable: true, its QEMU on this machine)"
+                    ))
+            }
+            savePlace = place
+        }
+
         // The workload in each workload place, collectors attached there.
         let observation = await placement.beginRun()
+        let workloadDone = DoneFlag()
+        let saveAt = condition.saveRestore.map { Int($0.atSeconds * 1000) }
+        let saveTask = savePlace.map { place in
+            Task { () -> Result<SaveRestoreTimes, any Error>? in
+                if let saveAt { try? await Task.sleep(for: .milliseconds(saveAt)) }
+                if workloadDone.isSet { return nil }
+                do {
+                    return .success(try await place.saveAndRestore())
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
         let logger = self.logger
         let runMembers = members
         let labels = targets.indices.map(label)
@@ -736,6 +767,8 @@ public final class Orchestrator: Sendable {
             for await r in group { all.append(r) }
             return all.sorted { $0.0 < $1.0 }.map(\.1)
         }
+        workloadDone.set()
+        let saved = await saveTask?.value
         for (i, place) in targets.enumerated() {
             provenance["run_directory" + (i == 0 ? "" : ".\(place.name)")] = place.runDirectory(tag)
         }
@@ -783,6 +816,26 @@ public final class Orchestrator: Sendable {
         }
         guard var result = results.first else {
             return try store(WorkloadResult(status: .failed, reason: "the placement has no place to run the workload in"))
+        }
+        if let spec = condition.saveRestore, let savePlace {
+            switch saved {
+            case .success(let times)?:
+                let output =
+                    (try? String(contentsOfFile: savePlace.runDirectory(tag) + "/stdout.txt", encoding: .utf8)) ?? ""
+                conditionMetrics += SaveRestoreMetrics.metrics(
+                    times: times, intervals: MicroAdapter.progress(output),
+                    progressStart: MicroAdapter.progressClockStart(output), tolerance: spec.tolerance, layer: savePlace.name)
+                provenance["save_restore"] =
+                    "\(savePlace.name) saved \(String(format: "%.3f", spec.atSeconds)) s after the workload's start and restored eagerly"
+            case .failure(let error)?:
+                if result.status == .ok { result.status = .failed }
+                result.reason = (result.reason.map { $0 + "; " } ?? "") + "condition \(condition.name): \(error)"
+            case nil:
+                if result.status == .ok { result.status = .failed }
+                result.reason =
+                    (result.reason.map { $0 + "; " } ?? "")
+                    + "condition \(condition.name): the workload ended before the save at \(spec.atSeconds) s: nothing was saved (make it run longer)"
+            }
         }
         // The workloads' own timelines, under each member's label as their metrics.
         for (i, other) in results.enumerated() {
@@ -833,6 +886,13 @@ public final class Orchestrator: Sendable {
     func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
     }
+}
+
+/// Set once the workloads of a run have ended (a save/restore that has not begun is skipped).
+final class DoneFlag: Sendable {
+    private let done = Mutex(false)
+    func set() { done.withLock { $0 = true } }
+    var isSet: Bool { done.withLock { $0 } }
 }
 
 /// Collects timeline samples from the measured launches of one run.

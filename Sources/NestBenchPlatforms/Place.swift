@@ -78,6 +78,45 @@ public protocol BalloonPlace: Place {
     func balloon(to bytes: UInt64?) async throws(PlaceError) -> UInt64
 }
 
+/// What saving and restoring a guest took. Host times are seconds on this machine's monotonic
+/// clock, from the moment the guest was stopped; guest clocks are its CLOCK_MONOTONIC as its
+/// agent read it (the guest's clock stands still while its VM is stopped, saved and restored).
+public struct SaveRestoreTimes: Sendable, Hashable {
+    /// The guest's clock when its agent detached from its share, just before the stop.
+    public var guestDetached: Double
+    /// The guest's clock when its agent heard the doorbell, just after the guest ran again.
+    public var guestResumed: Double
+    /// From the stop until the image was written and the saved QEMU was gone.
+    public var saveSeconds: Double
+    /// From the stop until the restore began.
+    public var restoreStart: Double
+    /// From the restore's start until the guest ran again (the image loaded, `cont` done).
+    public var restoreSeconds: Double
+    /// The size of the saved image.
+    public var imageBytes: UInt64
+
+    public init(
+        guestDetached: Double, guestResumed: Double, saveSeconds: Double, restoreStart: Double, restoreSeconds: Double,
+        imageBytes: UInt64
+    ) {
+        self.guestDetached = guestDetached
+        self.guestResumed = guestResumed
+        self.saveSeconds = saveSeconds
+        self.restoreStart = restoreStart
+        self.restoreSeconds = restoreSeconds
+        self.imageBytes = imageBytes
+    }
+}
+
+/// A guest NestBench can save and restore while its workload runs (`save_restore:`): a
+/// `detachable` guest whose QEMU runs on this machine.
+public protocol SaveRestorePlace: Place {
+    /// Saves the running guest to an image file (its agent detached from the share first, the VM
+    /// stopped, the QEMU gone), restores it eagerly in a new QEMU, and lets it run on. The image
+    /// is removed whatever happens; a failure leaves the place unusable.
+    func saveAndRestore() async throws(PlaceError) -> SaveRestoreTimes
+}
+
 extension Place {
     /// FMFI(order) over the movable zones of the place's kernel, read now; nil when unreadable.
     public func fmfi(order: Int) async -> Double? {

@@ -42,8 +42,9 @@ public struct HarnessLocator: Sendable {
         return nil
     }
 
-    /// Path of the compiled program for `source` (relative to Harness/), building it if needed.
-    public func program(_ source: String, name: String) async throws(HarnessError) -> String {
+    /// Path of the compiled program for `source` (relative to Harness/), building it if needed;
+    /// `flags` are extra compiler flags (`-static` for a guest that runs without the host's libc).
+    public func program(_ source: String, name: String, flags: [String] = []) async throws(HarnessError) -> String {
         guard let harnessDirectory else {
             throw HarnessError(
                 message: "cannot find NestBench's Harness/ directory; run from the project checkout or set NESTBENCH_HARNESS")
@@ -67,7 +68,7 @@ public struct HarnessLocator: Sendable {
         let tmp = "\(binary).\(getpid()).tmp"
         let log = "\(dir)/\(name).build.log"
         let spec = ProcessSpec(
-            program: cc, arguments: ["-O2", "-Wall", "-o", tmp, sourcePath],
+            program: cc, arguments: ["-O2", "-Wall"] + flags + ["-o", tmp, sourcePath],
             environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"],
             stdoutPath: log, stderrPath: log, timeoutSeconds: 120)
         let outcome: ProcessOutcome

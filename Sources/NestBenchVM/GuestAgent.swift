@@ -4,7 +4,7 @@ import NestBenchModel
 
 /// A request to the guest agent (Harness/guest/nb-agent.c): see that file for the protocol.
 public struct AgentRequest: Sendable {
-    public enum Verb: String, Sendable { case run, spawn, write, pin, kill, probe, qmp }
+    public enum Verb: String, Sendable { case run, spawn, write, pin, kill, probe, qmp, detach }
     public var verb: Verb
     public var argv: [String] = []
     public var environment: [String: String] = [:]

@@ -34,7 +34,14 @@ public final class GuestPlace: Place {
     /// Knobs changed by `apply`, with their original values, oldest first.
     private let originals = Mutex<[(path: String, value: String)]>([])
 
-    init(layer: BootedLayer, health: StackHealth, monitor: MonitorSettings, stackLayers: [BootedLayer]? = nil) {
+    /// The stack the guest belongs to (for a save and restore of its QEMU); nil: none.
+    let stack: QemuStack?
+
+    init(
+        layer: BootedLayer, health: StackHealth, monitor: MonitorSettings, stackLayers: [BootedLayer]? = nil,
+        stack: QemuStack? = nil
+    ) {
+        self.stack = stack
         self.layer = layer
         self.health = health
         self.monitor = monitor

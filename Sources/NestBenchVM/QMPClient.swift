@@ -1,3 +1,4 @@
+import CProcess
 import Foundation
 
 /// Errors talking QMP; each names the socket and what went wrong.
@@ -12,6 +13,14 @@ public protocol QMPTransport: Sendable {
     func send(_ line: String) throws(QMPError)
     /// The next line, or nil at the end of the stream.
     func receiveLine() throws(QMPError) -> String?
+    /// Sends a line with a file descriptor attached (SCM_RIGHTS), for `getfd`.
+    func send(_ line: String, passing fd: Int32) throws(QMPError)
+}
+
+extension QMPTransport {
+    public func send(_ line: String, passing fd: Int32) throws(QMPError) {
+        throw QMPError("this QMP transport cannot pass file descriptors")
+    }
 }
 
 /// A vCPU as `query-cpus-fast` reports it.
@@ -162,6 +171,28 @@ public final class QMPClient: Sendable {
         }
     }
 
+    /// `getfd`: hands QEMU `fd` under `name` (for `migrate`/`migrate-incoming` with `fd:NAME`).
+    public func getfd(_ fd: Int32, name fdName: String) throws(QMPError) {
+        struct Arguments: Encodable { var fdname: String }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(QMPMessage.Request(execute: "getfd", arguments: Arguments(fdname: fdName)))
+        else { throw QMPError("\(name): cannot encode getfd") }
+        try transport.send(String(decoding: data, as: UTF8.self), passing: fd)
+        while true {
+            guard let line = try transport.receiveLine() else { throw QMPError("\(name): QMP closed while waiting for getfd") }
+            guard let reply = try? JSONDecoder().decode(QMPMessage.Reply<QMPMessage.Ignored>.self, from: Data(line.utf8)) else {
+                throw QMPError("\(name): unexpected reply to getfd: \(line.prefix(200))")
+            }
+            switch reply.kind {
+            case .event: continue
+            case .error(let e): throw QMPError("\(name): getfd failed: \(e.desc ?? e.class ?? "an error without a description")")
+            case .value: return
+            case .other: throw QMPError("\(name): unexpected reply to getfd: \(line.prefix(200))")
+            }
+        }
+    }
+
     /// `query-cpus-fast`: each vCPU's host thread.
     public func vcpuThreads() throws(QMPError) -> [VCPUThread] {
         let list = try execute(
@@ -227,6 +258,13 @@ public final class UnixSocketTransport: QMPTransport, @unchecked Sendable {
             }
             offset += n
         }
+    }
+
+    public func send(_ line: String, passing descriptor: Int32) throws(QMPError) {
+        let bytes = Array((line + "\n").utf8)
+        let n = bytes.withUnsafeBytes { nb_send_with_fd(fd, $0.baseAddress, UInt($0.count), descriptor) }
+        if n < 0 { throw QMPError("\(path): sendmsg: \(String(cString: strerror(errno)))") }
+        if n < bytes.count { try send(String(decoding: bytes[n...].dropLast(), as: UTF8.self)) }
     }
 
     public func receiveLine() throws(QMPError) -> String? {

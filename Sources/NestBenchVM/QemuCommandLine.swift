@@ -34,6 +34,11 @@ public struct QemuMachine: Sendable, Hashable {
     public var disks: [String] = []
     /// A virtio-balloon device (`balloon0`).
     public var balloon = false
+    /// A virtio-serial port `nb.bell` on a unix socket QEMU listens on (this path): the doorbell a
+    /// detached agent waits on (`detachable:` layers).
+    public var doorbellSocket: String? = nil
+    /// Started waiting for an incoming migration (`-incoming defer`): a restore.
+    public var incoming = false
 
     public init(
         name: String, binary: String = "qemu-system-x86_64", accelerator: Accelerator, cpuModel: String? = nil,
@@ -61,6 +66,9 @@ public struct QemuMachine: Sendable, Hashable {
 
 /// Builds QEMU's argv (never a shell string). Pure: unit-tested in CoreTests.
 public enum QemuCommandLine {
+    /// The virtio-serial port name of the doorbell (`/sys/class/virtio-ports/*/name` in the guest).
+    public static let doorbellPort = "nb.bell"
+
     /// The memory backend object for a backing.
     public static func memoryBackend(_ backing: MemoryBacking, bytes: UInt64, id: String = "ram0") -> String {
         let size = "size=\(bytes / (1 << 20))M"
@@ -113,6 +121,14 @@ public enum QemuCommandLine {
         for (i, disk) in m.disks.enumerated() {
             args += ["-drive", "file=\(optionValue(disk)),if=virtio,format=raw,id=disk\(i)"]
         }
+        if let bell = m.doorbellSocket {
+            args += [
+                "-device", "virtio-serial-pci,id=nbserial",
+                "-chardev", "socket,id=nbbell,path=\(optionValue(bell)),server=on,wait=off",
+                "-device", "virtserialport,bus=nbserial.0,chardev=nbbell,name=\(doorbellPort)",
+            ]
+        }
+        if m.incoming { args += ["-incoming", "defer"] }
         return args
     }
 }

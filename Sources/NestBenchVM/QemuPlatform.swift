@@ -101,7 +101,7 @@ public final class QemuPlatform: @unchecked Sendable {
         var order: [String] = []
         for c in configurations where c.platform == .qemu {
             for (i, layer) in c.layers.enumerated() {
-                if i == 0 && !virtualization.isEmulated {
+                if i == 0 && (!virtualization.isEmulated || layer.thisMachine) {
                     // L0 is this machine: its knobs are preflighted with the local platform's;
                     // its modules and required paths are checked here, as they are now.
                     problems += Self.hostLayerProblems(layer, configuration: c.name)
@@ -306,9 +306,10 @@ public final class QemuPlatform: @unchecked Sendable {
 extension QemuPlatform: PlaceProvider {
     public var kind: PlatformKind { .qemu }
 
-    /// With hardware virtualization a stack's L0 is this machine: its settings are this machine's knobs.
+    /// With hardware virtualization (or `this_machine: true`) a stack's L0 is this machine: its
+    /// settings are this machine's knobs.
     public func thisMachine(_ configuration: Configuration) -> Configuration {
-        configuration.thisMachine(l0IsThisMachine: !virtualization.isEmulated)
+        configuration.thisMachine(l0IsThisMachine: !virtualization.isEmulated || configuration.layers.first?.thisMachine == true)
     }
 
     public func describe(into extra: inout [String: String]) {
@@ -355,7 +356,7 @@ struct StackPlacement: Placement {
         var guests: [String: GuestPlace] = [:]
         for layer in stack.layers {
             guests[layer.name] = GuestPlace(
-                layer: layer, health: health, monitor: collectors.monitor, stackLayers: stack.layers)
+                layer: layer, health: health, monitor: collectors.monitor, stackLayers: stack.layers, stack: stack)
         }
         self.guests = guests
     }

@@ -95,6 +95,12 @@ public struct BootedLayer: Sendable {
     public var qmpSocket: String = ""
     /// The guest's memory as configured (what a deflated balloon gives back).
     public var memoryBytes: UInt64 = 0
+    /// `detachable:` guests: the unix socket of the doorbell's virtio-serial port (this machine's path).
+    public var doorbellSocket: String? = nil
+    /// vCPU i → CPU `requestedPinning[i]` as configured (pinned again after a restore).
+    public var requestedPinning: [Int] = []
+    /// Where its QEMU writes stdout/stderr (this machine's path for an outermost VM).
+    public var qemuLog: String = ""
 }
 
 /// What went wrong booting a stack (a failed run, not a failed experiment).
@@ -115,6 +121,8 @@ public final class QemuStack: @unchecked Sendable {
     /// Innermost instances (colocation): indices into `layers`.
     public private(set) var workloadLayers: [Int] = []
     var processes: [QemuProcess] = []
+    /// Why the stack cannot be used although no QEMU exited (a restore that failed), or nil.
+    var broken: String?
     let lock = NSLock()
     let logger: Logger
 
@@ -131,7 +139,9 @@ public final class QemuStack: @unchecked Sendable {
     var exitReason: String? {
         lock.lock()
         let all = processes
+        let broken = broken
         lock.unlock()
+        if let broken { return broken }
         for p in all {
             if let reason = p.exitReason { return reason }
         }
@@ -151,9 +161,10 @@ public final class QemuStack: @unchecked Sendable {
                 try? FileManager.default.removeItem(atPath: dir)
             }
         }
-        // Swap images (`swap:`) go with the VMs that used them; console logs stay.
+        // Swap images (`swap:`) and saved images (`save_restore:`) go with the VMs that used
+        // them; console logs stay.
         if let files = FileManager.default.enumerator(atPath: directory) {
-            for case let file as String in files where file.hasSuffix(".swap.img") {
+            for case let file as String in files where file.hasSuffix(".swap.img") || file.hasSuffix(".save.img") {
                 try? FileManager.default.removeItem(atPath: directory + "/" + file)
             }
         }
@@ -178,6 +189,21 @@ public final class QemuStack: @unchecked Sendable {
     func forget(_ p: QemuProcess) {
         lock.lock()
         processes.removeAll { $0.pid == p.pid && $0.parentSpool == p.parentSpool }
+        lock.unlock()
+    }
+
+    /// Marks the stack unusable (the orchestrator then boots it afresh).
+    func markBroken(_ reason: String) {
+        lock.lock()
+        if broken == nil { broken = reason }
+        lock.unlock()
+    }
+
+    /// The outermost QEMU of layer `index` after a restore: its new process and pid.
+    func replaced(layer index: Int, by process: QemuProcess) {
+        lock.lock()
+        processes.append(process)
+        layers[index].qemuPID = process.pid
         lock.unlock()
     }
 
@@ -211,6 +237,9 @@ public struct StackBooter: Sendable {
     public var virtualization: HostVirtualization
     public var logger: Logger
     public var qemuBinary: String = "qemu-system-x86_64"
+    /// For `detachable:` guests: statically linked programs (this machine's path) and where the
+    /// guest runs them from (the agent's path, the micro's path): copied into the initramfs.
+    public var standaloneFiles: [(source: String, destination: String)] = []
 
     public init(images: GuestImages, agentBinary: String, virtualization: HostVirtualization, logger: Logger) {
         self.images = images
@@ -271,7 +300,10 @@ public struct StackBooter: Sendable {
 
     func bootLayers(_ stack: QemuStack) async throws(BootFailure) {
         let configuration = stack.configuration
-        let vmLayers = virtualization.isEmulated ? configuration.layers : Array(configuration.layers.dropFirst())
+        // L0 is a guest (an emulated host) only without hardware virtualization and unless the
+        // configuration says L0 is this machine (`this_machine: true`: L1 runs under TCG here).
+        let l0IsGuest = virtualization.isEmulated && configuration.layers.first?.thisMachine != true
+        let vmLayers = l0IsGuest ? configuration.layers : Array(configuration.layers.dropFirst())
         var prepared: [String: Prepared] = [:]
         for layer in vmLayers { prepared[layer.name] = try await prepare(layer) }
         do {
@@ -342,6 +374,21 @@ public struct StackBooter: Sendable {
         let socketDirectory = parent == nil ? NSTemporaryDirectory() + "nbq-\(getpid())-\(UUID().uuidString.prefix(8))" : ""
         let qmp = parent == nil ? socketDirectory + "/qmp" : "/run/nb-\(name).qmp"
         var arguments = ["console=ttyS0", "panic=-1", "nb.agent=\(agentBinary)"]
+        if layer.detachable {
+            guard parent == nil, !hostsNext else {
+                throw BootFailure(
+                    layer: name,
+                    message:
+                        "detachable: only a guest whose QEMU runs on this machine and that hosts no other layer can be saved and restored (L1 with L0 this machine: hardware virtualization or this_machine: true)"
+                )
+            }
+            guard !standaloneFiles.isEmpty else {
+                throw BootFailure(layer: name, message: "detachable: the statically linked agent and micro could not be built (cc -static needs libc.a: apt-get install libc6-dev)")
+            }
+            arguments += [
+                "nb.standalone=1", "nb.files=" + standaloneFiles.map { "\($0.source):\($0.destination)" }.joined(separator: ","),
+            ]
+        }
         arguments += layer.cmdline
         var machine = QemuMachine(
             name: name, binary: qemuBinary, accelerator: emulatedHost ? .tcg : .kvm, cpuModel: layer.cpuModel,
@@ -349,6 +396,7 @@ public struct StackBooter: Sendable {
             initrd: prepared.initrd, kernelArguments: arguments, share: seen(share), consoleLog: seen(consoleHost),
             qmpSocket: qmp)
         machine.balloon = layer.balloon
+        if layer.detachable { machine.doorbellSocket = socketDirectory + "/bell" }
         if let bytes = layer.swapBytes {
             // A sparse image on this machine's disk (the share is a directory here), seen by the
             // layer that runs this QEMU through its share; enabled in the guest after boot.
@@ -526,7 +574,8 @@ public struct StackBooter: Sendable {
                 name: name, agent: agent, consoleLog: consoleHost, argv: argv, qemuPID: pid, pinning: pinning, knobs: knobs,
                 parent: parent, kernelRelease: release,
                 commandLine: commandLine.flatMap { $0.0 == 0 ? $0.1.trimmingCharacters(in: .whitespacesAndNewlines) : nil },
-                qemuVersion: qemuVersion, qmpSocket: qmp, memoryBytes: layer.memoryBytes))
+                qemuVersion: qemuVersion, qmpSocket: qmp, memoryBytes: layer.memoryBytes, doorbellSocket: machine.doorbellSocket,
+                requestedPinning: layer.pinning, qemuLog: qemuLogHost))
     }
 
     /// The paging mode this layer's KVM runs its guests with (EPT/NPT read back, `NestedPaging`);

@@ -165,6 +165,16 @@ public struct MicroAdapter: WorkloadAdapter {
         return result
     }
 
+    /// nb-micro's `info progress_clock_start C` (its CLOCK_MONOTONIC when the timed loop began,
+    /// seconds), printed with --progress; nil when absent.
+    public static func progressClockStart(_ output: String) -> Double? {
+        for line in output.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count == 3, f[0] == "info", f[1] == "progress_clock_start", let c = Double(f[2]) { return c }
+        }
+        return nil
+    }
+
     /// nb-micro's `progress T OPS DT` lines as intervals (T: seconds since the timed loop began).
     public static func progress(_ output: String) -> [Responsiveness.Interval] {
         output.split(separator: "\n").compactMap { line in

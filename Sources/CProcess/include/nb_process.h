@@ -45,4 +45,8 @@ int nb_set_affinity(pid_t tid, const int *cpus, int ncpus);
 /// The CPUs thread/process `tid` may run on, into `out` (at most `max`); the count, or -1 with errno.
 int nb_get_affinity(pid_t tid, int *out, int max);
 
+/// Sends `len` bytes of `buf` on the unix socket `sock` with the descriptor `fd` attached
+/// (SCM_RIGHTS: QMP's `getfd`); the bytes sent, or -1 with errno.
+long nb_send_with_fd(int sock, const void *buf, unsigned long len, int fd);
+
 #endif

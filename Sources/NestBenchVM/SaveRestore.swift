@@ -1,0 +1,205 @@
+import Foundation
+import NestBenchPlatforms
+import NestBenchProcess
+
+/// Saving and restoring a running guest (`save_restore:`), eagerly: its agent detaches from its
+/// 9p share (QEMU refuses to migrate while a 9p export is mounted in the guest), the VM is
+/// stopped and migrated into an image file handed to QEMU with `getfd` (`migrate fd:NAME`), the
+/// QEMU quits; a new QEMU with the same command line and `-incoming defer` loads the image
+/// (`migrate-incoming fd:NAME`), its vCPUs are pinned again and it continues; the doorbell (a
+/// virtio-serial port) tells the agent to mount its share again. Only for `detachable:` guests
+/// whose QEMU runs on this machine.
+extension GuestPlace: SaveRestorePlace {
+    public func saveAndRestore() async throws(PlaceError) -> SaveRestoreTimes {
+        guard let stack, let index = stack.layers.firstIndex(where: { $0.name == name }) else {
+            throw .unsupported(place: name, what: "be saved and restored: it is not a layer of a booted stack")
+        }
+        let layer = stack.layers[index]
+        guard layer.parent == nil, let bell = layer.doorbellSocket else {
+            throw .unsupported(
+                place: name,
+                what:
+                    "be saved and restored: it needs detachable: true and its QEMU on this machine (L1 with L0 this machine)")
+        }
+        let outcome: Result<SaveRestoreTimes, any Error> = await SaveRestore.run(
+            stack: stack, index: index, doorbell: bell)
+        switch outcome {
+        case .success(let times): return times
+        case .failure(let error):
+            stack.markBroken("\(name): save/restore failed: \(error)")
+            throw .failed(place: name, message: "save/restore: \(error)")
+        }
+    }
+}
+
+enum SaveRestore {
+    struct MigrationInfo: Decodable {
+        var status: String?
+        struct Stats: Decodable { var transferred: UInt64? }
+        var ram: Stats?
+        enum CodingKeys: String, CodingKey {
+            case status, ram
+            case errorDescription = "error-desc"
+        }
+        var errorDescription: String?
+    }
+    struct URI: Encodable { var uri: String }
+
+    static func seconds(since start: ContinuousClock.Instant) -> Double { (ContinuousClock.now - start).seconds }
+
+    /// `query-migrate` until it reports `completed` (an error for `failed`/`cancelled`, or after
+    /// `timeout` seconds).
+    static func waitForMigration(_ client: QMPClient, what: String, timeout: Double) async throws -> MigrationInfo {
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        while true {
+            let info = try client.execute(
+                "query-migrate", arguments: QMPMessage.NoArguments?.none, returning: MigrationInfo.self)
+            switch info.status {
+            case "completed": return info
+            case "failed", "cancelled":
+                throw VMError("\(what): migration \(info.status ?? "?"): \(info.errorDescription ?? "no description")")
+            default:
+                if ContinuousClock.now > deadline {
+                    throw VMError("\(what): not done within \(Int(timeout)) s (status \(info.status ?? "none"))")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    /// `migrate fd:nbsave`; while QEMU still refuses for the 9p export (the agent is unmounting
+    /// it right after its answer), the guest runs 100 ms more and it is tried again (30 s at most).
+    static func startMigration(_ client: QMPClient) async throws {
+        var attempt = 0
+        while true {
+            let refused: QMPError
+            do {
+                _ = try client.execute("migrate", arguments: URI(uri: "fd:nbsave"), returning: QMPMessage.Ignored.self)
+                return
+            } catch {
+                refused = error
+            }
+            attempt += 1
+            guard refused.message.contains("VirtFS"), attempt < 300 else { throw refused }
+            try client.execute("cont")
+            try await Task.sleep(for: .milliseconds(100))
+            try client.execute("stop")
+        }
+    }
+
+    static func open(_ path: String, writing: Bool) throws -> Int32 {
+        let fd =
+            writing
+            ? Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw VMError("\(path): \(String(cString: strerror(errno)))") }
+        return fd
+    }
+
+    static func run(stack: QemuStack, index: Int, doorbell: String) async -> Result<SaveRestoreTimes, any Error> {
+        let layer = stack.layers[index]
+        let name = layer.name
+        let image = "\(stack.directory)/\(name).save.img"
+        let resumed = "\(layer.agent.spool)/resumed"
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        var restored: RunningProcess?
+        do {
+            guard
+                let old = stack.processes.first(where: {
+                    if case .host(let r, _) = $0 { r.pid == layer.qemuPID } else { false }
+                }), case .host(let oldRunning, let socketDirectory) = old
+            else { throw VMError("\(name): its QEMU (pid \(layer.qemuPID)) is not one NestBench runs on this machine") }
+            try? FileManager.default.removeItem(atPath: resumed)
+            // The agent answers, then unmounts its share and waits on the doorbell.
+            var detach = AgentRequest(verb: .detach)
+            detach.path = QemuCommandLine.doorbellPort
+            let answer = try await layer.agent.send(detach, timeout: 60, failure: stack.deadReason)
+            guard let guestDetached = answer.double("clock") else { throw VMError("\(name): detach: no clock in the answer") }
+            // Save: stop, migrate into the image, quit.
+            let client = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 20), name: name)
+            try client.handshake()
+            // The agent unmounts its share right after answering: give it until QEMU lifts its
+            // migration blocker (a `migrate` refused for the 9p export is tried again).
+            try client.execute("stop")
+            let stopped = ContinuousClock.now
+            let out = try open(image, writing: true)
+            do {
+                try client.getfd(out, name: "nbsave")
+                close(out)
+            } catch {
+                close(out)
+                throw error
+            }
+            try await startMigration(client)
+            _ = try await waitForMigration(client, what: "\(name): saving to \(image)", timeout: 600)
+            stack.forget(old)
+            _ = try? client.execute("quit")
+            _ = await oldRunning.wait()
+            let saveSeconds = seconds(since: stopped)
+            let imageBytes = (try? FileManager.default.attributesOfItem(atPath: image)[.size] as? UInt64) ?? 0
+            for socket in [layer.qmpSocket, doorbell] { try? FileManager.default.removeItem(atPath: socket) }
+
+            // Restore (eager): the same command line, waiting for the image.
+            let restoreBegan = ContinuousClock.now
+            let restoreStart = (restoreBegan - stopped).seconds
+            let argv = layer.argv + ["-incoming", "defer"]
+            let log = layer.qemuLog.isEmpty ? "/dev/null" : layer.qemuLog.replacingOccurrences(of: ".qemu.log", with: ".restore.qemu.log")
+            let running = try ProcessRunner.start(
+                ProcessSpec(
+                    program: argv[0], arguments: Array(argv.dropFirst()),
+                    environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stdoutPath: log, stderrPath: log))
+            try running.release()
+            restored = running
+            stack.replaced(layer: index, by: .host(running, socketDirectory: socketDirectory))
+            let incoming = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 60), name: name)
+            try incoming.handshake()
+            let input = try open(image, writing: false)
+            do {
+                try incoming.getfd(input, name: "nbimg")
+                close(input)
+            } catch {
+                close(input)
+                throw error
+            }
+            _ = try incoming.execute("migrate-incoming", arguments: URI(uri: "fd:nbimg"), returning: QMPMessage.Ignored.self)
+            _ = try await waitForMigration(incoming, what: "\(name): restoring from \(image)", timeout: 600)
+            for thread in try incoming.vcpuThreads() where thread.cpuIndex < layer.requestedPinning.count {
+                let cpu = layer.requestedPinning[thread.cpuIndex]
+                if !Affinity.set(thread.threadID, to: [cpu]) {
+                    throw VMError("\(name): pinning vCPU \(thread.cpuIndex) to CPU \(cpu) after the restore failed")
+                }
+            }
+            try incoming.execute("cont")
+            let restoreSeconds = seconds(since: restoreBegan)
+            restored = nil  // the stack owns it now
+            // The doorbell: the agent mounts its share again and says when it heard it.
+            let bell = try UnixSocketTransport(path: doorbell, timeout: 20)
+            try bell.send("r")
+            let deadline = ContinuousClock.now + .seconds(120)
+            var text: String?
+            while text == nil {
+                if let data = FileManager.default.contents(atPath: resumed) { text = String(decoding: data, as: UTF8.self) }
+                if text == nil && ContinuousClock.now > deadline {
+                    throw VMError("\(name): the agent did not come back within 120 s of the doorbell (\(resumed))")
+                }
+                if text == nil { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            try? FileManager.default.removeItem(atPath: resumed)
+            let fields = AgentResponse.parse(text ?? "")
+            if let error = fields.error { throw VMError("\(name): after the restore: \(error)") }
+            guard let guestResumed = fields.double("clock") else { throw VMError("\(name): \(resumed) has no clock") }
+            _ = bell
+            return .success(
+                SaveRestoreTimes(
+                    guestDetached: guestDetached, guestResumed: guestResumed, saveSeconds: saveSeconds,
+                    restoreStart: restoreStart, restoreSeconds: restoreSeconds, imageBytes: imageBytes))
+        } catch {
+            // The restored QEMU, when it did not get to run: killed (the stack is marked broken
+            // and torn down by its owner, which reaps what it still holds).
+            if let restored {
+                restored.kill()
+                _ = await restored.wait()
+            }
+            return .failure(error)
+        }
+    }
+}
