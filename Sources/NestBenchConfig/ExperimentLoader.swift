@@ -583,7 +583,8 @@ public enum ExperimentLoader {
         guard !spec.layer.isEmpty else { return }
         for c in configurations {
             guard c.platform == .qemu else {
-                r.problem("\(path).layer", node, "configuration \(c.name) is not a qemu stack: there is no guest \(spec.layer) to save")
+                r.problem(
+                    "\(path).layer", node, "configuration \(c.name) is not a qemu stack: there is no guest \(spec.layer) to save")
                 continue
             }
             guard let layer = c.layers.first(where: { $0.name == spec.layer }) else {
@@ -593,7 +594,8 @@ public enum ExperimentLoader {
             if !layer.detachable {
                 r.problem(
                     "\(path).layer", node,
-                    "configuration \(c.name)'s \(spec.layer) must be detachable: true (a guest that can be saved: it runs from its initramfs)")
+                    "configuration \(c.name)'s \(spec.layer) must be detachable: true (a guest that can be saved: it runs from its initramfs)"
+                )
             }
         }
         for (i, w) in workloads.enumerated() {
@@ -602,7 +604,8 @@ public enum ExperimentLoader {
                 if member.suite != "micro" || progress <= 0 {
                     r.problem(
                         "workloads[\(i)]", node,
-                        "\(member.label): \(path) needs the micro with params.progress (seconds per progress interval) to measure TTR")
+                        "\(member.label): \(path) needs the micro with params.progress (seconds per progress interval) to measure TTR"
+                    )
                 }
             }
         }
@@ -617,11 +620,17 @@ public enum ExperimentLoader {
             switch f.key {
             case "at":
                 if let t = r.seconds(f.value, at: f.path) {
-                    if t <= 0 { r.problem(f.path, f.value, "must be after the workload's start (e.g. 10s)") } else { spec.atSeconds = t }
+                    if t <= 0 {
+                        r.problem(f.path, f.value, "must be after the workload's start (e.g. 10s)")
+                    } else {
+                        spec.atSeconds = t
+                    }
                 }
             case "tolerance":
                 if let t = r.double(f.value, at: f.path, range: 0...1) {
-                    if t == 0 || t == 1 { r.problem(f.path, f.value, "must be between 0 and 1 (e.g. 0.1: within 10%)") } else {
+                    if t == 0 || t == 1 {
+                        r.problem(f.path, f.value, "must be between 0 and 1 (e.g. 0.1: within 10%)")
+                    } else {
                         spec.tolerance = t
                     }
                 }
@@ -636,7 +645,10 @@ public enum ExperimentLoader {
             }
         }
         for key in ["layer", "at"] where !has.contains(key) {
-            r.problem(path, node, "missing required key \"\(key)\"" + (key == "at" ? " (when to save, e.g. 10s)" : " (the guest layer to save, e.g. L1)"))
+            r.problem(
+                path, node,
+                "missing required key \"\(key)\""
+                    + (key == "at" ? " (when to save, e.g. 10s)" : " (the guest layer to save, e.g. L1)"))
         }
         return spec
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Logging
 import NestBenchAnalysis
 import NestBenchCollectors
@@ -12,6 +11,7 @@ import NestBenchStats
 import NestBenchStore
 import NestBenchVM
 import NestBenchWorkloads
+import Synchronization
 
 /// Errors that stop an experiment before or while it runs.
 public struct OrchestratorError: Error, Sendable, CustomStringConvertible {
@@ -723,12 +723,12 @@ public final class Orchestrator: Sendable {
 
         // The workload in each workload place, collectors attached there.
         let observation = await placement.beginRun()
-        let workloadDone = DoneFlag()
+        let gate = SaveGate()
         let saveAt = condition.saveRestore.map { Int($0.atSeconds * 1000) }
         let saveTask = savePlace.map { place in
             Task { () -> Result<SaveRestoreTimes, any Error>? in
                 if let saveAt { try? await Task.sleep(for: .milliseconds(saveAt)) }
-                if workloadDone.isSet { return nil }
+                guard gate.begin() else { return nil }
                 do {
                     return .success(try await place.saveAndRestore())
                 } catch {
@@ -767,7 +767,7 @@ public final class Orchestrator: Sendable {
             for await r in group { all.append(r) }
             return all.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        workloadDone.set()
+        if gate.workloadsEnded() { saveTask?.cancel() }
         let saved = await saveTask?.value
         for (i, place) in targets.enumerated() {
             provenance["run_directory" + (i == 0 ? "" : ".\(place.name)")] = place.runDirectory(tag)
@@ -888,11 +888,25 @@ public final class Orchestrator: Sendable {
     }
 }
 
-/// Set once the workloads of a run have ended (a save/restore that has not begun is skipped).
-final class DoneFlag: Sendable {
-    private let done = Mutex(false)
-    func set() { done.withLock { $0 = true } }
-    var isSet: Bool { done.withLock { $0 } }
+/// Whether a run's save/restore began before its workloads ended: one that has not begun by
+/// then is skipped (its wait cancelled); one that has is never interrupted.
+final class SaveGate: Sendable {
+    private enum State { case waiting, saving, skipped }
+    private let state = Mutex(State.waiting)
+    /// The save may begin (false: the workloads already ended).
+    func begin() -> Bool {
+        state.withLock {
+            if $0 == .waiting { $0 = .saving }
+            return $0 == .saving
+        }
+    }
+    /// The workloads ended: true when the save had not begun (it never will).
+    func workloadsEnded() -> Bool {
+        state.withLock {
+            if $0 == .waiting { $0 = .skipped }
+            return $0 == .skipped
+        }
+    }
 }
 
 /// Collects timeline samples from the measured launches of one run.

@@ -154,7 +154,9 @@ public final class GuestPlace: Place {
                 let pid = text.split(separator: " ").last.flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
             {
                 let stoppedAt = ContinuousClock.now
-                let probe = StackAlignment(guest: layer, layers: stackLayers)
+                // The stack's layers as they are now (a restored guest has a new QEMU pid).
+                let layers = stack?.currentLayers ?? stackLayers
+                let probe = StackAlignment(guest: layers?.first { $0.name == name } ?? layer, layers: layers)
                 let first = await probe.metrics(
                     pid: pid,
                     when:

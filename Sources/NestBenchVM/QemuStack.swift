@@ -192,6 +192,13 @@ public final class QemuStack: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// The layers, read under the lock (a restore changes a layer's QEMU pid).
+    var currentLayers: [BootedLayer] {
+        lock.lock()
+        defer { lock.unlock() }
+        return layers
+    }
+
     /// Marks the stack unusable (the orchestrator then boots it afresh).
     func markBroken(_ reason: String) {
         lock.lock()
@@ -383,7 +390,11 @@ public struct StackBooter: Sendable {
                 )
             }
             guard !standaloneFiles.isEmpty else {
-                throw BootFailure(layer: name, message: "detachable: the statically linked agent and micro could not be built (cc -static needs libc.a: apt-get install libc6-dev)")
+                throw BootFailure(
+                    layer: name,
+                    message:
+                        "detachable: the statically linked agent and micro could not be built (cc -static needs libc.a: apt-get install libc6-dev)"
+                )
             }
             arguments += [
                 "nb.standalone=1", "nb.files=" + standaloneFiles.map { "\($0.source):\($0.destination)" }.joined(separator: ","),

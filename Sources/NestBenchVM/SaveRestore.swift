@@ -142,7 +142,9 @@ enum SaveRestore {
             let restoreBegan = ContinuousClock.now
             let restoreStart = (restoreBegan - stopped).seconds
             let argv = layer.argv + ["-incoming", "defer"]
-            let log = layer.qemuLog.isEmpty ? "/dev/null" : layer.qemuLog.replacingOccurrences(of: ".qemu.log", with: ".restore.qemu.log")
+            let log =
+                layer.qemuLog.isEmpty
+                ? "/dev/null" : layer.qemuLog.replacingOccurrences(of: ".qemu.log", with: ".restore.qemu.log")
             let running = try ProcessRunner.start(
                 ProcessSpec(
                     program: argv[0], arguments: Array(argv.dropFirst()),

@@ -1,0 +1,99 @@
+import Foundation
+import NestBenchFragmentation
+import NestBenchModel
+import NestBenchPlatforms
+import NestBenchStats
+import NestBenchVM
+import NestBenchWorkloads
+import Testing
+
+/// The save/restore condition's metrics (known answers on synthetic timelines), the micro's
+/// progress clock, and the QEMU arguments of a guest that can be saved and restored.
+@Suite("save/restore: TTR on this machine's clock, QEMU arguments")
+struct SaveRestoreTests {
+    /// Ten 1-second intervals of the guest's clock (progress began at guest time 1000 s), 100
+    /// operations each unless `slow` says otherwise (interval index → operations).
+    func intervals(slow: [Int: Double] = [:]) -> [Responsiveness.Interval] {
+        (1...10).map { Responsiveness.Interval(end: Double($0), seconds: 1, operations: slow[$0 - 1] ?? 100) }
+    }
+
+    /// Frozen at guest time 4.5 s of the timeline; the restore began 2 s after the stop and took 1 s.
+    let times = SaveRestoreTimes(
+        guestDetached: 1004.4, guestResumed: 1004.5, saveSeconds: 1.5, restoreStart: 2, restoreSeconds: 1, imageBytes: 1 << 27)
+
+    func values(_ metrics: [Metric]) -> [String: Double] {
+        Dictionary(uniqueKeysWithValues: metrics.compactMap { m in m.value.map { (m.name, $0) } })
+    }
+
+    @Test func theOutageIsInsertedWhereTheGuestClockStoodStill() throws {
+        let t = try #require(SaveRestoreMetrics.hostTimeline(intervals(), progressStart: 1000, times: times))
+        #expect(t.stopped == 4.5 && t.restoreStart == 6.5 && t.resumed == 7.5)
+        // The interval (4, 5] is split at 4.5; the outage (4.5, 7.5] did nothing; later ones move by 3 s.
+        let ends = t.intervals.map(\.end)
+        #expect(ends == [1, 2, 3, 4, 4.5, 7.5, 8, 9, 10, 11, 12, 13])
+        let outage = try #require(t.intervals.first { $0.end == 7.5 })
+        #expect(outage.operations == 0 && outage.seconds == 3)
+        #expect(t.intervals.first { $0.end == 4.5 }?.operations == 50)
+        #expect(t.intervals.first { $0.end == 8 }?.operations == 50)
+        #expect(t.intervals.reduce(0) { $0 + $1.operations } == 1000, "no work invented or lost")
+    }
+
+    @Test func ttrEndsWhenTheRateStaysBackAndCountsTheWorkLost() {
+        // Guest interval (5, 6] did half its work: on this machine's clock (8, 9].
+        let m = values(
+            SaveRestoreMetrics.metrics(
+                times: times, intervals: intervals(slow: [5: 50]), progressStart: 1000, tolerance: 0.1, layer: "L1"))
+        #expect(m["restore_seconds"] == 1 && m["save_seconds"] == 1.5 && m["restore.image_bytes"] == Double(1 << 27))
+        #expect(m["ttr_seconds"] == 2.5, "responsive from 9 s, the restore began at 6.5 s")
+        // Expected 100/s × 2.5 s; done 50 in (7.5, 8] and 50 in (8, 9].
+        #expect(m["degraded_ops"] == 150)
+        #expect(m["restore.baseline_ops_per_sec"] == 100)
+    }
+
+    @Test func ttrIsNeverShorterThanTheRestore() {
+        let m = values(
+            SaveRestoreMetrics.metrics(times: times, intervals: intervals(), progressStart: 1000, tolerance: 0.1, layer: "L1"))
+        #expect(m["ttr_seconds"] == 1, "back at full rate at once: TTR = restore_seconds")
+        #expect(m["degraded_ops"] == 100, "the second the guest did not run")
+    }
+
+    @Test func withoutATimelineAroundTheSaveTTRIsUnavailableWithItsReason() {
+        // The workload ended (guest time 10 s) before the save (guest time 12 s).
+        var late = times
+        late.guestResumed = 1012
+        let ended = SaveRestoreMetrics.metrics(
+            times: late, intervals: intervals(), progressStart: 1000, tolerance: 0.1, layer: "L1")
+        let ttr = ended.first { $0.name == "ttr_seconds" }
+        #expect(ttr?.value == nil && ttr?.unavailable?.contains("ended before the save") == true)
+        #expect(values(ended)["restore_seconds"] == 1, "what was measured stays")
+        let noClock = SaveRestoreMetrics.metrics(
+            times: times, intervals: intervals(), progressStart: nil, tolerance: 0.1, layer: "L1")
+        #expect(noClock.first { $0.name == "degraded_ops" }?.unavailable?.contains("progress_clock_start") == true)
+        // Never recovered: the rate after the restore stays at half.
+        let slow = SaveRestoreMetrics.metrics(
+            times: times, intervals: intervals(slow: [5: 50, 6: 50, 7: 50, 8: 50, 9: 50]), progressStart: 1000,
+            tolerance: 0.1, layer: "L1")
+        #expect(slow.first { $0.name == "ttr_seconds" }?.unavailable?.contains("had not come back") == true)
+    }
+
+    @Test func theMicroSaysWhenItsProgressClockStarted() {
+        let output = "info progress_clock_start 26459.533396\nprogress 0.5 100 0.5\nmetric ops_per_sec 200 ops/s higher\n"
+        #expect(MicroAdapter.progressClockStart(output) == 26459.533396)
+        #expect(MicroAdapter.progressClockStart("progress 0.5 100 0.5\n") == nil)
+        #expect(MicroAdapter.progress(output).count == 1)
+    }
+
+    @Test func aDetachableGuestGetsADoorbellAndARestoreWaitsForItsImage() {
+        var m = QemuMachine(
+            name: "L1", accelerator: .tcg, vcpus: 1, memoryBytes: 512 << 20, kernel: "/vmlinuz", initrd: "/i.gz",
+            kernelArguments: ["console=ttyS0"], share: "/s", consoleLog: "/c.log", qmpSocket: "/q/qmp")
+        let plain = QemuCommandLine.arguments(for: m)
+        #expect(!plain.contains("-incoming") && !plain.contains { $0.contains("virtserialport") }, "other guests unchanged")
+        m.doorbellSocket = "/q/bell"
+        m.incoming = true
+        let args = QemuCommandLine.arguments(for: m)
+        #expect(args.contains("socket,id=nbbell,path=/q/bell,server=on,wait=off"))
+        #expect(args.contains("virtserialport,bus=nbserial.0,chardev=nbbell,name=nb.bell"))
+        #expect(Array(args.suffix(2)) == ["-incoming", "defer"])
+    }
+}
