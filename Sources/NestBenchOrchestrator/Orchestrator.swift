@@ -822,9 +822,23 @@ public final class Orchestrator: Sendable {
             case .success(let times)?:
                 let output =
                     (try? String(contentsOfFile: savePlace.runDirectory(tag) + "/stdout.txt", encoding: .utf8)) ?? ""
+                let intervals = MicroAdapter.progress(output)
+                let progressStart = MicroAdapter.progressClockStart(output)
                 conditionMetrics += SaveRestoreMetrics.metrics(
-                    times: times, intervals: MicroAdapter.progress(output),
-                    progressStart: MicroAdapter.progressClockStart(output), tolerance: spec.tolerance, layer: savePlace.name)
+                    times: times, intervals: intervals, progressStart: progressStart, tolerance: spec.tolerance,
+                    layer: savePlace.name)
+                // The progress timeline on this machine's clock, the outage included (the workload's
+                // own `progress.ops_per_sec` is on the guest's clock, which stood still meanwhile).
+                if let progressStart,
+                    let timeline = SaveRestoreMetrics.hostTimeline(intervals, progressStart: progressStart, times: times)
+                {
+                    samples.append(
+                        timeline.intervals.map {
+                            TimelineSample(
+                                tMillis: Int64(($0.end * 1000).rounded()), name: "restore.host_progress.ops_per_sec",
+                                value: $0.rate)
+                        })
+                }
                 provenance["save_restore"] =
                     "\(savePlace.name) saved \(String(format: "%.3f", spec.atSeconds)) s after the workload's start and restored eagerly"
             case .failure(let error)?:
