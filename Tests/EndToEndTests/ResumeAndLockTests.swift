@@ -192,6 +192,54 @@ struct ResumeAndLockTests {
         #expect((Self.json(waited.stdout)?["runs"] as? [Any])?.count == 4)
     }
 
+    /// `fragment` and `restore` change this machine too: refused while a measurement holds the
+    /// machine's lock, naming it in one line; after that holder's kill -9 its lock file still names
+    /// it, but the lock went with it: `restore` works.
+    @Test(.timeLimit(.minutes(4)))
+    func fragmentAndRestoreRefuseWhileTheMachineIsHeldAndRestoreWorksAfterTheHoldersKill() async throws {
+        let dir = CLI.temporaryDirectory()
+        CLI.write(Self.experiment(ops: 60_000_000, min: 3, max: 3), to: dir + "/e.yaml")
+        let shared = ["NESTBENCH_MACHINE_LOCK": dir + "/machine.lock"]
+        let (p, out, err) = try CLI.start(
+            ["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state", environment: shared)
+        let drain = Task.detached { CLI.readAll(out, err) }
+        var holder: [String: Any] = [:]
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline && holder["run"] == nil {
+            if let data = FileManager.default.contents(atPath: dir + "/machine.lock"),
+                let j = Self.json(String(decoding: data, as: UTF8.self))
+            {
+                holder = j
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let run = try #require(holder["run"] as? String, "the run wrote itself into the machine lock")
+        let host = try #require(holder["host"] as? String)
+        // Another state directory: only the machine lock stands in the way (not the knob journal).
+        // No harness for the fragmenter: had it not been refused, it would fail before changing memory.
+        for arguments in [["fragment", "--target", "0.5", "--allow-compaction"], ["restore"]] {
+            let r = try CLI.run(
+                arguments, state: dir + "/state2",
+                environment: shared.merging(["NESTBENCH_HARNESS": dir + "/no-harness"]) { $1 })
+            #expect(r.status == 1, "\(arguments[0]): \(r.stderr)")
+            #expect(
+                r.stderr.contains("this machine") && r.stderr.contains("pid \(p.processIdentifier) on \(host)")
+                    && r.stderr.contains("experiment run \(run)") && r.stderr.contains("since "),
+                "\(arguments[0]) names the holder: \(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+            #expect(r.stdout.isEmpty)
+        }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        _ = await drain.value
+        let stale = String(decoding: FileManager.default.contents(atPath: dir + "/machine.lock") ?? Data(), as: UTF8.self)
+        #expect(stale.contains("\"pid\":\(p.processIdentifier)"), "the lock file still names the killed holder: \(stale)")
+        let restored = try CLI.run(["restore"], state: dir + "/state", environment: shared)
+        #expect(restored.status == 0, "a killed holder's lock does not block restore: \(restored.stderr)")
+        #expect(
+            restored.stderr.contains("experiment run \(run)") && restored.stderr.contains("marked killed"), "\(restored.stderr)")
+    }
+
     @Test(.timeLimit(.minutes(4)))
     func twoShardsImportedIntoOneStoreAreReportedAsOneCampaign() throws {
         let dir = CLI.temporaryDirectory()
