@@ -281,4 +281,46 @@ struct LongEvaluationTests {
         #expect(report.testbeds?.count == 4 && report.testbedRatios?.isEmpty == false)
         #expect(report.notes.contains { $0.contains("testbed odd") && $0.contains("disagrees") })
     }
+
+    // MARK: the run in flight at a crash
+
+    /// A resume's placeholder for the run in flight carries the testbed of the attempt that
+    /// stopped: that of its last run stored before the stop (earlier placeholders measured
+    /// nothing and do not count), else the machine the experiment run started on.
+    @Test func theRunInFlightCarriesTheTestbedOfTheAttemptThatStopped() {
+        let stored = Self.record("e", host: "first")
+        var earlier = Self.testbedRun("e", 0, "base", rep: 1, value: 1, host: "a")
+        earlier.endedAt = Date(timeIntervalSince1970: 1000)
+        var last = Self.testbedRun("e", 1, "cand", rep: 1, value: 1, host: "b")
+        last.endedAt = Date(timeIntervalSince1970: 2000)
+        var placeholder = Self.testbedRun("e", 2, "base", rep: 2, value: 1, host: "c")
+        placeholder.status = .interrupted
+        placeholder.provenance["resumed_at"] = "then"
+        placeholder.endedAt = Date(timeIntervalSince1970: 3000)
+        let t = Orchestrator.stoppedTestbed(stored, runs: [last, placeholder, earlier])
+        #expect(t[Testbed.hostKey] == "b" && t[Testbed.fingerprintKey] == "cpu | k | 1 bytes")
+        #expect(t["testbed.from"]?.contains("#1") == true)
+        let none = Orchestrator.stoppedTestbed(stored, runs: [placeholder])
+        #expect(none[Testbed.hostKey] == "first" && none[Testbed.fingerprintKey] == "c | k | 1 bytes")
+        #expect(none["testbed.from"] == "the machine the experiment run started on")
+    }
+
+    /// An interrupted run without a testbed (a placeholder an older nestbench stored) is counted
+    /// under no testbed: the report does not invent an "unrecorded" one beside the real one.
+    @Test func anInterruptedRunWithNoTestbedIsCountedUnderNone() {
+        let runs = Self.testbedRuns(["a": 1.10])
+        let lost = RunRecord(
+            experimentRunID: "e0",
+            planned: PlannedRun(
+                sequence: 99, configuration: "base", workload: "random-access", condition: "clean", repetition: 7),
+            status: .interrupted, reason: "in flight", startedAt: Date(), endedAt: Date(), provenance: ["resumed_at": "then"])
+        let testbeds = TestbedAnalysis.testbeds(runs + [lost])
+        #expect(testbeds.map(\.testbed) == ["a (cpu | k | 1 bytes)"] && testbeds[0].runs == runs.count)
+        let report = Report(record: Self.record("e0", shard: Shard(index: 0, count: 2)), runs: runs + [lost])
+        #expect(!ReportRenderer.text(report, markdown: false, allMetrics: false).contains(TestbedAnalysis.unrecorded))
+        // Runs of a store from before testbeds were recorded are still "unrecorded".
+        var old = runs[0]
+        old.provenance = [:]
+        #expect(TestbedAnalysis.testbeds([old]).map(\.testbed) == [TestbedAnalysis.unrecorded])
+    }
 }

@@ -94,6 +94,11 @@ struct ResumeAndLockTests {
         #expect(Set(others.map(Self.key)).count == 12, "no planned run twice: \(others.map(Self.key))")
         #expect(others.allSatisfy { $0["status"] as? String == "ok" })
         if let lost = interrupted.first { #expect(others.contains { Self.key($0) == Self.key(lost) }, "run again") }
+        // The run in flight carries the testbed its attempt ran on: one testbed with every run.
+        func testbed(_ run: [String: Any]) -> String? { (run["provenance"] as? [String: String])?["testbed"] }
+        #expect(interrupted.allSatisfy { testbed($0) != nil && testbed($0) == testbed(others[0]) }, "\(interrupted)")
+        let testbeds = try #require(report["testbeds"] as? [[String: Any]])
+        #expect(testbeds.count == 1 && testbeds.first?["runs"] as? Int == runs.count, "\(testbeds)")
         // The runs stored before the kill are kept as they were.
         #expect(Set(atKill.map(Self.key)).isSubset(of: Set(runs.map(Self.key))))
         #expect(!Self.shape(report).isEmpty)
