@@ -323,4 +323,43 @@ struct LongEvaluationTests {
         old.provenance = [:]
         #expect(TestbedAnalysis.testbeds([old]).map(\.testbed) == [TestbedAnalysis.unrecorded])
     }
+
+    // MARK: CSV
+
+    /// The CSV report lists the testbeds where the table report does, as further CSV tables after
+    /// a blank line each: the testbeds, then each primary comparison per testbed and combined.
+    @Test func theCSVReportListsTestbedsAndPerTestbedRatios() throws {
+        let e = WorkloadRegistry.standard().declaring(makeExperiment())
+        let runs = Self.testbedRuns(["a": 1.10, "b": 1.11, "c": 1.10, "odd": 1.60])
+        let report = Report(record: Self.record("e0", experiment: e), runs: runs)
+        let csv = ReportRenderer.csv(report)
+        let sections = csv.trimmingCharacters(in: .newlines).components(separatedBy: "\n\n")
+        #expect(sections.count == 3, "\(csv)")
+        let comparisons = sections[0].split(separator: "\n")
+        #expect(comparisons.first?.hasPrefix("workload,condition,configuration,metric,unit,mean,") == true)
+        #expect(comparisons.count == report.comparisons.count + 1)
+        let testbeds = try #require(sections.count > 1 ? sections[1].split(separator: "\n").map(String.init) : nil)
+        #expect(testbeds.first == "testbed,runs,experiment_runs")
+        #expect(testbeds.dropFirst().map { $0.split(separator: ",")[0] }.map(String.init) == report.testbeds?.map(\.testbed))
+        #expect(testbeds.contains("odd (cpu | k | 1 bytes),12,e3"), "\(testbeds)")
+        let ratios = try #require(sections.count > 2 ? sections[2].split(separator: "\n").map(String.init) : nil)
+        #expect(ratios.first == "workload,condition,configuration,metric,testbed,ratio,ratio_ci_lo,ratio_ci_hi,disagrees,method")
+        let ops = try #require(report.testbedRatios?.first { $0.metric == "ops_per_sec" })
+        let opsRows = ratios.filter { $0.hasPrefix("random-access,clean,cand,ops_per_sec,") }
+        #expect(opsRows.count == ops.perTestbed.count + 1)
+        #expect(
+            opsRows.contains {
+                $0.hasPrefix("random-access,clean,cand,ops_per_sec,odd (cpu | k | 1 bytes),") && $0.hasSuffix(",true,")
+            })
+        #expect(opsRows.last?.hasPrefix("random-access,clean,cand,ops_per_sec,combined,\(ops.ratio!),") == true)
+        // One testbed, no campaign or shard: no testbed table (as in the table report).
+        let one = Report(record: Self.record("e1", experiment: e), runs: Self.testbedRuns(["a": 1.10]))
+        #expect(!ReportRenderer.csv(one).contains("testbed"))
+        // One shard of a campaign on one testbed: its testbed, no ratios to combine.
+        let shard = Report(
+            record: Self.record("e1", experiment: e, campaign: "c", shard: Shard(index: 0, count: 2)),
+            runs: Self.testbedRuns(["a": 1.10]))
+        let shardSections = ReportRenderer.csv(shard).trimmingCharacters(in: .newlines).components(separatedBy: "\n\n")
+        #expect(shardSections.count == 2 && shardSections.last == "testbed,runs,experiment_runs\na (cpu | k | 1 bytes),12,e0")
+    }
 }
