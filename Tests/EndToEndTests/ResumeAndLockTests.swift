@@ -26,6 +26,21 @@ struct ResumeAndLockTests {
         try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
     }
 
+    /// The holder a lock file names once it has written its experiment run in (within 60 s),
+    /// as JSON; empty if it never did.
+    static func holder(of lockFile: String) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let data = FileManager.default.contents(atPath: lockFile), let j = json(String(decoding: data, as: UTF8.self)),
+                j["run"] != nil
+            {
+                return j
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return [:]
+    }
+
     /// The stored runs of the latest experiment run (all statuses), or nil before there is one.
     static func storedRuns(_ results: String, state: String) throws -> [[String: Any]]? {
         let r = try CLI.run(["report", "--results", results, "--format", "json", "--include-incomplete"], state: state)
@@ -143,12 +158,7 @@ struct ResumeAndLockTests {
         CLI.write(Self.experiment(ops: 40_000_000, min: 2, max: 2), to: dir + "/e.yaml")
         let (p, out, err) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
         // Until the holder has written itself into the lock file.
-        let lockFile = dir + "/res/nestbench.sqlite.lock"
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let text = try? String(contentsOfFile: lockFile, encoding: .utf8), text.contains("\"run\"") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        _ = try await Self.holder(of: dir + "/res/nestbench.sqlite.lock")
         // Another state directory and machine lock: only the store lock stands in the way.
         let second = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state2")
         #expect(second.status == 1)
@@ -171,11 +181,7 @@ struct ResumeAndLockTests {
         let (p, out, err) = try CLI.start(
             ["run", dir + "/e.yaml", "--results", dir + "/res1", "--format", "json"], state: dir + "/state1",
             environment: shared)
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let text = try? String(contentsOfFile: dir + "/machine.lock", encoding: .utf8), text.contains("\"run\"") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        _ = try await Self.holder(of: dir + "/machine.lock")
         let refused = try CLI.run(
             ["run", dir + "/e.yaml", "--results", dir + "/res2"], state: dir + "/state2", environment: shared)
         #expect(refused.status == 1)
@@ -208,16 +214,7 @@ struct ResumeAndLockTests {
         let (p, out, err) = try CLI.start(
             ["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state", environment: shared)
         let drain = Task.detached { CLI.readAll(out, err) }
-        var holder: [String: Any] = [:]
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline && holder["run"] == nil {
-            if let data = FileManager.default.contents(atPath: dir + "/machine.lock"),
-                let j = Self.json(String(decoding: data, as: UTF8.self))
-            {
-                holder = j
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let holder = try await Self.holder(of: dir + "/machine.lock")
         let run = try #require(holder["run"] as? String, "the run wrote itself into the machine lock")
         let host = try #require(holder["host"] as? String)
         // Another state directory: only the machine lock stands in the way (not the knob journal).
