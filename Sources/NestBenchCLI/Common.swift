@@ -76,7 +76,8 @@ enum OrphanedExperiments {
 }
 
 /// The `flock(2)` locks (`FileLock`) a command takes before it changes this machine or writes a
-/// store: `run` takes the store's and the machine's, `fragment` and `restore` the machine's.
+/// store: `run` takes the store's and the machine's, `fragment` and `restore` the machine's,
+/// `shard-status --take-over` the store's (waiting).
 enum CommandLocks {
     /// A lock to take: what it guards (for messages) and its file.
     struct Lock {
@@ -105,12 +106,13 @@ enum CommandLocks {
                     taken.append(try FileLock.tryAcquire(lock.path))
                     break
                 } catch {
-                    if error.failure != nil || !wait {
+                    if error.failure != nil {
+                        throw CommandFailure(code: ExitCodes.error, message: "\(lock.what): \(error.description)")
+                    }
+                    if !wait {
                         throw CommandFailure(
                             code: ExitCodes.error,
-                            message:
-                                "another nestbench is measuring: \(lock.what) is locked: \(error.description)\(error.failure == nil ? refusal : "")"
-                        )
+                            message: "another nestbench is measuring: \(lock.what) is locked: \(error.description)\(refusal)")
                     }
                     if !said {
                         Console.error("nestbench: waiting for \(lock.what): \(error.description)")
