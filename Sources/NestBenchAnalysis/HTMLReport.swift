@@ -521,7 +521,7 @@ public enum HTMLReport {
             }
             h += "</ul>\n"
         }
-        if let testbeds = report.testbeds, testbeds.count >= 2 || report.shard != nil || report.campaign != nil {
+        if let testbeds = report.listedTestbeds {
             h += "<h2>Testbeds</h2>\n<table id=\"testbeds\"><tr><th>testbed</th><th>runs</th><th>experiment runs</th></tr>\n"
             for t in testbeds {
                 h +=

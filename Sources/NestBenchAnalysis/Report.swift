@@ -163,6 +163,13 @@ public struct Report: Codable, Sendable {
     /// With two or more testbeds: each primary comparison per testbed and combined.
     public var testbedRatios: [TestbedComparison]? = nil
 
+    /// The testbeds the table, HTML and CSV reports list: when the report spans two or more, or
+    /// is one shard of a campaign, or a campaign (nil otherwise: one testbed says nothing new).
+    public var listedTestbeds: [TestbedEntry]? {
+        guard let testbeds, testbeds.count >= 2 || shard != nil || campaign != nil else { return nil }
+        return testbeds
+    }
+
     enum CodingKeys: String, CodingKey {
         case runID = "run_id"
         case experiment, baseline, status, seed
@@ -421,7 +428,10 @@ public enum ReportRenderer {
         }
     }
 
-    /// One row per comparison.
+    /// One row per comparison. Where the table report lists testbeds (`listedTestbeds`), a blank
+    /// line, then one row per testbed (`testbed,runs,experiment_runs`, the experiment runs separated
+    /// by spaces); with per-testbed ratios, another blank line, then per primary comparison one
+    /// row per testbed and one `combined` row (`…,testbed,ratio,ratio_ci_lo,ratio_ci_hi,disagrees,method`).
     public static func csv(_ report: Report) -> String {
         func num(_ v: Double?) -> String { v.map { String($0) } ?? "" }
         let header = [
@@ -434,7 +444,28 @@ public enum ReportRenderer {
                 num(c.ratioCI?[0]), num(c.ratioCI?[1]), num(c.pValue), String(c.n), String(c.nBaseline), c.verdict, c.center,
             ]
         }
-        return CSVText.render(header: header, rows: rows)
+        var text = CSVText.render(header: header, rows: rows)
+        guard let testbeds = report.listedTestbeds else { return text }
+        text +=
+            "\n"
+            + CSVText.render(
+                header: ["testbed", "runs", "experiment_runs"],
+                rows: testbeds.map { [$0.testbed, String($0.runs), $0.experimentRuns.joined(separator: " ")] })
+        guard let ratios = report.testbedRatios, !ratios.isEmpty else { return text }
+        let ratioRows = ratios.flatMap { t in
+            let cell = [t.workload, t.condition, t.configuration, t.metric]
+            return t.perTestbed.map { p in
+                cell + [p.testbed, num(p.ratio), num(p.ratioCI?[0]), num(p.ratioCI?[1]), String(p.disagrees), ""]
+            } + [cell + ["combined", num(t.ratio), num(t.ratioCI?[0]), num(t.ratioCI?[1]), "", t.method]]
+        }
+        text +=
+            "\n"
+            + CSVText.render(
+                header: [
+                    "workload", "condition", "configuration", "metric", "testbed", "ratio", "ratio_ci_lo", "ratio_ci_hi",
+                    "disagrees", "method",
+                ], rows: ratioRows)
+        return text
     }
 
     static func format(_ v: Double) -> String {
@@ -604,7 +635,7 @@ public enum ReportRenderer {
             }
         }
         // Listed when the report spans testbeds, or is one shard of a campaign.
-        if let testbeds = report.testbeds, testbeds.count >= 2 || report.shard != nil || report.campaign != nil {
+        if let testbeds = report.listedTestbeds {
             out += "\n\(heading)testbeds\n"
             for t in testbeds {
                 out +=

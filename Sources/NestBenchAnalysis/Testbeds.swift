@@ -54,11 +54,13 @@ public struct TestbedComparison: Codable, Sendable, Hashable {
 public enum TestbedAnalysis {
     public static let unrecorded = "unrecorded"
 
-    /// The testbeds of the runs, in first-seen order.
+    /// The testbeds of the runs, in first-seen order. An interrupted run with no testbed (the
+    /// run in flight at a crash, stored by a resume of an older nestbench) measured nothing on
+    /// a machine anyone knows: it is counted under none, never as a testbed of its own.
     public static func testbeds(_ runs: [RunRecord]) -> [TestbedEntry] {
         var order: [String] = []
         var entries: [String: TestbedEntry] = [:]
-        for run in runs {
+        for run in runs where run.testbed != nil || run.status != .interrupted {
             let t = run.testbed ?? unrecorded
             if entries[t] == nil {
                 order.append(t)

@@ -75,6 +75,57 @@ enum OrphanedExperiments {
     }
 }
 
+/// The `flock(2)` locks (`FileLock`) a command takes before it changes this machine or writes a
+/// store: `run` takes the store's and the machine's, `fragment` and `restore` the machine's,
+/// `shard-status --take-over` the store's (waiting).
+enum CommandLocks {
+    /// A lock to take: what it guards (for messages) and its file.
+    struct Lock {
+        var what: String
+        var path: String
+    }
+
+    /// One measurement (or change of memory state and knobs) per machine: `Locks.machineLockPath`.
+    static var machine: Lock { Lock(what: "this machine (one measurement at a time)", path: Locks.machineLockPath) }
+
+    /// One writer per result store: beside its SQLite file.
+    static func store(_ database: String) -> Lock {
+        Lock(what: "the result store \(database)", path: Locks.storeLockPath(database: database))
+    }
+
+    /// Takes `locks` in order, held until the returned locks are released or the process exits.
+    /// A held lock is an error naming its holder (pid, host, experiment run, since when) in one
+    /// line, ending with `refusal` (what the user can do); with `wait`, each is polled until
+    /// free instead, said once on stderr. A lock file that cannot be opened is always an error.
+    static func take(_ locks: [Lock], wait: Bool, refusal: String) async throws -> [FileLock] {
+        var taken: [FileLock] = []
+        for lock in locks {
+            var said = false
+            while true {
+                do {
+                    taken.append(try FileLock.tryAcquire(lock.path))
+                    break
+                } catch {
+                    if error.failure != nil {
+                        throw CommandFailure(code: ExitCodes.error, message: "\(lock.what): \(error.description)")
+                    }
+                    if !wait {
+                        throw CommandFailure(
+                            code: ExitCodes.error,
+                            message: "another nestbench is measuring: \(lock.what) is locked: \(error.description)\(refusal)")
+                    }
+                    if !said {
+                        Console.error("nestbench: waiting for \(lock.what): \(error.description)")
+                        said = true
+                    }
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            }
+        }
+        return taken
+    }
+}
+
 enum LoggingBootstrap {
     nonisolated(unsafe) private static var done = false
     private static let lock = NSLock()

@@ -18,7 +18,8 @@ struct FragmentCommand: AsyncParsableCommand {
             given back when nestbench exits. Unless --allow-compaction, vm.compaction_proactiveness \
             and vm.compact_unevictable_allowed are 0 while it runs (proactive compaction migrates \
             the kept pages and undoes the holes); they are journaled and restored on exit, Ctrl-C, \
-            or by the next nestbench after a kill -9.
+            or by the next nestbench after a kill -9. It holds this machine's lock while it runs, as \
+            `run` does: one of them changes the machine at a time.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -56,6 +57,9 @@ struct FragmentCommand: AsyncParsableCommand {
     @Option(help: "Result format: table or json.")
     var format: TableOrJSON = .table
 
+    @Flag(help: "Wait for this machine's lock instead of exiting 1 when another nestbench holds it.")
+    var wait = false
+
     func validate() throws {
         guard (0...1).contains(target) else { throw ValidationError("--target must be in 0…1, got \(target)") }
         guard (1...10).contains(order) else { throw ValidationError("--order must be in 1…10, got \(order)") }
@@ -66,6 +70,9 @@ struct FragmentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = global.makeLogger()
+        // One nestbench changes this machine at a time: the machine's lock before any knob or memory.
+        let locks = try await CommandLocks.take([CommandLocks.machine], wait: wait, refusal: "; pass --wait to wait for it")
+        defer { for lock in locks { lock.release() } }
         let journal = KnobJournal()
         do {
             OrphanedExperiments.mark(journal)

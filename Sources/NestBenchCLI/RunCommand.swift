@@ -290,33 +290,9 @@ struct RunCommand: AsyncParsableCommand {
     /// (`Locks.machineLockPath`), in that order; with `--wait` polled until free, else a holder
     /// is an error naming it.
     func takeLocks() async throws -> [FileLock] {
-        var taken: [FileLock] = []
-        for (what, path) in [
-            ("the result store \(resultsOptions.databasePath)", Locks.storeLockPath(database: resultsOptions.databasePath)),
-            ("this machine (one measurement at a time)", Locks.machineLockPath),
-        ] {
-            var said = false
-            while true {
-                do {
-                    taken.append(try FileLock.tryAcquire(path))
-                    break
-                } catch {
-                    if error.failure != nil || !wait {
-                        throw CommandFailure(
-                            code: ExitCodes.error,
-                            message:
-                                "another nestbench is measuring: \(what) is locked: \(error.description)\(error.failure == nil ? "; pass --wait to wait for it" : "")"
-                        )
-                    }
-                    if !said {
-                        Console.error("nestbench: waiting for \(what): \(error.description)")
-                        said = true
-                    }
-                    try await Task.sleep(for: .milliseconds(500))
-                }
-            }
-        }
-        return taken
+        try await CommandLocks.take(
+            [CommandLocks.store(resultsOptions.databasePath), CommandLocks.machine], wait: wait,
+            refusal: "; pass --wait to wait for it")
     }
 
     /// `--resume auto --campaign ID`: this campaign's shard has a completed experiment run.

@@ -162,24 +162,10 @@ struct ShardStatusCommand: AsyncParsableCommand {
         // With --take-over, the store's lock first: a live runner (this shard's earlier attempt
         // still running somewhere) holds it, a dead one's lock is gone (flock: with its process,
         // or with its node's NFS lease).
-        var lock: FileLock?
-        if takeOver {
-            let path = Locks.storeLockPath(database: resultsOptions.databasePath)
-            var said = false
-            while lock == nil {
-                do {
-                    lock = try FileLock.tryAcquire(path)
-                } catch {
-                    if error.failure != nil { throw CommandFailure(code: ExitCodes.error, message: error.description) }
-                    if !said {
-                        Console.error("nestbench: waiting for \(error.description)")
-                        said = true
-                    }
-                    try await Task.sleep(for: .seconds(1))
-                }
-            }
-        }
-        defer { lock?.release() }
+        let locks =
+            takeOver
+            ? try await CommandLocks.take([CommandLocks.store(resultsOptions.databasePath)], wait: true, refusal: "") : []
+        defer { for lock in locks { lock.release() } }
         let store = try resultsOptions.openStore()
         guard
             let latest = try store.list().first(where: { $0.campaign == campaign && $0.shard == shard.description })

@@ -4,7 +4,6 @@ import NestBenchCollectors
 import NestBenchModel
 import NestBenchPlatforms
 import NestBenchProcess
-import Synchronization
 
 /// Why fragmentation could not be injected; names what to fix.
 public struct FragmentationError: Error, Sendable, CustomStringConvertible {
@@ -52,44 +51,32 @@ public final class FragmentationSession: Sendable {
     public let ready: FragmenterEvent
     /// FMFI at the spec's order over the movable zones, read by NestBench when the target was reported reached.
     public let fmfiAtReady: Double
-    let child: any HelperProcess
+    let helper: LineProtocolHelper
     /// Where it runs (this machine or a guest layer).
-    public let place: any Place
+    public var place: any Place { helper.place }
     /// The fragmenter's pid (its process group id too), in its place.
-    public var pid: Int32 { child.pid }
-    let reader: LogTail
-    let logPath: String
+    public var pid: Int32 { helper.child.pid }
 
-    init(
-        spec: FragmentationSpec, ready: FragmenterEvent, fmfiAtReady: Double, child: any HelperProcess,
-        place: any Place, reader: LogTail, logPath: String
-    ) {
+    init(spec: FragmentationSpec, ready: FragmenterEvent, fmfiAtReady: Double, helper: LineProtocolHelper) {
         self.spec = spec
         self.ready = ready
         self.fmfiAtReady = fmfiAtReady
-        self.child = child
-        self.place = place
-        self.reader = reader
-        self.logPath = logPath
+        self.helper = helper
     }
 
     /// Every protocol event read so far.
-    public var events: [FragmenterEvent] { reader.events }
+    public var events: [FragmenterEvent] { helper.events }
 
     /// Stops the fragmenter (SIGTERM, then SIGKILL after 10 s), which gives all its memory back.
     @discardableResult
-    public func release() async -> HelperEnd {
-        let outcome = await child.terminate()
-        reader.stop()
-        return outcome
-    }
+    public func release() async -> HelperEnd { await helper.terminate() }
 
     /// Metrics and timeline of the fragmentation around a workload: call after the workload ended,
     /// before `release()`; `release()` is then called here.
     public func finish() async -> (metrics: [Metric], samples: [TimelineSample], provenance: [String: String]) {
         let order = spec.order
         let after = await place.fmfi(order: order)
-        let holds = reader.events.filter { $0.kind == "hold" }
+        let holds = helper.events.filter { $0.kind == "hold" }
         let outcome = await release()
         let released = await place.fmfi(order: order)
         var during = holds.compactMap { $0.double("fmfi") }
@@ -139,24 +126,11 @@ public final class FragmentationSession: Sendable {
             "fragmentation.order": String(order), "fragmentation.band": inBand ? "in" : "out",
             "fragmentation.drift": drifted ? "left the band during the run" : "stayed in the band",
             "fragmentation.free": spec.freeBytes.map { Units.formatBytes(Double($0)) } ?? "all",
-            "fragmentation.keepers": reader.events.first { $0.kind == "keepers" }?.fields["mode"] ?? "?",
-            "fragmentation.log": logPath, "fragmentation.place": place.name,
+            "fragmentation.keepers": helper.events.first { $0.kind == "keepers" }?.fields["mode"] ?? "?",
+            "fragmentation.log": helper.logPath, "fragmentation.place": place.name,
         ]
         if ready.fields["reached"] == "0" { provenance["fragmentation.reached"] = "no" }
         return (metrics, samples, provenance)
-    }
-}
-
-extension HelperProcess {
-    /// Stops a holding helper (nb-fragment, nb-hold): SIGTERM, then SIGKILL after `grace`; its end.
-    func terminate(grace: Duration = .seconds(10)) async -> HelperEnd {
-        if !hasExited { await signal(SIGTERM) }
-        let deadline = ContinuousClock.now + grace
-        while !hasExited && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        if !hasExited { await signal(SIGKILL) }
-        return await ended()
     }
 }
 
@@ -193,120 +167,19 @@ public struct Fragmenter: Sendable {
         let place =
             place
             ?? LocalPlace(platform: LocalPlatform(journal: journal, logger: logger), collectors: [], runsDirectory: directory)
-        let binary: String
-        do {
-            binary = try await harness.program("fragment/nb-fragment.c", name: "nb-fragment")
-        } catch {
-            throw FragmentationError("cannot build the fragmenter: \(error)")
-        }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw FragmentationError("\(directory): cannot create (\(error))")
-        }
-        let log = directory + "/fragmenter.log"
-        let err = directory + "/fragmenter.stderr"
-        let child: any HelperProcess
-        do {
-            child = try await place.startHelper(
-                ProcessSpec(
-                    program: binary, arguments: Self.arguments(for: spec), environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
-                    workingDirectory: directory, stdoutPath: log, stderrPath: err))
-        } catch {
-            throw FragmentationError("cannot start the fragmenter in \(place.name): \(error)")
-        }
+        let helper = try await LineProtocolHelper.start(
+            "the fragmenter", source: "fragment/nb-fragment.c", program: "nb-fragment", arguments: Self.arguments(for: spec),
+            file: "fragmenter", directory: directory, place: place, harness: harness, onEvent: onEvent)
         logger.info(
             "fragmenter started",
             metadata: [
-                "fragmenter.pid": "\(child.pid)", "fragmenter.target": "\(spec.targetFMFI)", "fragmenter.place": "\(place.name)",
+                "fragmenter.pid": "\(helper.child.pid)", "fragmenter.target": "\(spec.targetFMFI)",
+                "fragmenter.place": "\(place.name)",
             ])
-        let reader = LogTail(path: log, onEvent: onEvent)
-        reader.start()
-        let deadline = ContinuousClock.now + .seconds(spec.timeoutSeconds)
-        while true {
-            if let ready = reader.events.first(where: { $0.kind == "ready" }) {
-                let fmfi = await place.fmfi(order: spec.order) ?? ready.double("fmfi") ?? .nan
-                return FragmentationSession(
-                    spec: spec, ready: ready, fmfiAtReady: fmfi, child: child, place: place, reader: reader, logPath: log)
-            }
-            let failure: String?
-            if let error = reader.events.first(where: { $0.kind == "error" }) {
-                failure = "the fragmenter failed: \(error.fields["message"] ?? "")"
-            } else if child.hasExited {
-                let outcome = await child.ended()
-                let tail =
-                    FileManager.default.contents(atPath: err).map {
-                        String(decoding: $0.suffix(600), as: UTF8.self).split(separator: "\n").suffix(3).joined(separator: "\n")
-                    } ?? ""
-                failure = "the fragmenter exited before reaching its target (\(outcome.description)) \(tail)"
-            } else if ContinuousClock.now > deadline {
-                failure = "the fragmenter did not reach FMFI \(spec.targetFMFI) within \(Int(spec.timeoutSeconds))s (timeout)"
-            } else {
-                failure = nil
-            }
-            if let failure {
-                await child.stop()
-                reader.stop()
-                throw FragmentationError(failure + " (in \(place.name); log: \(log))")
-            }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-    }
-}
-
-/// Follows a growing protocol log file, parsing complete lines.
-final class LogTail: Sendable {
-    let path: String
-    let onEvent: @Sendable (FragmenterEvent) -> Void
-    private let state = Mutex<(events: [FragmenterEvent], stop: Bool)>(([], false))
-    private let done = DispatchSemaphore(value: 0)
-    private let start0 = ContinuousClock.now
-
-    init(path: String, onEvent: @escaping @Sendable (FragmenterEvent) -> Void) {
-        self.path = path
-        self.onEvent = onEvent
-    }
-
-    var events: [FragmenterEvent] { state.withLock { $0.events } }
-
-    func start() {
-        let thread = Thread { [self] in
-            var offset: UInt64 = 0
-            var partial = ""
-            while true {
-                let stopping = state.withLock { $0.stop }
-                if let handle = FileHandle(forReadingAtPath: path) {
-                    try? handle.seek(toOffset: offset)
-                    if let data = try? handle.readToEnd(), !data.isEmpty {
-                        offset += UInt64(data.count)
-                        partial += String(decoding: data, as: UTF8.self)
-                        while let newline = partial.firstIndex(of: "\n") {
-                            let line = partial[..<newline]
-                            let t = Int64((ContinuousClock.now - start0).seconds * 1000)
-                            if let event = FragmenterEvent.parse(line, tMillis: t) {
-                                state.withLock { $0.events.append(event) }
-                                onEvent(event)
-                            }
-                            partial = String(partial[partial.index(after: newline)...])
-                        }
-                    }
-                    try? handle.close()
-                }
-                if stopping { break }
-                usleep(100_000)
-            }
-            done.signal()
-        }
-        thread.name = "nestbench-fragmenter-log"
-        thread.start()
-    }
-
-    func stop() {
-        let already = state.withLock { s -> Bool in
-            let was = s.stop
-            s.stop = true
-            return was
-        }
-        if !already { done.wait() }
+        let ready = try await helper.ready(
+            by: ContinuousClock.now + .seconds(spec.timeoutSeconds),
+            timeout: "the fragmenter did not reach FMFI \(spec.targetFMFI) within \(Int(spec.timeoutSeconds))s (timeout)")
+        let fmfi = await place.fmfi(order: spec.order) ?? ready.double("fmfi") ?? .nan
+        return FragmentationSession(spec: spec, ready: ready, fmfiAtReady: fmfi, helper: helper)
     }
 }

@@ -10,23 +10,20 @@ import NestBenchProcess
 public final class PressureSession: Sendable {
     public let spec: MemoryPressureSpec
     public let ready: FragmenterEvent
-    let child: (any HelperProcess)?
-    let reader: LogTail?
+    /// nb-hold, when it holds the memory.
+    let helper: LineProtocolHelper?
     /// The balloon's place and the guest memory it had before inflating.
     let balloon: (place: any BalloonPlace, full: UInt64)?
     public let place: any Place
-    let logPath: String?
 
     init(
-        spec: MemoryPressureSpec, ready: FragmenterEvent, child: (any HelperProcess)?, place: any Place, reader: LogTail?,
-        logPath: String?, balloon: (place: any BalloonPlace, full: UInt64)? = nil
+        spec: MemoryPressureSpec, ready: FragmenterEvent, helper: LineProtocolHelper?, place: any Place,
+        balloon: (place: any BalloonPlace, full: UInt64)? = nil
     ) {
         self.spec = spec
         self.ready = ready
-        self.child = child
+        self.helper = helper
         self.place = place
-        self.reader = reader
-        self.logPath = logPath
         self.balloon = balloon
     }
 
@@ -42,10 +39,8 @@ public final class PressureSession: Sendable {
                 return ("balloon not deflated: \(error)", nil)
             }
         }
-        guard let child else { return ("nothing held", nil) }
-        let outcome = await child.terminate()
-        reader?.stop()
-        return (outcome.description, nil)
+        guard let helper else { return ("nothing held", nil) }
+        return (await helper.terminate().description, nil)
     }
 
     /// MemAvailable of the place, in bytes, or nil.
@@ -59,7 +54,7 @@ public final class PressureSession: Sendable {
     /// Metrics and timeline of the pressure around a workload (call after the workload ended); releases it.
     public func finish() async -> (metrics: [Metric], samples: [TimelineSample], provenance: [String: String]) {
         let atEnd = await Self.available(in: place)
-        let holds = reader?.events.filter { $0.kind == "hold" } ?? []
+        let holds = helper?.events.filter { $0.kind == "hold" } ?? []
         let (outcome, balloonBytes) = await release()
         let released = await Self.available(in: place)
         let during = [ready.double("available")] + holds.map { $0.double("available") } + [atEnd]
@@ -104,7 +99,7 @@ public final class PressureSession: Sendable {
             "pressure.place": place.name, "pressure.target_available": String(spec.availableBytes),
             "pressure.method": spec.method.rawValue, "pressure.release": outcome,
         ]
-        if let logPath { provenance["pressure.log"] = logPath }
+        if let helper { provenance["pressure.log"] = helper.logPath }
         return (metrics, samples, provenance)
     }
 }
@@ -130,59 +125,20 @@ public struct MemoryPressure: Sendable {
         -> PressureSession
     {
         if spec.method == .balloon { return try await inflate(spec, place: place) }
-        let binary: String
-        do {
-            binary = try await harness.program("pressure/nb-hold.c", name: "nb-hold")
-        } catch {
-            throw FragmentationError("cannot build nb-hold: \(error)")
-        }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw FragmentationError("\(directory): cannot create (\(error))")
-        }
-        let log = directory + "/pressure.log"
-        let err = directory + "/pressure.stderr"
-        let child: any HelperProcess
-        do {
-            child = try await place.startHelper(
-                ProcessSpec(
-                    program: binary, arguments: Self.arguments(for: spec), environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
-                    workingDirectory: directory, stdoutPath: log, stderrPath: err))
-        } catch {
-            throw FragmentationError("cannot start nb-hold in \(place.name): \(error)")
-        }
+        let helper = try await LineProtocolHelper.start(
+            "nb-hold", source: "pressure/nb-hold.c", program: "nb-hold", arguments: Self.arguments(for: spec),
+            file: "pressure", directory: directory, place: place, harness: harness)
         logger.info(
             "memory pressure started",
             metadata: [
-                "pressure.pid": "\(child.pid)", "pressure.available": "\(spec.availableBytes)", "pressure.place": "\(place.name)",
+                "pressure.pid": "\(helper.child.pid)", "pressure.available": "\(spec.availableBytes)",
+                "pressure.place": "\(place.name)",
             ])
-        let reader = LogTail(path: log, onEvent: { _ in })
-        reader.start()
         // nb-hold has its own timeout; this one covers a helper that never starts reporting.
-        let deadline = ContinuousClock.now + .seconds(spec.timeoutSeconds + 30)
-        while true {
-            if let ready = reader.events.first(where: { $0.kind == "ready" }) {
-                return PressureSession(spec: spec, ready: ready, child: child, place: place, reader: reader, logPath: log)
-            }
-            let failure: String?
-            if let error = reader.events.first(where: { $0.kind == "error" }) {
-                failure = "nb-hold failed: \(error.fields["message"] ?? "")"
-            } else if child.hasExited {
-                let outcome = await child.ended()
-                failure = "nb-hold exited before reaching its target (\(outcome.description))"
-            } else if ContinuousClock.now > deadline {
-                failure = "nb-hold did not reach MemAvailable \(spec.availableBytes) within \(Int(spec.timeoutSeconds))s"
-            } else {
-                failure = nil
-            }
-            if let failure {
-                await child.stop()
-                reader.stop()
-                throw FragmentationError(failure + " (in \(place.name); log: \(log))")
-            }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
+        let ready = try await helper.ready(
+            by: ContinuousClock.now + .seconds(spec.timeoutSeconds + 30),
+            timeout: "nb-hold did not reach MemAvailable \(spec.availableBytes) within \(Int(spec.timeoutSeconds))s")
+        return PressureSession(spec: spec, ready: ready, helper: helper, place: place)
     }
 
     /// Inflates the place's balloon by what MemAvailable exceeds the target (a guest's memory
@@ -213,8 +169,8 @@ public struct MemoryPressure: Sendable {
                 "memory pressure: balloon inflated",
                 metadata: ["pressure.place": "\(place.name)", "pressure.balloon": "\(full - actual)"])
             return PressureSession(
-                spec: spec, ready: FragmenterEvent(kind: "ready", fields: fields), child: nil, place: place, reader: nil,
-                logPath: nil, balloon: (balloonPlace, full))
+                spec: spec, ready: FragmenterEvent(kind: "ready", fields: fields), helper: nil, place: place,
+                balloon: (balloonPlace, full))
         } catch let error as PlaceError {
             _ = try? await balloonPlace.balloon(to: nil)
             throw FragmentationError("memory_pressure method balloon: \(error)")

@@ -281,6 +281,22 @@ public final class Orchestrator: Sendable {
         if !problems.isEmpty { throw OrchestratorError(problems.joined(separator: "\n")) }
     }
 
+    /// The testbed of a resumed experiment run's run that was in flight when it stopped, as
+    /// provenance: that of its last run stored before the stop (the attempt that stopped ran
+    /// there), else the machine the experiment run started on; `testbed.from` says which. Stored
+    /// runs of earlier resumes' in-flight runs (`resumed_at`) measured nothing and do not count.
+    static func stoppedTestbed(_ stored: ExperimentRunRecord, runs: [RunRecord]) -> [String: String] {
+        let measured = runs.filter { $0.testbed != nil && $0.provenance["resumed_at"] == nil }
+        if let last = measured.max(by: { ($0.endedAt, $0.planned.sequence) < ($1.endedAt, $1.planned.sequence) }) {
+            var provenance = last.provenance.filter { $0.key == Testbed.hostKey || $0.key == Testbed.fingerprintKey }
+            provenance["testbed.from"] = "the last run stored before the stop (#\(last.planned.sequence))"
+            return provenance
+        }
+        return Testbed.provenance(stored.machine).merging(["testbed.from": "the machine the experiment run started on"]) {
+            $1
+        }
+    }
+
     /// Runs the experiment; returns the experiment run id. Throws only for failures that stop it
     /// (the store, the platform); a workload failing is a stored run.
     public func run(
@@ -344,7 +360,9 @@ public final class Orchestrator: Sendable {
                     reason:
                         "in flight when experiment run \(id) stopped (\(stored.status.rawValue)); run again by --resume",
                     startedAt: stored.finishedAt ?? resumedAt, endedAt: stored.finishedAt ?? resumedAt,
-                    provenance: ["resumed_at": ISO8601DateFormatter().string(from: resumedAt)])
+                    provenance: Self.stoppedTestbed(stored, runs: Array(records.values)).merging([
+                        "resumed_at": ISO8601DateFormatter().string(from: resumedAt)
+                    ]) { $1 })
                 try store.record(interrupted)
                 records[k] = interrupted
             }

@@ -232,23 +232,32 @@ public final class Store: Sendable {
     public func begin(_ record: ExperimentRunRecord, generatorState: UInt64? = nil) throws(StoreError) {
         try wrap("recording the experiment run") {
             try db.write { db in
-                try db.execute(
-                    sql: """
-                        INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
-                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, owner,
-                          campaign, shard, fixed_repetitions, generator_state)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
-                        String(record.seed), try json(record.experiment), try json(record.plan),
-                        try json(record.machine), try json(record.tags), record.startedAt, record.finishedAt,
-                        record.status.rawValue, record.status == .running ? Owner.current : nil,
-                        record.campaign, record.shard?.description, record.fixedRepetitions,
-                        generatorState.map { String($0) },
-                    ])
+                try Self.insert(
+                    record, owner: record.status == .running ? Owner.current : nil, origin: nil, generatorState: generatorState,
+                    db: db)
             }
         }
+    }
+
+    /// Inserts one experiment run's row: `begin` (its owner while running, the plan generator's
+    /// state) and `importRun` (where it was measured) write every column through here.
+    static func insert(
+        _ record: ExperimentRunRecord, owner: String?, origin: String?, generatorState: UInt64?, db: Database
+    ) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
+                  experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, owner, origin,
+                  campaign, shard, fixed_repetitions, generator_state)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
+                String(record.seed), try Self.encoder.encode(record.experiment), try Self.encoder.encode(record.plan),
+                try Self.encoder.encode(record.machine), try Self.encoder.encode(record.tags), record.startedAt,
+                record.finishedAt, record.status.rawValue, owner, origin, record.campaign, record.shard?.description,
+                record.fixedRepetitions, generatorState.map { String($0) },
+            ])
     }
 
     /// Replaces the stored plan (adaptive repetitions append to it), with the generator's state after it.
@@ -676,19 +685,7 @@ public final class Store: Sendable {
             ?? "imported from \(record.machine.hostname) (\(source)) on \(ISO8601DateFormatter().string(from: Date()))"
         try wrap("importing \(record.id)") {
             try db.write { db in
-                try db.execute(
-                    sql: """
-                        INSERT INTO experiment_run (id, experiment, file_path, content_hash, content, seed,
-                          experiment_json, plan_json, machine_json, tags_json, started_at, finished_at, status, origin,
-                          campaign, shard, fixed_repetitions)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        record.id, record.experiment.name, record.filePath, record.contentHash, record.content,
-                        String(record.seed), try json(record.experiment), try json(record.plan),
-                        try json(record.machine), try json(record.tags), record.startedAt, record.finishedAt,
-                        record.status.rawValue, origin, record.campaign, record.shard?.description, record.fixedRepetitions,
-                    ])
+                try Self.insert(record, owner: nil, origin: origin, generatorState: nil, db: db)
                 for run in bundle.runs {
                     _ = try Self.insert(run.record, samples: run.samples.map { ($0.tMillis, $0.name, $0.value) }, db: db)
                 }

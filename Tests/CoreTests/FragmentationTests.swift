@@ -1,5 +1,9 @@
 import Foundation
+import Logging
 import NestBenchModel
+import NestBenchPlatforms
+import NestBenchProcess
+import Synchronization
 import Testing
 
 @testable import NestBenchFragmentation
@@ -32,5 +36,92 @@ struct FragmenterProtocolTests {
         let knobs = FragmentationSpec(targetFMFI: 0.9).knobs
         #expect(knobs.map(\.path) == ["/proc/sys/vm/compact_unevictable_allowed", "/proc/sys/vm/compaction_proactiveness"])
         #expect(knobs.allSatisfy { $0.value == "0" })
+    }
+}
+
+/// The one start path of the holding helpers (nb-fragment, nb-hold): a fake helper with the same
+/// line protocol, built from a harness directory of its own and started on this machine.
+@Suite("Line protocol helper", .serialized)
+struct LineProtocolHelperTests {
+    /// Prints a progress line, then by its argument: `ready`, an `error` line, or a stderr line
+    /// and exit 3; it then waits for a signal (`silent` prints nothing more).
+    static let source = """
+        #include <stdio.h>
+        #include <string.h>
+        #include <unistd.h>
+        int main(int argc, char **argv) {
+            const char *mode = argc > 1 ? argv[1] : "";
+            setvbuf(stdout, NULL, _IONBF, 0);
+            printf("progress step=1\\n");
+            if (!strcmp(mode, "ready")) printf("ready held=42 seconds=0.5\\n");
+            if (!strcmp(mode, "error")) printf("error cannot hold: no memory\\n");
+            if (!strcmp(mode, "exit")) { fprintf(stderr, "nb-fake: dying\\n"); return 3; }
+            for (;;) pause();
+        }
+        """
+
+    /// Processes whose name is `name` (by /proc/PID/comm).
+    static func running(_ name: String) -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }.filter {
+            (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines) == name
+        }
+    }
+
+    /// Starts the fake in `mode` and waits for `ready` (at most `seconds`); the program's unique
+    /// name (a comm of at most 15 characters) to look for it afterwards.
+    static func start(_ mode: String, seconds: Double = 20) async throws -> (
+        name: String, result: Result<(LineProtocolHelper, FragmenterEvent), FragmentationError>
+    ) {
+        let dir = Fixtures.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/harness/fake", withIntermediateDirectories: true)
+        try Self.source.write(toFile: dir + "/harness/fake/nb-fake.c", atomically: true, encoding: .utf8)
+        let name = "nbfake" + String(UUID().uuidString.prefix(8))
+        let place = LocalPlace(
+            platform: LocalPlatform(journal: KnobJournal(path: dir + "/journal.json"), logger: Logger(label: "test")),
+            collectors: [], runsDirectory: dir)
+        let events = Mutex<[String]>([])
+        do {
+            let helper = try await LineProtocolHelper.start(
+                "the fake", source: "fake/nb-fake.c", program: name, arguments: [mode], file: "fake", directory: dir + "/run",
+                place: place, harness: HarnessLocator(harnessDirectory: dir + "/harness", cacheDirectory: dir + "/cache"),
+                onEvent: { e in events.withLock { $0.append(e.kind) } })
+            let ready = try await helper.ready(by: ContinuousClock.now + .seconds(seconds), timeout: "the fake timed out")
+            #expect(events.withLock { $0 } == ["progress", "ready"], "onEvent sees every line")
+            return (name, .success((helper, ready)))
+        } catch {
+            return (name, .failure(error))
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func readyHoldsUntilTerminated() async throws {
+        let (name, result) = try await Self.start("ready")
+        let (helper, ready) = try result.get()
+        #expect(ready.kind == "ready" && ready.double("held") == 42)
+        #expect(helper.events.map(\.kind) == ["progress", "ready"])
+        #expect(helper.logPath.hasSuffix("/run/fake.log"))
+        #expect(Self.running(name) == [helper.child.pid], "it holds until terminated")
+        let end = await helper.terminate(grace: .seconds(5))
+        #expect(end.exitStatus == nil && end.description.contains("15"), "SIGTERM ended it: \(end.description)")
+        #expect(Self.running(name).isEmpty)
+    }
+
+    @Test(
+        .timeLimit(.minutes(1)),
+        arguments: [
+            ("error", "the fake failed: cannot hold: no memory"),
+            ("exit", "the fake exited before reaching its target"),
+            ("silent", "the fake timed out"),
+        ])
+    func aFailureBeforeReadyStopsItAndSaysWhy(mode: String, says: String) async throws {
+        let (name, result) = try await Self.start(mode, seconds: 2)
+        guard case .failure(let error) = result else {
+            Issue.record("\(mode): reached ready")
+            return
+        }
+        #expect(error.message.hasPrefix(says), "\(error.message)")
+        #expect(error.message.contains("(in this machine; log: ") && error.message.contains("/run/fake.log)"), "\(error.message)")
+        if mode == "exit" { #expect(error.message.contains("nb-fake: dying"), "its stderr's last lines: \(error.message)") }
+        #expect(Self.running(name).isEmpty, "stopped: \(Self.running(name))")
     }
 }

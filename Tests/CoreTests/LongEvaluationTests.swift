@@ -281,4 +281,85 @@ struct LongEvaluationTests {
         #expect(report.testbeds?.count == 4 && report.testbedRatios?.isEmpty == false)
         #expect(report.notes.contains { $0.contains("testbed odd") && $0.contains("disagrees") })
     }
+
+    // MARK: the run in flight at a crash
+
+    /// A resume's placeholder for the run in flight carries the testbed of the attempt that
+    /// stopped: that of its last run stored before the stop (earlier placeholders measured
+    /// nothing and do not count), else the machine the experiment run started on.
+    @Test func theRunInFlightCarriesTheTestbedOfTheAttemptThatStopped() {
+        let stored = Self.record("e", host: "first")
+        var earlier = Self.testbedRun("e", 0, "base", rep: 1, value: 1, host: "a")
+        earlier.endedAt = Date(timeIntervalSince1970: 1000)
+        var last = Self.testbedRun("e", 1, "cand", rep: 1, value: 1, host: "b")
+        last.endedAt = Date(timeIntervalSince1970: 2000)
+        var placeholder = Self.testbedRun("e", 2, "base", rep: 2, value: 1, host: "c")
+        placeholder.status = .interrupted
+        placeholder.provenance["resumed_at"] = "then"
+        placeholder.endedAt = Date(timeIntervalSince1970: 3000)
+        let t = Orchestrator.stoppedTestbed(stored, runs: [last, placeholder, earlier])
+        #expect(t[Testbed.hostKey] == "b" && t[Testbed.fingerprintKey] == "cpu | k | 1 bytes")
+        #expect(t["testbed.from"]?.contains("#1") == true)
+        let none = Orchestrator.stoppedTestbed(stored, runs: [placeholder])
+        #expect(none[Testbed.hostKey] == "first" && none[Testbed.fingerprintKey] == "c | k | 1 bytes")
+        #expect(none["testbed.from"] == "the machine the experiment run started on")
+    }
+
+    /// An interrupted run without a testbed (a placeholder an older nestbench stored) is counted
+    /// under no testbed: the report does not invent an "unrecorded" one beside the real one.
+    @Test func anInterruptedRunWithNoTestbedIsCountedUnderNone() {
+        let runs = Self.testbedRuns(["a": 1.10])
+        let lost = RunRecord(
+            experimentRunID: "e0",
+            planned: PlannedRun(
+                sequence: 99, configuration: "base", workload: "random-access", condition: "clean", repetition: 7),
+            status: .interrupted, reason: "in flight", startedAt: Date(), endedAt: Date(), provenance: ["resumed_at": "then"])
+        let testbeds = TestbedAnalysis.testbeds(runs + [lost])
+        #expect(testbeds.map(\.testbed) == ["a (cpu | k | 1 bytes)"] && testbeds[0].runs == runs.count)
+        let report = Report(record: Self.record("e0", shard: Shard(index: 0, count: 2)), runs: runs + [lost])
+        #expect(!ReportRenderer.text(report, markdown: false, allMetrics: false).contains(TestbedAnalysis.unrecorded))
+        // Runs of a store from before testbeds were recorded are still "unrecorded".
+        var old = runs[0]
+        old.provenance = [:]
+        #expect(TestbedAnalysis.testbeds([old]).map(\.testbed) == [TestbedAnalysis.unrecorded])
+    }
+
+    // MARK: CSV
+
+    /// The CSV report lists the testbeds where the table report does, as further CSV tables after
+    /// a blank line each: the testbeds, then each primary comparison per testbed and combined.
+    @Test func theCSVReportListsTestbedsAndPerTestbedRatios() throws {
+        let e = WorkloadRegistry.standard().declaring(makeExperiment())
+        let runs = Self.testbedRuns(["a": 1.10, "b": 1.11, "c": 1.10, "odd": 1.60])
+        let report = Report(record: Self.record("e0", experiment: e), runs: runs)
+        let csv = ReportRenderer.csv(report)
+        let sections = csv.trimmingCharacters(in: .newlines).components(separatedBy: "\n\n")
+        #expect(sections.count == 3, "\(csv)")
+        let comparisons = sections[0].split(separator: "\n")
+        #expect(comparisons.first?.hasPrefix("workload,condition,configuration,metric,unit,mean,") == true)
+        #expect(comparisons.count == report.comparisons.count + 1)
+        let testbeds = try #require(sections.count > 1 ? sections[1].split(separator: "\n").map(String.init) : nil)
+        #expect(testbeds.first == "testbed,runs,experiment_runs")
+        #expect(testbeds.dropFirst().map { $0.split(separator: ",")[0] }.map(String.init) == report.testbeds?.map(\.testbed))
+        #expect(testbeds.contains("odd (cpu | k | 1 bytes),12,e3"), "\(testbeds)")
+        let ratios = try #require(sections.count > 2 ? sections[2].split(separator: "\n").map(String.init) : nil)
+        #expect(ratios.first == "workload,condition,configuration,metric,testbed,ratio,ratio_ci_lo,ratio_ci_hi,disagrees,method")
+        let ops = try #require(report.testbedRatios?.first { $0.metric == "ops_per_sec" })
+        let opsRows = ratios.filter { $0.hasPrefix("random-access,clean,cand,ops_per_sec,") }
+        #expect(opsRows.count == ops.perTestbed.count + 1)
+        #expect(
+            opsRows.contains {
+                $0.hasPrefix("random-access,clean,cand,ops_per_sec,odd (cpu | k | 1 bytes),") && $0.hasSuffix(",true,")
+            })
+        #expect(opsRows.last?.hasPrefix("random-access,clean,cand,ops_per_sec,combined,\(ops.ratio!),") == true)
+        // One testbed, no campaign or shard: no testbed table (as in the table report).
+        let one = Report(record: Self.record("e1", experiment: e), runs: Self.testbedRuns(["a": 1.10]))
+        #expect(!ReportRenderer.csv(one).contains("testbed"))
+        // One shard of a campaign on one testbed: its testbed, no ratios to combine.
+        let shard = Report(
+            record: Self.record("e1", experiment: e, campaign: "c", shard: Shard(index: 0, count: 2)),
+            runs: Self.testbedRuns(["a": 1.10]))
+        let shardSections = ReportRenderer.csv(shard).trimmingCharacters(in: .newlines).components(separatedBy: "\n\n")
+        #expect(shardSections.count == 2 && shardSections.last == "testbed,runs,experiment_runs\na (cpu | k | 1 bytes),12,e0")
+    }
 }

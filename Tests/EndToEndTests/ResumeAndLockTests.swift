@@ -26,6 +26,21 @@ struct ResumeAndLockTests {
         try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
     }
 
+    /// The holder a lock file names once it has written its experiment run in (within 60 s),
+    /// as JSON; empty if it never did.
+    static func holder(of lockFile: String) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let data = FileManager.default.contents(atPath: lockFile), let j = json(String(decoding: data, as: UTF8.self)),
+                j["run"] != nil
+            {
+                return j
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return [:]
+    }
+
     /// The stored runs of the latest experiment run (all statuses), or nil before there is one.
     static func storedRuns(_ results: String, state: String) throws -> [[String: Any]]? {
         let r = try CLI.run(["report", "--results", results, "--format", "json", "--include-incomplete"], state: state)
@@ -94,6 +109,11 @@ struct ResumeAndLockTests {
         #expect(Set(others.map(Self.key)).count == 12, "no planned run twice: \(others.map(Self.key))")
         #expect(others.allSatisfy { $0["status"] as? String == "ok" })
         if let lost = interrupted.first { #expect(others.contains { Self.key($0) == Self.key(lost) }, "run again") }
+        // The run in flight carries the testbed its attempt ran on: one testbed with every run.
+        func testbed(_ run: [String: Any]) -> String? { (run["provenance"] as? [String: String])?["testbed"] }
+        #expect(interrupted.allSatisfy { testbed($0) != nil && testbed($0) == testbed(others[0]) }, "\(interrupted)")
+        let testbeds = try #require(report["testbeds"] as? [[String: Any]])
+        #expect(testbeds.count == 1 && testbeds.first?["runs"] as? Int == runs.count, "\(testbeds)")
         // The runs stored before the kill are kept as they were.
         #expect(Set(atKill.map(Self.key)).isSubset(of: Set(runs.map(Self.key))))
         #expect(!Self.shape(report).isEmpty)
@@ -138,12 +158,7 @@ struct ResumeAndLockTests {
         CLI.write(Self.experiment(ops: 40_000_000, min: 2, max: 2), to: dir + "/e.yaml")
         let (p, out, err) = try CLI.start(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state")
         // Until the holder has written itself into the lock file.
-        let lockFile = dir + "/res/nestbench.sqlite.lock"
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let text = try? String(contentsOfFile: lockFile, encoding: .utf8), text.contains("\"run\"") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        _ = try await Self.holder(of: dir + "/res/nestbench.sqlite.lock")
         // Another state directory and machine lock: only the store lock stands in the way.
         let second = try CLI.run(["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state2")
         #expect(second.status == 1)
@@ -166,11 +181,7 @@ struct ResumeAndLockTests {
         let (p, out, err) = try CLI.start(
             ["run", dir + "/e.yaml", "--results", dir + "/res1", "--format", "json"], state: dir + "/state1",
             environment: shared)
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let text = try? String(contentsOfFile: dir + "/machine.lock", encoding: .utf8), text.contains("\"run\"") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        _ = try await Self.holder(of: dir + "/machine.lock")
         let refused = try CLI.run(
             ["run", dir + "/e.yaml", "--results", dir + "/res2"], state: dir + "/state2", environment: shared)
         #expect(refused.status == 1)
@@ -190,6 +201,45 @@ struct ResumeAndLockTests {
         #expect(waited.stderr.contains("waiting for this machine"))
         #expect((Self.json(String(decoding: first.0, as: UTF8.self))?["runs"] as? [Any])?.count == 4)
         #expect((Self.json(waited.stdout)?["runs"] as? [Any])?.count == 4)
+    }
+
+    /// `fragment` and `restore` change this machine too: refused while a measurement holds the
+    /// machine's lock, naming it in one line; after that holder's kill -9 its lock file still names
+    /// it, but the lock went with it: `restore` works.
+    @Test(.timeLimit(.minutes(4)))
+    func fragmentAndRestoreRefuseWhileTheMachineIsHeldAndRestoreWorksAfterTheHoldersKill() async throws {
+        let dir = CLI.temporaryDirectory()
+        CLI.write(Self.experiment(ops: 60_000_000, min: 3, max: 3), to: dir + "/e.yaml")
+        let shared = ["NESTBENCH_MACHINE_LOCK": dir + "/machine.lock"]
+        let (p, out, err) = try CLI.start(
+            ["run", dir + "/e.yaml", "--results", dir + "/res"], state: dir + "/state", environment: shared)
+        let drain = Task.detached { CLI.readAll(out, err) }
+        let holder = try await Self.holder(of: dir + "/machine.lock")
+        let run = try #require(holder["run"] as? String, "the run wrote itself into the machine lock")
+        let host = try #require(holder["host"] as? String)
+        // Another state directory: only the machine lock stands in the way (not the knob journal).
+        // No harness for the fragmenter: had it not been refused, it would fail before changing memory.
+        for arguments in [["fragment", "--target", "0.5", "--allow-compaction"], ["restore"]] {
+            let r = try CLI.run(
+                arguments, state: dir + "/state2",
+                environment: shared.merging(["NESTBENCH_HARNESS": dir + "/no-harness"]) { $1 })
+            #expect(r.status == 1, "\(arguments[0]): \(r.stderr)")
+            #expect(
+                r.stderr.contains("this machine") && r.stderr.contains("pid \(p.processIdentifier) on \(host)")
+                    && r.stderr.contains("experiment run \(run)") && r.stderr.contains("since "),
+                "\(arguments[0]) names the holder: \(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+            #expect(r.stdout.isEmpty)
+        }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        _ = await drain.value
+        let stale = String(decoding: FileManager.default.contents(atPath: dir + "/machine.lock") ?? Data(), as: UTF8.self)
+        #expect(stale.contains("\"pid\":\(p.processIdentifier)"), "the lock file still names the killed holder: \(stale)")
+        let restored = try CLI.run(["restore"], state: dir + "/state", environment: shared)
+        #expect(restored.status == 0, "a killed holder's lock does not block restore: \(restored.stderr)")
+        #expect(
+            restored.stderr.contains("experiment run \(run)") && restored.stderr.contains("marked killed"), "\(restored.stderr)")
     }
 
     @Test(.timeLimit(.minutes(4)))
