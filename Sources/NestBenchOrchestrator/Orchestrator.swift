@@ -838,6 +838,16 @@ public final class Orchestrator: Sendable {
         if let spec = condition.saveRestore, let savePlace {
             switch saved {
             case .success(let times)?:
+                // Counters on the vCPU threads of the QEMU that was saved stopped with it: the
+                // restored QEMU's threads were not counted, so they do not cover the run.
+                conditionMetrics = conditionMetrics.map { m in
+                    guard m.source == "perf", m.value != nil else { return m }
+                    return .unavailable(
+                        m.name, unit: m.unit, polarity: m.polarity, source: m.source,
+                        reason:
+                            "unavailable: counted on the vCPU threads of \(savePlace.name)'s QEMU, which the save ended (the restored QEMU's threads were not counted)"
+                    )
+                }
                 let output =
                     (try? String(contentsOfFile: savePlace.runDirectory(tag) + "/stdout.txt", encoding: .utf8)) ?? ""
                 let intervals = MicroAdapter.progress(output)

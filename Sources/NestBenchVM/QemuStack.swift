@@ -199,6 +199,13 @@ public final class QemuStack: @unchecked Sendable {
         return layers
     }
 
+    /// The QEMU with `pid` that runs on this machine, if the stack has it.
+    func hostProcess(pid: Int32) -> QemuProcess? {
+        lock.lock()
+        defer { lock.unlock() }
+        return processes.first { if case .host(let r, _) = $0 { r.pid == pid } else { false } }
+    }
+
     /// Marks the stack unusable (the orchestrator then boots it afresh).
     func markBroken(_ reason: String) {
         lock.lock()

@@ -102,11 +102,11 @@ enum SaveRestore {
         let resumed = "\(layer.agent.spool)/resumed"
         defer { try? FileManager.default.removeItem(atPath: image) }
         var restored: RunningProcess?
+        // The QMP/doorbell sockets' directory while no QEMU of the stack holds it (the stack's
+        // teardown removes it with the QEMU that does).
+        var orphaned: String?
         do {
-            guard
-                let old = stack.processes.first(where: {
-                    if case .host(let r, _) = $0 { r.pid == layer.qemuPID } else { false }
-                }), case .host(let oldRunning, let socketDirectory) = old
+            guard let old = stack.hostProcess(pid: layer.qemuPID), case .host(let oldRunning, let socketDirectory) = old
             else { throw VMError("\(name): its QEMU (pid \(layer.qemuPID)) is not one NestBench runs on this machine") }
             try? FileManager.default.removeItem(atPath: resumed)
             // The agent answers, then unmounts its share and waits on the doorbell.
@@ -132,10 +132,13 @@ enum SaveRestore {
             try await startMigration(client)
             _ = try await waitForMigration(client, what: "\(name): saving to \(image)", timeout: 600)
             stack.forget(old)
+            orphaned = socketDirectory
             _ = try? client.execute("quit")
             _ = await oldRunning.wait()
             let saveSeconds = seconds(since: stopped)
-            let imageBytes = (try? FileManager.default.attributesOfItem(atPath: image)[.size] as? UInt64) ?? 0
+            guard let imageBytes = (try? FileManager.default.attributesOfItem(atPath: image))?[.size] as? UInt64 else {
+                throw VMError("\(image): cannot read the saved image's size")
+            }
             for socket in [layer.qmpSocket, doorbell] { try? FileManager.default.removeItem(atPath: socket) }
 
             // Restore (eager): the same command line, waiting for the image.
@@ -149,9 +152,10 @@ enum SaveRestore {
                 ProcessSpec(
                     program: argv[0], arguments: Array(argv.dropFirst()),
                     environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stdoutPath: log, stderrPath: log))
-            try running.release()
             restored = running
+            try running.release()
             stack.replaced(layer: index, by: .host(running, socketDirectory: socketDirectory))
+            orphaned = nil
             let incoming = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 60), name: name)
             try incoming.handshake()
             let input = try open(image, writing: false)
@@ -201,6 +205,7 @@ enum SaveRestore {
                 restored.kill()
                 _ = await restored.wait()
             }
+            if let orphaned { try? FileManager.default.removeItem(atPath: orphaned) }
             return .failure(error)
         }
     }
