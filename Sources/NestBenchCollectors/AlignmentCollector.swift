@@ -57,7 +57,8 @@ public struct AlignmentCollector: RunCollector {
         let result = Mutex<[Metric]?>(nil)
         let done = DispatchSemaphore(value: 0)
         let started_ = Mutex(false)
-        let timeline: Mutex<AlignmentTimeline>?
+        /// The timeline, when on (nil: off).
+        let timeline: Mutex<AlignmentTimeline?>
         let stopTimeline = DispatchSemaphore(value: 0)
         let timelineDone = DispatchSemaphore(value: 0)
 
@@ -66,12 +67,12 @@ public struct AlignmentCollector: RunCollector {
             self.layer = layer
             self.source = source
             self.intervalMillis = intervalMillis
-            timeline = intervalMillis.map { Mutex(AlignmentTimeline(layer: layer, intervalMillis: $0)) }
+            timeline = Mutex(intervalMillis.map { AlignmentTimeline(layer: layer, intervalMillis: $0) })
         }
 
         func started() {
             started_.withLock { $0 = true }
-            if let intervalMillis, let timeline {
+            if let intervalMillis {
                 let sampler = Thread { [self] in
                     // Probe from CPUs the workload is not pinned to, where there are any.
                     Affinity.avoid(cpusOf: pid)
@@ -85,7 +86,7 @@ public struct AlignmentCollector: RunCollector {
                             outcome = .failure(error)
                         }
                         let took = (ContinuousClock.now - began).seconds
-                        timeline.withLock { $0.record(outcome, at: t, probeSeconds: took) }
+                        timeline.withLock { $0?.record(outcome, at: t, probeSeconds: took) }
                     }
                     timelineDone.signal()
                 }
@@ -102,7 +103,7 @@ public struct AlignmentCollector: RunCollector {
 
         /// Ends the timeline (the process stopped or ended): no timeline probe runs after this.
         private func endTimeline() {
-            guard timeline != nil else { return }
+            guard intervalMillis != nil else { return }
             stopTimeline.signal()
             timelineDone.wait()
         }
@@ -111,8 +112,7 @@ public struct AlignmentCollector: RunCollector {
         private func when(heldMillis: Double) -> String {
             let end = String(
                 format: "at the end of the measured phase (the process stopped itself; held %.1f ms)", heldMillis)
-            guard let timeline else { return "probed once, " + end }
-            let t = timeline.withLock { $0 }
+            guard let t = timeline.withLock({ $0 }) else { return "probed once, " + end }
             return "probed every \(t.intervalMillis) ms while the workload ran (\(t.probes) times, "
                 + String(format: "%.3f s in all", t.probeSeconds) + ") and once " + end
         }
@@ -159,14 +159,13 @@ public struct AlignmentCollector: RunCollector {
         func finish(_ o: ProcessOutcome) -> (metrics: [Metric], samples: [TimelineSample]) {
             guard started_.withLock({ $0 }) else {
                 var metrics = AlignmentMetrics.unavailable(layer: layer, reason: "the process never started")
-                if let timeline { metrics += timeline.withLock { $0.metrics() } }
+                if let t = timeline.withLock({ $0 }) { metrics += t.metrics() }
                 return (metrics, [])
             }
             done.wait()
             done.signal()
             var metrics = result.withLock { $0 } ?? []
-            guard let timeline else { return (metrics, []) }
-            let t = timeline.withLock { $0 }
+            guard let t = timeline.withLock({ $0 }) else { return (metrics, []) }
             metrics += t.metrics()
             return (metrics, t.samples)
         }
@@ -240,7 +239,8 @@ public struct AlignmentTimeline: Sendable {
                 detail: when),
             Metric(
                 name: "align.timeline_probe_seconds", value: probeSeconds, unit: "s", polarity: .neutral, source: source,
-                detail: "total wall time of the timeline's probe passes, each holding the workload's memory-map lock while it read pagemap; "
+                detail:
+                    "total wall time of the timeline's probe passes, each holding the workload's memory-map lock while it read pagemap; "
                     + when),
         ]
     }

@@ -339,8 +339,8 @@ struct CollectorSettingsLoaderTests {
 
     @Test func alignmentTimelineOnAStackIsAnError() {
         let stack = valid.replacingOccurrences(
-            of: "      always:\n        platform: local\n",
-            with: "      always:\n        platform: qemu\n        layers: {L0: {}, L1: {}}\n")
+            of: "  always:\n    platform: local\n",
+            with: "  always:\n    platform: qemu\n    layers: {L0: {}, L1: {}}\n")
         #expect(stack != valid)
         func problems(_ text: String) -> [ConfigProblem] {
             do {
