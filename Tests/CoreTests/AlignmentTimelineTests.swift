@@ -168,6 +168,20 @@ struct AlignmentTimelineCollectorTests {
     }
 
     @Test(.timeLimit(.minutes(1)))
+    func unavailableProbesGiveNoPointsAndSayWhy() async throws {
+        let collector = AlignmentCollector(intervalMillis: 100) { pid throws(AlignmentUnavailable) in
+            throw AlignmentUnavailable("/proc/\(pid)/pagemap shows no page frame numbers (not root)")
+        }
+        let spec = ProcessSpec(program: "/bin/sleep", arguments: ["0.5"], environment: ["PATH": "/usr/bin:/bin"])
+        let (metrics, samples, _) = try await collect(collector, spec)
+        #expect(samples.allSatisfy { $0.name == AlignmentTimeline.probeMillisName }, "no fraction is invented")
+        let probes = try #require(metrics["align.timeline_probes"])
+        #expect(probes.value == Double(samples.count) && samples.count >= 2)
+        #expect(probes.detail?.contains("0 point(s) of align.huge.host") == true, "\(probes.detail ?? "")")
+        #expect(probes.detail?.contains("unavailable: /proc/") == true && probes.detail?.contains("not root") == true)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
     func offRecordsNoTimeline() async throws {
         let calls = Calls()
         let collector = AlignmentCollector(intervalMillis: nil) { pid throws(AlignmentUnavailable) in
