@@ -7,6 +7,8 @@ import NestBenchVM
 import NestBenchWorkloads
 import Testing
 
+@testable import NestBenchOrchestrator
+
 /// The save/restore condition's metrics (known answers on synthetic timelines), the micro's
 /// progress clock, and the QEMU arguments of a guest that can be saved and restored.
 @Suite("save/restore: TTR on this machine's clock, QEMU arguments")
@@ -95,5 +97,14 @@ struct SaveRestoreTests {
         #expect(args.contains("socket,id=nbbell,path=/q/bell,server=on,wait=off"))
         #expect(args.contains("virtserialport,bus=nbserial.0,chardev=nbbell,name=nb.bell"))
         #expect(Array(args.suffix(2)) == ["-incoming", "defer"])
+    }
+
+    @Test func aSaveThatHasNotBegunWhenTheWorkloadEndsNeverBegins() {
+        let skipped = SaveGate()
+        #expect(skipped.workloadsEnded(), "not begun: skipped (its wait may be cancelled)")
+        #expect(!skipped.begin(), "and it never begins")
+        let begun = SaveGate()
+        #expect(begun.begin())
+        #expect(!begun.workloadsEnded(), "a save under way is never cancelled")
     }
 }
