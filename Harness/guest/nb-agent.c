@@ -28,8 +28,8 @@
  *                    answers "reply.I LINE" (the first non-event line QEMU sent back to command I)
  *   verb detach: path NAME (a virtio-serial port name, the doorbell): answers "ok 1" and
  *                    "clock C" (CLOCK_MONOTONIC seconds), unmounts SPOOL (QEMU refuses to migrate
- *                    while a 9p export is in use; unmounting and unbinding its virtio device from
- *                    9pnet_virtio, which resets it, lifts the blocker), waits until a byte
+ *                    while a 9p export is mounted; unmounting clunks its root fid, which lifts
+ *                    the blocker), waits until a byte
  *                    arrives on the port, mounts SPOOL again (9p tag nbshare) and writes
  *                    SPOOL/resumed: "clock C" (when the doorbell rang) and "detached C". Meanwhile
  *                    no request is taken and a worker that finishes waits to write its files.
@@ -873,40 +873,6 @@ static int find_port(const char *name, char *dev, size_t size) {
     return found;
 }
 
-/* Unbinds (bind 0) or binds (bind 1) the virtio device of the 9p export TAG from 9pnet_virtio:
- * unbinding resets the device, and only then does QEMU lift its migration blocker (unmounting
- * is not enough: the kernel does not clunk the export's root fid). 0 on success. */
-static int rebind_9p(const char *tag, int bind, char *device, size_t size) {
-    const char *dir = "/sys/bus/virtio/drivers/9pnet_virtio";
-    if (!bind) {
-        DIR *d = opendir(dir);
-        if (!d) return -1;
-        struct dirent *e;
-        device[0] = '\0';
-        while ((e = readdir(d)) != NULL) {
-            if (strncmp(e->d_name, "virtio", 6) != 0) continue;
-            char path[512], value[256] = "";
-            snprintf(path, sizeof path, "%s/%s/mount_tag", dir, e->d_name);
-            FILE *f = fopen(path, "r");
-            if (!f) continue;
-            size_t n = fread(value, 1, sizeof value - 1, f);
-            fclose(f);
-            value[n] = '\0';
-            if (!strncmp(value, tag, strlen(tag)) && (value[strlen(tag)] == '\0' || value[strlen(tag)] == '\n'))
-                snprintf(device, size, "%s", e->d_name);
-        }
-        closedir(d);
-        if (!device[0]) return -1;
-    }
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, bind ? "bind" : "unbind");
-    int fd = open(path, O_WRONLY);
-    if (fd < 0) return -1;
-    ssize_t w = write(fd, device, strlen(device));
-    close(fd);
-    return w == (ssize_t)strlen(device) ? 0 : -1;
-}
-
 /* detach (in the agent itself, between two scans of the spool): see the header. */
 static void do_detach(struct request *r, const char *id) {
     response_len = 0;
@@ -932,15 +898,8 @@ static void do_detach(struct request *r, const char *id) {
         unmounted = umount(spool);
         if (unmounted != 0) usleep(100000);
     }
-    char device[256] = "";
-    int unbound = -1;
-    if (unmounted != 0) {
-        fprintf(stderr, "nb-agent: cannot unmount %s: %s\n", spool, strerror(errno));
-    } else {
-        unbound = rebind_9p("nbshare", 0, device, sizeof device);
-        fprintf(stderr, "nb-agent: detached: %s unmounted, %s %s, waiting on %s\n", spool, device,
-                unbound == 0 ? "unbound" : "NOT unbound", dev);
-    }
+    if (unmounted != 0) fprintf(stderr, "nb-agent: cannot unmount %s: %s\n", spool, strerror(errno));
+    else fprintf(stderr, "nb-agent: detached: %s unmounted, waiting on %s\n", spool, dev);
     /* A virtio-serial port reads end-of-file while nobody is connected on the host side (the
        QEMU saving the guest, or the restored one before NestBench connects): keep reading. */
     char byte;
@@ -951,8 +910,6 @@ static void do_detach(struct request *r, const char *id) {
     } while (n == 0 || (n < 0 && (errno == EINTR || errno == EAGAIN)));
     double rang = now();
     close(port);
-    if (unbound == 0 && rebind_9p("nbshare", 1, device, sizeof device) != 0)
-        fprintf(stderr, "nb-agent: cannot bind %s again: %s\n", device, strerror(errno));
     if (unmounted == 0 &&
         mount("nbshare", spool, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144") != 0)
         fprintf(stderr, "nb-agent: cannot mount %s again: %s\n", spool, strerror(errno));

@@ -69,6 +69,25 @@ public enum QemuCommandLine {
     /// The virtio-serial port name of the doorbell (`/sys/class/virtio-ports/*/name` in the guest).
     public static let doorbellPort = "nb.bell"
 
+    /// A saved guest's command line made the restoring one: it waits for the image (`-incoming
+    /// defer`), and its serial console appends to the console log instead of truncating it (the
+    /// same device, a file chardev with `append=on`).
+    public static func restoring(_ argv: [String]) -> [String] {
+        var out: [String] = []
+        var i = 0
+        while i < argv.count {
+            if argv[i] == "-serial", i + 1 < argv.count, argv[i + 1].hasPrefix("file:") {
+                let path = String(argv[i + 1].dropFirst("file:".count))
+                out += ["-chardev", "file,id=nbconsole,path=\(path),append=on", "-serial", "chardev:nbconsole"]
+                i += 2
+            } else {
+                out.append(argv[i])
+                i += 1
+            }
+        }
+        return out + ["-incoming", "defer"]
+    }
+
     /// The memory backend object for a backing.
     public static func memoryBackend(_ backing: MemoryBacking, bytes: UInt64, id: String = "ram0") -> String {
         let size = "size=\(bytes / (1 << 20))M"

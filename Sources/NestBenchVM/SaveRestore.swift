@@ -144,7 +144,7 @@ enum SaveRestore {
             // Restore (eager): the same command line, waiting for the image.
             let restoreBegan = ContinuousClock.now
             let restoreStart = (restoreBegan - stopped).seconds
-            let argv = layer.argv + ["-incoming", "defer"]
+            let argv = QemuCommandLine.restoring(layer.argv)
             let log =
                 layer.qemuLog.isEmpty
                 ? "/dev/null" : layer.qemuLog.replacingOccurrences(of: ".qemu.log", with: ".restore.qemu.log")

@@ -97,6 +97,15 @@ struct SaveRestoreTests {
         #expect(args.contains("socket,id=nbbell,path=/q/bell,server=on,wait=off"))
         #expect(args.contains("virtserialport,bus=nbserial.0,chardev=nbbell,name=nb.bell"))
         #expect(Array(args.suffix(2)) == ["-incoming", "defer"])
+        // The restoring QEMU: the saved one's command line, waiting for the image, its console
+        // appended to the log (not truncated).
+        m.incoming = false
+        let saved = ["qemu-system-x86_64"] + QemuCommandLine.arguments(for: m)
+        let restoring = QemuCommandLine.restoring(saved)
+        #expect(Array(restoring.suffix(2)) == ["-incoming", "defer"])
+        #expect(!restoring.contains("file:/c.log"))
+        #expect(restoring.contains("file,id=nbconsole,path=/c.log,append=on"))
+        #expect(restoring.count == saved.count + 4)
     }
 
     @Test func aSaveThatHasNotBegunWhenTheWorkloadEndsNeverBegins() {
