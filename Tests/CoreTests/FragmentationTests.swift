@@ -69,7 +69,9 @@ struct LineProtocolHelperTests {
 
     /// Starts the fake in `mode` and waits for `ready` (at most `seconds`); the program's unique
     /// name (a comm of at most 15 characters) to look for it afterwards.
-    static func start(_ mode: String, seconds: Double = 20) async throws -> (
+    static func start(
+        _ mode: String, seconds: Double = 20, stopRequested: @escaping @Sendable () -> Bool = { false }
+    ) async throws -> (
         name: String, result: Result<(LineProtocolHelper, FragmenterEvent), FragmentationError>
     ) {
         let dir = Fixtures.temporaryDirectory()
@@ -85,7 +87,8 @@ struct LineProtocolHelperTests {
                 "the fake", source: "fake/nb-fake.c", program: name, arguments: [mode], file: "fake", directory: dir + "/run",
                 place: place, harness: HarnessLocator(harnessDirectory: dir + "/harness", cacheDirectory: dir + "/cache"),
                 onEvent: { e in events.withLock { $0.append(e.kind) } })
-            let ready = try await helper.ready(by: ContinuousClock.now + .seconds(seconds), timeout: "the fake timed out")
+            let ready = try await helper.ready(
+                by: ContinuousClock.now + .seconds(seconds), timeout: "the fake timed out", stopRequested: stopRequested)
             #expect(events.withLock { $0 } == ["progress", "ready"], "onEvent sees every line")
             return (name, .success((helper, ready)))
         } catch {
@@ -122,6 +125,21 @@ struct LineProtocolHelperTests {
         #expect(error.message.hasPrefix(says), "\(error.message)")
         #expect(error.message.contains("(in this machine; log: ") && error.message.contains("/run/fake.log)"), "\(error.message)")
         if mode == "exit" { #expect(error.message.contains("nb-fake: dying"), "its stderr's last lines: \(error.message)") }
+        #expect(Self.running(name).isEmpty, "stopped: \(Self.running(name))")
+    }
+
+    /// A stop request (Ctrl-C) ends the wait at once, also for a helper no signal reaches (one in a
+    /// guest): the helper is stopped, not waited for until its deadline.
+    @Test(.timeLimit(.minutes(1)))
+    func aStopRequestEndsTheWaitAndStopsIt() async throws {
+        let started = ContinuousClock.now
+        let (name, result) = try await Self.start("silent", seconds: 40, stopRequested: { true })
+        guard case .failure(let error) = result else {
+            Issue.record("reached ready")
+            return
+        }
+        #expect(error.message.hasPrefix("interrupted before the fake reached its target"), "\(error.message)")
+        #expect(ContinuousClock.now - started < .seconds(30), "not waited for until the deadline")
         #expect(Self.running(name).isEmpty, "stopped: \(Self.running(name))")
     }
 }
