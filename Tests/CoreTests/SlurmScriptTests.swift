@@ -232,6 +232,29 @@ struct SlurmScriptTests {
         }
     }
 
+    /// The array job was queued, the merge job was refused: the error names the queued array job
+    /// and how to cancel it or submit the merge by hand.
+    @Test(.timeLimit(.minutes(1)))
+    func aRefusedMergeJobNamesTheQueuedArrayJob() async throws {
+        let root = Fixtures.temporaryDirectory()
+        let c = Self.campaign(root: root)
+        try Self.executable(
+            """
+            #!/bin/bash
+            case "$2" in --dependency=*) echo 'sbatch: error: Job dependency problem' >&2; exit 1 ;; esac
+            echo "31;cluster"
+
+            """, at: root + "/sbatch")
+        do {
+            let ids = try await SlurmSubmitter(sbatch: root + "/sbatch", environment: [:]).submit(c)
+            Issue.record("submitted: \(ids)")
+        } catch {
+            #expect(error.message.contains("the merge job") && error.message.contains("Job dependency problem"), "\(error)")
+            #expect(
+                error.message.contains("the shard job array 31 is queued without it: cancel it with `scancel 31`"), "\(error)")
+        }
+    }
+
     @Test func directivesAreQuotedForSbatch() {
         let c = Self.campaign(root: "/r")
         let script = SlurmScripts.shards(c)
