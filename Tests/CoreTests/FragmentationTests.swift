@@ -32,6 +32,14 @@ struct FragmenterProtocolTests {
         #expect(held.contains("--hold") && held.contains("--mlock"))
     }
 
+    @Test func exitStatusOrUnavailableNeverAStandIn() {
+        let clean = FragmentationSession.exitMetric(HelperEnd(exitStatus: 0, description: "exit status 0"))
+        #expect(clean.value == 0 && clean.unavailable == nil)
+        let killed = FragmentationSession.exitMetric(HelperEnd(exitStatus: nil, description: "killed by signal 9 (Killed)"))
+        #expect(killed.value == nil, "no -1 for a fragmenter killed by a signal")
+        #expect(killed.unavailable == "unavailable: the fragmenter has no exit status (killed by signal 9 (Killed))")
+    }
+
     @Test func pinnedCompactionKnobs() {
         let knobs = FragmentationSpec(targetFMFI: 0.9).knobs
         #expect(knobs.map(\.path) == ["/proc/sys/vm/compact_unevictable_allowed", "/proc/sys/vm/compaction_proactiveness"])
