@@ -199,6 +199,29 @@ struct SlurmScriptTests {
         #expect(!FileManager.default.fileExists(atPath: root + "/PWNED"))
     }
 
+    /// The printed submission, its merge job refused: it says which array job is left queued.
+    @Test(.timeLimit(.minutes(1)))
+    func submissionScriptNamesTheQueuedArrayJobWhenTheMergeIsRefused() async throws {
+        let root = Fixtures.temporaryDirectory()
+        let c = Self.campaign(root: root)
+        let bin = root + "/fakebin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try Self.executable(
+            """
+            #!/bin/bash
+            cat > /dev/null
+            case "$2" in --dependency=*) echo 'sbatch: error: Job dependency problem' >&2; exit 1 ;; esac
+            echo "41;cluster"
+
+            """, at: bin + "/sbatch")
+        let (status, stderr) = try await Self.bash(
+            SlurmScripts.submission(c), in: root, environment: ["PATH": bin + ":/usr/bin:/bin"])
+        #expect(status == 1, "\(stderr)")
+        #expect(stderr.contains("Job dependency problem"), "\(stderr)")
+        #expect(
+            stderr.contains("the shard job array 41 is queued without it: cancel it with scancel 41"), "\(stderr)")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func submitterRunsSbatchAsArgvAndReadsTheJobIDs() async throws {
         let root = Fixtures.temporaryDirectory()
