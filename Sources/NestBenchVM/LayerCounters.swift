@@ -180,9 +180,9 @@ public struct LayerCounters: Sendable {
             let qemus = children(of: index, in: stack).map { "/proc/\($0.pid)/stat" }
             // grep exits 2 when a file is missing (no KSM, no swap disk); what it read is still there.
             do {
-                let (_, text) = try await layer.agent.output(
+                let (status, text) = try await layer.agent.output(
                     ["grep", "-H", "", "--"] + files + qemus, failure: stack.deadReason)
-                readings[layer.name] = .success(parse(text))
+                readings[layer.name] = reading(of: layer.name, status: status, text: text)
             } catch {
                 readings[layer.name] = .failure(ReadFailure(reason: "\(layer.name)'s agent did not answer: \(error)"))
             }
@@ -193,6 +193,20 @@ public struct LayerCounters: Sendable {
         }
         readings["host"] = .success(parse(host))
         return readings
+    }
+
+    /// A layer's reading from grep's output, or why there is none: every Linux layer has
+    /// /proc/vmstat, so output without it means the read failed (grep's output not seen), not a
+    /// layer without counters.
+    static func reading(of layer: String, status: Int?, text: String) -> Result<Reading, ReadFailure> {
+        let reading = parse(text)
+        guard reading.keys.contains(where: { $0.hasPrefix("vmstat.") }) else {
+            return .failure(
+                ReadFailure(
+                    reason:
+                        "reading \(layer)'s /proc/vmstat gave nothing (grep exit \(status.map(String.init) ?? "unknown"))"))
+        }
+        return .success(reading)
     }
 
     /// Why a layer's counters could not be read.

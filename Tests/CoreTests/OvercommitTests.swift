@@ -76,6 +76,16 @@ struct OvercommitTests {
             "a counter read only once gives no delta")
     }
 
+    @Test func anEmptyReadingIsAFailureNotALayerWithoutCounters() throws {
+        guard case .failure(let failure) = LayerCounters.reading(of: "L1", status: nil, text: "") else {
+            Issue.record("an empty reading was taken as one")
+            return
+        }
+        #expect(failure.reason == "reading L1's /proc/vmstat gave nothing (grep exit unknown)")
+        let read = try LayerCounters.reading(of: "L1", status: 2, text: "/proc/vmstat:pswpin 3\n").get()
+        #expect(read == ["vmstat.pswpin": 3], "grep's exit 2 (a missing KSM file) keeps what it read")
+    }
+
     @Test func aLayerNotReadIsUnavailableWithTheReason() {
         let ok: Result<LayerCounters.Reading, LayerCounters.ReadFailure> = .success(
             LayerCounters.parse("/proc/vmstat:pswpout 5\n/proc/4242/stat:4242 (q) S 1 1 1 0 -1 0 0 0 7 0"))
