@@ -151,3 +151,73 @@ struct LineProtocolHelperTests {
         #expect(Self.running(name).isEmpty, "stopped: \(Self.running(name))")
     }
 }
+
+/// A guest whose balloon answers with canned sizes, with MemAvailable 1000 MiB.
+final class FakeBalloonPlace: BalloonPlace {
+    let name = "G1"
+    /// What each balloon call returns, in order (nil target: deflate).
+    let answers: Mutex<[UInt64]>
+    let calls = Mutex<[UInt64?]>([])
+    init(answers: [UInt64]) { self.answers = Mutex(answers) }
+
+    func balloon(to bytes: UInt64?) async throws(PlaceError) -> UInt64 {
+        calls.withLock { $0.append(bytes) }
+        return answers.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] }
+    }
+    func read(_ path: String) async throws(PlaceError) -> String {
+        guard path == "/proc/meminfo" else { throw .missing(place: name, path: path) }
+        return "MemTotal: 2048000 kB\nMemAvailable: 1024000 kB\n"
+    }
+    func apply(_ knobs: [Knob], owner: String) async throws(PlaceError) -> [String: String] { [:] }
+    func restoreKnobs() async -> [String] { [] }
+    func dropCachesAndCompact() async throws(PlaceError) {}
+    func launchMeasured(_ spec: ProcessSpec) async throws(ProcessError) -> MeasuredRun {
+        throw ProcessError(program: spec.program, message: "not in this fake", errno: nil)
+    }
+    func startHelper(_ spec: ProcessSpec) async throws(ProcessError) -> any HelperProcess {
+        throw ProcessError(program: spec.program, message: "not in this fake", errno: nil)
+    }
+    func runDirectory(_ tag: String) -> String { NSTemporaryDirectory() + "nestbench-fake-balloon-\(tag)" }
+}
+
+@Suite("Memory pressure by balloon")
+struct BalloonPressureTests {
+    static func inflate(_ place: FakeBalloonPlace, available: UInt64) async -> Result<PressureSession, FragmentationError> {
+        let pressure = MemoryPressure(
+            harness: HarnessLocator(harnessDirectory: "/nonexistent", cacheDirectory: "/nonexistent"),
+            logger: Logger(label: "test"))
+        do {
+            return .success(
+                try await pressure.inflate(MemoryPressureSpec(availableBytes: available), place: place))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    @Test func takesWhatIsAboveTheTarget() async throws {
+        let full: UInt64 = 2000 << 20
+        let place = FakeBalloonPlace(answers: [full, full - (200 << 20)])
+        let session = try await Self.inflate(place, available: 800 << 20).get()
+        #expect(place.calls.withLock { $0 } == [nil, full - (1_024_000 * 1024 - (800 << 20))])
+        #expect(session.ready.double("held") == Double(200 << 20))
+    }
+
+    /// MemAvailable already under the target: nothing is taken (held 0, measured), and a balloon
+    /// still settling (more memory than the deflated reading) is an error, never a wrapped number.
+    @Test func nothingToTakeAndAnUnsettledBalloon() async throws {
+        let full: UInt64 = 2000 << 20
+        let idle = FakeBalloonPlace(answers: [full])
+        let session = try await Self.inflate(idle, available: 1200 << 20).get()
+        #expect(idle.calls.withLock { $0 } == [nil], "not inflated")
+        #expect(session.ready.double("held") == 0)
+
+        let unsettled = FakeBalloonPlace(answers: [full, full + (2 << 20), full])
+        let result = await Self.inflate(unsettled, available: (1_024_000 * 1024) - (1 << 20))
+        guard case .failure(let error) = result else {
+            Issue.record("an unsettled balloon was taken as holding memory")
+            return
+        }
+        #expect(error.message.contains("the balloon had not settled"), "\(error.message)")
+        #expect(unsettled.calls.withLock { $0 }.last == .some(nil), "deflated again after the failure")
+    }
+}
