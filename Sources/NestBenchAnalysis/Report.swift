@@ -274,6 +274,7 @@ public struct Report: Codable, Sendable {
                     + " (see their fmfi_before)")
         }
         notes += Self.pagingNotes(runs)
+        notes += Self.alignmentNotes(runs, settings: record.experiment.collectors?.alignment)
         let logged = runs.filter { $0.provenance["kernel_log"] != nil }
         if !logged.isEmpty {
             notes.append(
@@ -311,6 +312,36 @@ public struct Report: Codable, Sendable {
     }
 
     /// Which paging mode each KVM layer ran (EPT/NPT read back at boot; this machine's too).
+    /// When and how often the alignment probe ran: once per run at the end of the measured phase,
+    /// and with `collectors.alignment.interval` also on a timeline (its probes and their total time,
+    /// the perturbation it added).
+    static func alignmentNotes(_ runs: [RunRecord], settings: AlignmentSettings?) -> [String] {
+        let probed = runs.filter { $0.metric("align.regions")?.value != nil }
+        var notes: [String] = []
+        if !probed.isEmpty {
+            notes.append(
+                "the alignment probe (align.*) ran once per run at the end of the measured phase, with the workload "
+                    + "stopped (\(probed.count) of \(runs.count) runs probed)")
+        }
+        let timed = runs.compactMap { run in
+            run.metric("align.timeline_probes")?.value.flatMap { n in
+                run.metric("align.timeline_probe_seconds")?.value.map { (probes: n, seconds: $0) }
+            }
+        }
+        if let interval = settings?.intervalMillis, !timed.isEmpty {
+            let probes = timed.map(\.probes).reduce(0, +)
+            let seconds = timed.map(\.seconds).reduce(0, +)
+            let worst = timed.map(\.seconds).max() ?? 0
+            notes.append(
+                "alignment timeline (collectors.alignment.interval): the probe also ran every \(interval) ms while the "
+                    + "workload ran, \(Int(probes)) times in \(timed.count) runs, "
+                    + String(format: "%.3f s in all (at most %.3f s in one run)", seconds, worst)
+                    + ", each probe holding the workload's memory-map lock while it read pagemap; the points "
+                    + "(align.huge.<layer>, align.timeline.probe_ms) are in each run's timeline (nestbench export)")
+        }
+        return notes
+    }
+
     static func pagingNotes(_ runs: [RunRecord]) -> [String] {
         var modes: [String: Set<String>] = [:]
         for run in runs {

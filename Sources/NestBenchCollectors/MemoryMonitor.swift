@@ -213,7 +213,8 @@ public struct MonitorTimeline: Sendable {
 public enum StandardCollectors {
     public static func make(_ settings: CollectorSettings = CollectorSettings()) -> [any RunCollector] {
         var list: [any RunCollector] = [
-            UsageCollector(), VmstatCollector(), PerfCollector(settings: settings.perf), AlignmentCollector(),
+            UsageCollector(), VmstatCollector(), PerfCollector(settings: settings.perf),
+            AlignmentCollector(intervalMillis: settings.alignment?.intervalMillis),
         ]
         // `monitor.interval: off` turns every sampler off (no timeline, no anon_huge_bytes_max).
         if let interval = settings.monitor.intervalMillis {

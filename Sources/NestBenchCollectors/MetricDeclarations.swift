@@ -97,5 +97,11 @@ public enum CollectorMetricDeclarations {
         MetricDeclaration("align.regions", unit: "regions", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("align.not_present", unit: "regions", polarity: .neutral, role: .diagnostic),
         MetricDeclaration("align.probe_seconds", unit: "s", polarity: .neutral, role: .diagnostic),
+        MetricDeclaration(
+            "align.timeline_probes", unit: "probes", polarity: .neutral, role: .diagnostic,
+            description: "probe passes of the opt-in alignment timeline (collectors.alignment.interval) while the workload ran"),
+        MetricDeclaration(
+            "align.timeline_probe_seconds", unit: "s", polarity: .neutral, role: .diagnostic,
+            description: "total wall time of the alignment timeline's probe passes (its perturbation of the workload)"),
     ]
 }

@@ -175,6 +175,14 @@ public enum ExperimentLoader {
                 }
             }
         }
+        if collectors?.alignment?.intervalMillis != nil, let (node, path) = fields["collectors"],
+            let stack = configurations.first(where: { $0.platform != .local })
+        {
+            r.problem(
+                "\(path).alignment.interval", node,
+                "the alignment timeline probes a process on this machine only; configuration \"\(stack.name)\" runs on \(stack.platform.rawValue), where the stack probe reads every layer once, while the workload stands stopped at the end of its measured phase (remove alignment.interval or the stack configuration)"
+            )
+        }
         guard let name, let baseline else { return nil }
         var experiment = Experiment(
             name: name, description: description, baseline: baseline, seed: seed,
@@ -707,12 +715,32 @@ public enum ExperimentLoader {
         return settings
     }
 
-    /// `collectors: {perf: {default_events, events, scope, proxies}, monitor: {interval, order}}`.
+    /// `collectors: {perf: {default_events, events, scope, proxies}, monitor: {interval, order},
+    /// alignment: {interval}}`.
     static func readCollectors(_ node: Node, at path: String, _ r: YAMLReader) -> CollectorSettings {
         var settings = CollectorSettings()
-        guard let fields = r.mapping(node, at: path, allowed: ["perf", "monitor"]) else { return settings }
+        guard let fields = r.mapping(node, at: path, allowed: ["perf", "monitor", "alignment"]) else { return settings }
         for f in fields {
-            if f.key == "perf" {
+            if f.key == "alignment" {
+                guard let alignment = r.mapping(f.value, at: f.path, allowed: ["interval"]) else { continue }
+                var a = AlignmentSettings()
+                for m in alignment {
+                    if case .scalar(let s) = m.value, s.string == "off" {
+                        a.intervalMillis = nil
+                    } else if let seconds = r.seconds(m.value, at: m.path) {
+                        let minimum = AlignmentSettings.minimumIntervalMillis
+                        if seconds * 1000 < Double(minimum) || seconds > 3600 {
+                            r.problem(
+                                m.path, m.value,
+                                "the alignment timeline's interval must be between \(minimum)ms and 1h (or off): each probe holds the workload's memory-map lock while it reads"
+                            )
+                        } else {
+                            a.intervalMillis = Int((seconds * 1000).rounded())
+                        }
+                    }
+                }
+                settings.alignment = a
+            } else if f.key == "perf" {
                 guard
                     let perf = r.mapping(f.value, at: f.path, allowed: ["default_events", "events", "scope", "proxies"])
                 else { continue }

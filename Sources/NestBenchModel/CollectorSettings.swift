@@ -4,10 +4,29 @@ public struct CollectorSettings: Codable, Sendable, Hashable {
     public var perf: PerfSettings
     /// The background memory monitor.
     public var monitor: MonitorSettings
+    /// The alignment probe's opt-in timeline (nil: the probe runs once, at the end of the measured phase).
+    public var alignment: AlignmentSettings?
 
-    public init(perf: PerfSettings = PerfSettings(), monitor: MonitorSettings = MonitorSettings()) {
+    public init(
+        perf: PerfSettings = PerfSettings(), monitor: MonitorSettings = MonitorSettings(),
+        alignment: AlignmentSettings? = nil
+    ) {
         self.perf = perf
         self.monitor = monitor
+        self.alignment = alignment
+    }
+}
+
+/// `collectors.alignment`: the alignment probe's timeline, opt-in.
+public struct AlignmentSettings: Codable, Sendable, Hashable {
+    /// Probe the measured process every this many ms while it runs; nil: off (the default).
+    public var intervalMillis: Int?
+    /// The shortest interval a file may ask for: one probe pass over a 4 GiB buffer takes tens of
+    /// ms and holds the process's memory-map lock while it reads.
+    public static let minimumIntervalMillis = 100
+
+    public init(intervalMillis: Int? = nil) {
+        self.intervalMillis = intervalMillis
     }
 }
 

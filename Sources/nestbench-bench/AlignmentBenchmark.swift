@@ -9,7 +9,9 @@ import NestBenchWorkloads
 /// MADV_NOHUGEPAGE) against reading the same pagemap range with `dd` and with one `pread` loop in
 /// the same run; target < 1 s per layer per 4 GiB. Then its perturbation of the micro (probe on vs
 /// off in interleaved pairs, like the collectors benchmark): the probe runs while the micro is
-/// stopped after its measured phase, so the target is that ops/s does not move (< 1%).
+/// stopped after its measured phase, so the target is that ops/s does not move (< 1%). Last, the
+/// same pairs with the opt-in timeline (`collectors.alignment.interval`, 250 ms) on, which probes the
+/// running micro: its measured cost, and its probes and probing time per run.
 enum AlignmentBenchmark {
     static let size: UInt64 = 4 << 30
 
@@ -22,6 +24,7 @@ enum AlignmentBenchmark {
             try await probePass(adviceName: advice.0, advice: advice.1)
         }
         try await perturbation()
+        try await perturbation(timelineMillis: 250)
     }
 
     static func probePass(adviceName: String, advice: Int32) async throws {
@@ -78,16 +81,22 @@ enum AlignmentBenchmark {
                 median(probeTimes) / median(preadTimes), median(probeTimes) < 1 ? "met" : "NOT met"))
     }
 
-    static func perturbation() async throws {
+    /// The probe's effect on the micro's throughput, paired on vs off: once at the end of the
+    /// measured phase, or with `timelineMillis` also every that many ms while it runs (the timeline).
+    static func perturbation(timelineMillis: Int? = nil) async throws {
         let binary = try await HarnessLocator().program("micro/nb-micro.c", name: "nb-micro")
         let dir = NSTemporaryDirectory() + "nestbench-bench-align-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let collector = AlignmentCollector()
+        let collector = AlignmentCollector(intervalMillis: timelineMillis)
+        let label =
+            timelineMillis.map { "random-access (alignment timeline every \($0) ms)" } ?? "random-access (alignment probe)"
         let spec = WorkloadSpec(
             suite: "micro", name: "random-access", params: ["size": "256MiB", "ops": "20000000", "thp": "huge"])
         var heldProbes: [Double] = []
-        try await CollectorsBenchmark.perturbation(of: "random-access (alignment probe)", pairs: 20) { on in
+        var timelineProbes: [Double] = []
+        var timelineSeconds: [Double] = []
+        try await CollectorsBenchmark.perturbation(of: label, pairs: 20) { on in
             let process = ProcessSpec(
                 program: binary, arguments: MicroAdapter.arguments(for: spec),
                 environment: ["PATH": "/usr/bin:/bin"].merging(on ? collector.environment : [:]) { $1 },
@@ -104,6 +113,13 @@ enum AlignmentBenchmark {
                         message: "probe unavailable: \(metrics.first?.unavailable ?? "no metrics")")
                 }
                 heldProbes.append(seconds)
+                if timelineMillis != nil {
+                    guard let n = metrics.first(where: { $0.name == "align.timeline_probes" })?.value,
+                        let s = metrics.first(where: { $0.name == "align.timeline_probe_seconds" })?.value
+                    else { throw BenchmarkFailure(message: "the timeline's metrics are missing") }
+                    timelineProbes.append(n)
+                    timelineSeconds.append(s)
+                }
             }
             let text = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
             guard outcome.succeeded,
@@ -112,6 +128,12 @@ enum AlignmentBenchmark {
             return ops
         }
         print(describe("probe of the stopped 256 MiB micro (once per run, at the end of its measured phase)", heldProbes))
+        if let timelineMillis {
+            print(
+                String(
+                    format: "alignment timeline every %d ms: %.1f probes per run (median), %.4f s of probing per run (median)",
+                    timelineMillis, median(timelineProbes), median(timelineSeconds)))
+        }
     }
 }
 

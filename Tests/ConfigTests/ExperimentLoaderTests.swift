@@ -320,6 +320,42 @@ struct CollectorSettingsLoaderTests {
         #expect(nothing.first?.message.contains("nothing to count") == true)
         #expect(problems("collectors: {perf: {scope: vm}}").first?.line == 19)
     }
+
+    @Test func alignmentTimelineIsOptInAndValidated() throws {
+        #expect(try load("collectors: {monitor: {order: 9}}").collectors?.alignment == nil, "default: off")
+        #expect(try load("collectors: {alignment: {interval: 500ms}}").collectors?.alignment?.intervalMillis == 500)
+        #expect(try load("collectors: {alignment: {interval: 2s}}").collectors?.alignment?.intervalMillis == 2000)
+        #expect(try load("collectors: {alignment: {interval: off}}").collectors?.alignment?.intervalMillis == nil)
+        #expect(try load("collectors: {alignment: {interval: 100ms}}").collectors?.alignment?.intervalMillis == 100)
+        for bad in ["50ms", "99ms", "2h", "often", "-1s", "[1s]"] {
+            let found = problems("collectors: {alignment: {interval: \(bad)}}")
+            #expect(found.map(\.keyPath) == ["collectors.alignment.interval"], "\(bad): \(found)")
+            let line = try #require(found.first?.description)
+            #expect(line.hasPrefix("exp.yaml:19:") && !line.contains("\n"), "one line naming file and field: \(line)")
+        }
+        #expect(problems("collectors: {alignment: {interval: 50ms}}").first?.message.contains("100ms") == true)
+        #expect(problems("collectors: {alignment: {every: 1s}}").map(\.keyPath) == ["collectors.alignment.every"])
+    }
+
+    @Test func alignmentTimelineOnAStackIsAnError() {
+        let stack = valid.replacingOccurrences(
+            of: "  always:\n    platform: local\n",
+            with: "  always:\n    platform: qemu\n    layers: {L0: {}, L1: {}}\n")
+        #expect(stack != valid)
+        func problems(_ text: String) -> [ConfigProblem] {
+            do {
+                _ = try ExperimentLoader.parse(text, file: "exp.yaml", catalog: FakeCatalog())
+                return []
+            } catch {
+                return error.problems
+            }
+        }
+        let found = problems(stack + "\ncollectors: {alignment: {interval: 1s}}")
+        let timeline = found.filter { $0.keyPath == "collectors.alignment.interval" }
+        #expect(timeline.count == 1, "\(found)")
+        #expect(timeline.first?.message.contains("configuration \"always\" runs on qemu") == true)
+        #expect(!problems(stack).contains { $0.keyPath.hasPrefix("collectors") }, "without the key: no such problem")
+    }
 }
 
 @Suite("qemu configurations")
