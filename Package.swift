@@ -129,6 +129,8 @@ let package = Package(
             ]),
         .executableTarget(name: "nestbench-fuzz", dependencies: ["NestBenchFuzz"]),
 
+        // What more than one test target needs (the machine-state lock of the tests).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "StatsTests", dependencies: ["NestBenchStats"]),
         .testTarget(name: "ConfigTests", dependencies: ["NestBenchConfig", "NestBenchModel"]),
         .testTarget(
@@ -137,7 +139,7 @@ let package = Package(
                 "NestBenchModel", "NestBenchStore", "NestBenchAnalysis", "NestBenchCollectors",
                 "NestBenchPlatforms", "NestBenchProcess", "NestBenchWorkloads", "NestBenchOrchestrator",
                 "NestBenchFragmentation", "NestBenchVM", "NestBenchConfig", "NestBenchAlignment", "NestBenchFuzz",
-                "NestBenchCluster",
+                "NestBenchCluster", "TestSupport",
             ],
             exclude: ["Transcripts"]),
         // The commands run in process (parse + run, stdout/stderr captured): no binary, no machine state.
@@ -146,7 +148,7 @@ let package = Package(
             dependencies: ["NestBenchCLI", "NestBenchStore", "NestBenchModel", "NestBenchAnalysis", "NestBenchCluster"]),
         // Runs the built binary; depending on the executable makes `swift build --build-tests` and
         // `swift test` (re)build it first. The tests refuse a binary older than the sources.
-        .testTarget(name: "EndToEndTests", dependencies: ["nestbench"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["nestbench", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -577,6 +577,7 @@ int main(int argc, char **argv) {
                 if (chunks[ci].fd < 0 && chunks[ci].kept > 0) mlock2(chunks[ci].base, chunks[ci].length, MLOCK_ONFAULT);
         }
         f = fmfi(order, &free_bytes);
+        if (f < 0) { emit("error cannot read /proc/buddyinfo: %s", strerror(errno)); return 1; }
         reached = f >= target;
     }
     emit("ready fmfi=%.4f held=%" PRIu64 " free=%" PRIu64 " seconds=%.2f reached=%d", f, held, free_bytes,
@@ -609,7 +610,9 @@ int main(int argc, char **argv) {
             if (now_seconds() - last >= interval_ms / 1000.0) {
                 last = now_seconds();
                 f = fmfi(order, &free_bytes);
-                emit("hold fmfi=%.4f held=%" PRIu64 " free=%" PRIu64 " available=%" PRIu64, f, held, free_bytes, available);
+                /* An unreadable buddyinfo is left out of the line, never reported as FMFI -1. */
+                if (f < 0) emit("hold held=%" PRIu64 " available=%" PRIu64, held, available);
+                else emit("hold fmfi=%.4f held=%" PRIu64 " free=%" PRIu64 " available=%" PRIu64, f, held, free_bytes, available);
             }
         }
     }

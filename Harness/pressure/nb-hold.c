@@ -14,7 +14,8 @@
  *   start available=B target=B
  *   held bytes=B available=B             while allocating, every step
  *   ready held=B available=B seconds=S   the target is reached; holding
- *   hold held=B available=B              every interval while holding
+ *   hold held=B available=B              every interval while holding (available left
+ *                                        out when /proc/meminfo cannot be read)
  *   error MESSAGE                        then exit 1 (nothing is held)
  * Exit status 0 after a signal, 1 on failure, 2 on bad arguments.
  */
@@ -129,6 +130,10 @@ int main(int argc, char **argv) {
         }
         held += want;
         available = mem_available();
+        if (available < 0) {
+            printf("error cannot read MemAvailable from /proc/meminfo after holding %" PRIu64 " bytes\n", held);
+            return 1;
+        }
         printf("held bytes=%" PRIu64 " available=%lld\n", held, available);
     }
     if (stop) return 0;
@@ -136,7 +141,11 @@ int main(int argc, char **argv) {
     while (!stop) {
         struct timespec ts = {(time_t)(interval_ms / 1000), (long)(interval_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
-        if (!stop) printf("hold held=%" PRIu64 " available=%lld\n", held, mem_available());
+        if (stop) break;
+        long long now = mem_available();
+        /* An unreadable MemAvailable is left out of the line, never reported as -1. */
+        if (now < 0) printf("hold held=%" PRIu64 "\n", held);
+        else printf("hold held=%" PRIu64 " available=%lld\n", held, now);
     }
     return 0;
 }

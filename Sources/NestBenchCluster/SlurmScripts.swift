@@ -195,7 +195,8 @@ public enum SlurmScripts {
             "array=${array%%;*}",
             #"merge=$(sbatch --parsable --dependency="afterany:$array" <<'NESTBENCH_MERGE_JOB'"#,
             merge(c) + "NESTBENCH_MERGE_JOB",
-            ")",
+            // The array job is queued already: a refused merge job leaves it without one.
+            #") || { echo "the merge job was not submitted; the shard job array $array is queued without it: cancel it with scancel $array" >&2; exit 1; }"#,
             "merge=${merge%%;*}",
             "echo \"campaign \(c.campaign)\"",
             #"echo "shards $array""#,

@@ -32,7 +32,16 @@ public struct SlurmSubmitter: Sendable {
             throw ClusterError("--share \(campaign.share): cannot write the job scripts there: \(error.localizedDescription)")
         }
         let array = try await run(SlurmScripts.shardsSubmission(campaign), what: "the shard job array")
-        let merge = try await run(SlurmScripts.mergeSubmission(campaign, after: array), what: "the merge job")
+        let merge: String
+        do {
+            merge = try await run(SlurmScripts.mergeSubmission(campaign, after: array), what: "the merge job")
+        } catch {
+            // The array job is queued and would run without anything to merge its shards.
+            throw ClusterError(
+                error.message
+                    + "; the shard job array \(array) is queued without it: cancel it with `scancel \(array)`, or submit the merge job with `sbatch --dependency=afterany:\(array) \(campaign.mergeScriptPath)`"
+            )
+        }
         return (array, merge)
     }
 

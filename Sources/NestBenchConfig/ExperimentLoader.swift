@@ -671,7 +671,15 @@ public enum ExperimentLoader {
             switch f.key {
             case "available":
                 hasTarget = true
-                if let b = r.bytes(f.value, at: f.path) { spec.availableBytes = b }
+                if let b = r.bytes(f.value, at: f.path) {
+                    // Driving a layer's MemAvailable under 64 MiB invites its OOM killer (or a swap
+                    // storm) rather than pressure: refused, as a typo like `available: 0` would be.
+                    if b < 64 << 20 {
+                        r.problem(f.path, f.value, "must be at least 64MiB (below that the layer's OOM killer acts)")
+                    } else {
+                        spec.availableBytes = b
+                    }
+                }
             case "step":
                 if let b = r.bytes(f.value, at: f.path) {
                     if b < 4096 { r.problem(f.path, f.value, "must be at least 4KiB") } else { spec.stepBytes = b }

@@ -67,6 +67,19 @@ public final class FragmentationSession: Sendable {
     /// Every protocol event read so far.
     public var events: [FragmenterEvent] { helper.events }
 
+    /// `fragmenter_exit`: its exit status, or unavailable when it ended by a signal or its end is
+    /// not known (gone with its VM) — never a stand-in number.
+    static func exitMetric(_ end: HelperEnd) -> Metric {
+        guard let status = end.exitStatus else {
+            return Metric.unavailable(
+                "fragmenter_exit", unit: "status", polarity: .neutral, source: "fragmenter",
+                reason: "unavailable: the fragmenter has no exit status (\(end.description))")
+        }
+        return Metric(
+            name: "fragmenter_exit", value: Double(status), unit: "status", polarity: .neutral, source: "fragmenter",
+            detail: end.description)
+    }
+
     /// Stops the fragmenter (SIGTERM, then SIGKILL after 10 s), which gives all its memory back.
     @discardableResult
     public func release() async -> HelperEnd { await helper.terminate() }
@@ -115,10 +128,7 @@ public final class FragmentationSession: Sendable {
                 "fragmenter_held_bytes", ready.double("held"), "bytes", "memory the fragmenter held to keep the holes",
                 reason: "the fragmenter did not report it"),
         ]
-        metrics.append(
-            Metric(
-                name: "fragmenter_exit", value: Double(outcome.exitStatus ?? -1), unit: "status", polarity: .neutral,
-                source: "fragmenter", detail: outcome.description))
+        metrics.append(Self.exitMetric(outcome))
         let samples = holds.compactMap { e in e.double("fmfi").map { TimelineSample(tMillis: e.tMillis, name: "fmfi", value: $0) }
         }
         var provenance = [

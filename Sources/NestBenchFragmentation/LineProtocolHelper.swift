@@ -56,8 +56,12 @@ struct LineProtocolHelper: Sendable {
     }
 
     /// Waits for its `ready` line. An `error` line, an exit before it (with the last lines of its
-    /// stderr) or `deadline` (`timeout` says what was not reached) stop it and are the error.
-    func ready(by deadline: ContinuousClock.Instant, timeout: String) async throws(FragmentationError) -> FragmenterEvent {
+    /// stderr), `deadline` (`timeout` says what was not reached) or a stop request (Ctrl-C: a
+    /// helper in a guest is not among the children a signal kills) stop it and are the error.
+    func ready(
+        by deadline: ContinuousClock.Instant, timeout: String,
+        stopRequested: @Sendable () -> Bool = { Cancellation.shared.isRequested }
+    ) async throws(FragmentationError) -> FragmenterEvent {
         while true {
             if let ready = reader.events.first(where: { $0.kind == "ready" }) { return ready }
             let failure: String?
@@ -70,6 +74,8 @@ struct LineProtocolHelper: Sendable {
                         String(decoding: $0.suffix(600), as: UTF8.self).split(separator: "\n").suffix(3).joined(separator: "\n")
                     } ?? ""
                 failure = "\(name) exited before reaching its target (\(outcome.description))" + (tail.isEmpty ? "" : " \(tail)")
+            } else if stopRequested() {
+                failure = "interrupted before \(name) reached its target"
             } else if ContinuousClock.now > deadline {
                 failure = timeout
             } else {

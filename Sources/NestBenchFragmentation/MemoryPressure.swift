@@ -160,7 +160,13 @@ public struct MemoryPressure: Sendable {
                 throw FragmentationError(
                     "memory_pressure: \(place.name) would keep under 64 MiB of its \(full) bytes; raise available")
             }
-            let actual = try await balloonPlace.balloon(to: full - take)
+            // Nothing above the target: nothing to take (the balloon stays deflated).
+            let actual = take == 0 ? full : try await balloonPlace.balloon(to: full - take)
+            guard actual <= full else {
+                throw FragmentationError(
+                    "memory_pressure method balloon: \(place.name) has \(actual) bytes after inflating, more than the \(full) it had deflated (the balloon had not settled); run again"
+                )
+            }
             let after = await PressureSession.available(in: place)
             let seconds = (ContinuousClock.now - started).seconds
             var fields = ["held": String(full - actual), "seconds": String(format: "%.3f", seconds)]

@@ -33,12 +33,16 @@ public enum Responsiveness {
     public enum Failure: Error, Sendable, Hashable, CustomStringConvertible {
         /// No complete interval before the disruption: there is no level to come back to.
         case noBaseline
+        /// No complete interval ended after `from`: the timeline stops before recovery could be seen.
+        case noProgressAfter(from: Double)
         /// The rate was still below the tolerance at the end of the timeline.
         case notRecovered(lastRate: Double, baselineRate: Double)
 
         public var description: String {
             switch self {
             case .noBaseline: "no progress interval ended before the disruption began: no level to return to"
+            case .noProgressAfter(let from):
+                "no progress interval ended after \(from) s: the timeline stops before the workload could be seen recovering"
             case .notRecovered(let last, let base):
                 "the rate had not come back within the tolerance by the end of the run (last interval \(last) ops/s, before the disruption \(base) ops/s)"
             }
@@ -61,11 +65,12 @@ public enum Responsiveness {
         let baseline = before.reduce(0) { $0 + $1.operations } / beforeSeconds
         let floor = (1 - tolerance) * baseline
         let after = sorted.filter { $0.end > from }
+        guard let last = after.last else { return .failure(.noProgressAfter(from: from)) }
         // The first interval of the final run of good ones.
         var firstGood = after.count
         while firstGood > 0 && after[firstGood - 1].rate >= floor { firstGood -= 1 }
         guard firstGood < after.count else {
-            return .failure(.notRecovered(lastRate: after.last?.rate ?? 0, baselineRate: baseline))
+            return .failure(.notRecovered(lastRate: last.rate, baselineRate: baseline))
         }
         let responsiveAt = max(from, firstGood == 0 ? from : after[firstGood].start)
         // Work done between `from` and `responsiveAt` (intervals straddling `from` count pro rata).

@@ -6,7 +6,7 @@ import NestBenchModel
 /// the workload and after it: `/proc/vmstat` deltas (THP splits, swap in/out, KSM's own
 /// counters where the kernel has them) and KSM's state (`/sys/kernel/mm/ksm/`). Named
 /// `<layer>.vmstat.<counter>` and `<layer>.ksm.<file>`. A layer whose agent does not answer, or
-/// whose kernel has no KSM, gives no such metric — the report lists what is missing, nothing is
+/// whose kernel has no KSM, gives these metrics as `unavailable:` with the reason — nothing is
 /// defaulted.
 public struct LayerCounters: Sendable {
     /// Deltas over the run.
@@ -56,16 +56,34 @@ public struct LayerCounters: Sendable {
 
     /// The metrics of one layer from its readings before and after a run. `children`: the guest
     /// layers whose QEMU runs in this layer, by pid (their major faults here: the double-paging
-    /// events when that guest swaps out pages this layer had swapped).
-    public static func metrics(layer: String, before: Reading, after: Reading, children: [(name: String, pid: Int32)] = [])
-        -> [Metric]
-    {
+    /// events when that guest swaps out pages this layer had swapped). `layerFiles`: whether the
+    /// readings are of the layer's own vmstat and KSM files (this machine's hold only its QEMU
+    /// processes' stat). A counter or file missing from a reading is `unavailable:` with the
+    /// reason, never a number; a layer without a swap disk has no swap metrics.
+    public static func metrics(
+        layer: String, before: Reading, after: Reading, children: [(name: String, pid: Int32)] = [],
+        layerFiles: Bool = true
+    ) -> [Metric] {
+        /// Why a counter read as `key` is missing, or nil when both readings have it.
+        func missing(_ key: String, _ what: String) -> String? {
+            switch (before[key], after[key]) {
+            case (.some, .some): nil
+            case (nil, nil): "unavailable: \(layer) has no \(what)"
+            case (nil, .some): "unavailable: \(layer)'s \(what) was not read as the run began"
+            case (.some, nil): "unavailable: \(layer)'s \(what) was not read after the run"
+            }
+        }
         var metrics: [Metric] = []
         for child in children {
-            guard let b = before["pid.\(child.pid).majflt"], let a = after["pid.\(child.pid).majflt"] else { continue }
+            let name = "\(child.name).qemu_major_faults"
+            let key = "pid.\(child.pid).majflt"
+            if let reason = missing(key, "/proc/\(child.pid)/stat (the QEMU process running \(child.name))") {
+                metrics.append(.unavailable(name, unit: "faults", polarity: .neutral, source: "procfs", reason: reason))
+                continue
+            }
             metrics.append(
                 Metric(
-                    name: "\(child.name).qemu_major_faults", value: Double(a - b), unit: "faults", polarity: .neutral,
+                    name: name, value: Double(after[key]! - before[key]!), unit: "faults", polarity: .neutral,
                     source: "procfs",
                     detail: "major faults of the QEMU process running \(child.name), in \(layer), during the run"))
         }
@@ -74,34 +92,77 @@ public struct LayerCounters: Sendable {
             ("swapdisk.reads", "swap.reads", "I/Os", "reads from its swap disk (vda)"),
             ("swapdisk.writes", "swap.writes", "I/Os", "writes to its swap disk (vda)"),
         ] {
-            guard let b = before[key], let a = after[key] else { continue }
+            // No swap disk in either reading: the layer has none, there is nothing to measure.
+            if before[key] == nil && after[key] == nil { continue }
+            if let reason = missing(key, "/sys/block/vda/stat") {
+                metrics.append(
+                    .unavailable("\(layer).\(name)", unit: unit, polarity: .neutral, source: "diskstats", reason: reason))
+                continue
+            }
             metrics.append(
                 Metric(
-                    name: "\(layer).\(name)", value: Double(a - b), unit: unit, polarity: .neutral, source: "diskstats",
-                    detail: "\(layer): \(what) during the run"))
+                    name: "\(layer).\(name)", value: Double(after[key]! - before[key]!), unit: unit, polarity: .neutral,
+                    source: "diskstats", detail: "\(layer): \(what) during the run"))
         }
+        guard layerFiles else { return metrics }
         for name in vmstatCounters {
-            guard let b = before["vmstat.\(name)"], let a = after["vmstat.\(name)"] else { continue }
+            let key = "vmstat.\(name)"
+            if let reason = missing(key, "\(name) in /proc/vmstat") {
+                metrics.append(
+                    .unavailable("\(layer).vmstat.\(name)", unit: "events", polarity: .neutral, source: "vmstat", reason: reason))
+                continue
+            }
             metrics.append(
                 Metric(
-                    name: "\(layer).vmstat.\(name)", value: Double(a - b), unit: "events", polarity: .neutral, source: "vmstat",
+                    name: "\(layer).vmstat.\(name)", value: Double(after[key]! - before[key]!), unit: "events",
+                    polarity: .neutral, source: "vmstat",
                     detail: "/proc/vmstat \(name) in \(layer), delta over the run (whole layer)"))
         }
         for file in ksmFiles {
+            let key = "ksm.\(file)"
+            let unit = file == "full_scans" ? "scans" : file == "run" ? "state" : "pages"
             if file == "full_scans" {
-                guard let b = before["ksm.full_scans"], let a = after["ksm.full_scans"] else { continue }
+                if let reason = missing(key, "/sys/kernel/mm/ksm/full_scans") {
+                    metrics.append(
+                        .unavailable("\(layer).ksm.full_scans", unit: unit, polarity: .neutral, source: "ksm", reason: reason))
+                    continue
+                }
                 metrics.append(
                     Metric(
-                        name: "\(layer).ksm.full_scans", value: Double(a - b), unit: "scans", polarity: .neutral, source: "ksm",
-                        detail: "KSM full scans in \(layer) during the run"))
-            } else if let a = after["ksm.\(file)"] {
+                        name: "\(layer).ksm.full_scans", value: Double(after[key]! - before[key]!), unit: unit,
+                        polarity: .neutral, source: "ksm", detail: "KSM full scans in \(layer) during the run"))
+            } else if let a = after[key] {
                 metrics.append(
                     Metric(
-                        name: "\(layer).ksm.\(file)", value: Double(a), unit: file == "run" ? "state" : "pages",
-                        polarity: .neutral, source: "ksm", detail: "/sys/kernel/mm/ksm/\(file) in \(layer) after the run"))
+                        name: "\(layer).ksm.\(file)", value: Double(a), unit: unit, polarity: .neutral, source: "ksm",
+                        detail: "/sys/kernel/mm/ksm/\(file) in \(layer) after the run"))
+            } else {
+                let reason =
+                    before[key] == nil
+                    ? "unavailable: \(layer) has no /sys/kernel/mm/ksm/\(file)"
+                    : "unavailable: \(layer)'s /sys/kernel/mm/ksm/\(file) was not read after the run"
+                metrics.append(
+                    .unavailable("\(layer).ksm.\(file)", unit: unit, polarity: .neutral, source: "ksm", reason: reason))
             }
         }
         return metrics
+    }
+
+    /// The metrics of a layer that could not be read before or after the run (its agent did not
+    /// answer), each `unavailable:` with `reason`.
+    public static func unavailable(layer: String, reason: String, children: [(name: String, pid: Int32)] = []) -> [Metric] {
+        children.map {
+            Metric.unavailable(
+                "\($0.name).qemu_major_faults", unit: "faults", polarity: .neutral, source: "procfs", reason: reason)
+        }
+            + vmstatCounters.map {
+                Metric.unavailable("\(layer).vmstat.\($0)", unit: "events", polarity: .neutral, source: "vmstat", reason: reason)
+            }
+            + ksmFiles.map {
+                Metric.unavailable(
+                    "\(layer).ksm.\($0)", unit: $0 == "full_scans" ? "scans" : $0 == "run" ? "state" : "pages",
+                    polarity: .neutral, source: "ksm", reason: reason)
+            }
     }
 
     static let files = ["/proc/vmstat", "/sys/block/vda/stat"] + ksmFiles.map { "/sys/kernel/mm/ksm/\($0)" }
@@ -111,24 +172,67 @@ public struct LayerCounters: Sendable {
         stack.layers.filter { $0.parent == layer }.map { ($0.name, $0.qemuPID) }
     }
 
-    /// Every guest layer's reading now (layers whose agent does not answer are left out), and
-    /// this machine's (`host`: the QEMU processes it runs).
-    static func read(_ stack: QemuStack) async -> [String: Reading] {
-        var readings: [String: Reading] = [:]
+    /// Every guest layer's reading now, or why it could not be read (its agent did not answer),
+    /// and this machine's (`host`: the QEMU processes it runs).
+    static func read(_ stack: QemuStack) async -> [String: Result<Reading, ReadFailure>] {
+        var readings: [String: Result<Reading, ReadFailure>] = [:]
         for (index, layer) in stack.layers.enumerated() {
             let qemus = children(of: index, in: stack).map { "/proc/\($0.pid)/stat" }
             // grep exits 2 when a file is missing (no KSM, no swap disk); what it read is still there.
-            guard
-                let (_, text) = try? await layer.agent.output(
+            do {
+                let (status, text) = try await layer.agent.output(
                     ["grep", "-H", "", "--"] + files + qemus, failure: stack.deadReason)
-            else { continue }
-            readings[layer.name] = parse(text)
+                readings[layer.name] = reading(of: layer.name, status: status, text: text)
+            } catch {
+                readings[layer.name] = .failure(ReadFailure(reason: "\(layer.name)'s agent did not answer: \(error)"))
+            }
         }
         var host = ""
         for child in children(of: nil, in: stack) {
             if let stat = KernelFile.read("/proc/\(child.pid)/stat") { host += "/proc/\(child.pid)/stat:\(stat)\n" }
         }
-        readings["host"] = parse(host)
+        readings["host"] = .success(parse(host))
         return readings
+    }
+
+    /// A layer's reading from grep's output, or why there is none: every Linux layer has
+    /// /proc/vmstat, so output without it means the read failed (grep's output not seen), not a
+    /// layer without counters.
+    static func reading(of layer: String, status: Int?, text: String) -> Result<Reading, ReadFailure> {
+        let reading = parse(text)
+        guard reading.keys.contains(where: { $0.hasPrefix("vmstat.") }) else {
+            return .failure(
+                ReadFailure(
+                    reason:
+                        "reading \(layer)'s /proc/vmstat gave nothing (grep exit \(status.map(String.init) ?? "unknown"))"))
+        }
+        return .success(reading)
+    }
+
+    /// Why a layer's counters could not be read.
+    struct ReadFailure: Error, Sendable {
+        var reason: String
+    }
+
+    /// The metrics of every layer and this machine over a run from `read`'s readings before and
+    /// after it; a layer missing from either is `unavailable:` with the reason.
+    static func metrics(
+        layers: [(name: String, children: [(name: String, pid: Int32)])], host: [(name: String, pid: Int32)],
+        before: [String: Result<Reading, ReadFailure>], after: [String: Result<Reading, ReadFailure>]
+    ) -> [Metric] {
+        var metrics: [Metric] = []
+        for (name, children) in layers + [("host", host)] {
+            switch (before[name], after[name]) {
+            case (.success(let b), .success(let a)):
+                metrics += Self.metrics(layer: name, before: b, after: a, children: children, layerFiles: name != "host")
+            case (.failure(let f), _):
+                metrics += unavailable(layer: name, reason: "unavailable: as the run began, \(f.reason)", children: children)
+            case (_, .failure(let f)):
+                metrics += unavailable(layer: name, reason: "unavailable: after the run, \(f.reason)", children: children)
+            default:
+                metrics += unavailable(layer: name, reason: "unavailable: \(name) was not read", children: children)
+            }
+        }
+        return metrics
     }
 }

@@ -410,21 +410,16 @@ struct StackRun: PlacementRun {
     let stack: QemuStack
     let counters: GuestCounters
     /// Each layer's vmstat and KSM reading as the run began.
-    let before: [String: LayerCounters.Reading]
+    let before: [String: Result<LayerCounters.Reading, LayerCounters.ReadFailure>]
 
     func finish() async -> [Metric] {
         let perf = counters.finish()
         let after = await LayerCounters.read(stack)
-        var metrics = perf
-        for (index, layer) in stack.layers.enumerated() {
-            guard let b = before[layer.name], let a = after[layer.name] else { continue }
-            metrics += LayerCounters.metrics(
-                layer: layer.name, before: b, after: a, children: LayerCounters.children(of: index, in: stack))
-        }
-        if let b = before["host"], let a = after["host"] {
-            metrics += LayerCounters.metrics(
-                layer: "host", before: b, after: a, children: LayerCounters.children(of: nil, in: stack))
-        }
+        let layers = stack.layers.indices.map { (stack.layers[$0].name, LayerCounters.children(of: $0, in: stack)) }
+        let metrics =
+            perf
+            + LayerCounters.metrics(
+                layers: layers, host: LayerCounters.children(of: nil, in: stack), before: before, after: after)
         return metrics
     }
 }

@@ -334,9 +334,13 @@ public struct TailbenchAdapter: WorkloadAdapter {
     /// The client's usage (it is not the measured process): `client.` metrics.
     static func clientMetrics(_ outcome: ProcessOutcome?) -> [Metric] {
         guard let o = outcome else {
-            return ["client.wall_seconds", "client.user_seconds", "client.system_seconds"].map {
+            // Every metric a measured client gives, each unavailable (none silently left out).
+            return [
+                ("client.wall_seconds", "s"), ("client.user_seconds", "s"), ("client.system_seconds", "s"),
+                ("client.minor_faults", "faults"), ("client.max_rss_bytes", "bytes"),
+            ].map {
                 Metric.unavailable(
-                    $0, unit: "s", polarity: .neutral, source: "rusage",
+                    $0.0, unit: $0.1, polarity: .neutral, source: "rusage",
                     reason: "unavailable: the place the client ran in reported no resource usage of it")
             }
         }

@@ -43,6 +43,8 @@ struct OvercommitConfigTests {
         }
         #expect(problems("{memory_pressure: {step: 1MiB}}") == ["conditions.c.memory_pressure"])
         #expect(problems("{memory_pressure: {available: lots}}") == ["conditions.c.memory_pressure.available"])
+        #expect(problems("{memory_pressure: {available: 0}}") == ["conditions.c.memory_pressure.available"])
+        #expect(problems("{memory_pressure: {available: 63MiB}}") == ["conditions.c.memory_pressure.available"])
         #expect(problems("{memory_pressure: {available: 1GiB, step: 100}}") == ["conditions.c.memory_pressure.step"])
         #expect(problems("{memory_pressure: {available: 1GiB, layer: guest}}") == ["conditions.c.memory_pressure.layer"])
         #expect(problems("{memory_pressure: {available: 1GiB, hold: yes}}") == ["conditions.c.memory_pressure.hold"])

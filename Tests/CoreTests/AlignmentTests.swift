@@ -3,6 +3,7 @@ import NestBenchAnalysis
 import NestBenchModel
 import NestBenchProcess
 import NestBenchWorkloads
+import TestSupport
 import Testing
 
 @testable import NestBenchAlignment
@@ -280,8 +281,13 @@ struct AlignmentCollectorTests {
         return Run(metrics: Dictionary(metrics.map { ($0.name, $0) }) { a, _ in a }, output: output, stdout: stdout)
     }
 
-    /// Sets THP to `madvise` (enabled and defrag, so MADV_HUGEPAGE faults compact directly) for the body.
+    /// Sets THP to `madvise` (enabled and defrag, so MADV_HUGEPAGE faults compact directly) for the
+    /// body, holding the tests' machine-state lock (no other test changes THP meanwhile).
     func withMadviseTHP<T>(_ body: () async throws -> T) async throws -> T {
+        try await MachineStateLock.withLock { try await madviseTHP(body) }
+    }
+
+    private func madviseTHP<T>(_ body: () async throws -> T) async throws -> T {
         let old = try [Self.thpEnabled, Self.thpDefrag].map { path in
             (path, try String(contentsOfFile: path, encoding: .utf8))
         }
@@ -294,7 +300,7 @@ struct AlignmentCollectorTests {
         return try await body()
     }
 
-    @Test(.enabled(if: isRoot), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: isRoot), .timeLimit(.minutes(10)))  // the machine-state lock may first wait for a VM test
     func hugeBufferIsHugeAndNohugeIsNot() async throws {
         try await withMadviseTHP {
             for thp in ["huge", "nohuge"] {

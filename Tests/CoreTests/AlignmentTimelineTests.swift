@@ -4,6 +4,7 @@ import NestBenchModel
 import NestBenchPlatforms
 import NestBenchProcess
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import NestBenchAlignment
@@ -200,8 +201,12 @@ struct AlignmentTimelineCollectorTests {
     /// configuration's host layer (LocalPlatform, journaled) and restored.
     @Test(
         .enabled(if: isRoot && FileManager.default.fileExists(atPath: thpRoot + "/khugepaged/scan_sleep_millisecs")),
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(10)))  // the machine-state lock may first wait for a VM test
     func khugepagedPromotionIsVisibleOverTime() async throws {
+        try await MachineStateLock.withLock { try await promotionIsVisibleOverTime() }
+    }
+
+    func promotionIsVisibleOverTime() async throws {
         let app = try #require(Self.promoteApp, "cc builds Tests/FakeApps/thp_promote.c")
         let dir = Fixtures.temporaryDirectory()
         let platform = LocalPlatform(journal: KnobJournal(path: dir + "/journal.json"), logger: Logger(label: "test"))

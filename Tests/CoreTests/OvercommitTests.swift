@@ -32,7 +32,7 @@ struct OvercommitTests {
         #expect(on.contains("--progress") && on[on.firstIndex(of: "--progress")! + 1] == "0.5")
     }
 
-    @Test func layerCountersAreDeltasAndStates() {
+    @Test func layerCountersAreDeltasAndStates() throws {
         let before = LayerCounters.parse(
             """
             /proc/vmstat:thp_split_page 10
@@ -51,14 +51,57 @@ struct OvercommitTests {
             /sys/kernel/mm/ksm/pages_shared:99
             grep: /sys/kernel/mm/ksm/pages_volatile: No such file or directory
             """)
-        let m = Dictionary(
-            uniqueKeysWithValues: LayerCounters.metrics(layer: "L0", before: before, after: after).map { ($0.name, $0.value) })
-        #expect(m["L0.vmstat.thp_split_page"] == 15)
-        #expect(m["L0.vmstat.pswpout"] == 0)
-        #expect(m["L0.ksm.full_scans"] == 4)
-        #expect(m["L0.ksm.pages_sharing"] == 1234 && m["L0.ksm.pages_shared"] == 99 && m["L0.ksm.run"] == 1)
-        #expect(m["L0.ksm.pages_volatile"] == nil, "a file the layer lacks gives no metric, never 0")
-        #expect(m["L0.vmstat.pswpin"] == nil, "a counter read only once gives no delta")
+        let metrics = LayerCounters.metrics(layer: "L0", before: before, after: after)
+        let m = Dictionary(uniqueKeysWithValues: metrics.map { ($0.name, $0) })
+        #expect(m["L0.vmstat.thp_split_page"]?.value == 15)
+        #expect(m["L0.vmstat.pswpout"]?.value == 0)
+        #expect(m["L0.ksm.full_scans"]?.value == 4)
+        #expect(
+            m["L0.ksm.pages_sharing"]?.value == 1234 && m["L0.ksm.pages_shared"]?.value == 99 && m["L0.ksm.run"]?.value == 1)
+        // Every counter and KSM file is there: measured, or unavailable with the reason, never 0.
+        #expect(
+            Set(metrics.map(\.name))
+                == Set(
+                    LayerCounters.vmstatCounters.map { "L0.vmstat.\($0)" } + LayerCounters.ksmFiles.map { "L0.ksm.\($0)" }))
+        let volatile = try #require(m["L0.ksm.pages_volatile"])
+        #expect(volatile.value == nil && volatile.unavailable == "unavailable: L0 has no /sys/kernel/mm/ksm/pages_volatile")
+        let pswpin = try #require(m["L0.vmstat.pswpin"])
+        #expect(pswpin.value == nil && pswpin.unavailable == "unavailable: L0 has no pswpin in /proc/vmstat")
+        let splitPMD = try #require(
+            LayerCounters.metrics(layer: "L0", before: before, after: LayerCounters.parse("/proc/vmstat:nr_free_pages 1"))
+                .first { $0.name == "L0.vmstat.thp_split_page" })
+        #expect(
+            splitPMD.value == nil
+                && splitPMD.unavailable == "unavailable: L0's thp_split_page in /proc/vmstat was not read after the run",
+            "a counter read only once gives no delta")
+    }
+
+    @Test func anEmptyReadingIsAFailureNotALayerWithoutCounters() throws {
+        guard case .failure(let failure) = LayerCounters.reading(of: "L1", status: nil, text: "") else {
+            Issue.record("an empty reading was taken as one")
+            return
+        }
+        #expect(failure.reason == "reading L1's /proc/vmstat gave nothing (grep exit unknown)")
+        let read = try LayerCounters.reading(of: "L1", status: 2, text: "/proc/vmstat:pswpin 3\n").get()
+        #expect(read == ["vmstat.pswpin": 3], "grep's exit 2 (a missing KSM file) keeps what it read")
+    }
+
+    @Test func aLayerNotReadIsUnavailableWithTheReason() {
+        let ok: Result<LayerCounters.Reading, LayerCounters.ReadFailure> = .success(
+            LayerCounters.parse("/proc/vmstat:pswpout 5\n/proc/4242/stat:4242 (q) S 1 1 1 0 -1 0 0 0 7 0"))
+        let metrics = LayerCounters.metrics(
+            layers: [("L1", [])], host: [(name: "L1", pid: 4242)],
+            before: ["L1": ok, "host": ok],
+            after: ["L1": .failure(LayerCounters.ReadFailure(reason: "L1's agent did not answer: timeout")), "host": ok])
+        let l1 = metrics.filter { $0.name.hasPrefix("L1.vmstat.") || $0.name.hasPrefix("L1.ksm.") }
+        #expect(l1.count == LayerCounters.vmstatCounters.count + LayerCounters.ksmFiles.count)
+        #expect(
+            l1.allSatisfy {
+                $0.value == nil && $0.unavailable == "unavailable: after the run, L1's agent did not answer: timeout"
+            })
+        // This machine's reading holds only its QEMU processes: no vmstat or KSM metrics of its own.
+        #expect(metrics.filter { $0.name.hasPrefix("host.") }.isEmpty)
+        #expect(metrics.first { $0.name == "L1.qemu_major_faults" }?.value == 0)
     }
 
     @Test func qemuMajorFaultsAndSwapDiskAreDeltas() {
@@ -74,7 +117,7 @@ struct OvercommitTests {
             """)
         let m = Dictionary(
             uniqueKeysWithValues: LayerCounters.metrics(
-                layer: "L0", before: before, after: after, children: [(name: "L1", pid: 4242)]
+                layer: "L0", before: before, after: after, children: [(name: "L1", pid: 4242)], layerFiles: false
             ).map { ($0.name, $0.value) })
         #expect(m["L1.qemu_major_faults"] == 100)
         #expect(m["L0.swap.io_ms"] == 500 && m["L0.swap.reads"] == 50 && m["L0.swap.writes"] == 700)

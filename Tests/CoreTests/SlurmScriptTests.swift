@@ -199,6 +199,29 @@ struct SlurmScriptTests {
         #expect(!FileManager.default.fileExists(atPath: root + "/PWNED"))
     }
 
+    /// The printed submission, its merge job refused: it says which array job is left queued.
+    @Test(.timeLimit(.minutes(1)))
+    func submissionScriptNamesTheQueuedArrayJobWhenTheMergeIsRefused() async throws {
+        let root = Fixtures.temporaryDirectory()
+        let c = Self.campaign(root: root)
+        let bin = root + "/fakebin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try Self.executable(
+            """
+            #!/bin/bash
+            cat > /dev/null
+            case "$2" in --dependency=*) echo 'sbatch: error: Job dependency problem' >&2; exit 1 ;; esac
+            echo "41;cluster"
+
+            """, at: bin + "/sbatch")
+        let (status, stderr) = try await Self.bash(
+            SlurmScripts.submission(c), in: root, environment: ["PATH": bin + ":/usr/bin:/bin"])
+        #expect(status == 1, "\(stderr)")
+        #expect(stderr.contains("Job dependency problem"), "\(stderr)")
+        #expect(
+            stderr.contains("the shard job array 41 is queued without it: cancel it with scancel 41"), "\(stderr)")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func submitterRunsSbatchAsArgvAndReadsTheJobIDs() async throws {
         let root = Fixtures.temporaryDirectory()
@@ -229,6 +252,29 @@ struct SlurmScriptTests {
             _ = try await SlurmSubmitter(sbatch: root + "/sbatch", environment: [:]).submit(c)
         } catch {
             #expect(error.message.contains("the shard job array") && error.message.contains("invalid partition specified"))
+        }
+    }
+
+    /// The array job was queued, the merge job was refused: the error names the queued array job
+    /// and how to cancel it or submit the merge by hand.
+    @Test(.timeLimit(.minutes(1)))
+    func aRefusedMergeJobNamesTheQueuedArrayJob() async throws {
+        let root = Fixtures.temporaryDirectory()
+        let c = Self.campaign(root: root)
+        try Self.executable(
+            """
+            #!/bin/bash
+            case "$2" in --dependency=*) echo 'sbatch: error: Job dependency problem' >&2; exit 1 ;; esac
+            echo "31;cluster"
+
+            """, at: root + "/sbatch")
+        do {
+            let ids = try await SlurmSubmitter(sbatch: root + "/sbatch", environment: [:]).submit(c)
+            Issue.record("submitted: \(ids)")
+        } catch {
+            #expect(error.message.contains("the merge job") && error.message.contains("Job dependency problem"), "\(error)")
+            #expect(
+                error.message.contains("the shard job array 31 is queued without it: cancel it with `scancel 31`"), "\(error)")
         }
     }
 

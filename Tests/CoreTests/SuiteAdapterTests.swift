@@ -2,8 +2,9 @@ import Foundation
 import Logging
 import NestBenchModel
 import NestBenchProcess
-import NestBenchWorkloads
 import Testing
+
+@testable import NestBenchWorkloads
 
 /// The project's Suites/ and the fake apps under Tests/CoreTests/FakeApps.
 enum SuitePaths {
@@ -141,6 +142,23 @@ final class LaunchLog: @unchecked Sendable {
 
 @Suite(.serialized) struct TailbenchAdapterTests {
     let root = Fixtures.temporaryDirectory()
+
+    /// A client whose place reported no usage (an older guest agent) gives the same metrics as a
+    /// measured one, each unavailable with the reason: none is left out.
+    @Test func clientMetricsWithoutUsageAreAllUnavailable() {
+        let measured = TailbenchAdapter.clientMetrics(
+            ProcessOutcome(
+                pid: 1, exitStatus: 0, signal: nil, timedOut: false,
+                usage: ResourceUsage(
+                    minorFaults: 3, majorFaults: 0, userSeconds: 0.5, systemSeconds: 0.1, maxRSSKiB: 2,
+                    voluntaryContextSwitches: 0, involuntaryContextSwitches: 0),
+                wallSeconds: 1, argv: ["client"]))
+        let missing = TailbenchAdapter.clientMetrics(nil)
+        #expect(measured.count == 5 && measured.allSatisfy { $0.value != nil })
+        #expect(missing.map(\.name) == measured.map(\.name))
+        #expect(missing.map(\.unit) == measured.map(\.unit))
+        #expect(missing.allSatisfy { $0.value == nil && $0.unavailable?.hasPrefix("unavailable: ") == true })
+    }
 
     func adapter(env: [String: String] = [:]) throws -> TailbenchAdapter {
         let d = try SuiteDefinition.load(path: SuitePaths.suites + "/tailbench.yaml")

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Runs the built `nestbench` binary as a user would and checks stdout, stderr and exit codes.
@@ -143,9 +144,27 @@ enum CLI {
 }
 
 /// Every test that changes machine state (THP knobs, memory, VMs) lives in a sub-suite of this one
-/// (`extension MachineSuite { @Suite struct … }`), so that they never run at the same time.
-@Suite("changes machine state", .serialized)
+/// (`extension MachineSuite { @Suite struct … }`), so that they never run at the same time; each
+/// also holds `MachineStateLock`, which CoreTests' knob tests take too.
+@Suite("changes machine state", .serialized, .machineStateLock)
 enum MachineSuite {}
+
+/// Holds `MachineStateLock` around each test of the suite it is applied to (and its sub-suites).
+struct MachineStateLockTrait: SuiteTrait, TestTrait, TestScoping {
+    var isRecursive: Bool { true }
+
+    func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
+        // Suites pass through; each test function (case) holds the lock while it runs.
+        guard testCase != nil else { return try await function() }
+        try await MachineStateLock.withLock { try await function() }
+    }
+}
+
+extension Trait where Self == MachineStateLockTrait {
+    static var machineStateLock: Self { Self() }
+}
 
 extension MachineSuite {
     @Suite("nestbench end to end")

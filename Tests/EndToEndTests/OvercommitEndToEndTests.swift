@@ -77,6 +77,7 @@ extension MachineSuite {
             let export = try CLI.run(["export", "--results", dir + "/res"], state: dir + "/state")
             let exported = try #require(try JSONSerialization.jsonObject(with: Data(export.stdout.utf8)) as? [String: Any])
             let exportedRuns = try #require(exported["runs"] as? [[String: Any]])
+            #expect(exportedRuns.count == 4, "every run exported")
             for run in exportedRuns {
                 let samples = run["samples"] as? [[String: Any]] ?? []
                 let progress = samples.filter { $0["name"] as? String == "progress.ops_per_sec" }

@@ -62,5 +62,8 @@ struct ResponsivenessTests {
         #expect(late == .failure(.noBaseline))
         let stuck = Responsiveness.timeToResponsiveness(Self.timeline([100, 100, 10, 10]), disruption: 2, from: 2)
         #expect(stuck == .failure(.notRecovered(lastRate: 10, baselineRate: 100)))
+        // Nothing measured after the restore: no rate to report (not a last rate of 0).
+        let cut = Responsiveness.timeToResponsiveness(Self.timeline([100, 100]), disruption: 2, from: 2)
+        #expect(cut == .failure(.noProgressAfter(from: 2)))
     }
 }
