@@ -532,8 +532,20 @@ public final class Orchestrator: Sendable {
             try? handle.seek(toOffset: from)
             let data = (try? handle.readToEnd()) ?? Data()
             consoleOffsets[path] = from + UInt64(data.count)
-            findings += KernelLog.findings(in: String(decoding: data, as: UTF8.self)).map { (layer, $0) }
-            run.provenance["kernel_log.\(layer)"] = from == 0 ? "scanned (console since boot)" : "scanned"
+            // What the console held when the run's placement opened (the boot, the time between
+            // runs) is recorded beside the run, not held against it.
+            let runStart = run.provenance["\(layer).console_from"].flatMap(UInt64.init)
+            let split = runStart.map { Int(min(UInt64(data.count), $0 > from ? $0 - from : 0)) } ?? 0
+            let before = KernelLog.findings(in: String(decoding: data.prefix(split), as: UTF8.self))
+            if !before.isEmpty {
+                run.provenance["kernel_log.\(layer).before_run"] = KernelLog.summary(before)
+                logger.notice(
+                    "kernel log before the run (boot or between runs; the run is not marked)",
+                    metadata: ["layer": "\(layer)", "findings": "\(before.count)", "first": "\(before[0].line)"])
+            }
+            findings += KernelLog.findings(in: String(decoding: data.dropFirst(split), as: UTF8.self)).map { (layer, $0) }
+            run.provenance["kernel_log.\(layer)"] =
+                runStart != nil ? "scanned (from the run's start)" : from == 0 ? "scanned (console since boot)" : "scanned"
         }
         if !findings.isEmpty {
             let summary = findings.map { "\($0.layer): \($0.finding.kind): \($0.finding.line)" }.joined(separator: " | ")

@@ -345,12 +345,21 @@ struct StackPlacement: Placement {
     let guests: [String: GuestPlace]
     let health: StackHealth
     let virtualization: HostVirtualization
+    /// Each layer's console log size when this placement opened (the run's start): what the
+    /// console holds before it (the boot, earlier runs) is not this run's kernel log.
+    let consoleBytesAtOpen: [String: UInt64]
 
     init(stack: QemuStack, host: any Place, collectors: CollectorSettings, virtualization: HostVirtualization) {
         self.stack = stack
         self.host = host
         self.collectors = collectors
         self.virtualization = virtualization
+        var sizes: [String: UInt64] = [:]
+        for layer in stack.layers {
+            var st = stat()
+            if stat(layer.consoleLog, &st) == 0 { sizes[layer.name] = UInt64(st.st_size) }
+        }
+        consoleBytesAtOpen = sizes
         let health = StackHealth(stack: stack)
         self.health = health
         var guests: [String: GuestPlace] = [:]
@@ -378,6 +387,7 @@ struct StackPlacement: Placement {
         if case .emulated(let reason) = virtualization { p["virtualization"] = "emulated host (\(reason)): functional only" }
         for layer in stack.layers {
             p["\(layer.name).console"] = layer.consoleLog
+            if let bytes = consoleBytesAtOpen[layer.name] { p["\(layer.name).console_from"] = String(bytes) }
             p["\(layer.name).kernel"] = layer.kernelRelease
             if let cmdline = layer.commandLine { p["\(layer.name).cmdline"] = cmdline }
             if let version = layer.qemuVersion { p["qemu_version"] = version }

@@ -182,9 +182,9 @@ struct OrchestratorPlaceTests {
         return Setup(orchestrator: orchestrator, experiment: experiment, runID: runID, directory: directory, provider: provider)
     }
 
-    func execute(_ s: Setup, condition: String) async throws -> RunRecord {
+    func execute(_ s: Setup, condition: String, sequence: Int = 0) async throws -> RunRecord {
         try await s.orchestrator.execute(
-            PlannedRun(sequence: 0, configuration: "stack", workload: "app", condition: condition, repetition: 1),
+            PlannedRun(sequence: sequence, configuration: "stack", workload: "app", condition: condition, repetition: 1),
             experiment: s.experiment, experimentRunID: s.runID, options: RunOptions(resultsDirectory: s.directory),
             collectors: [])
     }
@@ -234,5 +234,48 @@ struct OrchestratorPlaceTests {
         #expect(record.status == .failed)
         #expect(record.reason?.contains("no layer L7") == true)
         #expect(guest.log.withLock { $0.launched }.isEmpty)
+    }
+
+    /// A guest's console is scanned from where it stood when the run's placement opened: a WARNING
+    /// of the boot (e.g. the XSAVE warning of a kernel under emulation) is recorded beside the run
+    /// and does not mark it; one logged during the run marks it; the next run starts after both.
+    @Test("kernel log of a guest console: the boot's lines beside the run, the run's lines mark it")
+    func consoleFindingsBeforeTheRunDoNotMarkIt() async throws {
+        let s = try setup(guests: [FakePlace(name: "G1")], condition: Condition(name: "plain"))
+        let console = s.directory + "/L1.console.log"
+        let boot = "[    0.5] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/fpu/xstate.c:800 fpu__init_system_xstate\n"
+        try boot.write(toFile: console, atomically: true, encoding: .utf8)
+        let kernelLog = KernelLogWatch(path: s.directory + "/no-kmsg")
+        var offsets: [String: UInt64] = [:]
+
+        var first = try await execute(s, condition: "plain")
+        first.provenance["L1.console"] = console
+        first.provenance["L1.console_from"] = String(boot.utf8.count)
+        let handle = try #require(FileHandle(forWritingAtPath: console))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data("[   42.0] WARNING: CPU: 1 PID: 7 at mm/huge_memory.c:99 during the run\n".utf8))
+        try handle.close()
+        first = try s.orchestrator.afterRun(first, kernelLog: kernelLog, consoleOffsets: &offsets, environment: nil)
+        #expect(first.provenance["kernel_log.L1.before_run"]?.contains("xstate.c") == true, "\(first.provenance)")
+        #expect(first.provenance["kernel_log"]?.contains("during the run") == true)
+        #expect(first.provenance["kernel_log"]?.contains("xstate.c") == false)
+        #expect(first.provenance["kernel_log.L1"] == "scanned (from the run's start)")
+
+        // The next run opens after both lines: nothing before it, nothing during it.
+        var second = try await execute(s, condition: "plain", sequence: 1)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: console)[.size] as? NSNumber)
+        second.provenance["L1.console"] = console
+        second.provenance["L1.console_from"] = size.stringValue
+        second = try s.orchestrator.afterRun(second, kernelLog: kernelLog, consoleOffsets: &offsets, environment: nil)
+        #expect(second.provenance["kernel_log"] == nil && second.provenance["kernel_log.L1.before_run"] == nil)
+
+        // A run stored without the console's size at its start (older placements): everything not
+        // yet scanned counts against it, as before.
+        var third = try await execute(s, condition: "plain", sequence: 2)
+        third.provenance["L1.console"] = console
+        var unscanned: [String: UInt64] = [:]
+        third = try s.orchestrator.afterRun(third, kernelLog: kernelLog, consoleOffsets: &unscanned, environment: nil)
+        #expect(third.provenance["kernel_log"]?.contains("xstate.c") == true)
+        #expect(third.provenance["kernel_log.L1"] == "scanned (console since boot)")
     }
 }
