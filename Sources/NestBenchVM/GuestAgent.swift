@@ -205,8 +205,14 @@ public final class GuestAgent: Sendable {
         r.stdoutPath = guestPath(file)
         r.timeoutSeconds = timeout
         let response = try await send(r, timeout: timeout + 30, failure: failure)
-        let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-        try? FileManager.default.removeItem(atPath: file)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        // The agent creates the file before the command runs: one that cannot be read is an error
+        // of the share, never an empty output.
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw VMError(
+                "the guest ran \(argv.first ?? "")\(response.int("exit").map { " (exit \($0))" } ?? ""), but its output \(file) cannot be read"
+            )
+        }
         return (response.int("exit"), text)
     }
 }

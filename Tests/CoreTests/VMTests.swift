@@ -235,6 +235,31 @@ struct GuestAgentLocalTests {
         let text = try #require(reason)
         #expect(text.contains("L2's QEMU (pid \(pid) in L1) ended (exit 3)"))
     }
+
+    /// `output` returns what the command wrote; an output file that is gone (here the command
+    /// removes it) is an error naming it, never an empty output.
+    @Test func outputIsTheCommandsOrAnError() async throws {
+        let binary = try await HarnessLocator().program("guest/nb-agent.c", name: "nb-agent")
+        let spool = Fixtures.temporaryDirectory()
+        let agentProcess = try ProcessRunner.start(
+            ProcessSpec(program: binary, arguments: [spool], environment: ["PATH": "/usr/bin:/bin"]))
+        try agentProcess.release()
+        defer {
+            agentProcess.kill()
+            _ = agentProcess.waitBlocking()
+        }
+        let agent = GuestAgent(spool: spool, name: "L1", mount: spool)
+        for _ in 0..<600 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(agent.ready != nil)
+        let (status, text) = try await agent.output(["echo", "hello"])
+        #expect(status == 0 && text == "hello\n")
+        do {
+            _ = try await agent.output(["sh", "-c", "rm -f \"$(readlink /proc/$$/fd/1)\""])
+            Issue.record("a removed output file was returned as output")
+        } catch {
+            #expect(error.message.contains("cannot be read"), "\(error)")
+        }
+    }
 }
 
 /// With hardware virtualization L0 is this machine: its settings become this machine's knobs and
