@@ -75,19 +75,15 @@ struct ResumeAndLockTests {
         // Its progress on stderr, read as it comes: "[5/12] …" is printed as the 5th run starts.
         let progress = StreamText(err.fileHandleForReading)
         let drain = StreamText(out.fileHandleForReading)
-        let deadline = ContinuousClock.now + .seconds(180)
-        while ContinuousClock.now < deadline && !progress.text.contains("[5/12]") {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        #expect(progress.text.contains("[5/12]"), "the 5th run started: \(progress.text)")
-        // In the middle of the 5th run (each takes about a second or more).
-        try await Task.sleep(for: .milliseconds(150))
-        kill(p.processIdentifier, SIGKILL)
+        // In the middle of the 5th run (each takes about a second or more), killed from a thread of
+        // its own: a test task starved on a loaded machine once killed after the last run.
+        progress.kill(p.processIdentifier, whenSeen: "[5/12]", afterMillis: 150, timeoutSeconds: 180)
         p.waitUntilExit()
         _ = drain.text
+        #expect(progress.markerSeen, "the 5th run started: \(progress.text)")
         let atKill = try #require(try Self.storedRuns(dir + "/res", state: dir + "/other"))
-        // At least the 4 runs before the 5th; a test task starved on a loaded machine may kill later,
-        // but always before the end (the exactly-once checks below hold wherever the kill lands).
+        // At least the 4 runs before the 5th; the killing thread may be scheduled a little late,
+        // but not by a whole run (the exactly-once checks below hold wherever the kill lands).
         #expect((4..<12).contains(atKill.count), "killed in the middle of the experiment: \(atKill.count) runs stored")
 
         let listed = try CLI.run(["list", "--results", dir + "/res"], state: dir + "/state")
@@ -320,4 +316,22 @@ final class StreamText: @unchecked Sendable {
     }
 
     var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+
+    /// Whether `kill(_:whenSeen:…)` saw its marker.
+    var markerSeen: Bool { lock.withLock { seenMarker } }
+    private var seenMarker = false
+
+    /// Sends SIGKILL to `pid` `afterMillis` after `marker` appears in the text (or at the timeout),
+    /// from a thread of its own (`markerSeen` says whether the marker came).
+    func kill(_ pid: Int32, whenSeen marker: String, afterMillis: UInt32, timeoutSeconds: Double) {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        Thread {
+            while Date() < deadline && !self.text.contains(marker) { usleep(10_000) }
+            if self.text.contains(marker) {
+                self.lock.withLock { self.seenMarker = true }
+                usleep(afterMillis * 1000)
+            }
+            Foundation.kill(pid, SIGKILL)
+        }.start()
+    }
 }
