@@ -203,7 +203,9 @@ struct GuestAgentProtocolTests {
 /// spawned process's end is recorded, and the stack sees a guest's QEMU gone at once.
 @Suite("guest agent on this machine")
 struct GuestAgentLocalTests {
-    @Test func spawnedProcessEndIsRecordedAndSeenAsAGoneQEMU() async throws {
+    /// Runs `body` with the real agent started on a fresh spool (killed and reaped afterwards) and
+    /// its client, once ready; `mountedAtSpool`: the guest's paths are this machine's.
+    func withAgent(mountedAtSpool: Bool = false, _ body: (GuestAgent, String) async throws -> Void) async throws {
         let binary = try await HarnessLocator().program("guest/nb-agent.c", name: "nb-agent")
         let spool = Fixtures.temporaryDirectory()
         let agentProcess = try ProcessRunner.start(
@@ -213,10 +215,17 @@ struct GuestAgentLocalTests {
             agentProcess.kill()
             _ = agentProcess.waitBlocking()
         }
-        let agent = GuestAgent(spool: spool, name: "L1")
+        let agent = GuestAgent(spool: spool, name: "L1", mount: mountedAtSpool ? spool : "/nb")
         for _ in 0..<600 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
         #expect(agent.ready != nil)
+        try await body(agent, spool)
+    }
 
+    @Test func spawnedProcessEndIsRecordedAndSeenAsAGoneQEMU() async throws {
+        try await withAgent { agent, spool in try await spawnedProcessEnd(agent, spool: spool) }
+    }
+
+    func spawnedProcessEnd(_ agent: GuestAgent, spool: String) async throws {
         // The spawned process runs until the test creates the gate file (no sleep race on a loaded machine).
         let gate = spool + "/gate"
         var spawn = AgentRequest(verb: .spawn)
@@ -239,18 +248,10 @@ struct GuestAgentLocalTests {
     /// `output` returns what the command wrote; an output file that is gone (here the command
     /// removes it) is an error naming it, never an empty output.
     @Test func outputIsTheCommandsOrAnError() async throws {
-        let binary = try await HarnessLocator().program("guest/nb-agent.c", name: "nb-agent")
-        let spool = Fixtures.temporaryDirectory()
-        let agentProcess = try ProcessRunner.start(
-            ProcessSpec(program: binary, arguments: [spool], environment: ["PATH": "/usr/bin:/bin"]))
-        try agentProcess.release()
-        defer {
-            agentProcess.kill()
-            _ = agentProcess.waitBlocking()
-        }
-        let agent = GuestAgent(spool: spool, name: "L1", mount: spool)
-        for _ in 0..<600 where agent.ready == nil { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(agent.ready != nil)
+        try await withAgent(mountedAtSpool: true) { agent, _ in try await output(agent) }
+    }
+
+    func output(_ agent: GuestAgent) async throws {
         let (status, text) = try await agent.output(["echo", "hello"])
         #expect(status == 0 && text == "hello\n")
         do {
