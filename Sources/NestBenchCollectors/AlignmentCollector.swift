@@ -79,12 +79,7 @@ public struct AlignmentCollector: RunCollector {
                     while stopTimeline.wait(timeout: .now() + .milliseconds(intervalMillis)) == .timedOut {
                         let t = Int64((ContinuousClock.now - start).seconds * 1000)
                         let began = ContinuousClock.now
-                        let outcome: Result<ProcessAlignment, AlignmentUnavailable>
-                        do throws(AlignmentUnavailable) {
-                            outcome = .success(try source(pid))
-                        } catch {
-                            outcome = .failure(error)
-                        }
+                        let outcome = probe()
                         let took = (ContinuousClock.now - began).seconds
                         timeline.withLock { $0?.record(outcome, at: t, probeSeconds: took) }
                     }
@@ -99,6 +94,15 @@ public struct AlignmentCollector: RunCollector {
             }
             thread.name = "nestbench-align"
             thread.start()
+        }
+
+        /// One probe of the process (the timeline's and the end-of-phase one).
+        private func probe() -> Result<ProcessAlignment, AlignmentUnavailable> {
+            do throws(AlignmentUnavailable) {
+                return .success(try source(pid))
+            } catch {
+                return .failure(error)
+            }
         }
 
         /// Ends the timeline (the process stopped or ended): no timeline probe runs after this.
@@ -140,12 +144,7 @@ public struct AlignmentCollector: RunCollector {
                 )
             }
             let stoppedAt = ContinuousClock.now
-            let outcome: Result<ProcessAlignment, AlignmentUnavailable>
-            do throws(AlignmentUnavailable) {
-                outcome = .success(try source(pid))
-            } catch {
-                outcome = .failure(error)
-            }
+            let outcome = probe()
             Glibc.kill(pid, SIGCONT)
             let heldMillis = (ContinuousClock.now - stoppedAt).seconds * 1000
             switch outcome {

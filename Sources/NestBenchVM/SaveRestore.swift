@@ -95,6 +95,14 @@ enum SaveRestore {
         return fd
     }
 
+    /// Opens `path` and hands the descriptor to QEMU as `name` (QMP `getfd`); ours is closed
+    /// either way (QEMU holds its own copy).
+    static func handOver(_ path: String, writing: Bool, to client: QMPClient, as name: String) throws {
+        let fd = try open(path, writing: writing)
+        defer { close(fd) }
+        try client.getfd(fd, name: name)
+    }
+
     static func run(stack: QemuStack, index: Int, doorbell: String) async -> Result<SaveRestoreTimes, any Error> {
         let layer = stack.layers[index]
         let name = layer.name
@@ -121,14 +129,7 @@ enum SaveRestore {
             // migration blocker (a `migrate` refused for the 9p export is tried again).
             try client.execute("stop")
             let stopped = ContinuousClock.now
-            let out = try open(image, writing: true)
-            do {
-                try client.getfd(out, name: "nbsave")
-                close(out)
-            } catch {
-                close(out)
-                throw error
-            }
+            try handOver(image, writing: true, to: client, as: "nbsave")
             try await startMigration(client)
             _ = try await waitForMigration(client, what: "\(name): saving to \(image)", timeout: 600)
             stack.forget(old)
@@ -158,14 +159,7 @@ enum SaveRestore {
             orphaned = nil
             let incoming = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 60), name: name)
             try incoming.handshake()
-            let input = try open(image, writing: false)
-            do {
-                try incoming.getfd(input, name: "nbimg")
-                close(input)
-            } catch {
-                close(input)
-                throw error
-            }
+            try handOver(image, writing: false, to: incoming, as: "nbimg")
             _ = try incoming.execute("migrate-incoming", arguments: URI(uri: "fd:nbimg"), returning: QMPMessage.Ignored.self)
             _ = try await waitForMigration(incoming, what: "\(name): restoring from \(image)", timeout: 600)
             for thread in try incoming.vcpuThreads() where thread.cpuIndex < layer.requestedPinning.count {
