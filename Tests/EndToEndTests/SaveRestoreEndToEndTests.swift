@@ -23,7 +23,7 @@ extension MachineSuite {
                       L0: {this_machine: true}
                       L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 384MiB, pinning: [1], detachable: true, boot_timeout: 300s}
                 workloads:
-                  - {name: random-access, suite: micro, label: micro, params: {size: 32MiB, ops: 150000000, progress: 0.5}, timeout: 600s}
+                  - {name: random-access, suite: micro, label: micro, params: {size: 32MiB, ops: 450000000, progress: 0.5}, timeout: 600s}
                 conditions:
                   restored: {save_restore: {layer: L1, at: 5s}}
                   late: {save_restore: {layer: L1, at: 400s}}
