@@ -179,8 +179,12 @@ public final class GuestAgent: Sendable {
             if let reason = failure() { throw VMError("\(name): \(reason)", unreachable: true) }
             if !last { try? await Task.sleep(for: .milliseconds(100)) }
         }
+        // Said apart: an agent that never took the request (withdrawn here, so that it cannot run
+        // late, e.g. start a QEMU nobody waits for) and one that took it and did not finish.
+        let withdrawn = rename(final, "\(spool)/.\(id).req.withdrawn") == 0
+        let state = withdrawn ? "never took the request (withdrawn)" : "took the request but did not answer"
         throw VMError(
-            "\(name): the guest agent did not answer \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s",
+            "\(name): the guest agent \(state) \(request.verb.rawValue) \(request.argv.first ?? "") within \(Int(timeout))s",
             unreachable: true)
     }
 

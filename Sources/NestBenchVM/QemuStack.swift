@@ -441,7 +441,10 @@ public struct StackBooter: Sendable {
             spawn.stderrPath = seen(qemuLogHost)
             let response: AgentResponse
             do {
-                response = try await parentAgent.send(spawn, timeout: 60, failure: stack.deadReason)
+                // Part of the boot, bounded by the layer's boot timeout: exec'ing QEMU in an
+                // emulated layer reads its binary through the share and can take long.
+                response = try await parentAgent.send(
+                    spawn, timeout: max(60, layer.bootTimeoutSeconds), failure: stack.deadReason)
             } catch {
                 throw BootFailure(layer: name, message: "starting QEMU: \(error)", consoleLog: nil)
             }

@@ -261,6 +261,25 @@ struct GuestAgentLocalTests {
             #expect(error.message.contains("cannot be read"), "\(error)")
         }
     }
+
+    /// An agent that never takes a request: the timeout says so, and the request is withdrawn
+    /// from the queue, so that an agent waking late cannot run it (start a QEMU nobody waits for).
+    @Test func anUntakenRequestIsWithdrawnAtTheTimeout() async throws {
+        let spool = Fixtures.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: spool + "/req", withIntermediateDirectories: true)
+        let agent = GuestAgent(spool: spool, name: "L0")
+        var spawn = AgentRequest(verb: .spawn)
+        spawn.argv = ["qemu-system-x86_64"]
+        do {
+            _ = try await agent.send(spawn, timeout: 0.3)
+            Issue.record("no agent, yet an answer")
+        } catch {
+            #expect(error.message.contains("never took the request (withdrawn) spawn qemu-system-x86_64"), "\(error)")
+            #expect(error.unreachable)
+        }
+        let queued = try FileManager.default.contentsOfDirectory(atPath: spool + "/req")
+        #expect(queued.isEmpty, "\(queued)")
+    }
 }
 
 /// With hardware virtualization L0 is this machine: its settings become this machine's knobs and
