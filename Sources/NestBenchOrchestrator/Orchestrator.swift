@@ -860,10 +860,9 @@ public final class Orchestrator: Sendable {
                             "unavailable: counted on the vCPU threads of \(savePlace.name)'s QEMU, which the save ended (the restored QEMU's threads were not counted)"
                     )
                 }
-                let output =
-                    (try? String(contentsOfFile: savePlace.runDirectory(tag) + "/stdout.txt", encoding: .utf8)) ?? ""
-                let intervals = MicroAdapter.progress(output)
-                let progressStart = MicroAdapter.progressClockStart(output)
+                // What the workload's adapter read of its progress (nothing when it reports none).
+                let intervals = result.progress?.intervals ?? []
+                let progressStart = result.progress?.clockStart
                 conditionMetrics += SaveRestoreMetrics.metrics(
                     times: times, intervals: intervals, progressStart: progressStart, tolerance: spec.tolerance,
                     layer: savePlace.name)

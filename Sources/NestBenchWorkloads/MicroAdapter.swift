@@ -150,9 +150,11 @@ public struct MicroAdapter: WorkloadAdapter {
             signal: outcome.signal)
         // With params.progress: the timeline `progress.ops_per_sec`, each interval's rate at its
         // end (milliseconds since the timed loop began, not since the process started).
-        result.samples = Self.progress(output).map {
+        let intervals = Self.progress(output)
+        result.samples = intervals.map {
             TimelineSample(tMillis: Int64(($0.end * 1000).rounded()), name: "progress.ops_per_sec", value: $0.rate)
         }
+        result.progress = Self.progressReport(output)
         if !outcome.succeeded {
             result.status = .failed
             result.reason = "nb-micro: \(outcome.describe(timeout: spec.timeoutSeconds))"
@@ -163,6 +165,14 @@ public struct MicroAdapter: WorkloadAdapter {
             result.outputTail = MetricLines.tail(of: stdout)
         }
         return result
+    }
+
+    /// The progress nb-micro reported (its intervals and the loop's clock start); nil without
+    /// either (no --progress).
+    public static func progressReport(_ output: String) -> WorkloadProgress? {
+        let intervals = progress(output)
+        let clockStart = progressClockStart(output)
+        return clockStart == nil && intervals.isEmpty ? nil : WorkloadProgress(clockStart: clockStart, intervals: intervals)
     }
 
     /// nb-micro's `info progress_clock_start C` (its CLOCK_MONOTONIC when the timed loop began,

@@ -3,6 +3,7 @@ import Logging
 import NestBenchCollectors
 import NestBenchModel
 import NestBenchProcess
+import NestBenchStats
 
 /// What an adapter gets to run one workload once.
 public struct WorkloadContext: Sendable {
@@ -55,6 +56,9 @@ public struct WorkloadResult: Sendable {
     public var outputTail: String?
     /// The workload's own timeline (e.g. nb-micro's `progress` lines), beside the collectors'.
     public var samples: [TimelineSample] = []
+    /// The workload's progress intervals as it reported them (nb-micro's `progress` lines, on its
+    /// own clock from `clockStart`), for what is measured across an outage (save/restore's TTR).
+    public var progress: WorkloadProgress?
     /// What the adapter chose on this machine (e.g. the hooks library a PARSEC binary was given);
     /// keys `warning.*` are warnings every report shows (e.g. a ROI too short for its resolution).
     public var provenance: [String: String]
@@ -71,6 +75,17 @@ public struct WorkloadResult: Sendable {
         self.exitStatus = exitStatus
         self.signal = signal
         self.outputTail = outputTail
+    }
+}
+
+/// A workload's own progress report: intervals (end in seconds since its timed loop began) and
+/// that loop's start on the clock of the place it ran in (CLOCK_MONOTONIC), when it said.
+public struct WorkloadProgress: Sendable, Equatable {
+    public var clockStart: Double?
+    public var intervals: [Responsiveness.Interval]
+    public init(clockStart: Double?, intervals: [Responsiveness.Interval]) {
+        self.clockStart = clockStart
+        self.intervals = intervals
     }
 }
 

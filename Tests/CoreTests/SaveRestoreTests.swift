@@ -104,6 +104,11 @@ struct SaveRestoreTests {
         #expect(MicroAdapter.progressClockStart(output) == 26459.533396)
         #expect(MicroAdapter.progressClockStart("progress 0.5 100 0.5\n") == nil)
         #expect(MicroAdapter.progress(output).count == 1)
+        // What the orchestrator measures the outage against: the adapter's own reading.
+        let report = MicroAdapter.progressReport(output)
+        #expect(report?.clockStart == 26459.533396)
+        #expect(report?.intervals == [Responsiveness.Interval(end: 0.5, seconds: 0.5, operations: 100)])
+        #expect(MicroAdapter.progressReport("metric ops_per_sec 200 ops/s higher\n") == nil, "no --progress")
     }
 
     @Test func aDetachableGuestGetsADoorbellAndARestoreWaitsForItsImage() {
