@@ -73,19 +73,33 @@ public struct LayerCounters: Sendable {
             case (.some, nil): "unavailable: \(layer)'s \(what) was not read after the run"
             }
         }
+        /// The counter's increase over the run, or why there is none: missing from a reading, or
+        /// lower after the run than before (reset, or a process/layer restarted meanwhile).
+        func delta(_ key: String, _ what: String) -> Result<Double, MetricUnavailable> {
+            if let reason = missing(key, what) { return .failure(MetricUnavailable(reason: reason)) }
+            let (b, a) = (before[key]!, after[key]!)
+            guard a >= b else {
+                return .failure(
+                    MetricUnavailable(
+                        reason:
+                            "unavailable: \(layer)'s \(what) went down during the run (\(b) → \(a): reset, or restarted meanwhile)"
+                    ))
+            }
+            return .success(Double(a - b))
+        }
         var metrics: [Metric] = []
         for child in children {
             let name = "\(child.name).qemu_major_faults"
             let key = "pid.\(child.pid).majflt"
-            if let reason = missing(key, "/proc/\(child.pid)/stat (the QEMU process running \(child.name))") {
-                metrics.append(.unavailable(name, unit: "faults", polarity: .neutral, source: "procfs", reason: reason))
-                continue
+            switch delta(key, "/proc/\(child.pid)/stat (the QEMU process running \(child.name))") {
+            case .failure(let e):
+                metrics.append(.unavailable(name, unit: "faults", polarity: .neutral, source: "procfs", reason: e.reason))
+            case .success(let value):
+                metrics.append(
+                    Metric(
+                        name: name, value: value, unit: "faults", polarity: .neutral, source: "procfs",
+                        detail: "major faults of the QEMU process running \(child.name), in \(layer), during the run"))
             }
-            metrics.append(
-                Metric(
-                    name: name, value: Double(after[key]! - before[key]!), unit: "faults", polarity: .neutral,
-                    source: "procfs",
-                    detail: "major faults of the QEMU process running \(child.name), in \(layer), during the run"))
         }
         for (key, name, unit, what) in [
             ("swapdisk.io_ms", "swap.io_ms", "ms", "time its swap disk (vda) was busy"),
@@ -94,43 +108,46 @@ public struct LayerCounters: Sendable {
         ] {
             // No swap disk in either reading: the layer has none, there is nothing to measure.
             if before[key] == nil && after[key] == nil { continue }
-            if let reason = missing(key, "/sys/block/vda/stat") {
+            switch delta(key, "/sys/block/vda/stat") {
+            case .failure(let e):
                 metrics.append(
-                    .unavailable("\(layer).\(name)", unit: unit, polarity: .neutral, source: "diskstats", reason: reason))
-                continue
+                    .unavailable("\(layer).\(name)", unit: unit, polarity: .neutral, source: "diskstats", reason: e.reason))
+            case .success(let value):
+                metrics.append(
+                    Metric(
+                        name: "\(layer).\(name)", value: value, unit: unit, polarity: .neutral, source: "diskstats",
+                        detail: "\(layer): \(what) during the run"))
             }
-            metrics.append(
-                Metric(
-                    name: "\(layer).\(name)", value: Double(after[key]! - before[key]!), unit: unit, polarity: .neutral,
-                    source: "diskstats", detail: "\(layer): \(what) during the run"))
         }
         guard layerFiles else { return metrics }
         for name in vmstatCounters {
             let key = "vmstat.\(name)"
-            if let reason = missing(key, "\(name) in /proc/vmstat") {
+            switch delta(key, "\(name) in /proc/vmstat") {
+            case .failure(let e):
                 metrics.append(
-                    .unavailable("\(layer).vmstat.\(name)", unit: "events", polarity: .neutral, source: "vmstat", reason: reason))
-                continue
+                    .unavailable(
+                        "\(layer).vmstat.\(name)", unit: "events", polarity: .neutral, source: "vmstat", reason: e.reason))
+            case .success(let value):
+                metrics.append(
+                    Metric(
+                        name: "\(layer).vmstat.\(name)", value: value, unit: "events", polarity: .neutral, source: "vmstat",
+                        detail: "/proc/vmstat \(name) in \(layer), delta over the run (whole layer)"))
             }
-            metrics.append(
-                Metric(
-                    name: "\(layer).vmstat.\(name)", value: Double(after[key]! - before[key]!), unit: "events",
-                    polarity: .neutral, source: "vmstat",
-                    detail: "/proc/vmstat \(name) in \(layer), delta over the run (whole layer)"))
         }
         for file in ksmFiles {
             let key = "ksm.\(file)"
             let unit = file == "full_scans" ? "scans" : file == "run" ? "state" : "pages"
             if file == "full_scans" {
-                if let reason = missing(key, "/sys/kernel/mm/ksm/full_scans") {
+                switch delta(key, "/sys/kernel/mm/ksm/full_scans") {
+                case .failure(let e):
                     metrics.append(
-                        .unavailable("\(layer).ksm.full_scans", unit: unit, polarity: .neutral, source: "ksm", reason: reason))
-                    continue
+                        .unavailable("\(layer).ksm.full_scans", unit: unit, polarity: .neutral, source: "ksm", reason: e.reason))
+                case .success(let value):
+                    metrics.append(
+                        Metric(
+                            name: "\(layer).ksm.full_scans", value: value, unit: unit, polarity: .neutral, source: "ksm",
+                            detail: "KSM full scans in \(layer) during the run"))
                 }
-                metrics.append(
-                    Metric(
-                        name: "\(layer).ksm.full_scans", value: Double(after[key]! - before[key]!), unit: unit,
-                        polarity: .neutral, source: "ksm", detail: "KSM full scans in \(layer) during the run"))
             } else if let a = after[key] {
                 metrics.append(
                     Metric(
@@ -164,6 +181,9 @@ public struct LayerCounters: Sendable {
                     polarity: .neutral, source: "ksm", reason: reason)
             }
     }
+
+    /// Why a counter's delta is unavailable.
+    public struct MetricUnavailable: Error, Sendable { public var reason: String }
 
     static let files = ["/proc/vmstat", "/sys/block/vda/stat"] + ksmFiles.map { "/sys/kernel/mm/ksm/\($0)" }
 

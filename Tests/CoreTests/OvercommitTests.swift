@@ -74,6 +74,16 @@ struct OvercommitTests {
             splitPMD.value == nil
                 && splitPMD.unavailable == "unavailable: L0's thp_split_page in /proc/vmstat was not read after the run",
             "a counter read only once gives no delta")
+        // A counter lower after the run (a reset, a restarted process) gives no negative delta.
+        let reset = LayerCounters.metrics(
+            layer: "L0", before: LayerCounters.parse("/proc/vmstat:pswpout 500\n/proc/vmstat:pswpin 7"),
+            after: LayerCounters.parse("/proc/vmstat:pswpout 20\n/proc/vmstat:pswpin 9"))
+        let out = try #require(reset.first { $0.name == "L0.vmstat.pswpout" })
+        #expect(
+            out.value == nil
+                && out.unavailable
+                    == "unavailable: L0's pswpout in /proc/vmstat went down during the run (500 → 20: reset, or restarted meanwhile)")
+        #expect(reset.first { $0.name == "L0.vmstat.pswpin" }?.value == 2)
     }
 
     @Test func anEmptyReadingIsAFailureNotALayerWithoutCounters() throws {
