@@ -82,7 +82,8 @@ struct OvercommitTests {
         #expect(
             out.value == nil
                 && out.unavailable
-                    == "unavailable: L0's pswpout in /proc/vmstat went down during the run (500 → 20: reset, or restarted meanwhile)")
+                    == "unavailable: L0's pswpout in /proc/vmstat went down during the run (500 → 20: reset, or restarted meanwhile)"
+        )
         #expect(reset.first { $0.name == "L0.vmstat.pswpin" }?.value == 2)
     }
 
