@@ -65,8 +65,12 @@ public struct HarnessLocator: Sendable {
         guard let cc = ProcessRunner.resolve("cc") ?? ProcessRunner.resolve("gcc") else {
             throw HarnessError(message: "no C compiler (cc) to build \(sourcePath); install gcc (apt-get install gcc)")
         }
-        let tmp = "\(binary).\(getpid()).tmp"
-        let log = "\(dir)/\(name).build.log"
+        // Per build: tasks of one process may build the same program at once (the first to
+        // finish installs it; the others' renames replace it with the same bytes).
+        let unique = "\(getpid()).\(UUID().uuidString.prefix(8))"
+        let tmp = "\(binary).\(unique).tmp"
+        let log = "\(dir)/\(name).\(unique).build.log"
+        defer { try? FileManager.default.removeItem(atPath: log) }
         let spec = ProcessSpec(
             program: cc, arguments: ["-O2", "-Wall"] + flags + ["-o", tmp, sourcePath],
             environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"],
@@ -82,7 +86,9 @@ public struct HarnessLocator: Sendable {
             throw HarnessError(message: "building \(sourcePath) failed (\(outcome.describe(timeout: 120))): \(output)")
         }
         guard rename(tmp, binary) == 0 else {
-            throw HarnessError(message: "\(binary): cannot install the built harness program")
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw HarnessError(message: "\(binary): cannot install the built harness program (\(reason))")
         }
         return binary
     }
