@@ -59,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -91,11 +92,28 @@ struct request {
 
 static const char *spool;
 static int local_output; /* --local-output: a run's stdout/stderr in /run until it ends */
-#define DETACHED_FLAG "/run/nb-detached"
+/* The detach flag and the share lock live in /run (NB_AGENT_RUN_DIR for tests of the agent
+ * run on a machine whose /run other agents use). */
+static char detached_flag[512] = "/run/nb-detached";
+static char share_lock_path[512] = "/run/nb-share.lock";
 
-/* While the share is unmounted (detach), a worker waits here before writing to it. */
-static void wait_attached(void) {
-    while (access(DETACHED_FLAG, F_OK) == 0) usleep(100000);
+/* A writer to the share holds the share lock (shared) from its check that the share is attached
+ * until its write is done; detach takes it exclusively to raise the flag. So no write can start
+ * before a detach and land after the unmount (lost, and the host waiting on it for ever). Each
+ * call opens its own descriptor: flock locks belong to the open file, which forked workers share. */
+static int share_lock(int wait) {
+    for (;;) {
+        int fd = open(share_lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) flock(fd, LOCK_SH);
+        if (access(detached_flag, F_OK) != 0) return fd >= 0 ? fd : INT32_MAX;
+        if (fd >= 0) close(fd);
+        if (!wait) return -1;
+        usleep(100000);
+    }
+}
+
+static void share_unlock(int fd) {
+    if (fd >= 0 && fd != INT32_MAX) close(fd);
 }
 
 /* Copies FROM to TO (then removes FROM); 0 on success. */
@@ -215,15 +233,17 @@ static void say(const char *fmt, ...) {
 }
 
 static void finish(const char *id) {
-    wait_attached();
+    int lock = share_lock(1);
     char tmp[4096], final[4096];
     snprintf(tmp, sizeof tmp, "%s/resp/.%s.tmp", spool, id);
     snprintf(final, sizeof final, "%s/resp/%s.resp", spool, id);
     FILE *f = fopen(tmp, "w");
-    if (!f) return;
-    fwrite(response, 1, response_len, f);
-    fclose(f);
-    rename(tmp, final);
+    if (f) {
+        fwrite(response, 1, response_len, f);
+        fclose(f);
+        rename(tmp, final);
+    }
+    share_unlock(lock);
 }
 
 static long long anon_huge_kib(pid_t pid) {
@@ -424,8 +444,15 @@ static void do_run(struct request *r) {
         }
         if (w == pid && WIFSTOPPED(status)) {
             if (stopped_at < 0) stopped_at = now() - t0;
-            /* Stopped itself at the end of its measured phase: tell the layer below once. */
-            if (r->stopfile[0] && !stop_noted) {
+            continue;
+        }
+        if (w == pid) break;
+        /* Stopped itself at the end of its measured phase: tell the layer below once, through
+           the share, when it is attached (while detached the note waits: the process stays
+           stopped until the layer below has seen it and continued it). */
+        if (stopped_at >= 0 && r->stopfile[0] && !stop_noted) {
+            int lock = share_lock(0);
+            if (lock != -1) {
                 char tmp[4200];
                 snprintf(tmp, sizeof tmp, "%s.tmp", r->stopfile);
                 FILE *sf = fopen(tmp, "w");
@@ -434,11 +461,10 @@ static void do_run(struct request *r) {
                     fclose(sf);
                     rename(tmp, r->stopfile);
                 }
+                share_unlock(lock);
                 stop_noted = 1;
             }
-            continue;
         }
-        if (w == pid) break;
         double t = now() - t0;
         if (readings && next_sample > 0 && t >= next_sample) {
             write_reading(readings, t, pid);
@@ -459,7 +485,7 @@ static void do_run(struct request *r) {
     }
     double wall = now() - t0;
     kill(-pid, SIGKILL); /* anything left in its group goes with it */
-    wait_attached();
+    int lock = share_lock(1);
     if (local_output) {
         if (wanted_out[0] && copy_file(r->out, wanted_out) != 0) say("error copying %s to %s\n", r->out, wanted_out);
         if (wanted_err[0] && strcmp(r->err, r->out) && copy_file(r->err, wanted_err) != 0)
@@ -478,6 +504,7 @@ static void do_run(struct request *r) {
         }
         free(buffer);
     }
+    share_unlock(lock);
     say("ok 1\npid %d\n", (int)pid);
     if (WIFEXITED(status)) say("exit %d\n", WEXITSTATUS(status));
     if (WIFSIGNALED(status)) say("signal %d\n", WTERMSIG(status));
@@ -891,8 +918,13 @@ static void do_detach(struct request *r, const char *id) {
     double detached = now();
     say("ok 1\nclock %.6f\n", detached);
     finish(id);
-    FILE *flag = fopen(DETACHED_FLAG, "w");
+    /* Raised under the share lock: a worker writing to the share finishes first, and none
+       starts until the share is back. */
+    int lock = open(share_lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock >= 0) flock(lock, LOCK_EX);
+    FILE *flag = fopen(detached_flag, "w");
     if (flag) fclose(flag);
+    if (lock >= 0) close(lock);
     int unmounted = -1;
     for (int i = 0; i < 300 && unmounted != 0; i++) { /* a worker may still be closing a file */
         unmounted = umount(spool);
@@ -913,7 +945,7 @@ static void do_detach(struct request *r, const char *id) {
     if (unmounted == 0 &&
         mount("nbshare", spool, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144") != 0)
         fprintf(stderr, "nb-agent: cannot mount %s again: %s\n", spool, strerror(errno));
-    unlink(DETACHED_FLAG);
+    unlink(detached_flag);
     fprintf(stderr, "nb-agent: resumed on %s\n", spool);
     char tmp[4096], path[4096];
     snprintf(tmp, sizeof tmp, "%s/.resumed.tmp", spool);
@@ -959,6 +991,11 @@ int main(int argc, char **argv) {
     }
     spool = argv[1];
     local_output = argc == 3;
+    const char *run_dir = getenv("NB_AGENT_RUN_DIR");
+    if (run_dir && run_dir[0]) {
+        snprintf(detached_flag, sizeof detached_flag, "%s/nb-detached", run_dir);
+        snprintf(share_lock_path, sizeof share_lock_path, "%s/nb-share.lock", run_dir);
+    }
     char dir[2048];
     snprintf(dir, sizeof dir, "%s/req", spool);
     mkdir(dir, 0755);

@@ -205,11 +205,15 @@ struct GuestAgentProtocolTests {
 struct GuestAgentLocalTests {
     /// Runs `body` with the real agent started on a fresh spool (killed and reaped afterwards) and
     /// its client, once ready; `mountedAtSpool`: the guest's paths are this machine's.
-    func withAgent(mountedAtSpool: Bool = false, _ body: (GuestAgent, String) async throws -> Void) async throws {
+    func withAgent(
+        mountedAtSpool: Bool = false, runDirectory: String? = nil, _ body: (GuestAgent, String) async throws -> Void
+    ) async throws {
         let binary = try await HarnessLocator().program("guest/nb-agent.c", name: "nb-agent")
         let spool = Fixtures.temporaryDirectory()
+        var environment = ["PATH": "/usr/bin:/bin"]
+        if let runDirectory { environment["NB_AGENT_RUN_DIR"] = runDirectory }
         let agentProcess = try ProcessRunner.start(
-            ProcessSpec(program: binary, arguments: [spool], environment: ["PATH": "/usr/bin:/bin"]))
+            ProcessSpec(program: binary, arguments: [spool], environment: environment))
         try agentProcess.release()
         defer {
             agentProcess.kill()
@@ -260,6 +264,60 @@ struct GuestAgentLocalTests {
         } catch {
             #expect(error.message.contains("cannot be read"), "\(error)")
         }
+    }
+
+    /// A workload that stops itself at the end of its measured phase while the share is detached
+    /// (a save under way): the agent notes the stop only once the share is back — a note written
+    /// to the unmounted share would be lost, and the workload left stopped until the run's deadline.
+    @Test(.timeLimit(.minutes(2))) func aStopWhileDetachedIsNotedOnceTheShareIsBack() async throws {
+        let runDirectory = Fixtures.temporaryDirectory()
+        try await withAgent(mountedAtSpool: true, runDirectory: runDirectory) { agent, spool in
+            let flag = runDirectory + "/nb-detached"
+            #expect(FileManager.default.createFile(atPath: flag, contents: nil))
+            let marker = "nb-stop-\(UUID().uuidString.prefix(8))"
+            let stopFile = spool + "/stopped"
+            var run = AgentRequest(verb: .run)
+            run.argv = ["sh", "-c", "kill -STOP $$; echo went on", marker]
+            run.environment = ["PATH": "/usr/bin:/bin"]
+            run.stopFile = stopFile
+            let running = Task { try await agent.send(run, timeout: 90) }
+            // The process standing stopped (state T), found by its marker.
+            var stopped: Int32?
+            for _ in 0..<600 where stopped == nil {
+                stopped = Self.stoppedProcess(marked: marker)
+                if stopped == nil { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            let pid = try #require(stopped, "the workload never stopped itself")
+            try await Task.sleep(for: .milliseconds(800))  // the agent's loop looks every 200 ms
+            #expect(!FileManager.default.fileExists(atPath: stopFile), "noted while the share was detached")
+            try FileManager.default.removeItem(atPath: flag)
+            var noted: String?
+            for _ in 0..<600 where noted == nil {
+                noted = try? String(contentsOfFile: stopFile, encoding: .utf8)
+                if noted == nil { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(noted == "stopped \(pid)\n")
+            var cont = AgentRequest(verb: .kill)
+            cont.pid = pid
+            cont.signal = SIGCONT
+            _ = try await agent.send(cont, timeout: 30)
+            let answer = try await running.value
+            #expect(answer.int("exit") == 0, "\(answer.fields)")
+        }
+    }
+
+    /// The pid of a process in state T (stopped) whose command line holds `marker`.
+    static func stoppedProcess(marked marker: String) -> Int32? {
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
+        for pid in pids {
+            guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                String(decoding: cmdline, as: UTF8.self).contains(marker),
+                let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            if stat[stat.index(after: close)...].split(separator: " ").first == "T" { return pid }
+        }
+        return nil
     }
 
     /// An agent that never takes a request: the timeout says so, and the request is withdrawn
