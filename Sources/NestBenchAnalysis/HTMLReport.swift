@@ -127,7 +127,11 @@ public enum HTMLReport {
         var metric: String = ""
     }
 
-    public static func render(_ report: Report, figures: [FigureSpec] = FigureSpec.paper) -> String {
+    /// `timelines`: the runs' stored timelines to draw (selected by `timelineSelectors`).
+    public static func render(
+        _ report: Report, figures: [FigureSpec] = FigureSpec.paper, timelines: [ReportTimeline] = [],
+        timelineSelectors: [String] = TimelineFigure.defaultSelectors
+    ) -> String {
         var h = """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8">
@@ -161,6 +165,7 @@ public enum HTMLReport {
 
         for spec in figures { h += figure(spec, report) }
         h += AlignmentFigure.section(report)
+        h += TimelineFigure.section(timelines, selectors: timelineSelectors)
         h += tables(report)
         h += "</body></html>\n"
         return h

@@ -26,6 +26,13 @@ struct ReportCommand: AsyncParsableCommand {
     var html: String?
 
     @Option(
+        name: .customLong("timeline"),
+        help: ArgumentHelp(
+            "A stored timeline to draw in the HTML report: a sample name, or a prefix ending in '.' (repeatable).",
+            discussion: "Default: \(TimelineFigure.defaultSelectors.joined(separator: ", "))."))
+    var timelineSelectors: [String] = []
+
+    @Option(
         help:
             "Analyse every experiment run (shard) of this campaign together: ratios per testbed, then combined (instead of a run id)."
     )
@@ -41,12 +48,14 @@ struct ReportCommand: AsyncParsableCommand {
         let store = try resultsOptions.openStore()
         let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         var report: Report
+        var experimentRuns: [String] = []
         if let campaign {
             guard run == "latest" else {
                 throw CommandFailure(code: ExitCodes.usage, message: "--campaign replaces the run id: give one or the other")
             }
             let pooled = try access.campaign(campaign, in: store)
             report = Report(record: pooled.record, runs: pooled.runs)
+            experimentRuns = try store.campaign(campaign)
             let shards = Set(try store.campaign(campaign).compactMap { try store.experimentRun($0)?.shard?.count })
             if let n = shards.first, pooled.record.fixedRepetitions != true {
                 report.adaptiveRepetitions =
@@ -58,9 +67,21 @@ struct ReportCommand: AsyncParsableCommand {
         } else {
             let record = try access.record(run, in: store)
             report = Report(record: record.declared(), runs: try store.runs(of: record.id))
+            experimentRuns = [record.id]
         }
         if let html {
-            guard FileManager.default.createFile(atPath: html, contents: Data(HTMLReport.render(report).utf8)) else {
+            let selectors = timelineSelectors.isEmpty ? TimelineFigure.defaultSelectors : timelineSelectors
+            // The report's own runs only (an incomplete run's are left out as they are above).
+            let reported = Set(report.runs.map(\.sequence))
+            var stored: [(record: RunRecord, samples: [(tMillis: Int64, name: String, value: Double)])] = []
+            for id in experimentRuns {
+                for run in try store.export(id)?.runs ?? [] where experimentRuns.count > 1 || reported.contains(run.record.planned.sequence) {
+                    stored.append((run.record, run.samples.map { ($0.tMillis, $0.name, $0.value) }))
+                }
+            }
+            let page = HTMLReport.render(
+                report, timelines: TimelineFigure.timelines(stored, selectors: selectors), timelineSelectors: selectors)
+            guard FileManager.default.createFile(atPath: html, contents: Data(page.utf8)) else {
                 throw CommandFailure(code: ExitCodes.error, message: "\(html): cannot write the HTML report")
             }
             Console.error("nestbench: wrote \(html)")

@@ -43,7 +43,8 @@ enum InProcess {
     /// repetitions each, cand 1.5× the ops and 0.8× the p99), stored the way experiments were
     /// before metric declarations existed (none in the stored experiment).
     static func store(
-        workload: WorkloadSpec = WorkloadSpec(suite: "micro", name: "random-access"), tags: [String: String] = [:]
+        workload: WorkloadSpec = WorkloadSpec(suite: "micro", name: "random-access"), tags: [String: String] = [:],
+        samples: (PlannedRun) -> [(tMillis: Int64, name: String, value: Double)] = { _ in [] }
     ) throws -> String {
         let dir = temporaryDirectory()
         let store = try Store(path: Store.path(inResults: dir))
@@ -76,7 +77,7 @@ enum InProcess {
             ExperimentRunRecord(
                 id: "r1", experiment: experiment, filePath: "cmd.yaml", contentHash: "h", content: "name: cmd", seed: 1,
                 plan: runs.map(\.planned), startedAt: Date(), status: .running, machine: machine, tags: tags))
-        for r in runs { try store.record(r) }
+        for r in runs { try store.record(r, samples: samples(r.planned)) }
         try store.finish("r1", status: .completed)
         return dir
     }
@@ -120,6 +121,37 @@ struct CommandTests {
         #expect(h.status == 0)
         let page = try String(contentsOfFile: html, encoding: .utf8)
         #expect(page.contains("<svg class=\"figure\" id=\"fig13-p99-clean\""), "Fig. 13 (b) from the declaration")
+    }
+
+    /// The HTML report draws the stored timelines: by default the micro's progress (and the
+    /// alignment timeline), one line per run coloured by its cell, at the stored values;
+    /// `--timeline` names others; with nothing selected there is no timeline section.
+    @Test func htmlReportDrawsStoredTimelines() async throws {
+        let results = try InProcess.store(samples: { run in
+            (0..<5).map { i in (Int64(i * 500), "progress.ops_per_sec", Double(100 + run.sequence * 10 + i)) }
+                + [(250, "mem_free_bytes", 1e9)]
+        })
+        let html = InProcess.temporaryDirectory() + "/r.html"
+        func page(_ extra: [String]) async throws -> String {
+            let r = await InProcess.run(["report", "latest", "--results", results, "--html", html] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return try String(contentsOfFile: html, encoding: .utf8)
+        }
+        let progress = try await page([])
+        #expect(progress.contains("data-timeline=\"progress.ops_per_sec\""))
+        #expect(!progress.contains("data-timeline=\"mem_free_bytes\""), "not selected by default")
+        #expect(progress.components(separatedBy: "<polyline class=\"series\"").count - 1 == 8, "one line per run")
+        #expect(progress.contains(">base · clean</text>") && progress.contains(">cand · clean</text>"))
+        // Run 7's last point is the largest value at the latest time: the plot's top right corner.
+        let last = try #require(progress.firstMatch(of: /data-run="7"[^>]*points="([^"]*)"/))
+        #expect(last.1.split(separator: " ").last == "570.0,16.0", "\(last.1)")
+        #expect(last.1.split(separator: " ").count == 5)
+
+        let memory = try await page(["--timeline", "mem_free_bytes"])
+        #expect(memory.contains("data-timeline=\"mem_free_bytes\"") && !memory.contains("data-timeline=\"progress."))
+        #expect(memory.components(separatedBy: "<circle class=\"series\"").count - 1 == 8, "a one-sample timeline is a dot")
+        let none = try await page(["--timeline", "align."])
+        #expect(!none.contains("id=\"timelines\""))
     }
 
     /// One CSV writer everywhere: a tag holding a comma, quotes and a newline stays one field.
