@@ -75,7 +75,8 @@ struct ReportCommand: AsyncParsableCommand {
             let reported = Set(report.runs.map(\.sequence))
             var stored: [(record: RunRecord, samples: [(tMillis: Int64, name: String, value: Double)])] = []
             for id in experimentRuns {
-                for run in try store.export(id)?.runs ?? [] where experimentRuns.count > 1 || reported.contains(run.record.planned.sequence) {
+                for run in try store.export(id)?.runs ?? []
+                where experimentRuns.count > 1 || reported.contains(run.record.planned.sequence) {
                     stored.append((run.record, run.samples.map { ($0.tMillis, $0.name, $0.value) }))
                 }
             }
