@@ -620,7 +620,7 @@ public enum ExperimentLoader {
     }
 
     static func readSaveRestore(_ node: Node, at path: String, _ r: YAMLReader) -> SaveRestoreSpec? {
-        guard let fields = r.mapping(node, at: path, allowed: ["layer", "at", "tolerance"]) else { return nil }
+        guard let fields = r.mapping(node, at: path, allowed: ["layer", "at", "tolerance", "mode"]) else { return nil }
         var spec = SaveRestoreSpec(layer: "", atSeconds: 0)
         var has: Set<String> = []
         for f in fields {
@@ -632,6 +632,15 @@ public enum ExperimentLoader {
                         r.problem(f.path, f.value, "must be after the workload's start (e.g. 10s)")
                     } else {
                         spec.atSeconds = t
+                    }
+                }
+            case "mode":
+                if let m = r.string(f.value, at: f.path) {
+                    if let mode = SaveRestoreSpec.Mode(rawValue: m) {
+                        spec.mode = mode
+                    } else {
+                        r.problem(
+                            f.path, f.value, "must be eager (save to an image, then load it) or lazy (postcopy), got \"\(m)\"")
                     }
                 }
             case "tolerance":

@@ -61,17 +61,41 @@ public enum SaveRestoreMetrics {
         layer: String
     ) -> [Metric] {
         let source = "save_restore"
+        let lazy = times.postcopySeconds != nil
+        let notSaved =
+            "unavailable: a lazy restore saves nothing (\(layer) moved to a new QEMU by postcopy migration from the live one)"
         var metrics = [
-            Metric(
-                name: "save_seconds", value: times.saveSeconds, unit: "s", polarity: .lowerIsBetter, source: source,
-                detail: "\(layer): from the VM's stop until its image was written and its QEMU gone"),
+            times.saveSeconds.map {
+                Metric(
+                    name: "save_seconds", value: $0, unit: "s", polarity: .lowerIsBetter, source: source,
+                    detail: "\(layer): from the VM's stop until its image was written and its QEMU gone")
+            } ?? .unavailable("save_seconds", unit: "s", polarity: .lowerIsBetter, source: source, reason: notSaved),
             Metric(
                 name: "restore_seconds", value: times.restoreSeconds, unit: "s", polarity: .lowerIsBetter, source: source,
-                detail: "\(layer): from the restore's start (a new QEMU) until the guest ran again (image loaded, eager)"),
-            Metric(
-                name: "restore.image_bytes", value: Double(times.imageBytes), unit: "bytes", polarity: .neutral,
-                source: source, detail: "\(layer): the saved image"),
+                detail: lazy
+                    ? "\(layer): from the VM's stop until it ran again in the new QEMU (device state moved, pages to follow: lazy)"
+                    : "\(layer): from the restore's start (a new QEMU) until the guest ran again (image loaded, eager)"),
+            times.imageBytes.map {
+                Metric(
+                    name: "restore.image_bytes", value: Double($0), unit: "bytes", polarity: .neutral, source: source,
+                    detail: "\(layer): the saved image")
+            } ?? .unavailable("restore.image_bytes", unit: "bytes", polarity: .neutral, source: source, reason: notSaved),
         ]
+        if let postcopy = times.postcopySeconds {
+            metrics.append(
+                Metric(
+                    name: "restore.postcopy_seconds", value: postcopy, unit: "s", polarity: .lowerIsBetter, source: source,
+                    detail: "\(layer): from the VM's stop until every page had come over to the new QEMU (postcopy completed)"))
+            metrics.append(
+                times.transferredBytes.map {
+                    Metric(
+                        name: "restore.transferred_bytes", value: Double($0), unit: "bytes", polarity: .neutral, source: source,
+                        detail: "\(layer): memory the migration sent (QEMU's ram.transferred)")
+                }
+                    ?? .unavailable(
+                        "restore.transferred_bytes", unit: "bytes", polarity: .neutral, source: source,
+                        reason: "unavailable: QEMU's query-migrate reported no ram.transferred"))
+        }
         func unavailable(_ reason: String) -> [Metric] {
             [
                 Metric.unavailable("ttr_seconds", unit: "s", polarity: .lowerIsBetter, source: source, reason: reason),

@@ -288,15 +288,25 @@ public struct Condition: Codable, Sendable, Hashable {
 /// report its progress per interval (the micro with `params.progress`); TTR is the time from the
 /// restore's start until its rate stays within `tolerance` of the rate before the save.
 public struct SaveRestoreSpec: Codable, Sendable, Hashable {
+    public enum Mode: String, Codable, Sendable, Hashable, CaseIterable {
+        /// Saved to an image file, then restored from it: the guest runs again once the whole
+        /// image is loaded.
+        case eager
+        /// Moved to a new QEMU by postcopy migration from the live one: the guest runs again at
+        /// once, its pages coming over on demand (userfaultfd) and in the background.
+        case lazy
+    }
     /// The guest layer saved (`detachable: true`, its QEMU on this machine).
     public var layer: String
+    public var mode: Mode = .eager
     /// Seconds after the workload's start.
     public var atSeconds: Double
     /// Fraction below the rate before the save that still counts as responsive.
     public var tolerance: Double
 
-    public init(layer: String, atSeconds: Double, tolerance: Double = 0.10) {
+    public init(layer: String, atSeconds: Double, tolerance: Double = 0.10, mode: Mode = .eager) {
         self.layer = layer
+        self.mode = mode
         self.atSeconds = atSeconds
         self.tolerance = tolerance
     }

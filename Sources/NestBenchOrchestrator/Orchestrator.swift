@@ -755,12 +755,13 @@ public final class Orchestrator: Sendable {
         let observation = await placement.beginRun()
         let gate = SaveGate()
         let saveAt = condition.saveRestore.map { Int($0.atSeconds * 1000) }
+        let saveMode = condition.saveRestore?.mode ?? .eager
         let saveTask = savePlace.map { place in
             Task { () -> Result<SaveRestoreTimes, any Error>? in
                 if let saveAt { try? await Task.sleep(for: .milliseconds(saveAt)) }
                 guard gate.begin() else { return nil }
                 do {
-                    return .success(try await place.saveAndRestore())
+                    return .success(try await place.saveAndRestore(saveMode))
                 } catch {
                     return .failure(error)
                 }
@@ -879,7 +880,9 @@ public final class Orchestrator: Sendable {
                         })
                 }
                 provenance["save_restore"] =
-                    "\(savePlace.name) saved \(String(format: "%.3f", spec.atSeconds)) s after the workload's start and restored eagerly"
+                    spec.mode == .eager
+                    ? "\(savePlace.name) saved \(String(format: "%.3f", spec.atSeconds)) s after the workload's start and restored eagerly"
+                    : "\(savePlace.name) moved to a new QEMU \(String(format: "%.3f", spec.atSeconds)) s after the workload's start by postcopy migration (lazy: running at once, its pages following)"
             case .failure(let error)?:
                 if result.status == .ok { result.status = .failed }
                 result.reason = (result.reason.map { $0 + "; " } ?? "") + "condition \(condition.name): \(error)"

@@ -86,18 +86,24 @@ public struct SaveRestoreTimes: Sendable, Hashable {
     public var guestDetached: Double
     /// The guest's clock when its agent heard the doorbell, just after the guest ran again.
     public var guestResumed: Double
-    /// From the stop until the image was written and the saved QEMU was gone.
-    public var saveSeconds: Double
-    /// From the stop until the restore began.
+    /// Eager: from the stop until the image was written and the saved QEMU was gone (nil for a
+    /// lazy restore: nothing is saved).
+    public var saveSeconds: Double?
+    /// From the stop until the restore began (0 for a lazy restore: its QEMU already waits).
     public var restoreStart: Double
-    /// From the restore's start until the guest ran again (the image loaded, `cont` done).
+    /// From the restore's start until the guest ran again (eager: the image loaded; lazy: the
+    /// device state moved), `cont` done.
     public var restoreSeconds: Double
-    /// The size of the saved image.
-    public var imageBytes: UInt64
+    /// Eager: the size of the saved image.
+    public var imageBytes: UInt64?
+    /// Lazy: from the stop until every page had come over (the postcopy migration completed).
+    public var postcopySeconds: Double?
+    /// Lazy: the bytes of memory the migration sent.
+    public var transferredBytes: UInt64?
 
     public init(
-        guestDetached: Double, guestResumed: Double, saveSeconds: Double, restoreStart: Double, restoreSeconds: Double,
-        imageBytes: UInt64
+        guestDetached: Double, guestResumed: Double, saveSeconds: Double?, restoreStart: Double, restoreSeconds: Double,
+        imageBytes: UInt64?, postcopySeconds: Double? = nil, transferredBytes: UInt64? = nil
     ) {
         self.guestDetached = guestDetached
         self.guestResumed = guestResumed
@@ -105,16 +111,19 @@ public struct SaveRestoreTimes: Sendable, Hashable {
         self.restoreStart = restoreStart
         self.restoreSeconds = restoreSeconds
         self.imageBytes = imageBytes
+        self.postcopySeconds = postcopySeconds
+        self.transferredBytes = transferredBytes
     }
 }
 
 /// A guest NestBench can save and restore while its workload runs (`save_restore:`): a
 /// `detachable` guest whose QEMU runs on this machine.
 public protocol SaveRestorePlace: Place {
-    /// Saves the running guest to an image file (its agent detached from the share first, the VM
-    /// stopped, the QEMU gone), restores it eagerly in a new QEMU, and lets it run on. The image
-    /// is removed whatever happens; a failure leaves the place unusable.
-    func saveAndRestore() async throws(PlaceError) -> SaveRestoreTimes
+    /// Eager: saves the running guest to an image file (its agent detached from the share first,
+    /// the VM stopped, the QEMU gone), restores it in a new QEMU, and lets it run on; the image is
+    /// removed whatever happens. Lazy: moves it to a new QEMU by postcopy migration (running at
+    /// once, its pages following). A failure leaves the place unusable.
+    func saveAndRestore(_ mode: SaveRestoreSpec.Mode) async throws(PlaceError) -> SaveRestoreTimes
 }
 
 extension Place {

@@ -88,6 +88,24 @@ public enum QemuCommandLine {
         return out + ["-incoming", "defer"]
     }
 
+    /// A command line whose QMP and doorbell sockets listen at other paths (a lazy restore's
+    /// QEMU, started while the old one still holds the first ones).
+    public static func movingSockets(
+        _ argv: [String], qmp: (from: String, to: String), doorbell: (from: String, to: String)
+    ) -> [String] {
+        var out = argv
+        for i in out.indices.dropFirst() {
+            switch (out[i - 1], out[i]) {
+            case ("-qmp", "unix:\(optionValue(qmp.from)),server=on,wait=off"):
+                out[i] = "unix:\(optionValue(qmp.to)),server=on,wait=off"
+            case ("-chardev", "socket,id=nbbell,path=\(optionValue(doorbell.from)),server=on,wait=off"):
+                out[i] = "socket,id=nbbell,path=\(optionValue(doorbell.to)),server=on,wait=off"
+            default: break
+            }
+        }
+        return out
+    }
+
     /// The memory backend object for a backing.
     public static func memoryBackend(_ backing: MemoryBacking, bytes: UInt64, id: String = "ram0") -> String {
         let size = "size=\(bytes / (1 << 20))M"

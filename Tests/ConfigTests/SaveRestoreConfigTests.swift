@@ -46,7 +46,9 @@ struct SaveRestoreConfigTests {
         let e = try load(condition: "{save_restore: {layer: L1, at: 10s, tolerance: 0.2}}")
         #expect(e.conditions[0].saveRestore == SaveRestoreSpec(layer: "L1", atSeconds: 10, tolerance: 0.2))
         let d = try #require(try load(condition: "{save_restore: {layer: L1, at: 500ms}}").conditions[0].saveRestore)
-        #expect(d.tolerance == 0.10 && d.atSeconds == 0.5, "tolerance 10% unless given")
+        #expect(d.tolerance == 0.10 && d.atSeconds == 0.5 && d.mode == .eager, "tolerance 10% and eager unless given")
+        let lazy = try #require(try load(condition: "{save_restore: {layer: L1, at: 2s, mode: lazy}}").conditions[0].saveRestore)
+        #expect(lazy.mode == .lazy)
         let layers = e.configurations[0].layers
         #expect(layers[0].thisMachine && !layers[0].detachable)
         #expect(layers[1].detachable && !layers[1].thisMachine)
@@ -60,6 +62,7 @@ struct SaveRestoreConfigTests {
         #expect(problems("{save_restore: {layer: L0, at: 1s}}") == ["conditions.c.save_restore.layer"], "L0 hosts")
         #expect(problems("{save_restore: {layer: L1, at: 1s, tolerance: 1}}") == ["conditions.c.save_restore.tolerance"])
         #expect(problems("{save_restore: {layer: L1, at: 1s, lazy: true}}") == ["conditions.c.save_restore.lazy"])
+        #expect(problems("{save_restore: {layer: L1, at: 1s, mode: postcopy}}") == ["conditions.c.save_restore.mode"])
     }
 
     @Test func theLayerMustBeADetachableGuestInEveryConfiguration() {

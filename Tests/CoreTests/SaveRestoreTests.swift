@@ -52,6 +52,31 @@ struct SaveRestoreTests {
         #expect(m["restore.baseline_ops_per_sec"] == 100)
     }
 
+    /// Lazy (postcopy): nothing is saved, so save_seconds and the image size are unavailable with
+    /// the reason; the postcopy time and the bytes moved are given; TTR runs from the stop (the
+    /// restore's start: the new QEMU already waits).
+    @Test func aLazyRestoreSavesNothingAndSaysHowLongThePagesTookToFollow() {
+        let lazy = SaveRestoreTimes(
+            guestDetached: 1004.4, guestResumed: 1004.5, saveSeconds: nil, restoreStart: 0, restoreSeconds: 0.5,
+            imageBytes: nil, postcopySeconds: 2.25, transferredBytes: 1 << 26)
+        let metrics = SaveRestoreMetrics.metrics(
+            times: lazy, intervals: intervals(slow: [5: 50]), progressStart: 1000, tolerance: 0.1, layer: "L1")
+        let m = values(metrics)
+        #expect(m["restore_seconds"] == 0.5 && m["restore.postcopy_seconds"] == 2.25)
+        #expect(m["restore.transferred_bytes"] == Double(1 << 26))
+        for name in ["save_seconds", "restore.image_bytes"] {
+            let metric = metrics.first { $0.name == name }
+            #expect(metric?.value == nil && metric?.unavailable?.contains("a lazy restore saves nothing") == true, "\(name)")
+        }
+        // Frozen at 4.5 s, running again at 5 s; guest interval (5, 6] (half its work) is (5.5, 6.5]
+        // here: responsive from 6.5 s, 2 s after the stop.
+        #expect(m["ttr_seconds"] == 2)
+        // The eager times give no postcopy metrics.
+        let eager = SaveRestoreMetrics.metrics(
+            times: times, intervals: intervals(), progressStart: 1000, tolerance: 0.1, layer: "L1")
+        #expect(!eager.contains { $0.name.hasPrefix("restore.postcopy") || $0.name == "restore.transferred_bytes" })
+    }
+
     @Test func ttrIsNeverShorterThanTheRestore() {
         let m = values(
             SaveRestoreMetrics.metrics(times: times, intervals: intervals(), progressStart: 1000, tolerance: 0.1, layer: "L1"))
@@ -109,6 +134,22 @@ struct SaveRestoreTests {
         #expect(report?.clockStart == 26459.533396)
         #expect(report?.intervals == [Responsiveness.Interval(end: 0.5, seconds: 0.5, operations: 100)])
         #expect(MicroAdapter.progressReport("metric ops_per_sec 200 ops/s higher\n") == nil, "no --progress")
+    }
+
+    /// A lazy restore's QEMU listens for QMP and the doorbell beside the old QEMU's sockets;
+    /// nothing else in its command line changes.
+    @Test func aLazyRestoresQEMUMovesOnlyItsSockets() {
+        let argv = [
+            "qemu", "-qmp", "unix:/tmp/d,x/qmp,server=on,wait=off", "-chardev",
+            "socket,id=nbbell,path=/tmp/d,x/bell,server=on,wait=off", "-append", "unix:/tmp/d,x/qmp,server=on,wait=off",
+        ]
+        let escaped = argv.map { $0.replacingOccurrences(of: "d,x", with: "d,,x") }
+        let moved = QemuCommandLine.movingSockets(
+            escaped, qmp: ("/tmp/d,x/qmp", "/tmp/d,x/qmp.lazy"), doorbell: ("/tmp/d,x/bell", "/tmp/d,x/bell.lazy"))
+        #expect(moved[2] == "unix:/tmp/d,,x/qmp.lazy,server=on,wait=off")
+        #expect(moved[4] == "socket,id=nbbell,path=/tmp/d,,x/bell.lazy,server=on,wait=off")
+        #expect(moved[0] == "qemu" && moved[1] == "-qmp" && moved[3] == "-chardev" && moved[5] == "-append")
+        #expect(moved[6] == escaped[6], "only the -qmp option's value moves, not an equal kernel argument")
     }
 
     @Test func aDetachableGuestGetsADoorbellAndARestoreWaitsForItsImage() {

@@ -6,8 +6,9 @@ extension MachineSuite {
     struct SaveRestoreEndToEndTests {
         /// One stack (L0 this machine, a detachable L1 under TCG): the micro runs in L1 and is
         /// saved and restored under it — the run reports save_seconds, restore_seconds and TTR (never
-        /// shorter than the restore) or why TTR is unavailable; a second condition whose save would
-        /// come after the micro ends saves nothing and says so. Afterwards no QEMU, no saved image
+        /// shorter than the restore) or why TTR is unavailable; restored lazily (postcopy) on the
+        /// same stack, it reports the postcopy time and bytes moved instead of a save; a condition
+        /// whose save would come after the micro ends saves nothing and says so. Afterwards no QEMU, no saved image
         /// and no QMP/doorbell socket directory is left.
         @Test(.timeLimit(.minutes(10)), .enabled(if: Nested.canBoot, Nested.requirement))
         func savedAndRestoredWhileTheMicroRunsAndNothingLeft() throws {
@@ -29,6 +30,7 @@ extension MachineSuite {
                   - {name: random-access, suite: micro, label: micro, params: {size: 32MiB, ops: 450000000, progress: 0.5}, timeout: 600s}
                 conditions:
                   restored: {save_restore: {layer: L1, at: 8s}}
+                  lazy: {save_restore: {layer: L1, at: 8s, mode: lazy}}
                   late: {save_restore: {layer: L1, at: 400s}}
                 repetitions: {min: 2, max: 2, boots: 1}
                 """
@@ -37,8 +39,9 @@ extension MachineSuite {
             let json = try #require(
                 try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stderr.suffix(2000))")
             let runs = try #require(json["runs"] as? [[String: Any]])
-            #expect(runs.count == 4)
+            #expect(runs.count == 6)
             #expect(runs.filter { $0["condition"] as? String == "restored" }.count == 2)
+            #expect(runs.filter { $0["condition"] as? String == "lazy" }.count == 2)
             #expect(runs.filter { $0["condition"] as? String == "late" }.count == 2)
             for restored in runs where restored["condition"] as? String == "restored" {
                 #expect(restored["status"] as? String == "ok", "\(restored["reason"] ?? "")")
@@ -54,6 +57,20 @@ extension MachineSuite {
                     // then TTR is unavailable with the reason, never a number.
                     let export = try CLI.run(["export", "latest", "--results", dir + "/res"], state: dir + "/state")
                     #expect(export.stdout.contains("had not come back"), "ttr_seconds missing without its reason")
+                }
+            }
+            // Lazy (postcopy to a new QEMU on this machine), on the same stack between eager ones:
+            // running again at once, every page over later, nothing saved.
+            for lazy in runs where lazy["condition"] as? String == "lazy" {
+                #expect(lazy["status"] as? String == "ok", "\(lazy["reason"] ?? "")")
+                let metrics = try #require(lazy["metrics"] as? [String: Any])
+                let restore = try #require(metrics["restore_seconds"] as? Double, "\(metrics.keys.sorted())")
+                let postcopy = try #require(metrics["restore.postcopy_seconds"] as? Double)
+                #expect(restore > 0 && postcopy >= restore, "running again after \(restore) s, every page over at \(postcopy) s")
+                #expect((metrics["restore.transferred_bytes"] as? Double ?? 0) > Double(32 << 20), "the micro's buffer moved")
+                #expect(metrics["save_seconds"] is NSNull && metrics["restore.image_bytes"] is NSNull, "nothing saved")
+                if let ttr = metrics["ttr_seconds"] as? Double {
+                    #expect(ttr >= restore, "TTR \(ttr) s is never shorter than the restore (\(restore) s)")
                 }
             }
             for late in runs where late["condition"] as? String == "late" {
