@@ -22,6 +22,8 @@
  *   stopfile FILE    (run: when the process stops itself (SIGSTOP, e.g. nb-micro with
  *                    NB_PHASE_STOP=1) the agent writes "stopped PID" to FILE and keeps waiting;
  *                    the layer below probes it, then sends SIGCONT with `kill`)
+ *   startfile FILE   (run: "started PID" is written to FILE once the process runs, for a
+ *                    layer below that probes it while it runs: the alignment timeline)
  *   verb probe: pid N, path OUT, range START LEN (repeated, bytes, 0x… allowed), pgtable 1, kvm 1:
  *                    the page-table files the alignment probe needs, written to OUT (see do_probe)
  *   verb qmp: qmp SOCKET, arg JSON (repeated: one QMP command each): handshake, then each command;
@@ -85,6 +87,7 @@ struct request {
     int monitor;          /* run: memory monitor period in ms, 0 = off */
     char samples[4096];   /* run: where readings go */
     char stopfile[4096];  /* run: written when the process stops itself */
+    char startfile[4096]; /* run: written once the process runs */
     unsigned long long ranges[MAX_ITEMS][2]; /* probe: virtual ranges (start, length) */
     int nranges;
     int pgtable, kvm;     /* probe: also list page-table frames / KVM's per-VM page counts */
@@ -205,6 +208,7 @@ static int read_request(const char *file, struct request *r) {
         else if (!strcmp(line, "monitor")) r->monitor = atoi(val);
         else if (!strcmp(line, "samples")) COPY(samples);
         else if (!strcmp(line, "stopfile")) COPY(stopfile);
+        else if (!strcmp(line, "startfile")) COPY(startfile);
         else if (!strcmp(line, "pgtable")) r->pgtable = atoi(val);
         else if (!strcmp(line, "kvm")) r->kvm = atoi(val);
         else if (!strcmp(line, "range") && r->nranges < MAX_ITEMS) {
@@ -422,6 +426,18 @@ static void do_run(struct request *r) {
         if (!strncmp(r->cwd, spool, sl) && (r->cwd[sl] == '/' || r->cwd[sl] == '\0')) snprintf(r->cwd, sizeof r->cwd, "/run");
     }
     pid_t pid = start(r);
+    if (pid > 0 && r->startfile[0]) {
+        int lock = share_lock(1);
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", r->startfile);
+        FILE *sf = fopen(tmp, "w");
+        if (sf) {
+            fprintf(sf, "started %d\n", (int)pid);
+            fclose(sf);
+            rename(tmp, r->startfile);
+        }
+        share_unlock(lock);
+    }
     if (pid < 0) {
         if (readings) fclose(readings);
         free(buffer);

@@ -182,14 +182,6 @@ public enum ExperimentLoader {
                 }
             }
         }
-        if collectors?.alignment?.intervalMillis != nil, let (node, path) = fields["collectors"],
-            let stack = configurations.first(where: { $0.platform != .local })
-        {
-            r.problem(
-                "\(path).alignment.interval", node,
-                "the alignment timeline probes a process on this machine only; configuration \"\(stack.name)\" runs on \(stack.platform.rawValue), where the stack probe reads every layer once, while the workload stands stopped at the end of its measured phase (remove alignment.interval or the stack configuration)"
-            )
-        }
         guard let name, let baseline else { return nil }
         var experiment = Experiment(
             name: name, description: description, baseline: baseline, seed: seed,

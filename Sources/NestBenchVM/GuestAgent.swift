@@ -25,6 +25,8 @@ public struct AgentRequest: Sendable {
     public var samplesPath: String?
     /// run: the file the agent writes when the process stops itself (the alignment probe's hook).
     public var stopFile: String?
+    /// Run: where the agent writes "started PID" once the process runs.
+    public var startFile: String?
     /// probe: virtual ranges (start, length) to read; none: the process's anonymous mappings.
     public var ranges: [(start: UInt64, length: UInt64)] = []
     /// probe: also list the page-table frames / KVM's per-VM page counts.
@@ -61,6 +63,7 @@ public struct AgentRequest: Sendable {
         if let monitorMillis { lines.append("monitor \(monitorMillis)") }
         if let samplesPath { lines.append("samples \(samplesPath)") }
         if let stopFile { lines.append("stopfile \(stopFile)") }
+        if let startFile { lines.append("startfile \(startFile)") }
         lines += ranges.map { "range 0x\(String($0.start, radix: 16)) \($0.length)" }
         if pageTables { lines.append("pgtable 1") }
         if kvm { lines.append("kvm 1") }

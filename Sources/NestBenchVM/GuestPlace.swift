@@ -36,11 +36,15 @@ public final class GuestPlace: Place {
 
     /// The stack the guest belongs to (for a save and restore of its QEMU); nil: none.
     let stack: QemuStack?
+    /// `collectors.alignment.interval`: the stack probe also runs every this many ms while the
+    /// workload runs (nil: once, at the end of its measured phase).
+    let alignmentIntervalMillis: Int?
 
     init(
         layer: BootedLayer, health: StackHealth, monitor: MonitorSettings, stackLayers: [BootedLayer]? = nil,
-        stack: QemuStack? = nil
+        stack: QemuStack? = nil, alignmentIntervalMillis: Int? = nil
     ) {
+        self.alignmentIntervalMillis = alignmentIntervalMillis
         self.stack = stack
         self.layer = layer
         self.health = health
@@ -139,6 +143,11 @@ public final class GuestPlace: Place {
         defer { try? FileManager.default.removeItem(atPath: stopFile) }
         r.environment[AlignmentCollector.phaseStopVariable] = "1"
         r.stopFile = agent.guestPath(stopFile)
+        // The alignment timeline: the agent says the process's pid once it runs.
+        let startFile = "\(agent.spool)/.started-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: startFile) }
+        var timeline = alignmentIntervalMillis.map { StackAlignmentTimeline(intervalMillis: $0) }
+        if timeline != nil { r.startFile = agent.guestPath(startFile) }
         let finished = Mutex(false)
         let running = Task { [agent, failure, r] () -> Result<AgentResponse, VMError> in
             defer { finished.withLock { $0 = true } }
@@ -179,6 +188,13 @@ public final class GuestPlace: Place {
                 }
                 break
             }
+            if timeline != nil {
+                await timeline?.step(startFile: startFile) { pid in
+                    let layers = self.stack?.currentLayers ?? self.stackLayers
+                    let probe = StackAlignment(guest: layers?.first { $0.name == self.name } ?? self.layer, layers: layers)
+                    return await probe.metrics(pid: pid, when: "on the alignment timeline", failure: self.failure)
+                }
+            }
             try? await Task.sleep(for: .milliseconds(100))
         }
         let response: AgentResponse
@@ -217,6 +233,10 @@ public final class GuestPlace: Place {
             var m = m
             m.detail = "in \(name)" + (m.detail.map { ": \($0)" } ?? "")
             return m
+        }
+        if let timeline {
+            samples += timeline.samples
+            metrics += timeline.metrics(layer: name)
         }
         return MeasuredRun(outcome: outcome, metrics: metrics, samples: samples)
     }

@@ -365,7 +365,8 @@ struct StackPlacement: Placement {
         var guests: [String: GuestPlace] = [:]
         for layer in stack.layers {
             guests[layer.name] = GuestPlace(
-                layer: layer, health: health, monitor: collectors.monitor, stackLayers: stack.layers, stack: stack)
+                layer: layer, health: health, monitor: collectors.monitor, stackLayers: stack.layers, stack: stack,
+                alignmentIntervalMillis: collectors.alignment?.intervalMillis)
         }
         self.guests = guests
     }

@@ -6,6 +6,7 @@ import NestBenchModel
 import NestBenchPlatforms
 import NestBenchProcess
 import NestBenchWorkloads
+import Synchronization
 import Testing
 
 @testable import NestBenchVM
@@ -303,6 +304,45 @@ struct GuestAgentLocalTests {
             _ = try await agent.send(cont, timeout: 30)
             let answer = try await running.value
             #expect(answer.int("exit") == 0, "\(answer.fields)")
+        }
+    }
+
+    /// The alignment timeline's hook: the agent writes "started PID" to the start file once the
+    /// process runs; the timeline learns the pid from it and probes every interval after, each
+    /// fraction a point, a fraction without a value named in the metrics' detail.
+    @Test func theStartFileGivesTheTimelineItsPid() async throws {
+        try await withAgent(mountedAtSpool: true) { agent, spool in
+            let startFile = spool + "/started"
+            var run = AgentRequest(verb: .run)
+            run.argv = ["sh", "-c", "sleep 0.2"]
+            run.environment = ["PATH": "/usr/bin:/bin"]
+            run.startFile = startFile
+            let answer = try await agent.send(run, timeout: 60)
+            let text = try String(contentsOfFile: startFile, encoding: .utf8)
+            #expect(text == "started \(answer.int("pid") ?? -1)\n", "\(answer.fields)")
+
+            var timeline = StackAlignmentTimeline(intervalMillis: 100)
+            let probed = Mutex<[Int32]>([])
+            let probe: (Int32) async -> [Metric] = { pid in
+                probed.withLock { $0.append(pid) }
+                return [
+                    Metric(name: "align.well_aligned", value: 0.25, unit: "fraction", polarity: .higherIsBetter, source: "t"),
+                    Metric(name: "align.regions", value: 16, unit: "regions", polarity: .neutral, source: "t"),
+                    .unavailable(
+                        "align.backed.L0", unit: "fraction", polarity: .higherIsBetter, source: "t", reason: "unavailable: x"),
+                ]
+            }
+            await timeline.step(startFile: startFile, probe: probe)  // learns the pid
+            await timeline.step(startFile: startFile, probe: probe)  // too early
+            #expect(probed.withLock { $0 }.isEmpty)
+            try await Task.sleep(for: .milliseconds(150))
+            await timeline.step(startFile: startFile, probe: probe)
+            #expect(probed.withLock { $0 } == [answer.int("pid").map(Int32.init) ?? -1])
+            #expect(timeline.samples.map(\.name) == ["align.timeline.probe_ms", "align.well_aligned"])
+            #expect(timeline.samples.last?.value == 0.25 && (timeline.samples.last?.tMillis ?? 0) >= 100)
+            let metrics = timeline.metrics(layer: "L1")
+            #expect(metrics.first { $0.name == "align.timeline_probes" }?.value == 1)
+            #expect(metrics.first?.detail?.contains("align.backed.L0 at t=") == true, "\(metrics.first?.detail ?? "")")
         }
     }
 

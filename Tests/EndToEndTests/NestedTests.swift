@@ -435,7 +435,7 @@ extension MachineSuite {
                 name: e2e-align
                 baseline: hugetlb-below
                 seed: 3
-                collectors: {monitor: {interval: off}}
+                collectors: {monitor: {interval: off}, alignment: {interval: 500ms}}
                 configurations:
                   hugetlb-below:
                     platform: qemu
@@ -444,7 +444,7 @@ extension MachineSuite {
                       \(Nested.layer0(", backing: anonymous, sysctl: {vm.nr_hugepages: 400}"))
                       L1: {kernel: \(Nested.kernel), vcpus: 1, memory: 768MiB, backing: hugetlb-2m, pinning: [1], thp: {enabled: madvise, defrag: madvise}, boot_timeout: 480s}
                 workloads:
-                  - {name: random-access, suite: micro, label: micro, params: {size: 32MiB, ops: 100000, thp: huge}, cpus: [0], timeout: 240s}
+                  - {name: random-access, suite: micro, label: micro, params: {size: 32MiB, ops: 3000000, thp: huge}, cpus: [0], timeout: 240s}
                 repetitions: {min: 2, max: 2, boots: 1}
                 """
             CLI.write(yaml, to: dir + "/e.yaml")
@@ -480,6 +480,21 @@ extension MachineSuite {
             // runs L0 under TCG when emulated, which KVM does not count.
             #expect(metrics.keys.contains("align.kvm.L1.pages_2m"))
             #expect(value("align.kvm.L1.pages_4k") != nil, "\(unavailable["align.kvm.L1.pages_4k"] ?? "")")
+            // The timeline (alignment.interval): every layer probed while the micro ran, each
+            // fraction a point in [0, 1]; how often and how long is in the run's metrics.
+            let probes = try #require(value("align.timeline_probes"), "\(metrics.keys.filter { $0.hasPrefix("align.t") })")
+            #expect(probes >= 1, "the micro ran for more than one interval")
+            #expect((value("align.timeline_probe_seconds") ?? 0) > 0)
+            let export = try CLI.run(["export", "latest", "--results", dir + "/res"], state: dir + "/state")
+            let exported = try #require(try JSONSerialization.jsonObject(with: Data(export.stdout.utf8)) as? [String: Any])
+            let samples = ((exported["runs"] as? [[String: Any]])?.last?["samples"] as? [[String: Any]]) ?? []
+            let points = samples.filter { ["align.huge.L1", "align.backed.L0"].contains($0["name"] as? String) }
+                .compactMap { $0["value"] as? Double }
+            // (A probe before the buffer is touched has no present region: no point, said in the detail.)
+            #expect(points.count >= 1 && points.count <= 2 * Int(probes), "\(points)")
+            #expect(points.allSatisfy { (0...1).contains($0) }, "\(points)")
+            let probeTimes = samples.filter { $0["name"] as? String == "align.timeline.probe_ms" }
+            #expect(probeTimes.count == Int(probes), "one probe time per probe")
             #expect(Nested.qemuProcesses(mentioning: dir).isEmpty, "no QEMU left")
         }
 
