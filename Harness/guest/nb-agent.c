@@ -236,6 +236,18 @@ static void say(const char *fmt, ...) {
     if (n > 0 && response_len + (size_t)n < sizeof response) response_len += (size_t)n;
 }
 
+/* Writes "WORD PID" to FILE on the share (through a temporary file: readers see all or nothing);
+ * the caller holds the share lock. */
+static void note_pid(const char *file, const char *word, pid_t pid) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", file);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    fprintf(f, "%s %d\n", word, (int)pid);
+    fclose(f);
+    rename(tmp, file);
+}
+
 static void finish(const char *id) {
     int lock = share_lock(1);
     char tmp[4096], final[4096];
@@ -428,14 +440,7 @@ static void do_run(struct request *r) {
     pid_t pid = start(r);
     if (pid > 0 && r->startfile[0]) {
         int lock = share_lock(1);
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp", r->startfile);
-        FILE *sf = fopen(tmp, "w");
-        if (sf) {
-            fprintf(sf, "started %d\n", (int)pid);
-            fclose(sf);
-            rename(tmp, r->startfile);
-        }
+        note_pid(r->startfile, "started", pid);
         share_unlock(lock);
     }
     if (pid < 0) {
@@ -469,14 +474,7 @@ static void do_run(struct request *r) {
         if (stopped_at >= 0 && r->stopfile[0] && !stop_noted) {
             int lock = share_lock(0);
             if (lock != -1) {
-                char tmp[4200];
-                snprintf(tmp, sizeof tmp, "%s.tmp", r->stopfile);
-                FILE *sf = fopen(tmp, "w");
-                if (sf) {
-                    fprintf(sf, "stopped %d\n", (int)pid);
-                    fclose(sf);
-                    rename(tmp, r->stopfile);
-                }
+                note_pid(r->stopfile, "stopped", pid);
                 share_unlock(lock);
                 stop_noted = 1;
             }

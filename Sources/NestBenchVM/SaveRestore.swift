@@ -129,6 +129,39 @@ enum SaveRestore {
         return guestResumed
     }
 
+    /// Starts the restoring QEMU (`argv`, its output in the layer's `.restore.qemu.log`) and makes it
+    /// the layer's QEMU in the stack, which then kills it with the stack; killed here if that fails.
+    static func startRestoring(_ argv: [String], stack: QemuStack, index: Int, socketDirectory: String) throws
+        -> RunningProcess
+    {
+        let qemuLog = stack.layers[index].qemuLog
+        let log = qemuLog.isEmpty ? "/dev/null" : qemuLog.replacingOccurrences(of: ".qemu.log", with: ".restore.qemu.log")
+        let running = try ProcessRunner.start(
+            ProcessSpec(
+                program: argv[0], arguments: Array(argv.dropFirst()),
+                environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stdoutPath: log, stderrPath: log))
+        do {
+            try running.release()
+        } catch {
+            running.kill()
+            _ = running.waitBlocking()
+            throw error
+        }
+        stack.replaced(layer: index, by: .host(running, socketDirectory: socketDirectory))
+        return running
+    }
+
+    /// Connects to the layer's QMP, sets the `postcopy-ram` capability as asked and stops the VM;
+    /// the client and the instant of the stop.
+    static func stop(_ layer: BootedLayer, postcopy: Bool) throws -> (QMPClient, ContinuousClock.Instant) {
+        let client = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 20), name: layer.name)
+        try client.handshake()
+        _ = try client.execute(
+            "migrate-set-capabilities", arguments: Capabilities.postcopy(postcopy), returning: QMPMessage.Ignored.self)
+        try client.execute("stop")
+        return (client, ContinuousClock.now)
+    }
+
     /// The agent detached from its share (it answers, then unmounts it and waits on the doorbell);
     /// the guest's clock then.
     static func detach(_ layer: BootedLayer, stack: QemuStack) async throws -> Double {
@@ -165,15 +198,10 @@ enum SaveRestore {
             try? FileManager.default.removeItem(atPath: resumed)
             let guestDetached = try await detach(layer, stack: stack)
             // Save: stop, migrate into the image, quit.
-            let client = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 20), name: name)
-            try client.handshake()
             // The agent unmounts its share right after answering: give it until QEMU lifts its
-            // migration blocker (a `migrate` refused for the 9p export is tried again).
-            // Into a file: no postcopy (a QEMU restored lazily before may still have it on).
-            _ = try client.execute(
-                "migrate-set-capabilities", arguments: Capabilities.postcopy(false), returning: QMPMessage.Ignored.self)
-            try client.execute("stop")
-            let stopped = ContinuousClock.now
+            // migration blocker (a `migrate` refused for the 9p export is tried again). Into a
+            // file: no postcopy (a QEMU restored lazily before may still have it on).
+            let (client, stopped) = try stop(layer, postcopy: false)
             try handOver(image, writing: true, to: client, as: "nbsave")
             try await startMigration(client)
             _ = try await waitForMigration(client, what: "\(name): saving to \(image)", timeout: 600)
@@ -190,17 +218,8 @@ enum SaveRestore {
             // Restore (eager): the same command line, waiting for the image.
             let restoreBegan = ContinuousClock.now
             let restoreStart = (restoreBegan - stopped).seconds
-            let argv = QemuCommandLine.restoring(layer.argv)
-            let log =
-                layer.qemuLog.isEmpty
-                ? "/dev/null" : layer.qemuLog.replacingOccurrences(of: ".qemu.log", with: ".restore.qemu.log")
-            let running = try ProcessRunner.start(
-                ProcessSpec(
-                    program: argv[0], arguments: Array(argv.dropFirst()),
-                    environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stdoutPath: log, stderrPath: log))
-            restored = running
-            try running.release()
-            stack.replaced(layer: index, by: .host(running, socketDirectory: socketDirectory))
+            restored = try startRestoring(
+                QemuCommandLine.restoring(layer.argv), stack: stack, index: index, socketDirectory: socketDirectory)
             orphaned = nil
             let incoming = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 60), name: name)
             try incoming.handshake()
@@ -255,7 +274,6 @@ enum SaveRestore {
         let qmpNew = layer.qmpSocket + suffix
         let bellNew = doorbell + suffix
         var stream = ""
-        var destination: RunningProcess?
         do {
             guard let old = stack.hostProcess(pid: layer.qemuPID), case .host(let oldRunning, let socketDirectory) = old
             else { throw VMError("\(name): its QEMU (pid \(layer.qemuPID)) is not one NestBench runs on this machine") }
@@ -264,32 +282,18 @@ enum SaveRestore {
             try? FileManager.default.removeItem(atPath: resumed)
             try? FileManager.default.removeItem(atPath: stream)
             let guestDetached = try await detach(layer, stack: stack)
-            let argv = QemuCommandLine.movingSockets(
-                QemuCommandLine.restoring(layer.argv), qmp: (layer.qmpSocket, qmpNew), doorbell: (doorbell, bellNew))
-            let log =
-                layer.qemuLog.isEmpty
-                ? "/dev/null" : layer.qemuLog.replacingOccurrences(of: ".qemu.log", with: ".restore.qemu.log")
-            let running = try ProcessRunner.start(
-                ProcessSpec(
-                    program: argv[0], arguments: Array(argv.dropFirst()),
-                    environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stdoutPath: log, stderrPath: log))
-            destination = running
-            try running.release()
             // Both QEMUs are the stack's from now on: a teardown (Ctrl-C, failure) kills both.
-            stack.replaced(layer: index, by: .host(running, socketDirectory: socketDirectory))
-            destination = nil
+            _ = try startRestoring(
+                QemuCommandLine.movingSockets(
+                    QemuCommandLine.restoring(layer.argv), qmp: (layer.qmpSocket, qmpNew), doorbell: (doorbell, bellNew)),
+                stack: stack, index: index, socketDirectory: socketDirectory)
             let incoming = QMPClient(transport: try UnixSocketTransport(path: qmpNew, timeout: 60), name: name)
             try incoming.handshake()
             _ = try incoming.execute(
                 "migrate-set-capabilities", arguments: Capabilities.postcopy(true), returning: QMPMessage.Ignored.self)
             _ = try incoming.execute(
                 "migrate-incoming", arguments: URI(uri: "unix:\(stream)"), returning: QMPMessage.Ignored.self)
-            let client = QMPClient(transport: try UnixSocketTransport(path: layer.qmpSocket, timeout: 20), name: name)
-            try client.handshake()
-            _ = try client.execute(
-                "migrate-set-capabilities", arguments: Capabilities.postcopy(true), returning: QMPMessage.Ignored.self)
-            try client.execute("stop")
-            let stopped = ContinuousClock.now
+            let (client, stopped) = try stop(layer, postcopy: true)
             try await startMigration(client, to: "unix:\(stream)")
             try client.execute("migrate-start-postcopy")
             // The new VM has the device state (paused: its command line has -S) once its runstate
@@ -334,10 +338,6 @@ enum SaveRestore {
                     restoreSeconds: restoreSeconds, imageBytes: nil, postcopySeconds: postcopySeconds,
                     transferredBytes: done.ram?.transferred))
         } catch {
-            if let destination {
-                destination.kill()
-                _ = await destination.wait()
-            }
             if !stream.isEmpty { try? FileManager.default.removeItem(atPath: stream) }
             return .failure(error)
         }
