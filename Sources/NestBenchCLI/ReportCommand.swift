@@ -48,14 +48,15 @@ struct ReportCommand: AsyncParsableCommand {
         let store = try resultsOptions.openStore()
         let access = StoreAccess(options: resultsOptions, includeIncomplete: incomplete.includeIncomplete)
         var report: Report
-        var experimentRuns: [String] = []
+        // The runs analysed (a campaign's pooled ones), for their timelines below.
+        var runs: [RunRecord]
         if let campaign {
             guard run == "latest" else {
                 throw CommandFailure(code: ExitCodes.usage, message: "--campaign replaces the run id: give one or the other")
             }
             let pooled = try access.campaign(campaign, in: store)
-            report = Report(record: pooled.record, runs: pooled.runs)
-            experimentRuns = try store.campaign(campaign)
+            runs = pooled.runs
+            report = Report(record: pooled.record, runs: runs)
             let shards = Set(try store.campaign(campaign).compactMap { try store.experimentRun($0)?.shard?.count })
             if let n = shards.first, pooled.record.fixedRepetitions != true {
                 report.adaptiveRepetitions =
@@ -66,19 +67,19 @@ struct ReportCommand: AsyncParsableCommand {
             }
         } else {
             let record = try access.record(run, in: store)
-            report = Report(record: record.declared(), runs: try store.runs(of: record.id))
-            experimentRuns = [record.id]
+            runs = try store.runs(of: record.id)
+            report = Report(record: record.declared(), runs: runs)
         }
         if let html {
             let selectors = timelineSelectors.isEmpty ? TimelineFigure.defaultSelectors : timelineSelectors
-            // The report's own runs only (an incomplete run's are left out as they are above).
-            let reported = Set(report.runs.map(\.sequence))
-            var stored: [(record: RunRecord, samples: [(tMillis: Int64, name: String, value: Double)])] = []
-            for id in experimentRuns {
-                for run in try store.export(id)?.runs ?? []
-                where experimentRuns.count > 1 || reported.contains(run.record.planned.sequence) {
-                    stored.append((run.record, run.samples.map { ($0.tMillis, $0.name, $0.value) }))
-                }
+            // The timelines of the runs analysed, by experiment run and sequence.
+            var samples: [String: [Int: [RunExport.Sample]]] = [:]
+            for id in Set(runs.map(\.experimentRunID)) { samples[id] = try store.samples(of: id) }
+            let stored = runs.map { run in
+                (
+                    record: run,
+                    samples: (samples[run.experimentRunID]?[run.planned.sequence] ?? []).map { ($0.tMillis, $0.name, $0.value) }
+                )
             }
             let page = HTMLReport.render(
                 report, timelines: TimelineFigure.timelines(stored, selectors: selectors), timelineSelectors: selectors)

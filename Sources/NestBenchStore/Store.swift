@@ -625,7 +625,16 @@ public final class Store: Sendable {
     public func export(_ id: String) throws(StoreError) -> RunExport? {
         guard let record = try experimentRun(id) else { return nil }
         let runs = try runs(of: id)
-        let samples: [Int: [RunExport.Sample]] = try wrap("reading the samples of \(id)") {
+        let samples = try samples(of: id)
+        return RunExport(
+            format: RunExport.formatName, version: RunExport.currentVersion, exportedAt: Date(), origin: try origin(of: id),
+            experimentRun: record,
+            runs: runs.map { RunExport.ExportedRun(record: $0, samples: samples[$0.planned.sequence] ?? []) })
+    }
+
+    /// The timelines of an experiment run's runs, by run sequence, in the order they were stored.
+    public func samples(of id: String) throws(StoreError) -> [Int: [RunExport.Sample]] {
+        try wrap("reading the samples of \(id)") {
             try db.read { db in
                 var out: [Int: [RunExport.Sample]] = [:]
                 let cursor = try Row.fetchCursor(
@@ -640,10 +649,6 @@ public final class Store: Sendable {
                 return out
             }
         }
-        return RunExport(
-            format: RunExport.formatName, version: RunExport.currentVersion, exportedAt: Date(), origin: try origin(of: id),
-            experimentRun: record,
-            runs: runs.map { RunExport.ExportedRun(record: $0, samples: samples[$0.planned.sequence] ?? []) })
     }
 
     /// Result of an import.
