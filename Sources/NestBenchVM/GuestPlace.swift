@@ -163,9 +163,7 @@ public final class GuestPlace: Place {
                 let pid = text.split(separator: " ").last.flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
             {
                 let stoppedAt = ContinuousClock.now
-                // The stack's layers as they are now (a restored guest has a new QEMU pid).
-                let layers = stack?.currentLayers ?? stackLayers
-                let probe = StackAlignment(guest: layers?.first { $0.name == name } ?? layer, layers: layers)
+                let probe = stackProbe()
                 let first = await probe.metrics(
                     pid: pid,
                     when:
@@ -188,12 +186,8 @@ public final class GuestPlace: Place {
                 }
                 break
             }
-            if timeline != nil {
-                await timeline?.step(startFile: startFile) { pid in
-                    let layers = self.stack?.currentLayers ?? self.stackLayers
-                    let probe = StackAlignment(guest: layers?.first { $0.name == self.name } ?? self.layer, layers: layers)
-                    return await probe.metrics(pid: pid, when: "on the alignment timeline", failure: self.failure)
-                }
+            await timeline?.step(startFile: startFile) { pid in
+                await self.stackProbe().metrics(pid: pid, when: "on the alignment timeline", failure: self.failure)
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
@@ -239,6 +233,13 @@ public final class GuestPlace: Place {
             metrics += timeline.metrics(layer: name)
         }
         return MeasuredRun(outcome: outcome, metrics: metrics, samples: samples)
+    }
+
+    /// The alignment probe over the stack's layers as they are now (a restored guest has a new
+    /// QEMU pid).
+    func stackProbe() -> StackAlignment {
+        let layers = stack?.currentLayers ?? stackLayers
+        return StackAlignment(guest: layers?.first { $0.name == name } ?? layer, layers: layers)
     }
 
     struct AgentAnswerError: Error {
